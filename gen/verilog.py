@@ -1,0 +1,126 @@
+"""Elaborate a configuration to Verilog plus a JSON manifest, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.lib import stream, wiring
+
+from .config import BlockConfig, build_component
+from .layout import describe_shape, flatten_shape
+
+__all__ = ["top_name", "convert", "manifest", "write_outputs", "atomic_dir", "generate"]
+
+VERSION = "0.1.0"
+
+
+def top_name(config: BlockConfig) -> str:
+    return f"lutra_{config.name}"
+
+
+def convert(component, name: str) -> str:
+    """Verilog text of ``component`` (no source attributes, so output is reproducible)."""
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def _ports(component, meanings: dict) -> tuple[list, dict]:
+    ports = [
+        {"name": "clk", "direction": "in", "width": 1, "meaning": "clock (rising edge)"},
+        {"name": "rst", "direction": "in", "width": 1,
+         "meaning": "synchronous reset, active high"},
+    ]
+    streams = {}
+    for name, member in component.signature.members.items():
+        meaning = meanings.get(name, "")
+        inward = member.flow == wiring.In
+        signature = member.signature if member.is_signature else None
+        if isinstance(signature, wiring.FlippedSignature):
+            signature = signature.flip()
+        if isinstance(signature, stream.Signature):
+            payload = signature.members["payload"].shape
+            desc = describe_shape(payload)
+            streams[name] = {
+                "direction": "in" if inward else "out",
+                "valid": f"{name}__valid", "ready": f"{name}__ready",
+                "payload": f"{name}__payload", "meaning": meaning,
+                "layout": desc, "fields": flatten_shape(desc),
+            }
+            ports += [
+                {"name": f"{name}__valid", "direction": "in" if inward else "out", "width": 1,
+                 "meaning": f"{name}: beat offered"},
+                {"name": f"{name}__ready", "direction": "out" if inward else "in", "width": 1,
+                 "meaning": f"{name}: beat taken when valid & ready"},
+                {"name": f"{name}__payload", "direction": "in" if inward else "out",
+                 "width": desc["width"], "meaning": meaning},
+            ]
+        elif member.is_port:
+            ports.append({"name": name, "direction": "in" if inward else "out",
+                          "width": member.shape.width if hasattr(member.shape, "width")
+                          else describe_shape(member.shape)["width"], "meaning": meaning})
+        else:
+            raise NotImplementedError(f"port {name}: only streams and plain ports are described")
+    return ports, streams
+
+
+def manifest(config: BlockConfig, component) -> dict:
+    """Everything needed to integrate the Verilog: configuration, ports, timing figures."""
+    ports, streams = _ports(component, config.block.ports)
+    return {
+        "lutra_version": VERSION,
+        "block": config.name,
+        "summary": config.block.summary,
+        "top": top_name(config),
+        "verilog": f"{top_name(config)}.v",
+        "config": dict(config.params),
+        "ports": ports,
+        "streams": streams,
+        "figures": config.block.figures(component),
+    }
+
+
+@contextmanager
+def atomic_dir(out: Path):
+    """Yield a temporary directory that replaces ``out`` only if the body succeeds."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_outputs(config: BlockConfig, directory: Path) -> dict:
+    """Write ``<top>.v`` and ``<top>.json`` for ``config`` into ``directory``."""
+    component = build_component(config)
+    info = manifest(config, component)
+    text = convert(component, top_name(config))
+    (directory / info["verilog"]).write_text(text)
+    (directory / f"{info['top']}.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def generate(configs: list[BlockConfig], out: Path, *, per_block_dirs: bool) -> list[dict]:
+    """Generate every configuration into ``out`` (``out/<block>/`` when ``per_block_dirs``)."""
+    infos = []
+    with atomic_dir(Path(out)) as tmp:
+        for config in configs:
+            directory = tmp / config.name if per_block_dirs else tmp
+            directory.mkdir(exist_ok=True)
+            infos.append(write_outputs(config, directory))
+    return infos

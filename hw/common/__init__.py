@@ -1,0 +1,1 @@
+"""Pieces shared by several blocks: parameter checks and the requantizer."""

@@ -1,0 +1,163 @@
+"""Pipelined TFLite/gemmlowp requantizer, shared by every block that produces int8 from int32."""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .checks import check_int
+
+__all__ = ["RequantIn", "RequantOut", "Requantizer", "REQUANT_LATENCY"]
+
+#: Pipeline registers between an accepted input and its output beat (no stalls).
+REQUANT_LATENCY = 8
+
+INT32_MAX = (1 << 31) - 1
+
+
+def RequantIn(lanes: int) -> data.StructLayout:
+    """Payload of the requantizer's input: ``lanes`` accumulators with their per-lane
+    ``multiplier`` (Q31) and ``shift`` (TFLite convention, positive = left), the shared output
+    zero point and clamp bounds, and a ``last`` flag that passes through untouched."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(32), lanes),
+        "multiplier": data.ArrayLayout(signed(32), lanes),
+        "shift": data.ArrayLayout(signed(6), lanes),
+        "out_zero_point": signed(8),
+        "act_min": signed(8),
+        "act_max": signed(8),
+        "last": unsigned(1),
+    })
+
+
+def RequantOut(lanes: int) -> data.StructLayout:
+    """Payload of the requantizer's output: ``lanes`` int8 values and the passed-through ``last``."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(8), lanes),
+        "last": unsigned(1),
+    })
+
+
+class Requantizer(wiring.Component):
+    """``clamp(MultiplyByQuantizedMultiplier(acc, multiplier, shift) + out_zero_point)``.
+
+    Bit-exact to TFLite's double-rounding ``MultiplyByQuantizedMultiplier`` with gemmlowp's
+    ``SaturatingRoundingDoublingHighMul`` and ``RoundingDivideByPOT`` (see
+    ``sim.golden.gemm.requantize``), including ``INT32_MIN`` operands and ties. The left shift wraps
+    modulo 2**32 as two's-complement hardware does. ``shift`` must be in [-31, 31].
+
+    The 32 x 32 product is split into four 17 x 17 partial products so that each maps onto one
+    DSP multiplier (MULT18X18D on ECP5); every adder sits alone between registers.
+
+    Parameters
+    ----------
+    lanes : int
+        Values requantized per beat (1..64).
+
+    Members
+    -------
+    i : In(stream.Signature(RequantIn(lanes)))
+        Accumulators and their requantization parameters.
+    o : Out(stream.Signature(RequantOut(lanes)))
+        int8 results, ``REQUANT_LATENCY`` cycles after the input when not stalled.
+    """
+
+    def __init__(self, *, lanes: int):
+        check_int("lanes", lanes, 1, 64)
+        self._lanes = lanes
+        super().__init__({
+            "i": In(stream.Signature(RequantIn(lanes))),
+            "o": Out(stream.Signature(RequantOut(lanes))),
+        })
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    def elaborate(self, platform):
+        m = Module()
+        n = REQUANT_LATENCY
+        valid = Signal(n)
+        # Stall the whole pipeline only when its output beat is held by the sink.
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
+            self.o.valid.eq(valid[n - 1]),
+        ]
+        with m.If(advance):
+            m.d.sync += valid.eq(Cat(self.i.valid & self.i.ready, valid[:-1]))
+
+        def stage(name, shape, value):
+            reg = Signal(shape, name=name)
+            with m.If(advance):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        def delay(name, shape, value, cycles):
+            for s in range(1, cycles + 1):
+                value = stage(f"{name}_s{s}", shape, value)
+            return value
+
+        # Fields shared by every lane, delayed to the stage that uses them.
+        payload = self.i.payload
+        zp = delay("zero_point", signed(8), payload.out_zero_point, 6)
+        lo = delay("act_min", signed(8), payload.act_min, 7)
+        hi = delay("act_max", signed(8), payload.act_max, 7)
+        m.d.comb += self.o.payload.last.eq(delay("last", 1, payload.last, n))
+
+        for lane in range(self._lanes):
+            p = f"l{lane}_"
+            acc = self.i.payload.acc[lane]
+            mult = self.i.payload.multiplier[lane]
+            shift = self.i.payload.shift[lane]
+
+            # s1: left shift (wrapping), right-shift amount, saturation operands.
+            left = Mux(shift[-1], 0, shift.as_unsigned()[:5])
+            x1 = stage(p + "shifted", signed(32), (acc << left)[:32].as_signed())
+            m1 = stage(p + "multiplier", signed(32), mult)
+            right1 = stage(p + "right", unsigned(6), Mux(shift[-1], -shift, 0))
+
+            # s2: four 17 x 17 partial products (high halves signed, low halves unsigned).
+            xh, xl = x1[16:].as_signed(), Cat(x1[:16], Const(0, 1)).as_signed()
+            mh, ml = m1[16:].as_signed(), Cat(m1[:16], Const(0, 1)).as_signed()
+            pp_hh = stage(p + "pp_hh", signed(34), xh * mh)
+            pp_hl = stage(p + "pp_hl", signed(34), xh * ml)
+            pp_lh = stage(p + "pp_lh", signed(34), xl * mh)
+            pp_ll = stage(p + "pp_ll", signed(34), xl * ml)
+            sat2 = stage(p + "sat_s2", 1, (x1 == -(1 << 31)) & (m1 == -(1 << 31)))
+            right2 = stage(p + "right_s2", unsigned(6), right1)
+
+            # s3: cross terms summed; high and low terms joined with the rounding constant.
+            # For every product but the saturating one, gemmlowp's nudged truncating division
+            # (ab + nudge) / 2**31 equals floor((ab + 2**30) / 2**31).
+            mid = stage(p + "pp_mid", signed(35), pp_hl + pp_lh)
+            outer = stage(p + "pp_outer", signed(66),
+                          (pp_hh << 32) + pp_ll[:32] + (1 << 30))
+            sat3 = stage(p + "sat_s3", 1, sat2)
+            right3 = stage(p + "right_s3", unsigned(6), right2)
+
+            # s4: full product + 2**30; mask of the bits below the rounding bit.
+            total = stage(p + "product", signed(66), outer + (mid << 16))
+            sat4 = stage(p + "sat_s4", 1, sat3)
+            right4 = stage(p + "right_s4", unsigned(6), right3)
+            below_half = Signal(32, name=p + "below_half_mask")
+            m.d.comb += below_half.eq(Mux(right3 == 0, 0, (Const(1, 33) << (right3 - 1)[:6]) - 1))
+            sticky_mask = stage(p + "sticky_mask", 32, below_half)
+
+            # s5: high word, then x >> (right - 1) keeping the rounding bit; sticky bits.
+            high = Mux(sat4, INT32_MAX, total[31:63].as_signed())
+            shifted_x2 = stage(p + "shifted_x2", signed(33), (high.as_signed() << 1) >> right4)
+            sticky = stage(p + "sticky", 1, (high & sticky_mask).any())
+            negative = stage(p + "negative", 1, high[31])
+
+            # s6: round half away from zero (RoundingDivideByPOT).
+            half = shifted_x2[0]
+            rounded = stage(p + "rounded", signed(33),
+                            shifted_x2[1:].as_signed() + (half & (~negative | sticky)))
+
+            # s7: output zero point; s8: clamp.
+            with_zp = stage(p + "with_zero_point", signed(34), rounded + zp)
+            clamped = Mux(with_zp < lo, lo, Mux(with_zp > hi, hi, with_zp))
+            result = stage(p + "result", signed(8), clamped[:8].as_signed())
+            m.d.comb += self.o.payload.data[lane].eq(result)
+        return m

@@ -1,0 +1,327 @@
+"""Output-stationary systolic int8 GEMM core with TFLite requantization."""
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..common.checks import check_bool, check_int
+from ..common.requant import REQUANT_LATENCY, RequantIn, Requantizer
+
+__all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore", "max_abs_product"]
+
+A_OFFSET_WIDTH = 9      # TFLite: a_offset = -input_zero_point, in [-127, 128]
+OPERAND_A_WIDTH = 10    # int8 + a_offset
+PRODUCT_WIDTH = 18      # signed 10 x signed 8
+
+
+def max_abs_product() -> int:
+    """Largest |(a + a_offset) * b| the array can meet (a int8, a_offset signed 9-bit)."""
+    return (128 + 256) * 128
+
+
+def KSlice(rows: int, cols: int) -> data.StructLayout:
+    """One k-slice of a tile: column ``k`` of A (``rows`` values), row ``k`` of B (``cols``
+    values); ``last`` marks the tile's final k-slice."""
+    return data.StructLayout({
+        "a": data.ArrayLayout(signed(8), rows),
+        "b": data.ArrayLayout(signed(8), cols),
+        "last": unsigned(1),
+    })
+
+
+def TileParams(cols: int, requantize: bool) -> data.StructLayout:
+    """Run-time parameters of one tile, one beat per tile on the ``params`` stream."""
+    fields = {
+        "a_offset": signed(A_OFFSET_WIDTH),
+        "bias": data.ArrayLayout(signed(32), cols),
+    }
+    if requantize:
+        fields.update({
+            "multiplier": data.ArrayLayout(signed(32), cols),
+            "shift": data.ArrayLayout(signed(6), cols),
+            "out_zero_point": signed(8),
+            "act_min": signed(8),
+            "act_max": signed(8),
+        })
+    return data.StructLayout(fields)
+
+
+def GemmOut(lanes: int, requantize: bool) -> data.StructLayout:
+    """Output beat: ``lanes`` consecutive elements of a row of C (int8 requantized, or raw int32
+    accumulators); ``last`` marks the tile's final beat."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(8) if requantize else signed(32), lanes),
+        "last": unsigned(1),
+    })
+
+
+class GemmCore(wiring.Component):
+    """Output-stationary systolic array computing ``C = A . B`` tile by tile.
+
+    Each tile is ``C[rows x cols] = sum_k (A[:, k] + a_offset) * B[k, :] + bias``, optionally
+    requantized to int8 per column (TFLite ``MultiplyByQuantizedMultiplier``, zero point, clamp).
+    ``K >= 1`` is chosen per tile at run time by the ``last`` flag of the k-slices. One k-slice
+    enters per clock; the next tile's k-slices enter while the previous tile's results drain,
+    so back-to-back tiles with ``K >= max(rows, cols)`` keep every PE busy. Shorter tiles are
+    accepted with idle cycles in between (``min_tile_cycles``).
+
+    The array never stalls: results are moved into a row FIFO whose space is reserved when a
+    tile's last k-slice is accepted, so backpressure on ``o`` reaches ``i`` only through that
+    reservation.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array size, 1..32 each.
+    acc_width : int
+        Accumulator width, 18..32. Results are exact for ``K <= max_k``.
+    requantize : bool
+        Requantize to int8 (default) or stream raw int32 accumulators (bias included).
+    out_lanes : int
+        Output elements per beat; divides ``cols``. One requantizer lane each.
+
+    Members
+    -------
+    i : In(stream.Signature(KSlice(rows, cols)))
+        k-slices of A and B.
+    params : In(stream.Signature(TileParams(cols, requantize)))
+        One beat per tile, taken with the tile's first k-slice.
+    o : Out(stream.Signature(GemmOut(out_lanes, requantize)))
+        The tile's result row by row, ``cols // out_lanes`` beats per row.
+    """
+
+    def __init__(self, *, rows: int = 4, cols: int = 4, acc_width: int = 32,
+                 requantize: bool = True, out_lanes: int = 1):
+        check_int("rows", rows, 1, 32)
+        check_int("cols", cols, 1, 32)
+        check_int("acc_width", acc_width, PRODUCT_WIDTH, 32)
+        check_bool("requantize", requantize)
+        check_int("out_lanes", out_lanes, 1, cols)
+        if cols % out_lanes:
+            raise ValueError(f"out_lanes must divide cols ({cols}), not {out_lanes!r}")
+        self._rows, self._cols = rows, cols
+        self._acc_width = acc_width
+        self._requantize = requantize
+        self._out_lanes = out_lanes
+        super().__init__({
+            "i": In(stream.Signature(KSlice(rows, cols))),
+            "params": In(stream.Signature(TileParams(cols, requantize))),
+            "o": Out(stream.Signature(GemmOut(out_lanes, requantize))),
+        })
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+    acc_width = property(lambda self: self._acc_width)
+    requantize = property(lambda self: self._requantize)
+    out_lanes = property(lambda self: self._out_lanes)
+
+    @property
+    def max_k(self) -> int:
+        """Largest K for which no accumulator can overflow ``acc_width`` bits (any a_offset)."""
+        return ((1 << (self._acc_width - 1)) - 1) // max_abs_product()
+
+    @property
+    def min_tile_cycles(self) -> int:
+        """Minimum spacing in cycles between the last k-slices of consecutive tiles."""
+        return max(self._rows, self._cols)
+
+    @property
+    def row_read_delay(self) -> int:
+        """Cycles from a tile's last k-slice to the read of its first result row."""
+        return 3 + self._cols
+
+    @property
+    def row_fifo_depth(self) -> int:
+        """Rows of result buffering; enough that an unstalled sink never throttles the input."""
+        in_flight = self.row_read_delay + 4 + self._rows
+        tiles = -(-in_flight // self.min_tile_cycles) + 1
+        return self._rows * tiles
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a tile's last k-slice to its first output beat (unstalled)."""
+        # row read + row register + FIFO (write, then buffered read) + output sequencer.
+        cycles = self.row_read_delay + 1 + 2 + 1
+        return cycles + (REQUANT_LATENCY if self._requantize else 0)
+
+    @property
+    def beats_per_tile(self) -> int:
+        return self._rows * self._cols // self._out_lanes
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, width = self._rows, self._cols, self._acc_width
+        lanes = self._out_lanes
+        spacing = self.min_tile_cycles
+        depth = self.row_fifo_depth
+
+        # ---- tile parameters and input acceptance --------------------------------------
+        params = Signal(TileParams(cols, self._requantize))
+        have_params = Signal()
+        in_tile = Signal()                      # a tile has started: the next beat is not first
+        # (Counters get at least one bit: zero-width signals become [-1:0] vectors in Verilog.)
+        gap = Signal(range(max(spacing, 2)))    # cycles until another tile may end
+        reserved = Signal(range(depth + 1))     # row FIFO entries promised to accepted tiles
+        row_pop = Signal()
+
+        out_fields = {name: field.shape for name, field in TileParams(cols, self._requantize)
+                      if name != "a_offset"}
+        out_layout = data.StructLayout(out_fields)
+        m.submodules.tile_fifo = tile_fifo = SyncFIFOBuffered(
+            width=out_layout.size, depth=depth // rows)
+
+        may_end = (gap == 0) & (reserved + rows <= depth)
+        fire = Signal()
+        ends = Signal()
+        m.d.comb += [
+            self.i.ready.eq(have_params & (~self.i.payload.last | may_end)),
+            fire.eq(self.i.valid & self.i.ready),
+            ends.eq(fire & self.i.payload.last),
+            self.params.ready.eq(~have_params | ends),
+            tile_fifo.w_en.eq(ends),
+            tile_fifo.w_data.eq(Cat(*(params[k] for k in out_fields))),
+        ]
+        with m.If(self.params.valid & self.params.ready):
+            m.d.sync += [params.eq(self.params.payload), have_params.eq(1)]
+        with m.Elif(ends):
+            m.d.sync += have_params.eq(0)
+        with m.If(fire):
+            m.d.sync += in_tile.eq(~self.i.payload.last)
+        with m.If(ends):
+            m.d.sync += gap.eq(spacing - 1)
+        with m.Elif(gap != 0):
+            m.d.sync += gap.eq(gap - 1)
+        m.d.sync += reserved.eq(reserved + Mux(ends, rows, 0) - row_pop)
+
+        # ---- edge registers and skew ------------------------------------------------------
+        Flags = data.StructLayout({"valid": 1, "first": 1, "last": 1})
+        edge_flags = Signal(Flags)
+        m.d.sync += [
+            edge_flags.valid.eq(fire),
+            edge_flags.first.eq(~in_tile),
+            edge_flags.last.eq(self.i.payload.last),
+        ]
+
+        def delayed(name, shape, value, cycles):
+            for n in range(cycles):
+                reg = Signal(shape, name=f"{name}_d{n + 1}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        row_in, flags_in = [], []
+        for r in range(rows):
+            edge_a = Signal(signed(OPERAND_A_WIDTH), name=f"edge_a{r}")
+            m.d.sync += edge_a.eq(self.i.payload.a[r] + params.a_offset)
+            row_in.append(delayed(f"skew_a{r}", signed(OPERAND_A_WIDTH), edge_a, r))
+            flags_in.append(delayed(f"skew_flags{r}", Flags, edge_flags, r))
+        col_in = []
+        for c in range(cols):
+            edge_b = Signal(signed(8), name=f"edge_b{c}")
+            m.d.sync += edge_b.eq(self.i.payload.b[c])
+            col_in.append(delayed(f"skew_b{c}", signed(8), edge_b, c))
+
+        # ---- processing elements ----------------------------------------------------------
+        res = [[None] * cols for _ in range(rows)]
+        b_above = col_in
+        for r in range(rows):
+            a_left, flags_left = row_in[r], flags_in[r]
+            b_here = []
+            for c in range(cols):
+                pe = f"pe{r}_{c}_"
+                a = Signal(signed(OPERAND_A_WIDTH), name=pe + "a")
+                b = Signal(signed(8), name=pe + "b")
+                flags = Signal(Flags, name=pe + "flags")
+                product = Signal(signed(PRODUCT_WIDTH), name=pe + "product")
+                product_flags = Signal(Flags, name=pe + "product_flags")
+                acc = Signal(signed(width), name=pe + "acc")
+                result = Signal(signed(width), name=pe + "result")
+                m.d.sync += [
+                    a.eq(a_left), b.eq(b_above[c]), flags.eq(flags_left),
+                    product.eq(a * b), product_flags.eq(flags),
+                ]
+                total = Mux(product_flags.first, 0, acc) + product
+                with m.If(product_flags.valid):
+                    m.d.sync += acc.eq(total)
+                    with m.If(product_flags.last):
+                        m.d.sync += result.eq(total)
+                res[r][c] = result
+                a_left, flags_left = a, flags
+                b_here.append(b)
+            b_above = b_here
+
+        # ---- row read-out into the row FIFO ----------------------------------------------
+        # Row r of a tile ending at cycle t is complete in every column at t + 3 + cols + r; a
+        # one-hot token travelling down a delay line selects it, so no row counter is needed.
+        token = [delayed("row_token", 1, ends, self.row_read_delay)]
+        for r in range(1, rows):
+            token.append(delayed(f"row_token{r}", 1, token[-1], 1))
+        row_data = Signal(data.ArrayLayout(signed(width), cols))
+        row_valid = Signal()
+        row_last = Signal()
+        for c in range(cols):
+            selected = 0
+            for r in range(rows):
+                selected = selected | Mux(token[r], res[r][c], 0)
+            m.d.sync += row_data[c].eq(selected)
+        m.d.sync += [row_valid.eq(Cat(*token).any()), row_last.eq(token[rows - 1])]
+
+        m.submodules.row_fifo = row_fifo = SyncFIFOBuffered(width=cols * width + 1, depth=depth)
+        m.d.comb += [
+            row_fifo.w_en.eq(row_valid),
+            row_fifo.w_data.eq(Cat(row_data, row_last)),
+        ]
+
+        # ---- output sequencer: row -> beats of `lanes`, bias added, params attached --------
+        head_row = data.View(data.ArrayLayout(signed(width), cols), row_fifo.r_data[:cols * width])
+        head_last = row_fifo.r_data[-1]
+        tile = data.View(out_layout, tile_fifo.r_data)
+        segments = cols // lanes
+        segment = Signal(range(max(segments, 2)))
+        final_segment = segment == segments - 1
+
+        if self._requantize:
+            m.submodules.requant = requant = Requantizer(lanes=lanes)
+            seq, seq_layout = requant.i, RequantIn(lanes)
+            wiring.connect(m, requant.o, wiring.flipped(self.o))
+        else:
+            seq, seq_layout = self.o, GemmOut(lanes, False)
+
+        seq_valid = Signal()
+        seq_payload = Signal(seq_layout)
+        advance = ~seq_valid | seq.ready
+        take = Signal()
+        m.d.comb += [
+            seq.valid.eq(seq_valid),
+            seq.payload.eq(seq_payload),
+            take.eq(advance & row_fifo.r_rdy & tile_fifo.r_rdy),
+            row_pop.eq(take & final_segment),
+            row_fifo.r_en.eq(row_pop),
+            tile_fifo.r_en.eq(row_pop & head_last),
+        ]
+        with m.If(advance):
+            m.d.sync += seq_valid.eq(take)
+        with m.If(take):
+            m.d.sync += [
+                segment.eq(Mux(final_segment, 0, segment + 1)),
+                seq_payload.last.eq(head_last & final_segment),
+            ]
+            for lane in range(lanes):
+                col = segment * lanes + lane
+                with_bias = (head_row[col] + tile.bias[col])[:32].as_signed()
+                if self._requantize:
+                    m.d.sync += [
+                        seq_payload.acc[lane].eq(with_bias),
+                        seq_payload.multiplier[lane].eq(tile.multiplier[col]),
+                        seq_payload.shift[lane].eq(tile.shift[col]),
+                    ]
+                else:
+                    m.d.sync += seq_payload.data[lane].eq(with_bias)
+            if self._requantize:
+                m.d.sync += [
+                    seq_payload.out_zero_point.eq(tile.out_zero_point),
+                    seq_payload.act_min.eq(tile.act_min),
+                    seq_payload.act_max.eq(tile.act_max),
+                ]
+        return m

@@ -1,0 +1,46 @@
+"""Stream helpers for the Amaranth simulator: producers and consumers with random stalls.
+
+A beat moves only on a clock edge where ``valid & ready``; these helpers hold ``valid`` (or
+``ready``) for a random number of idle cycles between beats so that every block is exercised
+with gaps on its inputs and backpressure on its outputs.
+"""
+
+from __future__ import annotations
+
+from amaranth.lib import data
+
+from .stalls import Stalls
+
+__all__ = ["stream_put", "stream_get", "Stalls", "to_python"]
+
+
+def to_python(value):
+    """Turn a sampled ``data.Const`` (struct/array, nested) into dicts, lists and ints."""
+    if isinstance(value, data.Const):
+        layout = value.shape()
+        if isinstance(layout, data.ArrayLayout):
+            return [to_python(value[i]) for i in range(layout.length)]
+        return {name: to_python(value[name]) for name, _ in layout}
+    return int(value)
+
+
+async def stream_put(ctx, stream, payload, stalls: Stalls | None = None) -> None:
+    """Offer ``payload`` on ``stream`` (after any random idle cycles) until it is taken."""
+    if stalls is not None:
+        for _ in range(stalls.cycles()):
+            await ctx.tick()
+    ctx.set(stream.valid, 1)
+    ctx.set(stream.payload, payload)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+
+
+async def stream_get(ctx, stream, stalls: Stalls | None = None):
+    """Take one beat from ``stream`` (after any random idle cycles); returns it as Python data."""
+    if stalls is not None:
+        for _ in range(stalls.cycles()):
+            await ctx.tick()
+    ctx.set(stream.ready, 1)
+    (payload,) = await ctx.tick().sample(stream.payload).until(stream.valid)
+    ctx.set(stream.ready, 0)
+    return to_python(payload)

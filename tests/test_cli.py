@@ -1,0 +1,140 @@
+"""The lutra command line: generation, configuration errors, atomic outputs, sim, lint."""
+
+import json
+import subprocess
+
+import pytest
+
+from gen.blocks import blocks, get_block
+from gen.cli import main
+from gen.config import ConfigError, load_config, validate_params
+from sim.runner import VERILATOR_WAIVERS, missing_reason, verilator_bin
+
+
+def test_generate_block_with_flags(tmp_path, capsys):
+    out = tmp_path / "gemm"
+    assert main(["generate", "gemm", "--rows", "2", "--cols", "3", "--out", str(out)]) == 0
+    manifest = json.loads((out / "lutra_gemm.json").read_text())
+    assert manifest["config"]["rows"] == 2 and manifest["config"]["cols"] == 3
+    verilog = (out / "lutra_gemm.v").read_text()
+    assert "module lutra_gemm" in verilog
+    names = {p["name"] for p in manifest["ports"]}
+    for port in ("clk", "rst", "i__valid", "i__ready", "i__payload", "params__payload",
+                 "o__valid", "o__ready", "o__payload"):
+        assert port in names, f"manifest lacks port {port}"
+        assert port in verilog, f"Verilog lacks port {port}"
+    i_payload = next(p for p in manifest["ports"] if p["name"] == "i__payload")
+    assert i_payload["width"] == 2 * 8 + 3 * 8 + 1
+    fields = {f["name"]: f for f in manifest["streams"]["i"]["fields"]}
+    assert fields["a[1]"] == {"name": "a[1]", "offset": 8, "width": 8, "signed": True}
+    assert fields["last"]["offset"] == 40
+    assert manifest["figures"]["latency_cycles"] > 0
+    assert "lutra_gemm.v" in capsys.readouterr().out
+
+
+def test_generate_from_config_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[gemm]\nrows = 3\nrequantize = false\n")
+    assert main(["generate", "--config", str(config), "--out", str(tmp_path / "o")]) == 0
+    manifest = json.loads((tmp_path / "o" / "gemm" / "lutra_gemm.json").read_text())
+    assert manifest["config"]["rows"] == 3 and manifest["config"]["requantize"] is False
+
+
+def test_default_config_is_valid():
+    configs = load_config("configs/default.toml")
+    assert [c.name for c in configs] == [c for c in blocks() if c in {x.name for x in configs}]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[gemm]\nrows = 0\n", "gemm.rows: must be in [1, 32], not 0"),
+    ("[gemm]\nrows = \"4\"\n", "gemm.rows: must be an integer, not '4'"),
+    ("[gemm]\nrowz = 4\n", "gemm.rowz: unknown key"),
+    ("[gemm]\nrequantize = 1\n", "gemm.requantize: must be true or false, not 1"),
+    ("[gemm]\ncols = 4\nout_lanes = 3\n", "gemm: out_lanes must divide cols (4), not 3"),
+    ("[nope]\n", "nope: unknown block"),
+    ("gemm = 3\n", "gemm: must be a table"),
+    ("[gemm\n", "invalid TOML"),
+    ("", "no block tables"),
+])
+def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, capsys, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    assert main(["generate", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "gemm", "--rows", "0"], "gemm.rows: must be in [1, 32], not 0"),
+    (["generate", "gemm", "--rowz", "3"], "unrecognized arguments: --rowz 3"),
+    (["generate", "foo"], "unknown block 'foo'"),
+    (["generate", "gemm", "--requantize", "maybe"], "expected true or false, not 'maybe'"),
+    (["generate"], "name a block"),
+    (["sim", "gemm", "--simulator", "xcelium"], "invalid choice: 'xcelium'"),
+    (["bench", "nope"], "unknown block 'nope'"),
+])
+def test_bad_flags(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert main(argv + ["--out", str(out)] if argv[0] == "generate" else argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not out.exists()
+
+
+def test_failed_generation_keeps_previous_output(tmp_path, monkeypatch):
+    out = tmp_path / "gemm"
+    assert main(["generate", "gemm", "--out", str(out)]) == 0
+    before = (out / "lutra_gemm.v").read_text()
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr("gen.verilog.convert", explode)
+    with pytest.raises(RuntimeError):
+        main(["generate", "gemm", "--rows", "2", "--out", str(out)])
+    assert (out / "lutra_gemm.v").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemm"]
+
+
+def test_validate_params_reports_key():
+    with pytest.raises(ConfigError) as info:
+        validate_params(get_block("gemm"), {"acc_width": 64})
+    assert str(info.value) == "gemm.acc_width: must be in [18, 32], not 64"
+
+
+def test_console_script_runs(tmp_path):
+    result = subprocess.run([".venv/bin/lutra", "generate", "gemm", "--rows", "0", "--out",
+                             str(tmp_path / "x")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "lutra: error: gemm.rows: must be in [1, 32], not 0"
+
+
+@pytest.mark.cocotb
+def test_sim_command_runs_a_regression(tmp_path, capsys):
+    simulator = "icarus" if missing_reason("icarus") is None else "verilator"
+    status = main(["sim", "gemm", "--rows", "1", "--cols", "1", "--simulator", simulator,
+                   "--build-dir", str(tmp_path), "--waves"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "1 passed, 0 failed" in out
+    assert "waves:" in out
+
+
+@pytest.mark.parametrize("params", [{}, {"rows": 3, "cols": 5, "requantize": False}])
+def test_verilog_lints_clean_with_named_waivers(tmp_path, params):
+    reason = missing_reason("verilator")
+    if reason is not None:
+        pytest.skip(reason)
+    args = ["generate", "gemm", "--out", str(tmp_path)]
+    for key, value in params.items():
+        args += [f"--{key.replace('_', '-')}", str(value).lower()]
+    assert main(args) == 0
+    waivers = [f"-Wno-{name}" for name in VERILATOR_WAIVERS]
+    result = subprocess.run([str(verilator_bin() / "verilator"), "--lint-only", *waivers,
+                             str(tmp_path / "lutra_gemm.v")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "%Warning" not in result.stderr, result.stderr
