@@ -242,7 +242,6 @@ COMMANDS = {
     "list": (_add_list, _run_list),
     "demo": (_add_demo, _run_demo),
 }
-from . import cli_build  # noqa: E402,F401  (registers the build and report subcommands)
 
 
 def main(argv: list[str] | None = None) -> int:

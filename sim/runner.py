@@ -73,10 +73,12 @@ class SimResult:
 
 def run_cocotb(config, simulator: str, *, build_root: Path = Path("sim_build"),
                waves: bool = False, testcase: str | None = None, seed: int = 1,
-               extra_env: dict | None = None, quiet: bool = False) -> SimResult:
+               extra_env: dict | None = None, quiet: bool = False,
+               tb_module: str | None = None) -> SimResult:
     """Generate ``config``'s Verilog into its own build directory and run its cocotb module.
 
-    ``extra_env`` reaches the testbench (e.g. ``LUTRA_TILES`` to shorten a run).
+    ``extra_env`` reaches the testbench; ``tb_module`` replaces the block's cocotb module (e.g.
+    a benchmark) on the same build.
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -116,7 +118,7 @@ def run_cocotb(config, simulator: str, *, build_root: Path = Path("sim_build"),
     env.update(extra_env or {})
     results = build_dir / "results.xml"
     try:
-        runner.test(test_module=config.block.tb_module, hdl_toplevel=top, build_dir=build_dir,
+        runner.test(test_module=tb_module or config.block.tb_module, hdl_toplevel=top, build_dir=build_dir,
                     test_dir=build_dir, testcase=testcase, seed=seed, extra_env=env,
                     waves=waves, results_xml=str(results),
                     log_file=build_dir / "test.log" if quiet else None)

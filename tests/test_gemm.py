@@ -1,5 +1,7 @@
 """GemmCore and Requantizer: construction, Amaranth simulation and cocotb on the Verilog."""
 
+import json
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -205,3 +207,21 @@ COCOTB_CONFIGS = [
     f"{k}={v}" for k, v in p.items()) or "default")
 def test_cocotb(params, simulator, tmp_path):
     cocotb_run("gemm", params, simulator, tmp_path)
+
+
+@pytest.mark.cocotb
+def test_bench_reports_utilization_from_rtl_cycles(tmp_path, capsys):
+    from sim.bench_gemm import bench
+    from sim.runner import available
+    if not available():
+        pytest.skip("no simulator")
+    simulator = "icarus" if "icarus" in available() else available()[0]
+    assert bench(["--arrays", "2x2", "--shape", "4x40x4", "--simulator", simulator,
+                  "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    (result,) = json.loads((tmp_path / "gemm_bench.json").read_text())
+    # 4 tiles of K = 40 back to back: 160 input cycles plus the pipeline's fill and drain.
+    assert result["useful_macs"] == 4 * 40 * 4
+    assert 160 <= result["cycles"] <= 160 + result["latency_cycles"] + 4 + 2
+    assert result["utilization"] == result["useful_macs"] / (4 * result["cycles"])
+    assert f"{100 * result['utilization']:.2f}%" in out

