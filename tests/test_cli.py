@@ -2,6 +2,8 @@
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,7 +109,8 @@ def test_validate_params_reports_key():
 
 
 def test_console_script_runs(tmp_path):
-    result = subprocess.run([".venv/bin/lutra", "generate", "gemm", "--rows", "0", "--out",
+    lutra = Path(sys.executable).parent / "lutra"      # the venv's console script
+    result = subprocess.run([str(lutra), "generate", "gemm", "--rows", "0", "--out",
                              str(tmp_path / "x")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "lutra: error: gemm.rows: must be in [1, 32], not 0"
