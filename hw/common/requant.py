@@ -131,8 +131,10 @@ class Requantizer(wiring.Component):
             # For every product but the saturating one, gemmlowp's nudged truncating division
             # (ab + nudge) / 2**31 equals floor((ab + 2**30) / 2**31).
             mid = stage(p + "pp_mid", signed(35), pp_hl + pp_lh)
-            outer = stage(p + "pp_outer", signed(66),
-                          (pp_hh << 32) + pp_ll[:32] + (1 << 30))
+            # (hh << 32) + ll + 2**30: the low 30 bits of ll pass through untouched, so only
+            # the upper part needs an adder (36 bits, not 66).
+            outer_hi = (pp_hh << 2) + pp_ll[30:32] + 1
+            outer = stage(p + "pp_outer", signed(66), Cat(pp_ll[:30], outer_hi).as_signed())
             sat3 = stage(p + "sat_s3", 1, sat2)
             right3 = stage(p + "right_s3", unsigned(6), right2)
 
@@ -140,9 +142,9 @@ class Requantizer(wiring.Component):
             total = stage(p + "product", signed(66), outer + (mid << 16))
             sat4 = stage(p + "sat_s4", 1, sat3)
             right4 = stage(p + "right_s4", unsigned(6), right3)
-            below_half = Signal(32, name=p + "below_half_mask")
-            m.d.comb += below_half.eq(Mux(right3 == 0, 0, (Const(1, 33) << (right3 - 1)[:6]) - 1))
-            sticky_mask = stage(p + "sticky_mask", 32, below_half)
+            # Bits below the rounding bit: bit i is set when i < right - 1. Per-bit constant
+            # compares keep this off a carry chain (a shift-and-subtract was the critical path).
+            sticky_mask = stage(p + "sticky_mask", 32, Cat(*(right3 > i + 1 for i in range(32))))
 
             # s5: high word, then x >> (right - 1) keeping the rounding bit; sticky bits.
             high = Mux(sat4, INT32_MAX, total[31:63].as_signed())

@@ -159,7 +159,6 @@ class GemmCore(wiring.Component):
         # ---- tile parameters and input acceptance --------------------------------------
         params = Signal(TileParams(cols, self._requantize))
         have_params = Signal()
-        in_tile = Signal()                      # a tile has started: the next beat is not first
         # (Counters get at least one bit: zero-width signals become [-1:0] vectors in Verilog.)
         gap = Signal(range(max(spacing, 2)))    # cycles until another tile may end
         reserved = Signal(range(depth + 1))     # row FIFO entries promised to accepted tiles
@@ -186,8 +185,6 @@ class GemmCore(wiring.Component):
             m.d.sync += [params.eq(self.params.payload), have_params.eq(1)]
         with m.Elif(ends):
             m.d.sync += have_params.eq(0)
-        with m.If(fire):
-            m.d.sync += in_tile.eq(~self.i.payload.last)
         with m.If(ends):
             m.d.sync += gap.eq(spacing - 1)
         with m.Elif(gap != 0):
@@ -195,11 +192,10 @@ class GemmCore(wiring.Component):
         m.d.sync += reserved.eq(reserved + Mux(ends, rows, 0) - row_pop)
 
         # ---- edge registers and skew ------------------------------------------------------
-        Flags = data.StructLayout({"valid": 1, "first": 1, "last": 1})
+        Flags = data.StructLayout({"valid": 1, "last": 1})
         edge_flags = Signal(Flags)
         m.d.sync += [
             edge_flags.valid.eq(fire),
-            edge_flags.first.eq(~in_tile),
             edge_flags.last.eq(self.i.payload.last),
         ]
 
@@ -241,11 +237,15 @@ class GemmCore(wiring.Component):
                     a.eq(a_left), b.eq(b_above[c]), flags.eq(flags_left),
                     product.eq(a * b), product_flags.eq(flags),
                 ]
-                total = Mux(product_flags.first, 0, acc) + product
+                # The accumulator restarts by clearing at the tile's last product (a synchronous
+                # reset of its flip-flops) rather than by gating the adder's input on the first
+                # one, which would cost a LUT per bit in front of the carry chain.
+                total = acc + product
                 with m.If(product_flags.valid):
-                    m.d.sync += acc.eq(total)
                     with m.If(product_flags.last):
-                        m.d.sync += result.eq(total)
+                        m.d.sync += [acc.eq(0), result.eq(total)]
+                    with m.Else():
+                        m.d.sync += acc.eq(total)
                 res[r][c] = result
                 a_left, flags_left = a, flags
                 b_here.append(b)
