@@ -1,6 +1,6 @@
 """Output-stationary systolic int8 GEMM core with TFLite requantization."""
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -133,10 +133,12 @@ class GemmCore(wiring.Component):
 
     @property
     def row_fifo_depth(self) -> int:
-        """Rows of result buffering; enough that an unstalled sink never throttles the input."""
-        in_flight = self.row_read_delay + 4 + self._rows
-        tiles = -(-in_flight // self.min_tile_cycles) + 1
-        return self._rows * tiles
+        """Rows of result buffering: enough that a sink that is always ready never throttles
+        the input. A tile holds its reservation from its last k-slice until its last row leaves
+        the FIFO; tiles end at most once per ``max(min_tile_cycles, beats_per_tile)`` cycles."""
+        period = max(self.min_tile_cycles, self.beats_per_tile)
+        lifetime = self.row_read_delay + 4 + self.beats_per_tile
+        return self._rows * (-(-lifetime // period) + 1)
 
     @property
     def latency(self) -> int:
@@ -199,24 +201,24 @@ class GemmCore(wiring.Component):
             edge_flags.last.eq(self.i.payload.last),
         ]
 
-        def delayed(name, shape, value, cycles):
+        def delayed(name, shape, value, cycles, reset_less=False):
             for n in range(cycles):
-                reg = Signal(shape, name=f"{name}_d{n + 1}")
+                reg = Signal(shape, name=f"{name}_d{n + 1}", reset_less=reset_less)
                 m.d.sync += reg.eq(value)
                 value = reg
             return value
 
         row_in, flags_in = [], []
         for r in range(rows):
-            edge_a = Signal(signed(OPERAND_A_WIDTH), name=f"edge_a{r}")
+            edge_a = Signal(signed(OPERAND_A_WIDTH), name=f"edge_a{r}", reset_less=True)
             m.d.sync += edge_a.eq(self.i.payload.a[r] + params.a_offset)
-            row_in.append(delayed(f"skew_a{r}", signed(OPERAND_A_WIDTH), edge_a, r))
+            row_in.append(delayed(f"skew_a{r}", signed(OPERAND_A_WIDTH), edge_a, r, True))
             flags_in.append(delayed(f"skew_flags{r}", Flags, edge_flags, r))
         col_in = []
         for c in range(cols):
-            edge_b = Signal(signed(8), name=f"edge_b{c}")
+            edge_b = Signal(signed(8), name=f"edge_b{c}", reset_less=True)
             m.d.sync += edge_b.eq(self.i.payload.b[c])
-            col_in.append(delayed(f"skew_b{c}", signed(8), edge_b, c))
+            col_in.append(delayed(f"skew_b{c}", signed(8), edge_b, c, True))
 
         # ---- processing elements ----------------------------------------------------------
         res = [[None] * cols for _ in range(rows)]
@@ -226,26 +228,30 @@ class GemmCore(wiring.Component):
             b_here = []
             for c in range(cols):
                 pe = f"pe{r}_{c}_"
-                a = Signal(signed(OPERAND_A_WIDTH), name=pe + "a")
-                b = Signal(signed(8), name=pe + "b")
+                # Data registers need no reset (only the flags do): a reset that is not the
+                # flip-flops' only synchronous set/reset costs a LUT per bit on ECP5.
+                a = Signal(signed(OPERAND_A_WIDTH), name=pe + "a", reset_less=True)
+                b = Signal(signed(8), name=pe + "b", reset_less=True)
                 flags = Signal(Flags, name=pe + "flags")
-                product = Signal(signed(PRODUCT_WIDTH), name=pe + "product")
+                product = Signal(signed(PRODUCT_WIDTH), name=pe + "product", reset_less=True)
                 product_flags = Signal(Flags, name=pe + "product_flags")
-                acc = Signal(signed(width), name=pe + "acc")
-                result = Signal(signed(width), name=pe + "result")
+                acc = Signal(signed(width), name=pe + "acc", reset_less=True)
+                result = Signal(signed(width), name=pe + "result", reset_less=True)
                 m.d.sync += [
                     a.eq(a_left), b.eq(b_above[c]), flags.eq(flags_left),
                     product.eq(a * b), product_flags.eq(flags),
                 ]
-                # The accumulator restarts by clearing at the tile's last product (a synchronous
-                # reset of its flip-flops) rather than by gating the adder's input on the first
-                # one, which would cost a LUT per bit in front of the carry chain.
+                # The accumulator restarts by clearing at the tile's last product rather than by
+                # gating the adder's input on the first one (a LUT per bit in front of the carry
+                # chain). Clear and reset form one condition: the flip-flops' synchronous reset.
                 total = acc + product
-                with m.If(product_flags.valid):
-                    with m.If(product_flags.last):
-                        m.d.sync += [acc.eq(0), result.eq(total)]
-                    with m.Else():
-                        m.d.sync += acc.eq(total)
+                ends_here = product_flags.valid & product_flags.last
+                with m.If(ResetSignal() | ends_here):
+                    m.d.sync += acc.eq(0)
+                with m.Elif(product_flags.valid):
+                    m.d.sync += acc.eq(total)
+                with m.If(ends_here):
+                    m.d.sync += result.eq(total)
                 res[r][c] = result
                 a_left, flags_left = a, flags
                 b_here.append(b)
@@ -254,17 +260,20 @@ class GemmCore(wiring.Component):
         # ---- row read-out into the row FIFO ----------------------------------------------
         # Row r of a tile ending at cycle t is complete in every column at t + 3 + cols + r; a
         # one-hot token travelling down a delay line selects it, so no row counter is needed.
-        token = [delayed("row_token", 1, ends, self.row_read_delay)]
+        # A token travelling down a delay line marks the rows being read; a row index that
+        # restarts one cycle before the first row selects them (a binary mux is cheaper than a
+        # one-hot AND-OR on ECP5's PFUMX slices).
+        before_first = delayed("row_token", 1, ends, self.row_read_delay - 1)
+        token = [delayed("row_token0", 1, before_first, 1)]
         for r in range(1, rows):
             token.append(delayed(f"row_token{r}", 1, token[-1], 1))
-        row_data = Signal(data.ArrayLayout(signed(width), cols))
+        row_index = Signal(range(max(rows, 2)))
+        m.d.sync += row_index.eq(Mux(before_first, 0, row_index + 1))
+        row_data = Signal(data.ArrayLayout(signed(width), cols), reset_less=True)
         row_valid = Signal()
         row_last = Signal()
         for c in range(cols):
-            selected = 0
-            for r in range(rows):
-                selected = selected | Mux(token[r], res[r][c], 0)
-            m.d.sync += row_data[c].eq(selected)
+            m.d.sync += row_data[c].eq(Array(res[r][c] for r in range(rows))[row_index])
         m.d.sync += [row_valid.eq(Cat(*token).any()), row_last.eq(token[rows - 1])]
 
         m.submodules.row_fifo = row_fifo = SyncFIFOBuffered(width=cols * width + 1, depth=depth)
@@ -289,7 +298,7 @@ class GemmCore(wiring.Component):
             seq, seq_layout = self.o, GemmOut(lanes, False)
 
         seq_valid = Signal()
-        seq_payload = Signal(seq_layout)
+        seq_payload = Signal(seq_layout, reset_less=True)     # qualified by seq_valid
         advance = ~seq_valid | seq.ready
         take = Signal()
         m.d.comb += [
