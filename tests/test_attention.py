@@ -1,0 +1,219 @@
+"""AttentionScheduler: construction, Amaranth simulation against the golden schedule, and
+cocotb on the generated Verilog. The golden model's own tests are in test_attention_golden.py."""
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+from conftest import SIMULATORS, cocotb_run
+
+from hw.attention import AttentionScheduler
+from sim.attention_driver import EngineModel, Harness, check_invariants
+from sim.golden.attention import schedule
+from sim.stalls import Stalls
+from sim.streams import to_python
+
+# ---- construction ------------------------------------------------------------------------------
+
+
+def test_init_defaults():
+    dut = AttentionScheduler()
+    assert (dut.engines, dut.block, dut.window, dut.n_global, dut.causal) == (4, 8, 1, 1, False)
+    assert (dut.max_len, dut.seq_width, dut.lookahead, dut.longest_first) == (256, 8, 32, True)
+    assert len(dut.cmd) == len(dut.done) == len(dut.done_ready) == 4
+    # 256 needs 9 bits; the longest length they hold (511) has 64 blocks: indices 0..63.
+    assert dut.desc.payload.shape().size == 8 + 9
+    assert dut.command_layout.size == 8 + 6 + 6 + 1 + 8
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"engines": 0}, ValueError, "engines must be in [1, 16], not 0"),
+    ({"engines": 17}, ValueError, "engines must be in [1, 16], not 17"),
+    ({"engines": 2.0}, TypeError, "engines must be an integer, not 2.0"),
+    ({"block": 3}, ValueError, "block must be one of 1, 2, 4, 8, 16, 32, 64, not 3"),
+    ({"block": "8"}, TypeError, "block must be an integer, not '8'"),
+    ({"window": -1}, ValueError, "window must be in [0, 255], not -1"),
+    ({"n_global": 256}, ValueError, "n_global must be in [0, 255], not 256"),
+    ({"causal": 1}, TypeError, "causal must be a bool, not 1"),
+    ({"max_len": 0}, ValueError, "max_len must be in [1, 65535], not 0"),
+    ({"seq_width": 17}, ValueError, "seq_width must be in [1, 16], not 17"),
+    ({"lookahead": 0}, ValueError, "lookahead must be in [1, 64], not 0"),
+    ({"longest_first": "yes"}, TypeError, "longest_first must be a bool, not 'yes'"),
+])
+def test_init_wrong(kwargs, error, message):
+    with pytest.raises(error) as info:
+        AttentionScheduler(**kwargs)
+    assert str(info.value) == message
+
+
+def test_init_is_keyword_only():
+    with pytest.raises(TypeError):
+        AttentionScheduler(4)
+
+
+def test_properties_are_read_only():
+    dut = AttentionScheduler()
+    with pytest.raises(AttributeError):
+        dut.engines = 2
+
+
+# ---- Amaranth simulation -----------------------------------------------------------------------
+
+def simulate(dut: AttentionScheduler, lengths, cost: int, *, stall_prob: float = 0.0,
+             desc_stall_prob: float = 0.0, seed: int = 0, limit: int = 200_000) -> Harness:
+    """Run a batch through ``dut`` with behavioural engines; returns the recorded harness."""
+    seq_ids = [n % (1 << dut.seq_width) for n in range(len(lengths))]
+    engines = [EngineModel(cost, stall_prob=stall_prob, seed=seed * 97 + e)
+               for e in range(dut.engines)]
+    harness = Harness(lengths, seq_ids, engines, Stalls(desc_stall_prob, 4, seed))
+
+    async def testbench(ctx):
+        cycle = 0
+        while not harness.over:
+            desc, ready, done = harness.drive(cycle)
+            ctx.set(dut.desc.valid, desc is not None)
+            if desc is not None:
+                ctx.set(dut.desc.payload, desc)
+            for e in range(dut.engines):
+                ctx.set(dut.cmd[e].ready, ready[e])
+                ctx.set(dut.done[e], done[e])
+            harness.observe(cycle, ctx.get(dut.desc.ready),
+                            [ctx.get(cmd.valid) for cmd in dut.cmd],
+                            lambda e: to_python(ctx.get(dut.cmd[e].payload)),
+                            [ctx.get(ready) for ready in dut.done_ready])
+            await ctx.tick()
+            cycle += 1
+            assert cycle < limit, f"no end after {limit} cycles ({harness.sent} descriptors sent)"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    return harness
+
+
+def pattern_of(dut: AttentionScheduler) -> dict:
+    return {"block": dut.block, "window": dut.window, "n_global": dut.n_global, "causal": dut.causal}
+
+
+def assert_matches_golden(dut: AttentionScheduler, lengths, cost: int) -> None:
+    harness = simulate(dut, lengths, cost)
+    want = schedule(lengths, engines=dut.engines, cost_per_pair=cost, lookahead=dut.lookahead,
+                    longest_first=dut.longest_first, **pattern_of(dut))
+    for e, (got, expected) in enumerate(zip(harness.commands(), want.engines)):
+        for n, (g, w) in enumerate(zip(got, expected)):
+            assert g == w, f"engine {e}, command {n}: {g} != {w}"
+        assert len(got) == len(expected), f"engine {e}: {len(got)} commands != {len(expected)}"
+    assert harness.makespan() == want.makespan
+
+
+EXACT_CASES = [
+    # (scheduler parameters, cost per pair, lengths)
+    ({}, 3, [20, 9, 1, 17, 64, 3, 8, 16, 40, 256, 2]),
+    ({"engines": 1}, 2, [1, 256, 7]),
+    ({"engines": 8, "lookahead": 8}, 1, [33, 5, 100, 1, 1, 1, 64, 17, 9, 250]),
+    ({"engines": 3, "longest_first": False, "lookahead": 2}, 5, [50, 12, 1, 90, 33]),
+    ({"engines": 2, "causal": True, "window": 2, "n_global": 0}, 2, [70, 3, 41, 16]),
+    ({"engines": 5, "block": 1, "window": 0, "n_global": 2, "max_len": 40}, 1, [12, 1, 40, 5]),
+    ({"engines": 4, "block": 16, "n_global": 3, "causal": True, "lookahead": 1}, 4,
+     [200, 16, 17, 1]),
+]
+
+
+@pytest.mark.parametrize("params, cost, lengths", EXACT_CASES)
+def test_matches_golden_schedule(params, cost, lengths):
+    """Exact-cost engines, source never idle: every command in the golden cycle."""
+    assert_matches_golden(AttentionScheduler(**params), lengths, cost)
+
+
+def test_matches_golden_random_batches():
+    rng = random.Random(7)
+    for _ in range(4):
+        params = {"engines": rng.choice([1, 2, 4, 6]), "block": rng.choice([2, 4, 8]),
+                  "window": rng.randint(0, 2), "n_global": rng.randint(0, 2),
+                  "causal": rng.random() < 0.5, "lookahead": rng.choice([1, 3, 16]),
+                  "longest_first": rng.random() < 0.7, "max_len": 128}
+        lengths = [rng.randint(1, 128) for _ in range(rng.randint(1, 12))]
+        assert_matches_golden(AttentionScheduler(**params), lengths, rng.choice([1, 2, 5]))
+
+
+@pytest.mark.parametrize("params, lengths", [
+    ({}, [256]),                              # a batch of one at max_len
+    ({"engines": 3}, [1]),                    # one token
+    ({"engines": 2, "max_len": 8}, [8, 8, 1]),
+])
+def test_edge_lengths(params, lengths):
+    assert_matches_golden(AttentionScheduler(**params), lengths, 2)
+
+
+STALL_CASES = [
+    {},
+    {"engines": 1, "lookahead": 1},
+    {"engines": 8, "causal": True, "n_global": 0, "window": 2},
+    {"engines": 3, "block": 2, "longest_first": False, "lookahead": 4},
+]
+
+
+@pytest.mark.parametrize("params", STALL_CASES)
+def test_invariants_with_random_stalls(params):
+    """Engines and the descriptor source stall at random: no exact cycles, but every pair
+    exactly once, rows whole and in key order, never to a busy engine, nothing lost."""
+    dut = AttentionScheduler(**params, max_len=100)
+    rng = random.Random(len(str(params)))
+    lengths = [rng.randint(1, 100) for _ in range(14)] + [100, 1]
+    harness = simulate(dut, lengths, 2, stall_prob=0.4, desc_stall_prob=0.4, seed=3)
+    check_invariants(harness.engines, lengths, harness.seq_ids, **pattern_of(dut))
+
+
+def test_zero_length_descriptors_are_skipped():
+    dut = AttentionScheduler(engines=2, max_len=64)
+    lengths = [0, 10, 0, 0, 64, 0]
+    harness = simulate(dut, lengths, 3, stall_prob=0.2, seed=1)
+    assert harness.sent == len(lengths)
+    check_invariants(harness.engines, lengths, harness.seq_ids, **pattern_of(dut))
+
+
+def test_command_rate_at_least_one_per_clock():
+    """Two engines of one cycle per pair: the scheduler sustains >= 1 command per clock."""
+    dut = AttentionScheduler(engines=2, max_len=128)
+    harness = simulate(dut, [128, 7, 64, 1, 1, 30, 128], 1)
+    cycles = [c.cycle for commands in harness.commands() for c in commands]
+    assert len(cycles) >= max(cycles) - min(cycles) + 1, \
+        f"{len(cycles)} commands in {max(cycles) - min(cycles) + 1} cycles"
+
+
+# ---- cocotb on the generated Verilog -----------------------------------------------------------
+
+COCOTB_CONFIGS = [
+    {},
+    {"engines": 1, "lookahead": 1, "longest_first": False},
+    {"engines": 8, "block": 4, "causal": True, "window": 2, "n_global": 0, "max_len": 64,
+     "lookahead": 8},
+]
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("params", COCOTB_CONFIGS, ids=lambda p: "-".join(
+    f"{k}={v}" for k, v in p.items()) or "default")
+def test_cocotb(params, simulator, tmp_path):
+    cocotb_run("attention", params, simulator, tmp_path)
+
+
+# ---- benchmark -------------------------------------------------------------------------------
+
+
+def test_real_lengths_are_tokenized_paragraphs():
+    from sim.attention_driver import real_lengths
+    lengths = real_lengths()
+    assert len(lengths) > 500
+    assert min(lengths) >= 3            # [CLS], at least one token, [SEP]
+
+
+def test_bench_runs(tmp_path, capsys):
+    from sim.bench_attention import main
+    assert main(["--batches", "1", "--batch", "6", "--engines", "1,2", "--cost", "8",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "target (d) <= 1.05 x lower bound" in out
+    assert (tmp_path / "attention_schedule.png").stat().st_size > 10_000

@@ -1,0 +1,266 @@
+"""The attention golden model from first principles: the block pattern, the schedule policy
+worked by hand, and online-softmax execution of a schedule against dense masked attention."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from sim.golden.attention import (
+    block_mask,
+    execute_schedule,
+    key_block_valid,
+    row_keys,
+    rows_of,
+    schedule,
+    sparse_attention,
+    token_mask,
+    total_pairs,
+)
+
+# ---- the pattern -------------------------------------------------------------------------------
+
+
+def test_block_mask_by_hand():
+    # 40 tokens, blocks of 8: 5 blocks. Band |i - j| <= 1, block 0 global both ways.
+    want = np.array([
+        [1, 1, 1, 1, 1],     # global query block sees everything
+        [1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0],
+        [1, 0, 1, 1, 1],     # global key 0, band 2..4
+        [1, 0, 0, 1, 1],
+    ], dtype=bool)
+    assert (block_mask(40, block=8, window=1, n_global=1) == want).all()
+    causal = np.tril(want)
+    assert (block_mask(40, block=8, window=1, n_global=1, causal=True) == causal).all()
+
+
+def test_block_mask_no_global_is_a_band():
+    mask = block_mask(33, block=4, window=2, n_global=0)          # 9 blocks
+    i, j = np.indices(mask.shape)
+    assert (mask == (abs(i - j) <= 2)).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pattern_symmetric_without_causal(seed):
+    rng = random.Random(seed)
+    pattern = {"block": rng.choice([1, 2, 8, 16]), "window": rng.randint(0, 3),
+                   "n_global": rng.randint(0, 3)}
+    length = rng.randint(1, 300)
+    mask = block_mask(length, **pattern)
+    assert (mask == mask.T).all()
+    assert mask.diagonal().all()                       # every query block sees itself
+    causal = block_mask(length, **pattern, causal=True)
+    assert (causal == np.tril(mask)).all()
+
+
+def test_work_is_linear_in_length():
+    # Each non-global row has at most n_global + 2 window + 1 key blocks.
+    for length in (64, 640, 6400):
+        rows = rows_of(length, block=8, window=1, n_global=1)
+        assert all(len(keys) <= 4 for keys in rows[1:])
+    assert total_pairs([6400], block=8, window=1, n_global=1) < 5 * 800
+
+
+def test_token_mask_by_hand():
+    # 5 tokens, blocks of 2 (3 blocks), window 0, no globals: block-diagonal, last block 1 token.
+    want = np.array([
+        [1, 1, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [0, 0, 1, 1, 0],
+        [0, 0, 1, 1, 0],
+        [0, 0, 0, 0, 1],
+    ], dtype=bool)
+    assert (token_mask(5, block=2, window=0, n_global=0) == want).all()
+    assert (token_mask(5, block=2, window=0, n_global=0, causal=True) == np.tril(want)).all()
+    assert token_mask(1, block=8, window=1, n_global=1).tolist() == [[True]]
+
+
+def test_key_block_valid():
+    assert key_block_valid(20, 0, 8) == 0xFF
+    assert key_block_valid(20, 2, 8) == 0x0F          # tokens 16..19
+    assert key_block_valid(16, 1, 8) == 0xFF          # a full last block
+    assert key_block_valid(1, 0, 8) == 0x01
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"length": 0}, ValueError, "length must be >= 1, not 0"),
+    ({"length": 4, "block": 0}, ValueError, "block must be >= 1, not 0"),
+    ({"length": 4, "window": -1}, ValueError, "window must be >= 0, not -1"),
+    ({"length": 4, "n_global": 1.5}, TypeError, "n_global must be an integer, not 1.5"),
+    ({"length": 4, "causal": "no"}, TypeError, "causal must be a bool, not 'no'"),
+])
+def test_block_mask_wrong(kwargs, error, message):
+    with pytest.raises(error) as info:
+        block_mask(**kwargs)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"lengths": [4, 0]}, ValueError, "lengths[1] must be >= 1, not 0"),
+    ({"lengths": []}, ValueError, "lengths must not be empty"),
+    ({"lengths": [4], "engines": 0}, ValueError, "engines must be >= 1, not 0"),
+    ({"lengths": [4], "cost_per_pair": "2"}, TypeError,
+     "cost_per_pair must be an integer, not '2'"),
+    ({"lengths": [4], "lookahead": 0}, ValueError, "lookahead must be >= 1, not 0"),
+    ({"lengths": [4], "longest_first": 1}, TypeError, "longest_first must be a bool, not 1"),
+])
+def test_schedule_wrong(kwargs, error, message):
+    args = {"engines": 2, "cost_per_pair": 2} | kwargs
+    with pytest.raises(error) as info:
+        schedule(args.pop("lengths"), **args)
+    assert str(info.value) == message
+
+
+# ---- the schedule, worked by hand from the policy -----------------------------------------------
+
+def test_schedule_one_engine_by_hand():
+    # 20 tokens: 3 blocks, every row sees blocks 0..2. Descriptor in cycle 0; rows generated in
+    # cycles 1, 2, 3; row 0 dispatched in 2, commands 3, 6, 9, done 12; row 1 dispatched in 12,
+    # commands 13, 16, 19, done 22; row 2 commands 23, 26, 29, done 32.
+    s = schedule([20], engines=1, cost_per_pair=3)
+    got = [(c.cycle, c.query_block, c.key_block, c.last, c.valid) for c in s.engines[0]]
+    want = []
+    for qb, start in enumerate((3, 13, 23)):
+        want += [(start + 3 * k, qb, k, k == 2, 0x0F if k == 2 else 0xFF) for k in range(3)]
+    assert got == want
+    assert s.makespan == 32
+
+
+def test_schedule_two_engines_by_hand():
+    # Rows A = (0, 0) [0, 1], B = (0, 1) [0, 1], C = (1, 0) [0], generated in cycles 1, 2, 3.
+    # A -> engine 0 in cycle 2 (commands 3, 5; done 7); B -> engine 1 in 3 (4, 6; done 8);
+    # C waits for engine 0, dispatched in 7 (command 8, done 10).
+    s = schedule([9, 1], engines=2, cost_per_pair=2)
+    got = [[(c.cycle, c.seq, c.query_block, c.key_block, c.last) for c in e] for e in s.engines]
+    assert got == [[(3, 0, 0, 0, False), (5, 0, 0, 1, True), (8, 1, 0, 0, True)],
+                   [(4, 0, 1, 0, False), (6, 0, 1, 1, True)]]
+    assert s.makespan == 10
+
+
+def test_longest_first_reorders_within_lookahead():
+    # One engine, busy with row (0, 0) from cycle 2 to 7. Meanwhile (1, 0) with 1 pair and the
+    # five rows of the 40-token sequence (5, 3, 4, 4, 3 pairs) wait; longest first (stable)
+    # takes them as (2, 0), (2, 2), (2, 3), (2, 1), (2, 4), then (1, 0).
+    lengths = [1, 1, 40]
+    order = [(c.seq, c.query_block) for c in
+             schedule(lengths, engines=1, cost_per_pair=4).engines[0] if c.last]
+    assert order == [(0, 0), (2, 0), (2, 2), (2, 3), (2, 1), (2, 4), (1, 0)]
+    fifo = [(c.seq, c.query_block) for c in
+            schedule(lengths, engines=1, cost_per_pair=4, longest_first=False).engines[0]
+            if c.last]
+    assert fifo == [(0, 0), (1, 0)] + [(2, qb) for qb in range(5)]
+    # A window of one row is descriptor order whatever the priority.
+    assert schedule(lengths, engines=1, cost_per_pair=4, lookahead=1) == \
+        schedule(lengths, engines=1, cost_per_pair=4, lookahead=1, longest_first=False)
+
+
+def test_length_one_and_batch_of_one():
+    s = schedule([1], engines=4, cost_per_pair=5)
+    assert s.engines[0] == [(3, 0, 0, 0, True, 1)]
+    assert s.engines[1:] == [[], [], []]
+    assert s.makespan == 3 + 5
+
+
+def test_no_barrier_between_sequences():
+    # 24 tokens: rows (0, 0), (0, 1), (0, 2) of 3 pairs. Engine 0 takes (0, 0) in cycle 2 and
+    # (0, 2) in 6 (commands 7, 8, 9); engine 1 takes (0, 1) in 3 and, freed in 7, sequence 1's
+    # row in 7 (command 8), while sequence 0 is still running.
+    s = schedule([24, 8], engines=2, cost_per_pair=1)
+    assert [(c.cycle, c.seq, c.query_block) for c in s.engines[0]][-3:] == \
+        [(7, 0, 2), (8, 0, 2), (9, 0, 2)]
+    assert [(c.cycle, c.seq, c.query_block) for c in s.engines[1]][-1] == (8, 1, 0)
+
+
+def check_schedule(s, lengths, cost, **pattern):
+    """Invariants of any schedule: every pair exactly once, rows whole on one engine, keys
+    increasing, commands of an engine cost apart, rows back to back with one hand-over cycle."""
+    seen = set()
+    for commands in s.engines:
+        row = []
+        last_cycle = None
+        for c in commands:
+            if last_cycle is not None:
+                gap = c.cycle - last_cycle
+                assert gap == cost if row else gap >= cost + 1, f"{c}: gap {gap}"
+            last_cycle = c.cycle
+            row.append(c)
+            if c.last:
+                ident = (c.seq, c.query_block)
+                assert all((r.seq, r.query_block) == ident for r in row)
+                assert [r.key_block for r in row] == row_keys(lengths[c.seq], c.query_block,
+                                                             **pattern)
+                assert ident not in seen
+                seen.add(ident)
+                row = []
+        assert not row
+    assert len(seen) == sum(len(rows_of(n, **pattern)) for n in lengths)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_schedule_invariants_and_bound(seed):
+    """Greedy list scheduling never leaves an engine idle while a row waits, so the makespan is
+    at most the busy time per engine plus one row plus the start-up of the row pipeline (rows
+    of at least ``engines`` cycles, so that one new row per cycle keeps every engine fed)."""
+    rng = random.Random(seed)
+    pattern = {"block": rng.choice([4, 8]), "window": rng.randint(0, 2),
+                   "n_global": rng.randint(0, 2), "causal": rng.random() < 0.3}
+    engines = rng.randint(1, 8)
+    cost = rng.randint(engines, 9)
+    lengths = [rng.randint(1, 256) for _ in range(rng.randint(1, 40))]
+    # A window of at least ``engines`` rows, so that engines freed together all get one.
+    s = schedule(lengths, engines=engines, cost_per_pair=cost,
+                 lookahead=rng.choice([engines, 32]), **pattern)
+    check_schedule(s, lengths, cost, **pattern)
+    rows = [len(keys) for n in lengths for keys in rows_of(n, **pattern)]
+    busy = sum(k * cost + 1 for k in rows)
+    assert s.makespan >= math.ceil(busy / engines)
+    assert s.makespan <= busy / engines + max(rows) * cost + 1 + engines + 2
+
+
+# ---- execution of the schedule with an online softmax -------------------------------------------
+
+def dense_masked_attention(q, k, v, mask):
+    """Per query, written out: softmax over the allowed keys only."""
+    out = np.zeros((len(q), v.shape[1]))
+    for a in range(len(q)):
+        keys = np.flatnonzero(mask[a])
+        s = np.array([q[a] @ k[b] for b in keys]) / math.sqrt(q.shape[1])
+        p = np.exp(s - s.max())
+        out[a] = (p / p.sum()) @ v[keys]
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_online_softmax_of_schedule_equals_dense_masked(causal):
+    rng = np.random.default_rng(11)
+    lengths = [1, 8, 9, 40, 71, 256]
+    pattern = {"block": 8, "window": 1, "n_global": 1, "causal": causal}
+    qs = [rng.normal(size=(n, 16)) * 2 for n in lengths]
+    ks = [rng.normal(size=(n, 16)) * 2 for n in lengths]
+    vs = [rng.normal(size=(n, 12)) for n in lengths]
+    s = schedule(lengths, engines=3, cost_per_pair=4, **pattern)
+    outs = execute_schedule(s, qs, ks, vs, lengths, block=8, causal=causal)
+    for n, length in enumerate(lengths):
+        want = dense_masked_attention(qs[n], ks[n], vs[n], token_mask(length, **pattern))
+        assert np.abs(outs[n] - want).max() < 1e-6, f"sequence {n}"
+        assert np.abs(sparse_attention(qs[n], ks[n], vs[n], length, **pattern) - want).max() \
+            < 1e-9
+
+
+def test_full_window_is_dense_attention():
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.normal(size=(30, 8)) for _ in range(3))
+    got = sparse_attention(q, k, v, 30, block=8, window=4, n_global=0)
+    s = q @ k.T / math.sqrt(8)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    assert np.abs(got - (p / p.sum(axis=1, keepdims=True)) @ v).max() < 1e-12
+
+
+def test_lost_row_is_visible():
+    s = schedule([16], engines=1, cost_per_pair=1)
+    s.engines[0][:] = [c for c in s.engines[0] if c.query_block != 1]
+    q = np.ones((16, 4))
+    out = execute_schedule(s, [q], [q], [q], [16], block=8)[0]
+    assert np.isnan(out[8:]).all() and not np.isnan(out[:8]).any()
