@@ -180,9 +180,17 @@ class GemmCore(wiring.Component):
             fire.eq(self.i.valid & self.i.ready),
             ends.eq(fire & self.i.payload.last),
             self.params.ready.eq(~have_params | ends),
-            tile_fifo.w_en.eq(ends),
-            tile_fifo.w_data.eq(Cat(*(params[k] for k in out_fields))),
         ]
+        # The tile's output-side parameters are pushed one cycle after its last k-slice: the
+        # write enable of this wide FIFO then starts at a flip-flop instead of at the input
+        # handshake (on ECP5 that path was the requantized core's critical one). They are read
+        # only when the tile's first row leaves the row FIFO, many cycles later.
+        tile_push = Signal()
+        tile_push_data = Signal(out_layout.size, reset_less=True)
+        m.d.sync += tile_push.eq(ends)
+        with m.If(ends):
+            m.d.sync += tile_push_data.eq(Cat(*(params[k] for k in out_fields)))
+        m.d.comb += [tile_fifo.w_en.eq(tile_push), tile_fifo.w_data.eq(tile_push_data)]
         with m.If(self.params.valid & self.params.ready):
             m.d.sync += [params.eq(self.params.payload), have_params.eq(1)]
         with m.Elif(ends):
