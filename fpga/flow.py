@@ -1,0 +1,268 @@
+"""Yosys + nextpnr builds of any registered block: out-of-context and board self-test.
+
+``build_ooc(config, target)`` synthesises the block inside :class:`fpga.ooc.OocWrapper`, places
+and routes it, and returns the report dict (also written as ``report.json`` / ``report.md``).
+``build_selftest(config, board)`` builds the self-test top for a board down to a bitstream.
+
+nextpnr runs with ``--timing-allow-fail``: a missed frequency is a result in the report
+("achieved 93.4 MHz of 100 MHz requested"), not an error. A design that does not place or route
+is a ``BuildError`` naming the resource that ran out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from gen.blocks import get_block
+from gen.config import BlockConfig, build_component, validate_params
+from gen.verilog import VERSION, atomic_dir, convert, manifest, top_name
+
+from . import report as rpt
+from .fit import check_fit, fitting_config
+from .ooc import OOC_TOP, OocWrapper
+from .targets import Board, Device, get_target
+from .tools import ToolError, first_error, run_tool, tool_version
+
+__all__ = [
+    "DEFAULT_FREQ_MHZ",
+    "BuildError",
+    "build_ooc",
+    "build_selftest",
+    "demo",
+    "describe_config",
+    "timing_summary",
+    "worst_clocked_path",
+]
+
+DEFAULT_FREQ_MHZ = {"ice40": 50.0, "ecp5": 150.0}
+
+
+class BuildError(Exception):
+    """A build that cannot complete (tool missing, design does not fit, P&R failure)."""
+
+
+def describe_config(config: BlockConfig) -> str:
+    """``gemm rows=4 cols=4 ...``: the block and every parameter."""
+    return " ".join([config.name, *(f"{k}={v}" for k, v in config.params.items())])
+
+
+def timing_summary(clocks: list[dict]) -> str:
+    parts = []
+    for c in clocks:
+        verdict = "met" if c["met"] else "MISSED"
+        parts.append(f"{c['domain']}: achieved {c['achieved_mhz']:.1f} MHz of "
+                     f"{c['requested_mhz']:.1f} MHz requested ({verdict})")
+    return "; ".join(parts) if parts else "no clock constrained"
+
+
+_SYNTH = {"ice40": "synth_ice40", "ecp5": "synth_ecp5"}
+
+
+def _synth_command(device: Device, lut_multipliers: bool) -> str:
+    cmd = f"{_SYNTH[device.family]} -top {OOC_TOP}"
+    if device.family == "ice40" and device.dsps and not lut_multipliers:
+        cmd += " -dsp"              # synth_ice40 leaves multipliers in LUTs without it
+    if device.family == "ecp5" and lut_multipliers:
+        cmd += " -nodsp"
+    return cmd
+
+
+# nextpnr writes no JSON report when it fails; its utilisation table ("ICESTORM_DSP: 12/ 8 150%")
+# is the one place that says which resource ran out.
+_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.MULTILINE)
+
+
+def _pnr_failure(log: Path, error: ToolError) -> BuildError:
+    text = log.read_text(errors="replace")
+    over = [(kind, int(used), int(avail)) for kind, used, avail in _UTILISATION.findall(text)
+            if int(used) > int(avail)]
+    if over:
+        needs = ", ".join(f"{used} {kind} (the device has {avail})" for kind, used, avail in over)
+        return BuildError(f"does not fit: needs {needs}")
+    for line in text.splitlines():
+        if line.startswith("ERROR"):
+            return BuildError(f"place and route failed: {line.strip()}")
+    return BuildError(str(error))
+
+
+def source_revision() -> str:
+    """The git commit the gateware came from (``+dirty`` with local changes), if known."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hw", "gen", "sim"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty.strip() else "")
+
+
+def worst_clocked_path(paths: list[dict]) -> dict | None:
+    """The longest register-to-register path (nextpnr also lists pin-to-register paths, which
+    the OOC wrapper's ``rst`` and ``out`` pins create and which do not limit Fmax)."""
+    clocked = [p for p in paths if "posedge" in p["from_clock"] and "posedge" in p["to_clock"]]
+    return max(clocked, key=lambda p: p["delay_ns"], default=None)
+
+
+def _clock_domains(clocks: list[dict]) -> list[dict]:
+    # nextpnr names clocks after their global net (``$glbnet$clk$TRELLIS_IO_IN``); every Lutra
+    # block has the single ``sync`` domain, whose clock port is ``clk``.
+    for c in clocks:
+        c["domain"] = "sync" if "clk" in c["net"] else c["net"]
+    return clocks
+
+
+def _figures(config: BlockConfig, component, synth_block: dict, clocks: list[dict]) -> dict:
+    figures = config.block.figures(component)
+    out = {}
+    macs = figures.get("macs")
+    if macs:
+        fmax = min((c["achieved_mhz"] for c in clocks), default=0.0)
+        out["macs"] = macs
+        out["comb_per_mac"] = round(synth_block["comb"] / macs, 1)
+        out["ff_per_mac"] = round(synth_block["ff"] / macs, 1)
+        out["peak_gops"] = round(2 * macs * fmax / 1000, 2)
+    return out
+
+
+def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
+              freq_mhz: float | None = None, seed: int = 1, allow_lut_multipliers: bool = False,
+              fit_check: bool = True, target_name: str | None = None) -> dict:
+    """Out-of-context build of ``config`` on ``device`` into ``out`` (replaced atomically).
+
+    ``device`` is a :class:`~fpga.targets.Device` or a target name (``"ecp5-85f"``, or a
+    board, whose device is used). Returns the report dict. Raises ``FitError`` before any tool
+    runs if the block's estimate does not fit, ``ToolError`` for a missing tool, ``BuildError``
+    if synthesis fails or nextpnr cannot place or route the design.
+    """
+    if isinstance(device, str):
+        target_name = target_name or device
+        device, _ = get_target(device)
+    freq = freq_mhz or DEFAULT_FREQ_MHZ[device.family]
+    label = describe_config(config)
+    need = check_fit(config, device, allow_lut_multipliers=allow_lut_multipliers,
+                     label=label) if fit_check else None
+    tools = {"yosys": tool_version("yosys"),
+             f"nextpnr-{device.family}": tool_version(f"nextpnr-{device.family}")}
+    steps = {}
+    with atomic_dir(Path(out)) as tmp:
+        start = time.monotonic()
+        component = build_component(config)
+        info = manifest(config, component)
+        block = top_name(config)
+        (tmp / f"{block}.v").write_text(convert(component, block))
+        wrapper = OocWrapper(module=block, ports=info["ports"])
+        (tmp / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
+        steps["generate"] = time.monotonic() - start
+
+        (tmp / "synth.ys").write_text("\n".join([
+            f"read_verilog {block}.v {OOC_TOP}.v",
+            f"hierarchy -top {OOC_TOP}",
+            # Keep the block a module of its own through synthesis so that `stat` counts its
+            # cells apart from the wrapper's; flatten only the mapped netlist for nextpnr.
+            f"setattr -mod -set keep_hierarchy 1 {block}",
+            _synth_command(device, allow_lut_multipliers),
+            "tee -q -o stat.json stat -json",
+            f"setattr -mod -unset keep_hierarchy {block}",
+            "flatten",
+            "opt_clean",
+            "write_json synth.json",
+        ]) + "\n")
+        try:
+            steps["synth"] = run_tool("yosys", ["-q", "-l", "synth.log", "synth.ys"], cwd=tmp,
+                                      log=tmp / "synth.out")
+        except ToolError as error:
+            kept = Path(out).with_name(f"{Path(out).name}-failed-synth.log")
+            shutil.copyfile(tmp / "synth.out", kept)
+            raise BuildError(f"synthesis failed: {first_error(tmp / 'synth.out')} "
+                             f"[log: {kept}]") from error
+        pnr_args = [*device.nextpnr_args(), "--json", "synth.json", "--freq", str(freq),
+                    "--seed", str(seed), "--report", "nextpnr.json", "--timing-allow-fail",
+                    "--log", "pnr.log", "--quiet"]
+        if device.family == "ice40":
+            pnr_args.append("--pcf-allow-unconstrained")
+        try:
+            steps["pnr"] = run_tool(f"nextpnr-{device.family}", pnr_args, cwd=tmp,
+                                    log=tmp / "pnr.out")
+        except ToolError as error:
+            log = tmp / "pnr.log" if (tmp / "pnr.log").exists() else tmp / "pnr.out"
+            failure = _pnr_failure(log, error)
+            # The build directory is only replaced by a successful build; keep the log beside.
+            kept = Path(out).with_name(f"{Path(out).name}-failed-pnr.log")
+            shutil.copyfile(log, kept)
+            raise BuildError(f"{failure} [log: {kept}]") from None
+
+        stat = rpt.parse_yosys_stat(json.loads((tmp / "stat.json").read_text()), block)
+        synth = {part: rpt.synth_figures(cells, device.family) for part, cells in stat.items()}
+        total = {k: synth["block"].get(k, 0) + synth["wrapper"].get(k, 0)
+                 for k in synth["block"]}
+        placed = rpt.parse_nextpnr(json.loads((tmp / "nextpnr.json").read_text()))
+        clocks = _clock_domains(placed["clocks"])
+        report = {
+            "lutra_report": 1,
+            "lutra_version": VERSION,
+            "kind": "ooc",
+            "block": config.name,
+            "config": dict(config.params),
+            "defaults": config.block.defaults(),
+            "target": target_name or device.name,
+            "device": device.describe(),
+            "family": device.family,
+            "tools": tools,
+            "source": source_revision(),
+            "seed": seed,
+            "clocks": clocks,
+            "timing_met": all(c["met"] for c in clocks),
+            "timing_summary": timing_summary(clocks),
+            "critical_path": worst_clocked_path(placed["critical_paths"]),
+            "resources": rpt.resources(placed["utilization"], total, device.family),
+            "synth": synth,
+            "synth_cells": stat,
+            "estimate": need,
+            "wrapper": {
+                "description": (
+                    f"{OOC_TOP}: {wrapper.input_bits} input bits from a {wrapper.input_bits}-FF "
+                    f"shift chain fed by a 31-bit LFSR, {wrapper.output_bits} output bits "
+                    f"XOR-reduced into 1 registered pin; its cells are the 'wrapper' row, "
+                    f"synthesised as a separate module (keep_hierarchy) and not in 'block'"),
+                "input_bits": wrapper.input_bits,
+                "output_bits": wrapper.output_bits,
+            },
+            "figures": _figures(config, component, synth["block"], clocks),
+            "steps": {k: round(v, 2) for k, v in steps.items()},
+        }
+        (tmp / rpt.REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "report.md").write_text(rpt.markdown_report(report))
+    report["_path"] = str(out)
+    return report
+
+
+def demo(block: str, out: Path, targets: tuple[str, ...] = ("ice40-up5k", "ecp5-25f"),
+         ) -> str:
+    """OOC builds of ``block`` for ``make demo``: its default configuration on each target, or
+    the first single-parameter reduction that fits; returns the ``lutra report`` table."""
+    reports = []
+    default = validate_params(get_block(block), {})
+    for target in targets:
+        device, _ = get_target(target)
+        config = fitting_config(default, device)
+        if config is None:
+            continue
+        reports.append(build_ooc(config, device, Path(out) / target / config.key(),
+                                 target_name=target))
+    return rpt.table(reports)
+
+
+def build_selftest(config: BlockConfig, board: Board, out: Path, *, seed: int = 1,
+                   transactions_seed: int = 1, freq_mhz: float | None = None) -> dict:
+    """Board self-test bitstream of ``config`` (see :mod:`fpga.selftest`) into ``out``."""
+    from .selftest import build_selftest_bitstream
+    return build_selftest_bitstream(config, board, Path(out), seed=seed,
+                                    vectors_seed=transactions_seed, freq_mhz=freq_mhz)
+

