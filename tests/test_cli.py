@@ -42,9 +42,9 @@ def test_generate_from_config_file(tmp_path):
     assert manifest["config"]["rows"] == 3 and manifest["config"]["requantize"] is False
 
 
-def test_default_config_is_valid():
+def test_default_config_lists_every_block_validly():
     configs = load_config("configs/default.toml")
-    assert [c.name for c in configs] == [c for c in blocks() if c in {x.name for x in configs}]
+    assert sorted(c.name for c in configs) == sorted(blocks())
 
 
 @pytest.mark.parametrize("text, message", [
