@@ -281,7 +281,10 @@ class GemmCore(wiring.Component):
         row_valid = Signal()
         row_last = Signal()
         for c in range(cols):
-            m.d.sync += row_data[c].eq(Array(res[r][c] for r in range(rows))[row_index])
+            # Pad the choices to every value of the index so the case statement is complete.
+            choices = [res[r][c] for r in range(rows)]
+            choices += choices[-1:] * (2 ** len(row_index) - rows)
+            m.d.sync += row_data[c].eq(Array(choices)[row_index])
         m.d.sync += [row_valid.eq(Cat(*token).any()), row_last.eq(token[rows - 1])]
 
         m.submodules.row_fifo = row_fifo = SyncFIFOBuffered(width=cols * width + 1, depth=depth)
