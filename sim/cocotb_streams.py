@@ -17,7 +17,8 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from .stalls import Stalls
 
-__all__ = ["encode", "decode", "StreamSource", "StreamSink", "load_manifest", "start_clock_reset"]
+__all__ = ["encode", "decode", "StreamSource", "StreamSink", "load_manifest", "start_clock_reset",
+           "seed", "check_equal"]
 
 
 def encode(desc: dict, value) -> int:
@@ -63,6 +64,21 @@ def decode(desc: dict, bits: int):
 def load_manifest() -> dict:
     """The manifest of the design under test (path in ``LUTRA_MANIFEST``)."""
     return json.loads(Path(os.environ["LUTRA_MANIFEST"]).read_text())
+
+
+def seed() -> int:
+    """The regression's random seed (``LUTRA_SEED``, set by ``sim.runner``)."""
+    return int(os.environ.get("LUTRA_SEED", "1"))
+
+
+def check_equal(got, want, what: str) -> None:
+    """Assert two integer arrays are equal, naming the first mismatch."""
+    import numpy as np
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, (f"{what}: {len(bad)} mismatches, first at {tuple(bad[0])}: "
+                           f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}")
 
 
 async def start_clock_reset(dut, cycles: int = 2) -> None:

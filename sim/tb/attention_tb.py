@@ -15,13 +15,9 @@ import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from sim.attention_driver import EngineModel, Harness, check_invariants
-from sim.cocotb_streams import decode, encode, load_manifest, start_clock_reset
+from sim.cocotb_streams import decode, encode, load_manifest, seed, start_clock_reset
 from sim.golden.attention import schedule
 from sim.stalls import Stalls
-
-
-def _seed() -> int:
-    return int(os.environ.get("LUTRA_SEED", "1"))
 
 
 def _cost() -> int:
@@ -104,7 +100,7 @@ async def exact_schedule(dut):
     """Exact-cost engines, descriptors back to back: every command in its golden cycle."""
     tb = TB(dut)
     await tb.start()
-    rng = random.Random(_seed())
+    rng = random.Random(seed())
     max_len = tb.cfg["max_len"]
     lengths = _lengths(rng, 14, max_len) + [max_len, 1]
     tb.check_exact(await tb.run(lengths), lengths)
@@ -125,8 +121,8 @@ async def random_stalls(dut):
     order, never to a busy engine, no lost descriptor (zero lengths are skipped)."""
     tb = TB(dut)
     await tb.start()
-    rng = random.Random(_seed() + 1)
+    rng = random.Random(seed() + 1)
     lengths = _lengths(rng, 16, tb.cfg["max_len"]) + [0, tb.cfg["max_len"], 0, 1]
-    harness = await tb.run(lengths, stall_prob=0.4, desc_stall_prob=0.4, seed=_seed())
+    harness = await tb.run(lengths, stall_prob=0.4, desc_stall_prob=0.4, seed=seed())
     assert harness.sent == len(lengths)
     check_invariants(harness.engines, lengths, range(len(lengths)), **tb.pattern)

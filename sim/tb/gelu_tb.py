@@ -13,7 +13,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, start_clock_reset
+from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, start_clock_reset
 from sim.gelu_driver import expected, from_beats, random_rows, to_beats
 from sim.stalls import Stalls
 
@@ -49,29 +49,25 @@ class TB:
                                    f"x={row[bad[0]]} got {out[bad[0]]} want {want[bad[0]]}")
 
 
-def _seed() -> int:
-    return int(os.environ.get("LUTRA_SEED", "1"))
-
-
 @cocotb.test()
 async def random_rows_with_stalls(dut):
     """Random and extreme rows of random lengths, random stalls on both streams."""
-    tb = TB(dut, stall_prob=0.3, seed=_seed())
+    tb = TB(dut, stall_prob=0.3, seed=seed())
     await tb.start()
     count = int(os.environ.get("LUTRA_GELU_ROWS", "24"))
-    rows = random_rows(np.random.default_rng(_seed()), tb.params, count, max_len=24)
+    rows = random_rows(np.random.default_rng(seed()), tb.params, count, max_len=24)
     tb.check(rows, await tb.run(rows))
 
 
 @cocotb.test()
 async def every_input_code(dut):
     """Every representable input (up to 4096 codes), cut into rows, no stalls."""
-    tb = TB(dut, stall_prob=0.0, seed=_seed() + 10)
+    tb = TB(dut, stall_prob=0.0, seed=seed() + 10)
     await tb.start()
     width, lanes = tb.params["in_width"], tb.lanes
     codes = np.arange(-(1 << (width - 1)), 1 << (width - 1))
     if codes.size > 4096:
-        codes = np.random.default_rng(_seed()).choice(codes, 4096, replace=False)
+        codes = np.random.default_rng(seed()).choice(codes, 4096, replace=False)
     row_len = lanes * max(1, min(tb.params["max_row"], 16) // lanes)
     codes = codes[:codes.size - codes.size % row_len]
     rows = list(codes.reshape(-1, row_len))
@@ -82,11 +78,11 @@ async def every_input_code(dut):
 async def full_rate_and_latency(dut):
     """Unstalled rows of the longest length: the input takes a beat every ``beat_period``
     cycles, the output keeps pace, and the first latency matches the manifest."""
-    tb = TB(dut, stall_prob=0.0, seed=_seed() + 20)
+    tb = TB(dut, stall_prob=0.0, seed=seed() + 20)
     await tb.start()
     width, lanes = tb.params["in_width"], tb.lanes
     row_len = min(tb.params["max_row"], 8 * lanes)
-    rng = np.random.default_rng(_seed() + 20)
+    rng = np.random.default_rng(seed() + 20)
     rows = [rng.integers(-(1 << (width - 1)), 1 << (width - 1), row_len) for _ in range(6)]
     total = 6 * row_len // lanes
     accepted, produced = [], []

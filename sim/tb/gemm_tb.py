@@ -7,13 +7,14 @@ simulator tests. Every test compares the whole result and the beat count.
 
 from __future__ import annotations
 
-import os
 
 import cocotb
 import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, start_clock_reset
+from sim.cocotb_streams import (
+    StreamSink, StreamSource, check_equal, load_manifest, seed, start_clock_reset,
+)
 from sim.gemm_driver import GemmProblem, assemble, plan, random_problem
 from sim.stalls import Stalls
 
@@ -57,21 +58,11 @@ class TB:
         return results
 
 
-def _seed() -> int:
-    return int(os.environ.get("LUTRA_SEED", "1"))
-
-
-def _check(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    bad = np.argwhere(got != want)
-    assert bad.size == 0, (f"{what}: {len(bad)} mismatches, first at {tuple(bad[0])}: "
-                           f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}")
-
-
 @cocotb.test()
 async def multi_tile_gemm(dut):
     """A whole ragged GEMM tiled onto the array, random stalls on every stream."""
-    rng = np.random.default_rng(_seed())
-    tb = TB(dut, stall_prob=0.3, seed=_seed())
+    rng = np.random.default_rng(seed())
+    tb = TB(dut, stall_prob=0.3, seed=seed())
     await tb.start()
     if tb.rows * tb.cols >= 16:
         m, k, n = 37, 100, 23          # the ragged example of the issue: 10 x 6 tiles on 4 x 4
@@ -79,26 +70,26 @@ async def multi_tile_gemm(dut):
         m, k, n = 2 * tb.rows + 1, 37, 2 * tb.cols + 1
     problem = random_problem(rng, m, k, n)
     (got,) = await tb.run([problem])
-    _check(got, problem.expected(tb.requantize), f"{m}x{k}x{n}")
+    check_equal(got, problem.expected(tb.requantize), f"{m}x{k}x{n}")
 
 
 @cocotb.test()
 async def back_to_back_parameters(dut):
     """Single tiles with different K (including 1 and K < min_tile_cycles) and parameters."""
-    rng = np.random.default_rng(_seed() + 10)
-    tb = TB(dut, stall_prob=0.2, seed=_seed() + 10)
+    rng = np.random.default_rng(seed() + 10)
+    tb = TB(dut, stall_prob=0.2, seed=seed() + 10)
     await tb.start()
     ks = [1, 2, 1, tb.figures["min_tile_cycles"], 3, 17, 1, 64]
     problems = [random_problem(rng, tb.rows, k, tb.cols) for k in ks]
     for k, problem, got in zip(ks, problems, await tb.run(problems)):
-        _check(got, problem.expected(tb.requantize), f"tile with K={k}")
+        check_equal(got, problem.expected(tb.requantize), f"tile with K={k}")
 
 
 @cocotb.test()
 async def extremes(dut):
     """Every input -128 over a long K, the largest offset, saturating requantization."""
-    rng = np.random.default_rng(_seed() + 20)
-    tb = TB(dut, stall_prob=0.1, seed=_seed() + 20)
+    rng = np.random.default_rng(seed() + 20)
+    tb = TB(dut, stall_prob=0.1, seed=seed() + 20)
     await tb.start()
     k = 600
     big = random_problem(rng, tb.rows, k, tb.cols, extreme=True)
@@ -112,14 +103,14 @@ async def extremes(dut):
     minimum.a_offset = 128
     for what, problem, got in zip(("long K at -128", "saturating", "largest offset"),
                                   (big, clamp, minimum), await tb.run([big, clamp, minimum])):
-        _check(got, problem.expected(tb.requantize), what)
+        check_equal(got, problem.expected(tb.requantize), what)
 
 
 @cocotb.test()
 async def full_rate_and_latency(dut):
     """Unstalled back-to-back tiles: the input never waits, latency matches the manifest."""
-    rng = np.random.default_rng(_seed() + 30)
-    tb = TB(dut, stall_prob=0.0, seed=_seed() + 30)
+    rng = np.random.default_rng(seed() + 30)
+    tb = TB(dut, stall_prob=0.0, seed=seed() + 30)
     await tb.start()
     k = max(tb.figures["min_tile_cycles"], tb.figures["output_beats_per_tile"])
     problems = [random_problem(rng, tb.rows, k, tb.cols) for _ in range(6)]
@@ -142,7 +133,7 @@ async def full_rate_and_latency(dut):
     results = await tb.run(problems)
     await watcher
     for n, (problem, got) in enumerate(zip(problems, results)):
-        _check(got, problem.expected(tb.requantize), f"tile {n}")
+        check_equal(got, problem.expected(tb.requantize), f"tile {n}")
     span = accepted[-1] - accepted[0] + 1
     assert span == total_slices, f"{total_slices} k-slices took {span} cycles (bubbles)"
     latency = first_out[0] - accepted[k - 1]

@@ -14,7 +14,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, start_clock_reset
+from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, start_clock_reset
 from sim.golden.softmax import lut_softmax, shiftmax
 from sim.stalls import Stalls
 
@@ -71,10 +71,6 @@ class TB:
             assert [b["last"] for b in out] == [0] * (len(row) - 1) + [1], f"row {n} last"
 
 
-def _seed() -> int:
-    return int(os.environ.get("LUTRA_SEED", "1"))
-
-
 def _rows() -> int:
     return int(os.environ.get("LUTRA_ROWS", "30"))
 
@@ -83,18 +79,18 @@ def _rows() -> int:
 async def random_rows_with_stalls(dut):
     """Random rows and lengths back to back; random gaps on the input, backpressure on the
     output."""
-    tb = TB(dut, in_stall=0.3, out_stall=0.4, seed=_seed())
+    tb = TB(dut, in_stall=0.3, out_stall=0.4, seed=seed())
     await tb.start()
-    await tb.run(tb.random_rows(np.random.default_rng(_seed()), _rows()))
+    await tb.run(tb.random_rows(np.random.default_rng(seed()), _rows()))
 
 
 @cocotb.test()
 async def full_rate_and_latency(dut):
     """Never stalled: every element of back-to-back rows enters on consecutive clocks, and an
     idle engine's first row meets the manifest's latency."""
-    tb = TB(dut, in_stall=0.0, out_stall=0.0, seed=_seed() + 7)
+    tb = TB(dut, in_stall=0.0, out_stall=0.0, seed=seed() + 7)
     await tb.start()
-    rng = np.random.default_rng(_seed() + 7)
+    rng = np.random.default_rng(seed() + 7)
     rows = tb.random_rows(rng, _rows())
     total = sum(len(r) for r in rows)
     accepted, delivered = [], []

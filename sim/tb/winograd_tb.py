@@ -7,12 +7,13 @@ Each test compares the whole output feature map and the beat count.
 
 from __future__ import annotations
 
-import os
 
 import cocotb
 import numpy as np
 
-from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, start_clock_reset
+from sim.cocotb_streams import (
+    StreamSink, StreamSource, check_equal, load_manifest, seed, start_clock_reset,
+)
 from sim.golden.winograd import conv2d_direct, parse_tap_shifts
 from sim.stalls import Stalls
 from sim.winograd_driver import ConvProblem, assemble, plan, random_problem
@@ -67,40 +68,30 @@ class TB:
                                 tap_shifts=self.shifts)
 
 
-def _seed() -> int:
-    return int(os.environ.get("LUTRA_SEED", "1"))
-
-
-def _check(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    bad = np.argwhere(got != want)
-    assert bad.size == 0, (f"{what}: {len(bad)} mismatches, first at {tuple(bad[0])}: "
-                           f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}")
-
-
 @cocotb.test()
 async def feature_map(dut):
     """A ragged multi-channel feature map, both paddings, random stalls on every stream."""
-    rng = np.random.default_rng(_seed())
-    tb = TB(dut, stall_prob=0.3, seed=_seed())
+    rng = np.random.default_rng(seed())
+    tb = TB(dut, stall_prob=0.3, seed=seed())
     await tb.start()
     chans = min(3, tb.in_channels)
     for padding in (1, 0):
         problem = random_problem(rng, n_img=1, chans=chans, out_chans=2, height=7, width=6,
                                  padding=padding)
         got = await tb.run(problem)
-        _check(got, tb.expected(problem), f"padding {padding}")
+        check_equal(got, tb.expected(problem), f"padding {padding}")
         if tb.mode == "exact" and not tb.requantize:
-            _check(got, conv2d_direct(problem.x, problem.w, padding=padding,
+            check_equal(got, conv2d_direct(problem.x, problem.w, padding=padding,
                                       bias=problem.bias), "exact vs direct")
 
 
 @cocotb.test()
 async def extreme_tiles(dut):
     """-128 everywhere: the largest transformed values the unit can meet."""
-    rng = np.random.default_rng(_seed() + 1)
-    tb = TB(dut, stall_prob=0.2, seed=_seed() + 7)
+    rng = np.random.default_rng(seed() + 1)
+    tb = TB(dut, stall_prob=0.2, seed=seed() + 7)
     await tb.start()
     problem = random_problem(rng, n_img=1, chans=tb.in_channels, out_chans=1,
                              height=tb.m + 2, width=tb.m + 2, padding=0, extreme=True)
     got = await tb.run(problem)
-    _check(got, tb.expected(problem), "extreme")
+    check_equal(got, tb.expected(problem), "extreme")
