@@ -1,9 +1,13 @@
 """The systolic int8 GEMM core as a Lutra block."""
 
 from hw.gemm import GemmCore
-from sim.bench_gemm import bench
 
 from . import BlockSpec, Param
+
+
+def _bench(argv: list[str]) -> int:
+    from sim.bench_gemm import bench  # the simulation stack only when benchmarking
+    return bench(argv)
 
 
 def _build(p: dict) -> GemmCore:
@@ -107,7 +111,7 @@ BLOCK = BlockSpec(
         "o": "C row-major, out_lanes elements per beat, last = final beat of the tile",
     },
     tb_module="sim.tb.gemm_tb",
-    bench=bench,
+    bench=_bench,
     sim_configs=({}, {"rows": 1, "cols": 1}, {"rows": 2, "cols": 3, "requantize": False},
                  {"rows": 8, "cols": 8, "out_lanes": 4}),
     resources=_resources,
