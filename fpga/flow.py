@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gen.blocks import get_block
 from gen.config import BlockConfig, build_component, validate_params
-from gen.verilog import VERSION, atomic_dir, convert, manifest, top_name
+from gen.verilog import PRIMITIVES, VERSION, atomic_dir, convert, manifest, top_name
 
 from . import report as rpt
 from .fit import check_fit, fitting_config
@@ -154,9 +154,12 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
     with atomic_dir(Path(out)) as tmp:
         start = time.monotonic()
         component = build_component(config)
-        info = manifest(config, component)
+        # The block's own Verilog, written for the family: on ECP5 its multipliers are
+        # MULT18X18D instances with their pipeline registers (see hw/common/mul.py).
+        primitives = device.family if device.family in PRIMITIVES else "generic"
+        info = manifest(config, component, primitives=primitives)
         block = top_name(config)
-        (tmp / f"{block}.v").write_text(convert(component, block))
+        (tmp / f"{block}.v").write_text(convert(component, block, primitives=primitives))
         wrapper = OocWrapper(module=block, ports=info["ports"])
         (tmp / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
         steps["generate"] = time.monotonic() - start
@@ -217,6 +220,7 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
             "tools": tools,
             "source": source_revision(),
             "seed": seed,
+            "primitives": primitives,
             "clocks": clocks,
             "timing_met": all(c["met"] for c in clocks),
             "timing_summary": timing_summary(clocks),
@@ -229,10 +233,12 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
                 "description": (
                     f"{OOC_TOP}: {wrapper.input_bits} input bits from a {wrapper.input_bits}-FF "
                     f"shift chain fed by a 31-bit LFSR, {wrapper.output_bits} output bits "
-                    f"XOR-reduced into 1 registered pin; its cells are the 'wrapper' row, "
+                    f"registered and XOR-reduced through registered 4-input levels "
+                    f"({wrapper.output_ffs} FFs) into 1 pin; its cells are the 'wrapper' row, "
                     f"synthesised as a separate module (keep_hierarchy) and not in 'block'"),
                 "input_bits": wrapper.input_bits,
                 "output_bits": wrapper.output_bits,
+                "output_ffs": wrapper.output_ffs,
             },
             "figures": _figures(config, component, synth["block"], clocks),
             "steps": {k: round(v, 2) for k, v in steps.items()},

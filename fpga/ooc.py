@@ -2,7 +2,8 @@
 
 Every input port bit of the block (each stream's ``valid`` and ``payload``, each output
 stream's ``ready``, any plain input) is driven by its own flip-flop of a shift chain fed by a
-31-bit LFSR, and every output port bit is XOR-reduced into one registered pin. So synthesis can
+31-bit LFSR, and every output port bit is registered, then XOR-reduced through registered levels
+of four-input XORs into one pin. So synthesis can
 neither constant-fold an input nor drop an output, each input bit is distinct (Yosys cannot
 merge two multipliers that would see the same operands), and every timing path that starts or
 ends in the block is register-to-register.
@@ -39,7 +40,7 @@ class OocWrapper(wiring.Component):
     Members
     -------
     out : Out(1)
-        Registered XOR of every output bit of the block.
+        XOR of every output bit of the block, through registered levels.
     """
 
     def __init__(self, *, module: str, ports: list[dict]):
@@ -73,5 +74,26 @@ class OocWrapper(wiring.Component):
                 connections[f"o_{port['name']}"] = wire
                 outputs.append(wire)
         m.submodules.block = Instance(self._module, **connections)
-        m.d.sync += self.out.eq(Cat(*outputs).xor())
+        # Every output bit is registered as it leaves the block, then XOR-reduced four bits per
+        # LUT per registered level: a block output that is combinational (a stream's ready, say)
+        # must not be timed through a deep XOR tree that is the wrapper's, not the block's.
+        level = Signal(max(self.output_bits, 1), name="captured")
+        m.d.sync += level.eq(Cat(*outputs))
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            groups = [level[n:n + 4] for n in range(0, len(level), 4)]
+            reduced = Signal(len(groups), name=f"xor_level{depth}")
+            m.d.sync += reduced.eq(Cat(*(group.xor() for group in groups)))
+            level = reduced
+        m.d.comb += self.out.eq(level)
         return m
+
+    @property
+    def output_ffs(self) -> int:
+        """Flip-flops of the output side: the captured outputs and every XOR level."""
+        width, total = max(self.output_bits, 1), max(self.output_bits, 1)
+        while width > 1:
+            width = -(-width // 4)
+            total += width
+        return total

@@ -93,15 +93,23 @@ def _add_generate(sub):
     p = sub.add_parser("generate", help="emit Verilog + JSON manifest for a configuration",
                        usage="lutra generate [BLOCK] [--config FILE] [--PARAM VALUE ...] --out DIR")
     p.add_argument("--out", type=Path, required=True, help="output directory (replaced atomically)")
+    _add_primitives(p)
     _add_block_selection(p)
     return p
+
+
+def _add_primitives(p):
+    from .verilog import PRIMITIVES
+    p.add_argument("--primitives", choices=PRIMITIVES, default="generic",
+                   help="Verilog for simulators and any FPGA (generic, default), or using that "
+                        "family's DSP primitives with their pipeline registers (ecp5)")
 
 
 def _run_generate(args) -> int:
     from .verilog import generate
     configs = configs_from_args(args, "lutra generate")
     per_block = args.config is not None and args.block is None
-    infos = generate(configs, args.out, per_block_dirs=per_block)
+    infos = generate(configs, args.out, per_block_dirs=per_block, primitives=args.primitives)
     for config, info in zip(configs, infos):
         where = args.out / config.name if per_block else args.out
         figures = info["figures"]
@@ -122,19 +130,21 @@ def _add_sim(sub):
     p.add_argument("--all-configs", action="store_true",
                    help="run the block's whole regression set of configurations")
     p.add_argument("--build-dir", type=Path, default=Path("build/sim"))
+    _add_primitives(p)
     _add_block_selection(p)
     return p
 
 
 def run_sims(configs: list[BlockConfig], simulators: list[str], *, build_dir: Path,
-             waves: bool = False, seed: int = 1) -> list[tuple[BlockConfig, object]]:
+             waves: bool = False, seed: int = 1,
+             primitives: str = "generic") -> list[tuple[BlockConfig, object]]:
     """Run every configuration under every simulator, printing one line per run."""
     from sim.runner import run_cocotb
     results = []
     for config in configs:
         for simulator in simulators:
             result = run_cocotb(config, simulator, build_root=build_dir, waves=waves,
-                                seed=seed, quiet=True)
+                                seed=seed, quiet=True, primitives=primitives)
             status = "PASS" if result.passed else "FAIL"
             line = (f"{status} {config.key():<40} {simulator:<9} "
                     f"{result.tests - result.failed}/{result.tests} tests")
@@ -170,7 +180,7 @@ def _run_sim(args) -> int:
         configs = [validate_params(c.block, {**c.params, **extra})
                    for c in configs for extra in c.block.sim_configs]
     results = run_sims(configs, _simulators(args.simulator), build_dir=args.build_dir,
-                       waves=args.waves, seed=args.seed)
+                       waves=args.waves, seed=args.seed, primitives=args.primitives)
     failed = sum(not r.passed for _, r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -15,7 +16,23 @@ from amaranth.lib import stream, wiring
 from .config import BlockConfig, build_component
 from .layout import describe_shape, flatten_shape
 
-__all__ = ["top_name", "convert", "manifest", "write_outputs", "atomic_dir", "generate"]
+__all__ = ["PRIMITIVES", "PrimitiveTarget", "top_name", "convert", "manifest", "write_outputs",
+           "atomic_dir", "generate"]
+
+#: Vendor primitive sets the Verilog may instantiate: ``generic`` (portable Verilog, what the
+#: simulators run) or a device family whose DSP primitives blocks use directly.
+PRIMITIVES = ("generic", "ecp5")
+
+
+@dataclass(frozen=True)
+class PrimitiveTarget:
+    """Stands in for an Amaranth platform during elaboration.
+
+    Blocks see it as ``platform`` in ``elaborate``; its only member, ``family``, tells them
+    which vendor primitives they may instantiate (see ``hw/common/mul.py``).
+    """
+
+    family: str
 
 VERSION = "0.1.0"
 
@@ -24,10 +41,17 @@ def top_name(config: BlockConfig) -> str:
     return f"lutra_{config.name}"
 
 
-def convert(component, name: str) -> str:
-    """Verilog text of ``component`` (no source attributes, so output is reproducible)."""
+def convert(component, name: str, *, primitives: str = "generic") -> str:
+    """Verilog text of ``component`` (no source attributes, so output is reproducible).
+
+    ``primitives`` other than ``"generic"`` lets blocks instantiate that family's primitives.
+    """
+    if primitives not in PRIMITIVES:
+        raise ValueError(f"primitives must be one of {', '.join(PRIMITIVES)}, "
+                         f"not {primitives!r}")
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    return verilog.convert(component, name=name, emit_src=False)
+    platform = None if primitives == "generic" else PrimitiveTarget(primitives)
+    return verilog.convert(component, name=name, platform=platform, emit_src=False)
 
 
 def _ports(component, meanings: dict) -> tuple[list, dict]:
@@ -69,10 +93,11 @@ def _ports(component, meanings: dict) -> tuple[list, dict]:
     return ports, streams
 
 
-def manifest(config: BlockConfig, component) -> dict:
+def manifest(config: BlockConfig, component, *, primitives: str = "generic") -> dict:
     """Everything needed to integrate the Verilog: configuration, ports, timing figures."""
     ports, streams = _ports(component, config.block.ports)
     return {
+        "primitives": primitives,
         "lutra_version": VERSION,
         "block": config.name,
         "summary": config.block.summary,
@@ -105,22 +130,23 @@ def atomic_dir(out: Path):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_outputs(config: BlockConfig, directory: Path) -> dict:
+def write_outputs(config: BlockConfig, directory: Path, *, primitives: str = "generic") -> dict:
     """Write ``<top>.v`` and ``<top>.json`` for ``config`` into ``directory``."""
     component = build_component(config)
-    info = manifest(config, component)
-    text = convert(component, top_name(config))
+    info = manifest(config, component, primitives=primitives)
+    text = convert(component, top_name(config), primitives=primitives)
     (directory / info["verilog"]).write_text(text)
     (directory / f"{info['top']}.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
-def generate(configs: list[BlockConfig], out: Path, *, per_block_dirs: bool) -> list[dict]:
+def generate(configs: list[BlockConfig], out: Path, *, per_block_dirs: bool,
+             primitives: str = "generic") -> list[dict]:
     """Generate every configuration into ``out`` (``out/<block>/`` when ``per_block_dirs``)."""
     infos = []
     with atomic_dir(Path(out)) as tmp:
         for config in configs:
             directory = tmp / config.name if per_block_dirs else tmp
             directory.mkdir(exist_ok=True)
-            infos.append(write_outputs(config, directory))
+            infos.append(write_outputs(config, directory, primitives=primitives))
     return infos

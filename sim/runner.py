@@ -8,10 +8,20 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SIMULATORS", "VERILATOR_WAIVERS", "SimResult", "available", "missing_reason",
+__all__ = ["SIMULATORS", "VERILATOR_WAIVERS", "PRIMITIVE_MODELS", "SimResult", "available", "missing_reason",
            "verilator_bin", "run_cocotb"]
 
 SIMULATORS = ("icarus", "verilator")
+
+#: Waived only when simulating Verilog written for an FPGA family (see ``PRIMITIVE_MODELS``).
+PRIMITIVE_WAIVERS = {
+    "PINMISSING": "vendor primitives are instantiated with their unused cascade, clock, enable "
+                  "and reset pins unconnected, as Yosys' own DSP mapping leaves them",
+}
+
+#: Behavioural Verilog models of the vendor primitives that Verilog written for a family may
+#: instantiate (see ``gen.verilog.PRIMITIVES``).
+PRIMITIVE_MODELS = {"ecp5": (Path(__file__).parent / "models" / "MULT18X18D.v",)}
 
 #: Verilator lint warnings waived for Amaranth-generated Verilog, each with its reason.
 #: Only these two fire at Verilator's default lint level (checked with --lint-only).
@@ -78,11 +88,12 @@ class SimResult:
 def run_cocotb(config, simulator: str, *, build_root: Path = Path("sim_build"),
                waves: bool = False, testcase: str | None = None, seed: int = 1,
                extra_env: dict | None = None, quiet: bool = False,
-               tb_module: str | None = None) -> SimResult:
+               tb_module: str | None = None, primitives: str = "generic") -> SimResult:
     """Generate ``config``'s Verilog into its own build directory and run its cocotb module.
 
     ``extra_env`` reaches the testbench; ``tb_module`` replaces the block's cocotb module (e.g.
-    a benchmark) on the same build.
+    a benchmark) on the same build. ``primitives`` other than ``"generic"`` simulates the Verilog
+    written for that FPGA family, with behavioural models of its primitives (``PRIMITIVE_MODELS``).
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -94,23 +105,26 @@ def run_cocotb(config, simulator: str, *, build_root: Path = Path("sim_build"),
     os.environ["PATH"] = f"{verilator_bin()}{os.pathsep}{os.environ['PATH']}"
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
-    build_dir = (Path(build_root) / f"{config.key()}-{simulator}").resolve()
+    suffix = "" if primitives == "generic" else f"-{primitives}"
+    build_dir = (Path(build_root) / f"{config.key()}{suffix}-{simulator}").resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    info = write_outputs(config, build_dir)
+    info = write_outputs(config, build_dir, primitives=primitives)
     manifest_path = build_dir / f"{info['top']}.json"
     top = top_name(config)
 
     runner = get_runner(simulator)
     build_args = []
     if simulator == "verilator":
-        build_args = [f"-Wno-{name}" for name in VERILATOR_WAIVERS] + VERILATOR_BUILD_ARGS
+        waivers = {**VERILATOR_WAIVERS, **(PRIMITIVE_WAIVERS if primitives != "generic" else {})}
+        build_args = [f"-Wno-{name}" for name in waivers] + VERILATOR_BUILD_ARGS
     if simulator == "verilator" and waves:
         build_args += ["--trace-fst"]
     saved_makeflags = os.environ.get("MAKEFLAGS")
     if simulator == "verilator":
         os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved_makeflags, VERILATOR_MAKE_FIX]))
     try:
-        runner.build(sources=[build_dir / info["verilog"]], hdl_toplevel=top,
+        runner.build(sources=[build_dir / info["verilog"], *PRIMITIVE_MODELS.get(primitives, ())],
+                     hdl_toplevel=top,
                      build_dir=build_dir, timescale=("1ns", "1ps"), build_args=build_args,
                      waves=waves, log_file=build_dir / "build.log" if quiet else None)
     finally:

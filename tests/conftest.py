@@ -14,7 +14,7 @@ __all__ = ["SIMULATORS", "cocotb_run"]
 
 
 def cocotb_run(block: str, params: dict, simulator: str, tmp_path, *, seed: int = 1,
-               testcase: str | None = None, **env) -> None:
+               testcase: str | None = None, primitives: str = "generic", **env) -> None:
     """Run ``block``'s cocotb module on the Verilog of ``params`` under ``simulator``.
 
     A simulator that is not installed skips the test on a developer's machine but fails in CI
@@ -27,7 +27,8 @@ def cocotb_run(block: str, params: dict, simulator: str, tmp_path, *, seed: int 
         pytest.skip(reason)
     config = validate_params(get_block(block), params)
     result = run_cocotb(config, simulator, build_root=tmp_path, quiet=True, seed=seed,
-                        testcase=testcase, extra_env={k: str(v) for k, v in env.items()})
+                        testcase=testcase, extra_env={k: str(v) for k, v in env.items()},
+                        primitives=primitives)
     log = result.build_dir / "test.log"
     tail = log.read_text()[-6000:] if log.exists() else "(no log)"
     assert result.tests > 0, f"no cocotb test ran; log tail:\n{tail}"

@@ -14,10 +14,13 @@ import pytest
 
 from fpga.fit import estimate
 from fpga.flow import BuildError, build_ooc
+from fpga.report import synth_figures
 from fpga.targets import DEVICES
+from fpga.tools import run_tool
 from gen.blocks import get_block
 from gen.cli import main
-from gen.config import validate_params
+from gen.config import build_component, validate_params
+from gen.verilog import convert
 
 pytestmark = pytest.mark.fpga
 
@@ -58,9 +61,15 @@ def test_ooc_ice40_cli(tmp_path, capsys):
     assert report["resources"]["dsp"]["used"] == 5
     lcs = _block_lcs(report)
     assert abs(need["lcs"] - lcs) <= LC_TOLERANCE * lcs, (need["lcs"], lcs)
-    # The wrapper: one FF per block input bit, 31 LFSR FFs, one output FF; no DSP, no RAM.
+    # The wrapper: one FF per block input bit, 31 LFSR FFs, one per output bit and one per
+    # 4-input XOR of each registered reduction level; no DSP, no RAM.
     wrapper = report["synth"]["wrapper"]
-    assert wrapper["ff"] == report["wrapper"]["input_bits"] + 31 + 1
+    levels, width = [], report["wrapper"]["output_bits"]
+    while width > 1:
+        width = -(-width // 4)
+        levels.append(width)
+    assert wrapper["ff"] == report["wrapper"]["input_bits"] + 31 + report["wrapper"][
+        "output_bits"] + sum(levels)
     assert wrapper["dsp"] == wrapper["bram"] == 0
 
     assert main(["report", str(tmp_path)]) == 0
@@ -104,3 +113,27 @@ def test_selftest_bitstream_icebreaker(tmp_path, capsys):
     assert (out / "top.bin").stat().st_size > 100_000      # a whole UP5K image
     assert report["clocks"][0]["requested_mhz"] == 12
     assert report["selftest"]["outputs"]["o"]["beats"] == 4
+
+
+# Blocks whose fit-check estimate is counted on their elaborated netlist (gen/resources.py),
+# each in a configuration other than the default its lut_factor was fitted to.
+NETLIST_ESTIMATES = [("gelu", {"lanes": 2, "max_row": 64}), ("attention", {"engines": 8})]
+
+
+@pytest.mark.parametrize("block, params", NETLIST_ESTIMATES, ids=[b for b, _ in NETLIST_ESTIMATES])
+def test_netlist_estimate_matches_synthesis(block, params, tmp_path):
+    config = validate_params(get_block(block), params)
+    need = estimate(config, DEVICES["ice40-up5k"])
+    (tmp_path / "blk.v").write_text(convert(build_component(config), "blk"))
+    run_tool("yosys", ["-q", "-p", "read_verilog blk.v; synth_ice40 -dsp -top blk; "
+                       "tee -q -o stat.json stat -json"], cwd=tmp_path, log=tmp_path / "out")
+    stat = json.loads((tmp_path / "stat.json").read_text())["modules"]["\\blk"]
+    real = synth_figures(stat["num_cells_by_type"], "ice40")
+    # Products are counted from the netlist before Yosys narrows any (an operand whose top
+    # bits are constant can leave a product below synth_ice40's 11-bit DSP threshold): the
+    # DSP count is an upper bound, never short.
+    assert real["dsp"] <= need["dsps"] <= real["dsp"] + params.get("lanes", 1) * 1
+    assert real["bram"] == need["brams"]
+    assert abs(need["ffs"] - real["ff"]) <= 0.1 * real["ff"], (need["ffs"], real["ff"])
+    assert abs(need["luts"] - real["lut4"]) <= LC_TOLERANCE * real["lut4"], (
+        need["luts"], real["lut4"])

@@ -2,6 +2,7 @@
 
 from hw.attention import AttentionScheduler
 
+from ..resources import netlist_resources
 from . import BlockSpec, Param
 
 
@@ -39,6 +40,11 @@ def _bench(argv: list[str]) -> int:
     return main(argv)
 
 
+def _resources(p: dict) -> dict:
+    """FPGA needs for the fit check, counted on the elaborated netlist (gen/resources.py)."""
+    return netlist_resources(_build(p), lut_factor=1.85)   # fitted: 5,345 LUT4 for the default (synth_ice40)
+
+
 BLOCK = BlockSpec(
     name="attention",
     summary="Length-aware scheduler of block-sparse attention rows onto P engines",
@@ -71,4 +77,5 @@ BLOCK = BlockSpec(
                  {"engines": 8, "block": 4, "causal": True, "window": 2, "n_global": 0,
                   "max_len": 64, "lookahead": 8}),
     bench=_bench,
+    resources=_resources,
 )

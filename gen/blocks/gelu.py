@@ -2,6 +2,7 @@
 
 from hw.gelu import DIVIDERS, MAX_MODES, METHODS, Gelu
 
+from ..resources import netlist_resources
 from . import BlockSpec, Param
 
 
@@ -42,6 +43,11 @@ def _bench(argv: list[str]) -> int:
     return main(argv)
 
 
+def _resources(p: dict) -> dict:
+    """FPGA needs for the fit check, counted on the elaborated netlist (gen/resources.py)."""
+    return netlist_resources(_build(p), lut_factor=0.45)   # fitted: 1,929 LUT4 for the default (synth_ice40)
+
+
 BLOCK = BlockSpec(
     name="gelu",
     summary="Integer GELU: I-ViT ShiftGELU (default), I-BERT i-GELU (poly) or a table (lut)",
@@ -74,4 +80,5 @@ BLOCK = BlockSpec(
                  {"method": "poly", "in_width": 16, "scale": 2.0 ** -10}, {"method": "lut"},
                  {"lanes": 2, "max_row": 64}),
     bench=_bench,
+    resources=_resources,
 )

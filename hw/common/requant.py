@@ -1,10 +1,13 @@
 """Pipelined TFLite/gemmlowp requantizer, shared by every block that produces int8 from int32."""
 
+import itertools
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import check_int
+from .mul import PipelinedMultiplier
 
 __all__ = ["RequantIn", "RequantOut", "Requantizer", "REQUANT_LATENCY"]
 
@@ -117,13 +120,20 @@ class Requantizer(wiring.Component):
             m1 = stage(p + "multiplier", signed(32), mult)
             right1 = stage(p + "right", unsigned(6), Mux(shift[-1], -shift, 0))
 
-            # s2: four 17 x 17 partial products (high halves signed, low halves unsigned).
-            xh, xl = x1[16:].as_signed(), Cat(x1[:16], Const(0, 1)).as_signed()
-            mh, ml = m1[16:].as_signed(), Cat(m1[:16], Const(0, 1)).as_signed()
-            pp_hh = stage(p + "pp_hh", signed(34), xh * mh)
-            pp_hl = stage(p + "pp_hl", signed(34), xh * ml)
-            pp_lh = stage(p + "pp_lh", signed(34), xl * mh)
-            pp_ll = stage(p + "pp_ll", signed(34), xl * ml)
+            # s2: four 17 x 17 partial products (high halves signed, low halves unsigned). Each
+            # multiplier registers the s1 operands itself (on ECP5 inside the DSP), so it is fed
+            # the values x1 and m1 are about to take.
+            x0 = (acc << left)[:32]
+            halves_x = (x0[16:].as_signed(), Cat(x0[:16], Const(0, 1)).as_signed())
+            halves_m = (mult[16:].as_signed(), Cat(mult[:16], Const(0, 1)).as_signed())
+            pps = {}
+            for (xn, x_half), (mn, m_half) in itertools.product(zip("hl", halves_x),
+                                                                 zip("hl", halves_m)):
+                mul = PipelinedMultiplier(a_width=17, b_width=17)
+                m.submodules[f"{p}mul_{xn}{mn}"] = mul
+                m.d.comb += [mul.a.eq(x_half), mul.b.eq(m_half), mul.en.eq(advance)]
+                pps[xn + mn] = mul.p                    # signed 34 bits
+            pp_hh, pp_hl, pp_lh, pp_ll = pps["hh"], pps["hl"], pps["lh"], pps["ll"]
             sat2 = stage(p + "sat_s2", 1, (x1 == -(1 << 31)) & (m1 == -(1 << 31)))
             right2 = stage(p + "right_s2", unsigned(6), right1)
 

@@ -6,6 +6,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..common.checks import check_bool, check_int
+from ..common.mul import PipelinedMultiplier
 from ..common.requant import REQUANT_LATENCY, RequantIn, Requantizer
 
 __all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore", "max_abs_product"]
@@ -241,13 +242,18 @@ class GemmCore(wiring.Component):
                 a = Signal(signed(OPERAND_A_WIDTH), name=pe + "a", reset_less=True)
                 b = Signal(signed(8), name=pe + "b", reset_less=True)
                 flags = Signal(Flags, name=pe + "flags")
-                product = Signal(signed(PRODUCT_WIDTH), name=pe + "product", reset_less=True)
                 product_flags = Signal(Flags, name=pe + "product_flags")
                 acc = Signal(signed(width), name=pe + "acc", reset_less=True)
                 result = Signal(signed(width), name=pe + "result", reset_less=True)
+                # The product of the operands this PE registers now arrives two cycles later,
+                # with its flags; on ECP5 both register stages live inside the DSP.
+                mul = PipelinedMultiplier(a_width=OPERAND_A_WIDTH, b_width=8)
+                m.submodules[pe + "mul"] = mul
+                product = mul.p                  # signed PRODUCT_WIDTH bits
+                m.d.comb += [mul.a.eq(a_left), mul.b.eq(b_above[c])]
                 m.d.sync += [
                     a.eq(a_left), b.eq(b_above[c]), flags.eq(flags_left),
-                    product.eq(a * b), product_flags.eq(flags),
+                    product_flags.eq(flags),
                 ]
                 # The accumulator restarts by clearing at the tile's last product rather than by
                 # gating the adder's input on the first one (a LUT per bit in front of the carry
