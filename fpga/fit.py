@@ -35,6 +35,16 @@ _ECP5_MAX_LUTRAM_DEPTH = 64
 _ECP5_COMB_PER_LUTRAM = 7
 
 
+# Depth x width configurations of one block RAM (SB_RAM40_4K; DP16KD in pseudo-dual-port mode);
+# Yosys' memory_libmap picks the one that needs the fewest blocks for each memory.
+_ICE40_EBR_SHAPES = ((256, 16), (512, 8), (1024, 4), (2048, 2))
+_ECP5_DP16KD_SHAPES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+
+
+def _blocks(depth: int, width: int, shapes) -> int:
+    return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in shapes)
+
+
 def _memories(memories, device: Device) -> dict:
     """LUT4s, FFs and block RAMs that ``(depth, width)`` memories take on ``device``."""
     luts = ffs = brams = 0
@@ -46,11 +56,11 @@ def _memories(memories, device: Device) -> dict:
                 ffs += depth * width
                 luts += width * max(depth - 1, 1) // 2
             else:
-                brams += math.ceil(width / 16) * math.ceil(depth / 256)
+                brams += _blocks(depth, width, _ICE40_EBR_SHAPES)
         elif depth <= _ECP5_MAX_LUTRAM_DEPTH:
             luts += _ECP5_COMB_PER_LUTRAM * math.ceil(depth / 16) * math.ceil(width / 4)
         else:
-            brams += math.ceil(width / 36) * math.ceil(depth / 512)
+            brams += _blocks(depth, width, _ECP5_DP16KD_SHAPES)
     return {"luts": luts, "ffs": ffs, "brams": brams}
 
 

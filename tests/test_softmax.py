@@ -9,7 +9,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw.softmax import SoftmaxEngine
-from sim.golden.softmax import (lut_softmax, shift_exp, shiftmax, softmax_tables, table_bytes)
+from sim.golden.softmax import (lut2d_log_num, lut2d_log_sum, lut2d_pow, lut_softmax, shift_exp,
+                                shiftmax, softmax_tables, table_bytes)
 from sim.streams import Stalls, stream_get, stream_put
 
 S = 0.125
@@ -55,10 +56,12 @@ def test_init_defaults():
      "n must be <= 18 for scale 0.125 and max_len 512 (a row's sum must fit I-ViT's 31 bits), "
      "not 19"),
     ({"recip_bits": 10}, ValueError, "recip_bits must be >= recip_index_bits + 3 (11), not 10"),
-    ({"method": "lut2d", "exp_index_bits": 11}, ValueError,
-     "exp_index_bits must be in [1, 10], not 11"),
-    ({"method": "lut2d", "exp_bits": 7, "sum_index_bits": 6}, ValueError,
-     "sum_index_bits must be <= exp_bits - 2 (5), not 6"),
+    ({"method": "lut2d", "log_steps": 0}, ValueError, "log_steps must be in [1, 16], not 0"),
+    ({"method": "lut2d", "pow_steps": 13}, ValueError, "pow_steps must be in [0, 12], not 13"),
+    ({"method": "lut2d", "frac_bits": 10, "pow_index_bits": 7}, ValueError,
+     "pow_index_bits + pow_steps must be <= frac_bits (10), not 11"),
+    ({"method": "lut2d", "pow_bits": 9}, ValueError,
+     "pow_bits must be >= out_bits + 2 (10), not 9"),
 ])
 def test_init_wrong(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -81,11 +84,15 @@ def test_tables_from_their_formulas():
     assert t.recip[-1] == round(2048 / (2 - 1 / 512)) == 1025      # 1025.002
     assert t.bytes == math.ceil((73 * 12 + 384 * 11) / 8) == 638
     q = softmax_tables(method="lut2d", scale=S)
-    assert len(q.quotient) == 65 and len(q.quotient[0]) == 9      # 2**6 + 1 by 2**3 + 1
-    assert q.quotient[0] == (0,) * 9
-    assert q.quotient[32][0] == 255                    # 1 / 1 saturates
-    assert q.quotient[32][8] == 128                    # 1 / 2
-    assert table_bytes("lut2d", scale=S) == math.ceil((73 * 12 + 65 * 9 * 8) / 8) == 695
+    assert q.exp == t.exp
+    # exp2 table: 64 entries of 2**12 * 2**-(j / 64 + bias), bias = half the last refinement
+    # constant POWC[10] = round(-log2(1 - 2**-10) * 2**12) = round(5.776) = 6
+    assert q.pow_consts == (46, 23, 12, 6)         # -log2(1 - 2**-i) * 4096, i = 7..10
+    assert len(q.pow) == 64 and q.pow[0] == round(4096 * 2 ** (-3 / 4096)) == 4094
+    assert q.pow[32] == round(4096 * 2 ** (-0.5 - 3 / 4096)) == 2895         # 2894.8
+    assert q.log_consts[:3] == (2396, 1319, 696)   # log2(1.5), log2(1.25), log2(1.125) * 4096
+    assert q.num_const == round(2 ** 20 / (8 * math.log(2))) == 189097
+    assert table_bytes("lut2d", scale=S) == math.ceil((73 * 12 + 64 * 12 + 11 * 12) / 8) == 222
     assert table_bytes("shiftmax", scale=S) == 0
 
 
@@ -109,7 +116,7 @@ def test_lut_extremes(method):
         assert (got == got[0]).all(), length
     # adjacent most-negative values: 256 / (1 + e**(1/8)) = 120.01 and 135.99
     got = lut_softmax(np.array([-128, -127]), scale=S, method=method).tolist()
-    assert got == ([120, 136] if method == "recip" else [119, 137])
+    assert got == [120, 136]
 
 
 def test_recip_max_len_rows_stay_within_one_lsb():
@@ -118,6 +125,40 @@ def test_recip_max_len_rows_stay_within_one_lsb():
     x[:, 0] = 127
     err = np.abs(lut_softmax(x, scale=S) - exact_lsb(x))
     assert err.max() <= 1.0, err.max()
+
+
+def test_lut2d_dense_sweep_within_one_lsb():
+    """Every row of length 2 and 3 (all max - x in 0..255) and random rows of 4..512 elements
+    at several spreads: the lut2d default stays within 1 LSB of softmax computed with
+    math.exp, at S = 1/8 and 1/16 (where 1.0 saturates to 255 the error is 256 p - 255 <= 1)."""
+    rng = np.random.default_rng(7)
+    d1, d2 = np.meshgrid(np.arange(256), np.arange(256))
+    short = [np.stack([np.full(d1.size, 127), 127 - d1.ravel(), 127 - d2.ravel()], axis=1)
+             .clip(-128, 127)]
+    short.append(short[0][:256, :2])
+    long = [(127 - rng.random((max(40, 8000 // n), n)) * spread).astype(np.int64).clip(-128)
+            for n in (4, 8, 16, 32, 64, 128, 512) for spread in (8, 32, 128, 256)]
+    for scale in (S, S / 2):
+        for x in short + long:
+            want = np.array([[math.exp((v - max(r)) * scale) for v in r] for r in x.tolist()])
+            want = want / want.sum(axis=1, keepdims=True) * 256
+            err = np.abs(lut_softmax(x, scale=scale, method="lut2d") - want)
+            assert err.max() <= 1.0, (scale, x.shape, err.max())
+
+
+def test_lut2d_pieces_from_their_formulas():
+    t = softmax_tables(method="lut2d", scale=S)
+    d = np.arange(256)
+    num = lut2d_log_num(t, d) / 4096
+    # d * S * log2(e) to within half a unit of 2**-12, up to d_cap
+    assert np.abs(num[:t.d_cap] - d[:t.d_cap] / 8 / math.log(2)).max() <= 0.6 / 4096
+    assert t.d_cap * S / math.log(2) > 9                # d_cap's output is 0: T > out_bits + 1
+    s = np.arange(4095, 600_000, 37)
+    k = np.floor(np.log2(s)).astype(np.int64)
+    assert np.abs(lut2d_log_sum(t, s, k) / 4096 - np.log2(s / 4095)).max() < 2.5 / 4096
+    total = np.arange(0, 10 * 4096)
+    want = np.floor(2 ** (8 - total / 4096) + 0.5).clip(max=255)
+    assert np.abs(lut2d_pow(t, total) - want).max() <= 1   # only where 2**x is near a tie
 
 
 def test_shift_exp_hand_worked():
@@ -216,7 +257,8 @@ CONFIGS = [
     {"method": "recip", "out_bits": 12, "scale": 0.3, "exp_bits": 14, "recip_index_bits": 6,
      "recip_bits": 12},
     {"method": "lut2d", "in_bits": 6, "out_bits": 6, "scale": 0.05, "exp_bits": 10,
-     "exp_index_bits": 3, "sum_index_bits": 4},
+     "frac_bits": 10, "log_steps": 5, "pow_index_bits": 4, "pow_steps": 3, "pow_bits": 9},
+    {"method": "lut2d", "scale": 0.4, "pow_index_bits": 8, "pow_steps": 0},
     {"method": "shiftmax", "scale": 0.04, "n": 12, "out_bits": 10},
 ]
 
@@ -243,7 +285,7 @@ def test_sim_idle_row_latency_matches_figure(method):
         assert outs[-1] - ins[-1] == dut.row_latency(length), length
 
 
-@pytest.mark.parametrize("method", ["recip", "shiftmax"])
+@pytest.mark.parametrize("method", ["recip", "lut2d", "shiftmax"])
 def test_sim_sustains_one_element_per_clock(method):
     """Never stalled, back-to-back rows of mixed lengths (including a full row followed by
     length-1 rows, the worst case for the row buffer) enter at one element per clock."""
@@ -268,3 +310,16 @@ def test_sim_max_len_one(method):
     dut = SoftmaxEngine(method=method, max_len=1)
     beats, _, _ = simulate(dut, rows, in_stalls=Stalls(0.3, 3, 1), out_stalls=Stalls(0.3, 3, 2))
     check_rows(rows, beats, {"method": method})
+
+
+def test_lut2d_elaborates_without_multiplier_or_divider():
+    """lut2d is for parts without DSPs: its netlist has no $mul / $div / $mod cell (the
+    recip engine, which multiplies, shows that the check can fail)."""
+    from amaranth.back import rtlil
+
+    def cells(method):
+        text = rtlil.convert(SoftmaxEngine(method=method, max_len=16))
+        return {c for c in ("$mul", "$div", "$mod", "$divfloor", "$modfloor") if c in text}
+
+    assert cells("lut2d") == set()
+    assert "$mul" in cells("recip")

@@ -3,10 +3,11 @@
 from hw.softmax import SoftmaxEngine
 from sim.golden.softmax import LUT_DEFAULTS, METHODS
 
+from ..resources import netlist_resources
 from . import BlockSpec, Param
 
-_TABLE_PARAMS = ("exp_bits", "recip_index_bits", "recip_bits", "exp_index_bits",
-                 "sum_index_bits")
+_TABLE_PARAMS = ("exp_bits", "recip_index_bits", "recip_bits", "frac_bits", "log_steps",
+                 "pow_index_bits", "pow_steps", "pow_bits")
 
 
 def _build(p: dict) -> SoftmaxEngine:
@@ -48,12 +49,18 @@ def _bench(argv: list[str]) -> int:
     return main(argv)
 
 
+def _resources(p: dict) -> dict:
+    """FPGA needs for the fit check, counted on the elaborated netlist (gen/resources.py)."""
+    return netlist_resources(_build(p), lut_factor=0.6)  # fitted: lut2d 1,774 LUT4 (synth_ice40)
+
+
 BLOCK = BlockSpec(
     name="softmax",
     summary="Streaming softmax, one element per clock: LUT (recip, lut2d) or I-ViT ShiftMax",
     params=(
         Param("method", str, "recip", "recip (exp + reciprocal tables, one multiply), lut2d "
-              "(2-D quotient table, no multiplier) or shiftmax (I-ViT, no tables)",
+              "(2-D quotient table stored along its log-domain anti-diagonals, no "
+              "multiplier) or shiftmax (I-ViT, no tables)",
               choices=METHODS),
         Param("scale", float, 0.125, "input scale S: logit = x * S (fixes the tables)",
               lo=1e-6, hi=1e6),
@@ -67,10 +74,16 @@ BLOCK = BlockSpec(
               "recip: reciprocal table index bits (1.5 * 2**bits entries)", lo=1, hi=12),
         Param("recip_bits", int, LUT_DEFAULTS["recip_bits"], "recip: reciprocal entry bits",
               lo=3, hi=24),
-        Param("exp_index_bits", int, LUT_DEFAULTS["exp_index_bits"],
-              "lut2d: numerator fraction bits (2**(bits+1) + 1 rows)", lo=1, hi=10),
-        Param("sum_index_bits", int, LUT_DEFAULTS["sum_index_bits"],
-              "lut2d: sum mantissa fraction bits (2**bits + 1 columns)", lo=1, hi=10),
+        Param("frac_bits", int, LUT_DEFAULTS["frac_bits"],
+              "lut2d: fraction bits of the log-domain quotient index", lo=4, hi=24),
+        Param("log_steps", int, LUT_DEFAULTS["log_steps"],
+              "lut2d: shift-and-add normalisation stages of log2(sum)", lo=1, hi=16),
+        Param("pow_index_bits", int, LUT_DEFAULTS["pow_index_bits"],
+              "lut2d: exp2 table index bits (2**bits entries)", lo=1, hi=12),
+        Param("pow_steps", int, LUT_DEFAULTS["pow_steps"],
+              "lut2d: shift-and-add refinement stages after the exp2 table", lo=0, hi=12),
+        Param("pow_bits", int, LUT_DEFAULTS["pow_bits"], "lut2d: exp2 table entry bits",
+              lo=4, hi=24),
         Param("n", int, 15, "shiftmax: I-ViT n (exponent range)", lo=1, hi=30),
     ),
     build=_build,
@@ -86,4 +99,5 @@ BLOCK = BlockSpec(
                  {"method": "recip", "max_len": 16, "out_bits": 12, "scale": 0.3,
                   "exp_bits": 14, "recip_index_bits": 6, "recip_bits": 12}),
     bench=_bench,
+    resources=_resources,
 )

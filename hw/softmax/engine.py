@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.golden.softmax import (LUT_DEFAULTS, METHODS, shiftmax_min_sum, shiftmax_x0,
-                                softmax_tables)
+from sim.golden.softmax import (CONST_SHIFT, LOG_GUARD, LUT_DEFAULTS, METHODS, POW_GUARD,
+                                shiftmax_min_sum, shiftmax_x0, softmax_tables)
 
 from ..common.checks import check_choice, check_int
 
 __all__ = ["SoftmaxIn", "SoftmaxOut", "SoftmaxEngine"]
 
 INT31_MAX = (1 << 31) - 1
+
+
+def csd_digits(const: int) -> list[tuple[int, int]]:
+    """Canonical signed digits of ``const >= 0``: ``[(shift, +1 or -1), ...]`` with
+    ``const == sum(sign << shift)``, so a constant product is a few shifted adds."""
+    digits, shift = [], 0
+    while const:
+        if const & 1:
+            sign = 2 - (const & 3)          # +1 if the next bit is 0, -1 if it is 1
+            digits.append((shift, sign))
+            const -= sign
+        const >>= 1
+        shift += 1
+    return digits
+
+
+def const_product_levels(const: int) -> int:
+    """Register stages of :meth:`SoftmaxEngine` 's shift-and-add product by ``const``."""
+    return max(1, (len(csd_digits(const)) - 1).bit_length())
 
 # Cycles each part of the engine adds, fixed by the code below; the latency figures, the row
 # buffer's slack and the output FIFO depth are derived from them (and checked by the tests).
@@ -68,8 +87,11 @@ class SoftmaxEngine(wiring.Component):
         at ``2**out_bits - 1`` (1.0 is not representable). ``shiftmax``: ``q / 2**(out_bits-1)``.
     max_len : int
         Longest row, 1..65536.
-    exp_bits, recip_index_bits, recip_bits, exp_index_bits, sum_index_bits : int
+    exp_bits, recip_index_bits, recip_bits : int
         Table parameters of the LUT methods (see :func:`sim.golden.softmax.softmax_tables`).
+    frac_bits, log_steps, pow_index_bits, pow_steps, pow_bits : int
+        ``lut2d``: log-domain fraction bits, normalisation stages of the sum's logarithm, exp2
+        table index bits, its refinement stages, and its entry width.
     n : int
         ShiftMax's ``n`` (exponent range), 1..30.
 
@@ -86,8 +108,11 @@ class SoftmaxEngine(wiring.Component):
                  exp_bits: int = LUT_DEFAULTS["exp_bits"],
                  recip_index_bits: int = LUT_DEFAULTS["recip_index_bits"],
                  recip_bits: int = LUT_DEFAULTS["recip_bits"],
-                 exp_index_bits: int = LUT_DEFAULTS["exp_index_bits"],
-                 sum_index_bits: int = LUT_DEFAULTS["sum_index_bits"], n: int = 15):
+                 frac_bits: int = LUT_DEFAULTS["frac_bits"],
+                 log_steps: int = LUT_DEFAULTS["log_steps"],
+                 pow_index_bits: int = LUT_DEFAULTS["pow_index_bits"],
+                 pow_steps: int = LUT_DEFAULTS["pow_steps"],
+                 pow_bits: int = LUT_DEFAULTS["pow_bits"], n: int = 15):
         check_choice("method", method, METHODS)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)):
             raise TypeError(f"scale must be a positive number, not {scale!r}")
@@ -118,7 +143,8 @@ class SoftmaxEngine(wiring.Component):
             self._tables = softmax_tables(
                 method=method, scale=scale, in_bits=in_bits, out_bits=out_bits,
                 exp_bits=exp_bits, recip_index_bits=recip_index_bits, recip_bits=recip_bits,
-                exp_index_bits=exp_index_bits, sum_index_bits=sum_index_bits)
+                frac_bits=frac_bits, log_steps=log_steps, pow_index_bits=pow_index_bits,
+                pow_steps=pow_steps, pow_bits=pow_bits)
             self._sum_width = (max_len * ((1 << exp_bits) - 1)).bit_length()
         super().__init__({"i": In(stream.Signature(SoftmaxIn(in_bits))),
                           "o": Out(stream.Signature(SoftmaxOut(out_bits)))})
@@ -143,8 +169,14 @@ class SoftmaxEngine(wiring.Component):
     @property
     def normaliser_latency(self) -> int:
         """Cycles from a row's sum to its normaliser entering the descriptor FIFO: leading-one
-        detection and a table read / rounding, or a register and one stage per quotient bit."""
-        return 1 + self._quotient_bits if self._method == "shiftmax" else 2
+        detection and a table read (recip); leading one, mantissa, one stage per
+        normalisation step, the residual, its constant product and the sum (lut2d); or a
+        register and one stage per quotient bit (shiftmax)."""
+        if self._method == "shiftmax":
+            return 1 + self._quotient_bits
+        if self._method == "lut2d":
+            return 4 + self._tables.log_steps + const_product_levels(self._tables.tail_const)
+        return 2
 
     def first_out_latency(self, length: int) -> int:
         """Cycles from a row's last input handshake to its first output handshake, for a row
@@ -156,7 +188,12 @@ class SoftmaxEngine(wiring.Component):
     @property
     def out_pipe(self) -> int:
         """Cycles of the output pass from a buffer read to the output FIFO write."""
-        return OUT_PIPE + self.exp_latency + (1 if self._method == "lut2d" else 0)
+        if self._method == "lut2d":
+            # buffer read, d, capped d, the constant product and its rounding, T, the exp2
+            # table read, one stage per refinement step, output register
+            t = self._tables
+            return 7 + const_product_levels(t.num_const) + t.pow_steps
+        return OUT_PIPE + self.exp_latency
 
     def row_latency(self, length: int) -> int:
         """Cycles from a row's last input handshake to its last output handshake (idle engine,
@@ -175,6 +212,24 @@ class SoftmaxEngine(wiring.Component):
         """Output FIFO entries: the credits cover the loop read -> output FIFO -> sink ->
         credit back, so an always-ready sink never throttles the output pass."""
         return self.out_pipe + OUT_FIFO + 3
+
+    def _descriptor_layout(self) -> data.StructLayout:
+        """A row as the passes hand it on: its maximum and its length minus one."""
+        return data.StructLayout({"max": signed(self._in_bits),
+                                  "len_m1": range(max(self._max_len, 2))})
+
+    def _norm_layout(self) -> data.StructLayout:
+        """A row's normaliser: I-ViT's quotient ``f``; the sum's leading-one offset and the
+        reciprocal mantissa; or ``L ~ log2(sum / EXP[0]) * 2**frac_bits`` (signed: slightly
+        negative for a one-hot row)."""
+        if self._tables is None:
+            return data.StructLayout({"f": unsigned(self._quotient_bits)})
+        k_span = self._sum_width - (self._tables.exp_bits - 1)
+        if self._method == "recip":
+            return data.StructLayout({"k_off": range(max(k_span, 2)),
+                                      "recip": unsigned(self._tables.recip_bits)})
+        log_width = self._tables.frac_bits + max(k_span, 2).bit_length() + 2
+        return data.StructLayout({"log_sum": signed(log_width)})
 
     def elaborate(self, platform):
         m = Module()
@@ -200,7 +255,7 @@ class SoftmaxEngine(wiring.Component):
         row_len = Signal(len_shape)            # elements so far minus one
         freed = Signal()                       # the output pass read one element this cycle
 
-        Desc = data.StructLayout({"max": signed(in_bits), "len_m1": len_shape})
+        Desc = self._descriptor_layout()
         m.submodules.rows_in = rows_in = SyncFIFOBuffered(width=Desc.size, depth=depth)
 
         fire = Signal()
@@ -299,6 +354,24 @@ class SoftmaxEngine(wiring.Component):
                 value = reg
             return value
 
+        def const_product(name: str, value, const: int):
+            """``value * const`` by shifted adds of its canonical signed digits (no
+            multiplier), a register after each level of the adder tree:
+            ``const_product_levels(const)`` cycles."""
+            width = max(1, (((1 << len(value)) - 1) * const).bit_length())
+            terms = [(value << shift) if sign > 0 else -(value << shift)
+                     for shift, sign in csd_digits(const)] or [value - value]
+            for level in range(const_product_levels(const)):
+                sums = []
+                for j in range(0, len(terms), 2):
+                    reg = Signal(signed(width + 3), name=f"{name}_l{level}_{j // 2}")
+                    m.d.sync += reg.eq(sum(terms[j:j + 2]))
+                    sums.append(reg)
+                terms = sums
+            product = Signal(unsigned(width), name=name)
+            m.d.comb += product.eq(terms[0])
+            return product
+
         # ---- sum pass ----------------------------------------------------------------
         s_ptr = Signal(range(depth))
         s_cnt = Signal(len_shape)
@@ -327,17 +400,10 @@ class SoftmaxEngine(wiring.Component):
         m.d.sync += [row_done.eq(s2.valid & s2.last), row_sum.eq(total), row_desc.eq(s2.desc)]
 
         # ---- per-row normaliser ---------------------------------------------------------
-        if method == "shiftmax":
-            Norm = data.StructLayout({"f": unsigned(self._quotient_bits)})
-        else:
+        Norm = self._norm_layout()
+        if lut is not None:
             k_min = lut.exp_bits - 1                # sum >= exp[0] = 2**exp_bits - 1
             k_span = self._sum_width - k_min
-            fields = {"k_off": range(max(k_span, 2))}
-            if method == "recip":
-                fields["recip"] = unsigned(lut.recip_bits)
-            else:
-                fields["ms"] = range((1 << lut.sum_index_bits) + 1)
-            Norm = data.StructLayout(fields)
         RowInfo = data.StructLayout({"desc": Desc, "norm": Norm})
         m.submodules.rows_norm = rows_norm = SyncFIFOBuffered(width=RowInfo.size, depth=depth)
         info_valid = Signal()
@@ -379,11 +445,12 @@ class SoftmaxEngine(wiring.Component):
             sum1 = Signal.like(row_sum)
             m.d.sync += [valid1.eq(row_done), desc1.eq(row_desc), k1.eq(k_off),
                          sum1.eq(row_sum)]
-            valid2 = delayed("norm_valid", valid1, 1)
-            desc2 = delayed("norm_desc", desc1, 1)
-            k2 = delayed("norm_k", k1, 1)
-            m.d.comb += [info_valid.eq(valid2), info.desc.eq(desc2), info.norm.k_off.eq(k2)]
             if method == "recip":
+                valid2 = delayed("norm_valid", valid1, 1)
+                desc2 = delayed("norm_desc", desc1, 1)
+                k2 = delayed("norm_k", k1, 1)
+                m.d.comb += [info_valid.eq(valid2), info.desc.eq(desc2),
+                             info.norm.k_off.eq(k2)]
                 r = lut.recip_index_bits
                 m.submodules.recip_table = recip_table = Memory(
                     shape=unsigned(lut.recip_bits), depth=len(lut.recip), init=lut.recip)
@@ -394,12 +461,52 @@ class SoftmaxEngine(wiring.Component):
                     Mux(frac < (1 << r), frac, (1 << r) + ((frac - (1 << r)) >> 1)))
                 m.d.comb += info.norm.recip.eq(recip_port.data)
             else:
-                b = lut.sum_index_bits
-                # m rounded to b fraction bits: ((s >> (k - b - 1)) + 1) >> 1, minus 2**b
-                top = (sum1 >> (k1 + (k_min - b - 1)))[:b + 2]
-                ms = Signal(range((1 << b) + 1))
-                m.d.sync += ms.eq(((top + 1) >> 1) - (1 << b))
-                m.d.comb += info.norm.ms.eq(ms)
+                # log2 of the sum (sim.golden.softmax.lut2d_log_sum): the mantissa
+                # x = s / 2**(k + 1) in [1/2, 1) with w fraction bits ...
+                w = lut.frac_bits + LOG_GUARD
+                x = Signal(unsigned(w + 1), name="log_x")
+                m.d.sync += x.eq((sum1 << w) >> (k1 + k_min + 1))
+                stage_k = delayed("log_k", k1, 1)
+                stage_valid = delayed("log_valid", valid1, 1)
+                stage_desc = delayed("log_desc", desc1, 1)
+                acc_width = lut.frac_bits + 2
+                acc = Const(0, unsigned(acc_width))
+                # ... multiplied by (1 + 2**-i) while it stays <= 1, one stage per step; the
+                # step's constant joins the sum A one stage later, so that no stage chains
+                # two carry chains
+                took, took_const = Const(0), 0
+                for i, c in enumerate(lut.log_consts, 1):
+                    grown = x + (x >> i)
+                    take = grown <= (1 << w)
+                    n_x = Signal.like(x, name=f"log{i}_x")
+                    n_take = Signal(name=f"log{i}_take")
+                    n_acc = Signal(unsigned(acc_width), name=f"log{i}_acc")
+                    m.d.sync += [n_x.eq(Mux(take, grown, x)), n_take.eq(take),
+                                 n_acc.eq(acc + Mux(took, took_const, 0))]
+                    x, acc, took, took_const = n_x, n_acc, n_take, c
+                    stage_k = delayed(f"log{i}_k", stage_k, 1)
+                    stage_valid = delayed(f"log{i}_valid", stage_valid, 1)
+                    stage_desc = delayed(f"log{i}_desc", stage_desc, 1)
+                # ... and the residual u = 1 - x contributes u / ln 2, a constant product
+                # (registered first: the subtraction and the first adders in one stage were
+                # the iCE40 critical path)
+                residual = Signal(unsigned(w + 1), name="log_residual")
+                m.d.sync += residual.eq((1 << w) - x)
+                tail_levels = 1 + const_product_levels(lut.tail_const)
+                tail = const_product("log_tail", residual, lut.tail_const)
+                stage_k = delayed("log_tail_k", stage_k, tail_levels)
+                last_acc = Signal(unsigned(acc_width), name="log_acc")
+                m.d.sync += last_acc.eq(acc + Mux(took, took_const, 0))
+                acc = delayed("log_tail_acc", last_acc, tail_levels - 1)
+                stage_valid = delayed("log_tail_valid", stage_valid, tail_levels)
+                stage_desc = delayed("log_tail_desc", stage_desc, tail_levels)
+                log_sum = Signal.like(info.norm.log_sum, name="log_sum")
+                rounded_tail = (tail + (1 << (w + CONST_SHIFT - 1))) >> (w + CONST_SHIFT)
+                m.d.sync += log_sum.eq((stage_k << lut.frac_bits) + lut.log_offset - acc
+                                       - rounded_tail)
+                m.d.comb += [info_valid.eq(delayed("log_sum_valid", stage_valid, 1)),
+                             info.desc.eq(delayed("log_sum_desc", stage_desc, 1)),
+                             info.norm.log_sum.eq(log_sum)]
 
         # ---- output pass ---------------------------------------------------------------
         m.submodules.out_fifo = out_fifo = SyncFIFOBuffered(
@@ -430,11 +537,54 @@ class SoftmaxEngine(wiring.Component):
         m.d.sync += [o1.valid.eq(o_issue), o1.last.eq(o_last), o1.info.eq(o_head)]
         o_d = Signal(unsigned(d_bits))
         m.d.sync += o_d.eq(o1.info.desc.max - read_out.data)
-        o_e = exponent("out", o_d)
-        o2 = delayed("out_tag", o1, 1 + self.exp_latency)     # e is valid
-        o3 = delayed("out_tag", o2, 1)                        # product / quotient is valid
         result = Signal(unsigned(out_bits))
         q_max = (1 << out_bits) - 1
+        if method == "lut2d":
+            # sim.golden.softmax.lut2d_log_num / lut2d_pow, one register per step
+            f, p = lut.frac_bits, lut.pow_index_bits
+            capped = Signal(range(lut.d_cap + 1))
+            m.d.sync += capped.eq(Mux(o_d > lut.d_cap, lut.d_cap, o_d))
+            num_levels = const_product_levels(lut.num_const)
+            product = const_product("log_num_product", capped, lut.num_const)
+            # rounded in its own stage: with the sum below it was the iCE40 critical path
+            num = Signal(unsigned(max(1, len(product) - CONST_SHIFT + 1)), name="log_num")
+            m.d.sync += num.eq((product + (1 << (CONST_SHIFT - 1))) >> CONST_SHIFT)
+            # only the row's L and the element's flags travel down this pipeline
+            log_sum = delayed("out_log_sum", o1.info.norm.log_sum, 3 + num_levels)
+            flags = Signal(data.StructLayout({"valid": 1, "last": 1}), name="out_flags")
+            m.d.comb += [flags.valid.eq(o1.valid), flags.last.eq(o1.last)]
+            total = Signal(signed(max(len(num), len(log_sum)) + 2))
+            m.d.comb += total.eq(num + log_sum)
+            whole = Signal(range(out_bits + 2))
+            frac = Signal(unsigned(f))
+            m.d.sync += [whole.eq(Mux(total < 0, 0, Mux((total >> f) > out_bits + 1,
+                                                          out_bits + 1, total >> f))),
+                         frac.eq(Mux(total < 0, 0, total[:f]))]
+            m.submodules.pow_table = pow_table = Memory(
+                shape=unsigned(lut.pow_bits), depth=len(lut.pow), init=lut.pow)
+            pow_port = pow_table.read_port()
+            m.d.comb += pow_port.addr.eq(frac[f - p:])
+            low = Signal(unsigned(f - p), name="pow_low")
+            m.d.sync += low.eq(frac[:f - p])
+            whole = delayed("pow_whole", whole, 1)
+            y = Signal(unsigned(lut.pow_bits + POW_GUARD), name="pow_y")
+            m.d.comb += y.eq(pow_port.data << POW_GUARD)
+            for i, c in enumerate(lut.pow_consts, p + 1):
+                take = low >= c
+                n_low = Signal.like(low, name=f"pow{i}_low")
+                n_y = Signal.like(y, name=f"pow{i}_y")
+                m.d.sync += [n_low.eq(Mux(take, low - c, low)), n_y.eq(Mux(take, y - (y >> i), y))]
+                low, y = n_low, n_y
+                whole = delayed(f"pow{i}_whole", whole, 1)
+            o3 = delayed("out_flags", flags, 5 + num_levels + lut.pow_steps)
+            # round half up: (y + 2**(sh-1)) >> sh == ((y >> (sh-1)) + 1) >> 1
+            halves = (y >> (whole + (lut.pow_bits - out_bits + POW_GUARD - 1))) + 1
+            rounded = halves >> 1
+            m.d.comb += result.eq(Mux(rounded > q_max, q_max, rounded))
+        else:
+            o_e = exponent("out", o_d)
+            o2 = delayed("out_tag", o1, 1 + self.exp_latency)     # e is valid
+            o3 = delayed("out_tag", o2, 1)                        # product is valid
         if method == "recip":
             product = Signal(unsigned(lut.exp_bits + lut.recip_bits))
             m.d.sync += product.eq(o_e * o2.info.norm.recip)
@@ -443,23 +593,7 @@ class SoftmaxEngine(wiring.Component):
             halves = (product >> (o3.info.norm.k_off + base)) + 1
             rounded = halves >> 1
             m.d.comb += result.eq(Mux(rounded > q_max, q_max, rounded))
-        elif method == "lut2d":
-            a, b = lut.exp_index_bits, lut.sum_index_bits
-            k_min = lut.exp_bits - 1
-            rows = (2 << a) + 1
-            flat = [v for row in lut.quotient for v in row]
-            m.submodules.quotient_table = quotient_table = Memory(
-                shape=unsigned(out_bits), depth=len(flat), init=flat)
-            q_port = quotient_table.read_port()
-            ne = Signal(range(rows))
-            m.d.comb += ne.eq(((o_e >> (o2.info.norm.k_off + (k_min - a - 1))) + 1) >> 1)
-            # row-major address ne * (2**b + 1) + ms, as a shift and an add; registered
-            # before the read, so this method's output path is one stage longer
-            address = Signal.like(q_port.addr)
-            m.d.sync += address.eq((ne << b) + ne + o2.info.norm.ms)
-            m.d.comb += [q_port.addr.eq(address), result.eq(q_port.data)]
-            o3 = delayed("out_tag", o3, 1)
-        else:
+        elif method == "shiftmax":
             product = Signal(unsigned(o_e.shape().width + self._quotient_bits))
             m.d.sync += product.eq(o_e * o2.info.norm.f)
             m.d.comb += result.eq(product >> (32 - out_bits))

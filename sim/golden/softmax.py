@@ -16,10 +16,35 @@ with attention mechanism", arXiv 2111.10770): every row is normalised by its max
     ``m = 1``. Then one multiply and a round-half-up shift:
     ``q = (e * RECIP + 2**(sh - 1)) >> sh`` with ``sh = recip_bits + k - out_bits``.
 ``lut2d``
-    Multiplier- and divider-free (the paper's second method): the numerator is ``e`` rounded to
-    ``exp_index_bits`` fraction bits relative to ``2**k``, the denominator ``m`` rounded to
-    ``sum_index_bits`` fraction bits; the quotient ``2**out_bits * (e / 2**k) / m`` is read from a
-    two-dimensional table indexed by both.
+    Multiplier- and divider-free: the paper's second method, a two-dimensional quotient table
+    ``Q[numerator][sum]``, stored along its anti-diagonals. In log-domain indices
+    ``2**out_bits * exp(-d * S) / (s / E0) = 2**(out_bits - T)`` with
+    ``T = d * S * log2(e) + log2(s / E0)`` (``E0 = EXP[0] = 2**exp_bits - 1``): the table
+    depends on its two indices only through their sum, so it is kept as 1-D pieces, all
+    ``frac_bits``-bit fixed point (``f = frac_bits``):
+
+    * numerator axis, per element: ``N = (min(d, d_cap) * C + 2**7) >> 8`` with the constant
+      ``C = round(S * log2(e) * 2**(f + 8))`` (shifts and adds in the gateware);
+      ``d_cap`` is the first ``d`` whose output is 0 whatever the row;
+    * sum axis, per row: ``s = sum(EXP[d])`` as in ``recip``; ``k`` = leading one of ``s``;
+      ``x = s / 2**(k + 1)`` in [1/2, 1) with ``f + 4`` fraction bits, then ``log_steps``
+      stages of multiplicative normalisation: ``if x + (x >> i) <= 1: x += x >> i,
+      A += LOGC[i]`` with ``LOGC[i] = round(log2(1 + 2**-i) * 2**f)``, so ``x`` ends in
+      (1 - 2**-log_steps, 1]; the residual ``u = 1 - x`` contributes ``u / ln 2`` (a constant
+      multiple). ``L = (k + 1 - exp_bits) * 2**f + Z - A - round(u / ln 2 * 2**f)`` with
+      ``Z = round(-log2(1 - 2**-exp_bits) * 2**f)``;
+    * anti-diagonal values, per element: ``T = max(N + L, 0)``, ``I = T >> f``, ``F`` its
+      fraction; ``y = POW[F >> (f - p)] << 2`` with ``POW[j] = round(2**pow_bits *
+      2**-(j / 2**p + bias))`` (``p = pow_index_bits``), refined by ``pow_steps`` stages
+      ``i = p + 1, ...``: ``if F_lo >= POWC[i]: F_lo -= POWC[i], y -= y >> i`` with
+      ``POWC[i] = round(-log2(1 - 2**-i) * 2**f)``; ``bias`` is half the last stage's
+      constant, centring the residual fraction;
+    * ``q = (y + 2**(sh - 1)) >> sh`` (round half up) with
+      ``sh = min(I, out_bits + 1) + pow_bits - out_bits + 2``, saturated at ``2**out_bits - 1``.
+
+    A plain 2-D table cannot reach 1 LSB in ~700 bytes (near ``d = 0`` and a sum in [1, 2) the
+    output takes ~128 distinct values along both axes); the log-domain split keeps the table
+    bytes to the ``EXP`` and ``POW`` tables and the stage constants.
 
 Both return ``q`` with ``q / 2**out_bits`` ~ softmax; 1.0 is not representable in ``out_bits``
 bits, so every output saturates at ``2**out_bits - 1`` (a length-1 row gives ``2**out_bits - 1``).
@@ -42,14 +67,22 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = ["METHODS", "LUT_DEFAULTS", "SoftmaxTables", "softmax_tables", "table_bytes",
-           "lut_softmax", "recip_index", "shift_exp", "shiftmax", "shiftmax_x0", "shiftmax_min_sum"]
+           "lut_softmax", "recip_index", "lut2d_log_num", "lut2d_log_sum", "lut2d_pow", "shift_exp", "shiftmax", "shiftmax_x0", "shiftmax_min_sum"]
 
 METHODS = ("recip", "lut2d", "shiftmax")
 
 #: Table parameters used when a caller gives none (chosen from the sweep of ``lutra bench
 #: softmax``: the smallest tables meeting the 1-LSB target on MiniLM attention).
 LUT_DEFAULTS = {"in_bits": 8, "exp_bits": 12, "recip_index_bits": 8, "recip_bits": 11,
-                "exp_index_bits": 5, "sum_index_bits": 3}
+                "frac_bits": 12, "log_steps": 7, "pow_index_bits": 6, "pow_steps": 4,
+                "pow_bits": 12}
+
+#: ``lut2d``: extra fraction bits of the sum's mantissa in the log stages, and of ``y`` in the
+#: exp2 refinement stages (truncation of ``x >> i`` / ``y >> i`` stays below the table error).
+LOG_GUARD = 4
+POW_GUARD = 2
+#: ``lut2d``: fraction bits kept below ``frac_bits`` by the constant multiplications.
+CONST_SHIFT = 8
 
 
 def _round_half_up(v: float) -> int:
@@ -69,16 +102,27 @@ class SoftmaxTables:
     recip_index_bits: int = 0
     recip_bits: int = 0
     recip: tuple[int, ...] = ()
-    exp_index_bits: int = 0
-    sum_index_bits: int = 0
-    quotient: tuple[tuple[int, ...], ...] = ()
+    frac_bits: int = 0
+    log_steps: int = 0
+    pow_index_bits: int = 0
+    pow_steps: int = 0
+    pow_bits: int = 0
+    pow: tuple[int, ...] = ()
+    log_consts: tuple[int, ...] = ()    # LOGC[i], i = 1..log_steps
+    pow_consts: tuple[int, ...] = ()    # POWC[i], i = pow_index_bits + 1..
+    num_const: int = 0                  # C: N = (min(d, d_cap) * C + 2**7) >> 8
+    d_cap: int = 0
+    tail_const: int = 0                 # round(2**(frac_bits + 8) / ln 2)
+    log_offset: int = 0                 # Z
 
     @property
     def bits(self) -> int:
-        """Total table storage in bits (entries x entry width)."""
+        """Total table storage in bits (entries x entry width); ``lut2d`` counts its stage
+        constants too (they are a small table unrolled into logic)."""
         total = len(self.exp) * self.exp_bits
         total += len(self.recip) * self.recip_bits
-        total += sum(len(row) for row in self.quotient) * self.out_bits
+        total += len(self.pow) * self.pow_bits
+        total += (len(self.log_consts) + len(self.pow_consts)) * self.frac_bits
         return total
 
     @property
@@ -87,7 +131,7 @@ class SoftmaxTables:
 
 
 def _check_lut_params(method, scale, in_bits, out_bits, exp_bits, recip_index_bits, recip_bits,
-                      exp_index_bits, sum_index_bits) -> None:
+                      frac_bits, log_steps, pow_index_bits, pow_steps, pow_bits) -> None:
     if method not in ("recip", "lut2d"):
         raise ValueError(f"method must be one of 'recip', 'lut2d', not {method!r}")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
@@ -97,8 +141,11 @@ def _check_lut_params(method, scale, in_bits, out_bits, exp_bits, recip_index_bi
                                 ("exp_bits", exp_bits, 4, 24),
                                 ("recip_index_bits", recip_index_bits, 1, 12),
                                 ("recip_bits", recip_bits, 3, 24),
-                                ("exp_index_bits", exp_index_bits, 1, 10),
-                                ("sum_index_bits", sum_index_bits, 1, 10)):
+                                ("frac_bits", frac_bits, 4, 24),
+                                ("log_steps", log_steps, 1, 16),
+                                ("pow_index_bits", pow_index_bits, 1, 12),
+                                ("pow_steps", pow_steps, 0, 12),
+                                ("pow_bits", pow_bits, 4, 24)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an integer, not {value!r}")
         if not lo <= value <= hi:
@@ -114,11 +161,12 @@ def _check_lut_params(method, scale, in_bits, out_bits, exp_bits, recip_index_bi
             raise ValueError(f"recip_bits + exp_bits must be >= out_bits + 2 ({out_bits + 2}), "
                              f"not {recip_bits + exp_bits!r}")
     else:
-        for name, value in (("exp_index_bits", exp_index_bits),
-                            ("sum_index_bits", sum_index_bits)):
-            if value > exp_bits - 2:
-                raise ValueError(f"{name} must be <= exp_bits - 2 ({exp_bits - 2}), "
-                                 f"not {value!r}")
+        if pow_index_bits + pow_steps > frac_bits:
+            raise ValueError(f"pow_index_bits + pow_steps must be <= frac_bits ({frac_bits}), "
+                             f"not {pow_index_bits + pow_steps!r}")
+        if pow_bits < out_bits + 2:
+            raise ValueError(f"pow_bits must be >= out_bits + 2 ({out_bits + 2}), "
+                             f"not {pow_bits!r}")
 
 
 @lru_cache(maxsize=256)
@@ -126,15 +174,18 @@ def softmax_tables(*, method: str, scale: float, in_bits: int = 8, out_bits: int
                    exp_bits: int = LUT_DEFAULTS["exp_bits"],
                    recip_index_bits: int = LUT_DEFAULTS["recip_index_bits"],
                    recip_bits: int = LUT_DEFAULTS["recip_bits"],
-                   exp_index_bits: int = LUT_DEFAULTS["exp_index_bits"],
-                   sum_index_bits: int = LUT_DEFAULTS["sum_index_bits"]) -> SoftmaxTables:
+                   frac_bits: int = LUT_DEFAULTS["frac_bits"],
+                   log_steps: int = LUT_DEFAULTS["log_steps"],
+                   pow_index_bits: int = LUT_DEFAULTS["pow_index_bits"],
+                   pow_steps: int = LUT_DEFAULTS["pow_steps"],
+                   pow_bits: int = LUT_DEFAULTS["pow_bits"]) -> SoftmaxTables:
     """The tables of one ``recip`` or ``lut2d`` configuration, from their defining formulas.
 
     This is the single source of the table contents: the golden model and the gateware both
     call it.
     """
     _check_lut_params(method, scale, in_bits, out_bits, exp_bits, recip_index_bits, recip_bits,
-                      exp_index_bits, sum_index_bits)
+                      frac_bits, log_steps, pow_index_bits, pow_steps, pow_bits)
     e_max = (1 << exp_bits) - 1
     exp = []
     for d in range(1 << in_bits):       # d = max - x is at most 2**in_bits - 1
@@ -150,14 +201,24 @@ def softmax_tables(*, method: str, scale: float, in_bits: int = 8, out_bits: int
         mids += [1.5 + (j + 0.5) / (1 << r) for j in range(1 << (r - 1))]     # [1.5, 2)
         recip = tuple(_round_half_up((1 << recip_bits) / m) for m in mids)
         return SoftmaxTables(**common, recip_index_bits=r, recip_bits=recip_bits, recip=recip)
-    a, b = exp_index_bits, sum_index_bits
-    q_max = (1 << out_bits) - 1
-    # Rows: e / 2**k rounded to a fraction bits, in [0, 2]; columns: m rounded to b bits, [1, 2].
-    quotient = tuple(
-        tuple(min(_round_half_up((1 << out_bits) * (ne / (1 << a)) / (1 + ms / (1 << b))), q_max)
-              for ms in range((1 << b) + 1))
-        for ne in range((2 << a) + 1))
-    return SoftmaxTables(**common, exp_index_bits=a, sum_index_bits=b, quotient=quotient)
+    f, p = frac_bits, pow_index_bits
+    log2e = 1 / math.log(2)
+    # d_cap: N >= out_bits + 1 makes I >= out_bits + 1, an output of 0 whatever the row
+    d_cap = min(math.ceil((out_bits + 1) / (scale * log2e)) + 1, (1 << in_bits) - 1)
+    log_consts = tuple(_round_half_up(math.log2(1 + 2.0 ** -i) * (1 << f))
+                       for i in range(1, log_steps + 1))
+    pow_consts = tuple(_round_half_up(-math.log2(1 - 2.0 ** -i) * (1 << f))
+                       for i in range(p + 1, p + pow_steps + 1))
+    # the residual fraction the stages leave is in [0, last step) : centre it
+    bias = (pow_consts[-1] if pow_consts else 1 << (f - p)) / (2 << f)
+    pow_ = tuple(_round_half_up((1 << pow_bits) * 2.0 ** -(j / (1 << p) + bias))
+                 for j in range(1 << p))
+    return SoftmaxTables(
+        **common, frac_bits=f, log_steps=log_steps, pow_index_bits=p, pow_steps=pow_steps,
+        pow_bits=pow_bits, pow=pow_, log_consts=log_consts, pow_consts=pow_consts,
+        num_const=_round_half_up(scale * log2e * (1 << (f + CONST_SHIFT))), d_cap=d_cap,
+        tail_const=_round_half_up((1 << (f + CONST_SHIFT)) * log2e),
+        log_offset=_round_half_up(-math.log2(1 - 2.0 ** -exp_bits) * (1 << f)))
 
 
 def table_bytes(method: str, *, scale: float, n: int = 15, **table_params) -> int:
@@ -214,10 +275,48 @@ def lut_softmax(x, *, scale: float, method: str = "recip", out_bits: int = 8,
         recip = np.array(t.recip, np.int64)[recip_index(s, k, t.recip_index_bits)]
         sh = t.recip_bits + k - out_bits            # >= 1 by the parameter checks
         return np.minimum((e * recip + (1 << (sh - 1))) >> sh, q_max)
-    a, b = t.exp_index_bits, t.sum_index_bits
-    ne = (e + (1 << (k - a - 1))) >> (k - a)        # k >= exp_bits - 1 >= a + 1
-    ms = ((s + (1 << (k - b - 1))) >> (k - b)) - (1 << b)
-    return np.array(t.quotient, np.int64)[ne, ms]
+    return _lut2d_quotient(t, d, s, k)
+
+
+def lut2d_log_sum(t: SoftmaxTables, s, k) -> np.ndarray:
+    """``L ~ log2(s / EXP[0]) * 2**frac_bits`` of row sums ``s`` with leading one ``k``."""
+    f, w = t.frac_bits, t.frac_bits + LOG_GUARD
+    # x = s / 2**(k + 1) with w fraction bits (truncated when s is wider)
+    x = np.where(k + 1 >= w, s >> np.maximum(k + 1 - w, 0), s << np.maximum(w - k - 1, 0))
+    acc = np.zeros_like(x)
+    for i, c in enumerate(t.log_consts, 1):
+        grown = x + (x >> i)
+        take = grown <= (1 << w)
+        x = np.where(take, grown, x)
+        acc = acc + np.where(take, c, 0)
+    u = (1 << w) - x                                # 1 - x, small
+    tail = (u * t.tail_const + (1 << (w + CONST_SHIFT - 1))) >> (w + CONST_SHIFT)
+    return ((k + 1 - t.exp_bits) << f) + t.log_offset - acc - tail
+
+
+def lut2d_log_num(t: SoftmaxTables, d) -> np.ndarray:
+    """``N ~ d * S * log2(e) * 2**frac_bits``, with ``d`` capped at ``d_cap``."""
+    d = np.minimum(d, t.d_cap)
+    return (d * t.num_const + (1 << (CONST_SHIFT - 1))) >> CONST_SHIFT
+
+
+def lut2d_pow(t: SoftmaxTables, total) -> np.ndarray:
+    """``q = round(2**(out_bits - T / 2**frac_bits))`` from the anti-diagonal index ``T``."""
+    f, p, out_bits = t.frac_bits, t.pow_index_bits, t.out_bits
+    total = np.maximum(total, 0)
+    whole, frac = total >> f, total & ((1 << f) - 1)
+    y = np.array(t.pow, np.int64)[frac >> (f - p)] << POW_GUARD
+    low = frac & ((1 << (f - p)) - 1)
+    for i, c in enumerate(t.pow_consts, p + 1):
+        take = low >= c
+        low = np.where(take, low - c, low)
+        y = np.where(take, y - (y >> i), y)
+    sh = np.minimum(whole, out_bits + 1) + t.pow_bits - out_bits + POW_GUARD
+    return np.minimum((y + (1 << (sh - 1))) >> sh, (1 << out_bits) - 1)
+
+
+def _lut2d_quotient(t: SoftmaxTables, d, s, k) -> np.ndarray:
+    return lut2d_pow(t, lut2d_log_num(t, d) + lut2d_log_sum(t, s, k))
 
 
 # ---- ShiftMax (I-ViT) ---------------------------------------------------------------------

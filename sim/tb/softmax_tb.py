@@ -18,8 +18,8 @@ from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, st
 from sim.golden.softmax import lut_softmax, shiftmax
 from sim.stalls import Stalls
 
-TABLE_PARAMS = ("in_bits", "exp_bits", "recip_index_bits", "recip_bits", "exp_index_bits",
-                "sum_index_bits")
+TABLE_PARAMS = ("in_bits", "exp_bits", "recip_index_bits", "recip_bits", "frac_bits",
+                "log_steps", "pow_index_bits", "pow_steps", "pow_bits")
 
 
 def golden(row: np.ndarray, cfg: dict) -> list[int]:
