@@ -173,7 +173,12 @@ class GemmCore(wiring.Component):
         m.submodules.tile_fifo = tile_fifo = SyncFIFOBuffered(
             width=out_layout.size, depth=depth // rows)
 
-        may_end = (gap == 0) & (reserved + rows <= depth)
+        # Whether a tile may end now, registered: computed a cycle ahead for both outcomes of
+        # this cycle's handshake, so the input's ready (and through it the wide parameter
+        # registers' load enable) starts at flip-flops, not at an adder and a comparison.
+        room = Signal(init=int(rows <= depth))  # reserved + rows <= depth
+        gap_zero = Signal(init=1)               # gap == 0
+        may_end = gap_zero & room
         fire = Signal()
         ends = Signal()
         m.d.comb += [
@@ -201,6 +206,11 @@ class GemmCore(wiring.Component):
         with m.Elif(gap != 0):
             m.d.sync += gap.eq(gap - 1)
         m.d.sync += reserved.eq(reserved + Mux(ends, rows, 0) - row_pop)
+        after_pop = reserved - row_pop
+        m.d.sync += [
+            room.eq(Mux(ends, after_pop + 2 * rows <= depth, after_pop + rows <= depth)),
+            gap_zero.eq(Mux(ends, int(spacing == 1), (gap == 0) | (gap == 1))),
+        ]
 
         # ---- edge registers and skew ------------------------------------------------------
         Flags = data.StructLayout({"valid": 1, "last": 1})
