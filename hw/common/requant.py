@@ -12,7 +12,7 @@ from .mul import PipelinedMultiplier
 __all__ = ["RequantIn", "RequantOut", "Requantizer", "REQUANT_LATENCY"]
 
 #: Pipeline registers between an accepted input and its output beat (no stalls).
-REQUANT_LATENCY = 8
+REQUANT_LATENCY = 9
 
 INT32_MAX = (1 << 31) - 1
 
@@ -103,9 +103,9 @@ class Requantizer(wiring.Component):
 
         # Fields shared by every lane, delayed to the stage that uses them.
         payload = self.i.payload
-        zp = delay("zero_point", signed(8), payload.out_zero_point, 6)
-        lo = delay("act_min", signed(8), payload.act_min, 7)
-        hi = delay("act_max", signed(8), payload.act_max, 7)
+        zp = delay("zero_point", signed(8), payload.out_zero_point, 7)
+        lo = delay("act_min", signed(8), payload.act_min, 8)
+        hi = delay("act_max", signed(8), payload.act_max, 8)
         m.d.comb += self.o.payload.last.eq(delay("last", 1, payload.last, n))
 
         for lane in range(self._lanes):
@@ -120,12 +120,12 @@ class Requantizer(wiring.Component):
             m1 = stage(p + "multiplier", signed(32), mult)
             right1 = stage(p + "right", unsigned(6), Mux(shift[-1], -shift, 0))
 
-            # s2: four 17 x 17 partial products (high halves signed, low halves unsigned). Each
-            # multiplier registers the s1 operands itself (on ECP5 inside the DSP), so it is fed
-            # the values x1 and m1 are about to take.
-            x0 = (acc << left)[:32]
-            halves_x = (x0[16:].as_signed(), Cat(x0[:16], Const(0, 1)).as_signed())
-            halves_m = (mult[16:].as_signed(), Cat(mult[:16], Const(0, 1)).as_signed())
+            # s2-s3: four 17 x 17 partial products (high halves signed, low halves unsigned).
+            # Each multiplier registers its operands again (on ECP5 inside the DSP) before the
+            # product register: feeding the DSP straight from the s1 barrel shifter was the
+            # requantized GEMM's critical path on ECP5.
+            halves_x = (x1[16:].as_signed(), Cat(x1[:16], Const(0, 1)).as_signed())
+            halves_m = (m1[16:].as_signed(), Cat(m1[:16], Const(0, 1)).as_signed())
             pps = {}
             for (xn, x_half), (mn, m_half) in itertools.product(zip("hl", halves_x),
                                                                  zip("hl", halves_m)):
@@ -134,10 +134,10 @@ class Requantizer(wiring.Component):
                 m.d.comb += [mul.a.eq(x_half), mul.b.eq(m_half), mul.en.eq(advance)]
                 pps[xn + mn] = mul.p                    # signed 34 bits
             pp_hh, pp_hl, pp_lh, pp_ll = pps["hh"], pps["hl"], pps["lh"], pps["ll"]
-            sat2 = stage(p + "sat_s2", 1, (x1 == -(1 << 31)) & (m1 == -(1 << 31)))
-            right2 = stage(p + "right_s2", unsigned(6), right1)
+            sat2 = delay(p + "sat_s2", 1, (x1 == -(1 << 31)) & (m1 == -(1 << 31)), 2)
+            right2 = delay(p + "right_s2", unsigned(6), right1, 2)
 
-            # s3: cross terms summed; high and low terms joined with the rounding constant.
+            # s4: cross terms summed; high and low terms joined with the rounding constant.
             # For every product but the saturating one, gemmlowp's nudged truncating division
             # (ab + nudge) / 2**31 equals floor((ab + 2**30) / 2**31).
             mid = stage(p + "pp_mid", signed(35), pp_hl + pp_lh)
@@ -148,7 +148,7 @@ class Requantizer(wiring.Component):
             sat3 = stage(p + "sat_s3", 1, sat2)
             right3 = stage(p + "right_s3", unsigned(6), right2)
 
-            # s4: full product + 2**30; mask of the bits below the rounding bit.
+            # s5: full product + 2**30; mask of the bits below the rounding bit.
             total = stage(p + "product", signed(66), outer + (mid << 16))
             sat4 = stage(p + "sat_s4", 1, sat3)
             right4 = stage(p + "right_s4", unsigned(6), right3)
@@ -156,18 +156,18 @@ class Requantizer(wiring.Component):
             # compares keep this off a carry chain (a shift-and-subtract was the critical path).
             sticky_mask = stage(p + "sticky_mask", 32, Cat(*(right3 > i + 1 for i in range(32))))
 
-            # s5: high word, then x >> (right - 1) keeping the rounding bit; sticky bits.
+            # s6: high word, then x >> (right - 1) keeping the rounding bit; sticky bits.
             high = Mux(sat4, INT32_MAX, total[31:63].as_signed())
             shifted_x2 = stage(p + "shifted_x2", signed(33), (high.as_signed() << 1) >> right4)
             sticky = stage(p + "sticky", 1, (high & sticky_mask).any())
             negative = stage(p + "negative", 1, high[31])
 
-            # s6: round half away from zero (RoundingDivideByPOT).
+            # s7: round half away from zero (RoundingDivideByPOT).
             half = shifted_x2[0]
             rounded = stage(p + "rounded", signed(33),
                             shifted_x2[1:].as_signed() + (half & (~negative | sticky)))
 
-            # s7: output zero point; s8: clamp.
+            # s8: output zero point; s9: clamp.
             with_zp = stage(p + "with_zero_point", signed(34), rounded + zp)
             clamped = Mux(with_zp < lo, lo, Mux(with_zp > hi, hi, with_zp))
             result = stage(p + "result", signed(8), clamped[:8].as_signed())
