@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{'V bits':>6} {'U bits':>6} {'acc bits':>8}")
     for name, taps, mults, cpb, lat, vw, uw, aw in _hardware_rows():
         print(f"{name:<12} {taps:>8} {mults:>6} {cpb:>8} {lat:>8} {vw:>6} {uw:>6} {aw:>8}")
+    print()
+    print("Feature-map unit (lutra generate winograd_fm): tiler -> unit -> untiler, one int8 "
+          "in and one value out per beat; clocks per tile-channel beat = max(m + 2, clk/beat)")
+    print("FPGA resources and Fmax (README table): one `lutra build winograd --m M "
+          "[--taps-per-clock T --out-lanes 1] --target ecp5-85f|ice40-up5k --out DIR` per "
+          "row, then `lutra report DIR...` prints them")
     print(f"\n(bench time {time.time() - start:.1f} s)")
     return 0
 

@@ -5,6 +5,10 @@ overlapping (m+2) x (m+2) tiles with zero padding (``sim.golden.winograd.extract
 same tiling the golden model uses) and produces, per output channel (one *pass*), the beats of
 the unit's ``params``, ``weights`` and ``i`` streams; ``assemble`` puts the ``o`` beats back
 into the NKHW output. Shared by the Amaranth-simulator tests, the cocotb testbench and the bench.
+
+``plan_feature_map`` / ``assemble_feature_map`` do the same for ``WinogradFeatureMap``, whose
+tiler and untiler are in gateware: they only flatten the map to its NHWC stream (once per
+output channel) and check the row-by-row output stream.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from .golden.winograd import (
     transform_weights,
 )
 
-__all__ = ["ConvProblem", "Pass", "plan", "assemble", "random_problem"]
+__all__ = ["ConvProblem", "Pass", "plan", "assemble", "random_problem", "plan_feature_map",
+           "assemble_feature_map", "feature_map_beats"]
 
 
 @dataclass
@@ -77,21 +82,10 @@ def plan(problem: ConvProblem, *, m: int, mode: str, taps_per_clock: int, requan
     chans = problem.w.shape[1]
     flat = tiles.reshape((-1, chans, n, n))
     u = transform_weights(problem.w, m=m, mode=mode, tap_shifts=tap_shifts)
-    bias = problem._bias()
     passes = []
     for k in range(problem.w.shape[0]):
-        params = {"bias": int(bias[k])}
-        if requantize:
-            params.update({
-                "multiplier": int(np.broadcast_to(problem.multiplier, bias.shape)[k]),
-                "shift": int(np.broadcast_to(problem.shift, bias.shape)[k]),
-                "out_zero_point": int(problem.out_zero_point),
-                "act_min": int(problem.act_min),
-                "act_max": int(problem.act_max),
-            })
-        words = u[k].reshape(chans * n * n // taps_per_clock, taps_per_clock)
-        weights = [{"u": [int(v) for v in word], "last": int(i == len(words) - 1)}
-                   for i, word in enumerate(words)]
+        params = _pass_params(problem, k, requantize)
+        weights = _weight_beats(u[k], taps_per_clock)
         beats = []
         for t, tile in enumerate(flat):
             for c in range(chans):
@@ -100,6 +94,67 @@ def plan(problem: ConvProblem, *, m: int, mode: str, taps_per_clock: int, requan
                               "end": int(last and t == len(flat) - 1)})
         passes.append(Pass(params, weights, beats))
     return passes
+
+
+def _pass_params(problem: ConvProblem, k: int, requantize: bool) -> dict:
+    bias = problem._bias()
+    params = {"bias": int(bias[k])}
+    if requantize:
+        params.update({
+            "multiplier": int(np.broadcast_to(problem.multiplier, bias.shape)[k]),
+            "shift": int(np.broadcast_to(problem.shift, bias.shape)[k]),
+            "out_zero_point": int(problem.out_zero_point),
+            "act_min": int(problem.act_min),
+            "act_max": int(problem.act_max),
+        })
+    return params
+
+
+def _weight_beats(u_k: np.ndarray, taps_per_clock: int) -> list[dict]:
+    words = u_k.reshape(-1, taps_per_clock)
+    return [{"u": [int(v) for v in word], "last": int(i == len(words) - 1)}
+            for i, word in enumerate(words)]
+
+
+def plan_feature_map(problem: ConvProblem, *, m: int, mode: str, taps_per_clock: int,
+                     requantize: bool, tap_shifts: TapShifts | None = None) -> list[Pass]:
+    """One ``Pass`` per (image, output channel) for ``WinogradFeatureMap``: the params beat
+    (frame shape included), the weight beats and the image's values in NHWC order."""
+    n_img, _, height, width = problem.x.shape
+    u = transform_weights(problem.w, m=m, mode=mode, tap_shifts=tap_shifts)
+    passes = []
+    for img in range(n_img):
+        pixels = [{"data": int(v)} for v in problem.x[img].transpose(1, 2, 0).reshape(-1)]
+        for k in range(problem.w.shape[0]):
+            params = {"height": height, "width": width, "padding": problem.padding,
+                      **_pass_params(problem, k, requantize)}
+            passes.append(Pass(params, _weight_beats(u[k], taps_per_clock), pixels))
+    return passes
+
+
+def feature_map_beats(problem: ConvProblem) -> int:
+    """Output beats of ``WinogradFeatureMap`` for the whole problem."""
+    n_img, _, height, width = problem.x.shape
+    grow = 2 * problem.padding - 2
+    return n_img * problem.w.shape[0] * (height + grow) * (width + grow)
+
+
+def assemble_feature_map(beats: list[dict], problem: ConvProblem) -> np.ndarray:
+    """NKHW output from ``WinogradFeatureMap``'s ``o`` beats (checks count, ``last``, ``end``)."""
+    n_img, _, height, width = problem.x.shape
+    out_h, out_w = height + 2 * problem.padding - 2, width + 2 * problem.padding - 2
+    k = problem.w.shape[0]
+    if len(beats) != feature_map_beats(problem):
+        raise AssertionError(f"expected {feature_map_beats(problem)} output beats, "
+                             f"got {len(beats)}")
+    for i, beat in enumerate(beats):
+        col, row = i % out_w, i // out_w % out_h
+        last, end = int(col == out_w - 1), int(col == out_w - 1 and row == out_h - 1)
+        if (beat["last"], beat["end"]) != (last, end):
+            raise AssertionError(f"beat {i}: last, end {beat['last']}, {beat['end']} != "
+                                 f"{last}, {end}")
+    values = np.array([b["data"] for b in beats], dtype=np.int64)
+    return values.reshape(n_img, k, out_h, out_w)
 
 
 def assemble(beats: list[dict], problem: ConvProblem, *, m: int, lanes: int) -> np.ndarray:

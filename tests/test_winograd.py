@@ -107,7 +107,7 @@ def test_block_config():
     assert np.array_equal(unit.tap_shifts.u, shifts.u)
     figures = block.figures(WinogradUnit(m=4, taps_per_clock=9))
     assert (figures["latency_cycles"], figures["cycles_per_input_beat"],
-            figures["winograd_multipliers"]) == (4 + 6 + REQUANT_LATENCY, 4, 9)
+            figures["winograd_multipliers"]) == (2 * 4 + 7 + REQUANT_LATENCY, 4, 9)
     for raw, message in [
         ({"tap_shifts": "1"}, "winograd: tap_shifts must be empty in exact mode, not '1'"),
         ({"mode": "tapwise", "tap_shifts": "1"},
@@ -117,6 +117,24 @@ def test_block_config():
         with pytest.raises(ConfigError) as info:
             validate_params(block, raw)
         assert str(info.value) == message
+
+
+@pytest.mark.parametrize("raw", [{}, {"m": 4, "taps_per_clock": 9, "out_lanes": 1},
+                                 {"m": 2, "mode": "tapwise", "requantize": False}])
+def test_resources_hook(raw):
+    """The fit check sees exactly the unit's multipliers and its weight memory."""
+    from gen.blocks import get_block
+    from gen.config import build_component, validate_params
+    block = get_block("winograd")
+    config = validate_params(block, raw)
+    unit = build_component(config)
+    unit._MustUse__silence = True
+    need = block.resources(dict(config.params))
+    assert sum(count for _, _, count in need["multipliers"]) == unit.multipliers - (
+        3 * unit.out_lanes if unit.requantize else 0)   # one 32x32 product per lane, 4 DSPs
+    assert need["multipliers"][0] == (unit.input_width, unit.weight_width, unit.taps_per_clock)
+    assert need["memories"] == [(unit.weight_words, unit.taps_per_clock * unit.weight_width)]
+    assert need["ram_bits"] == unit.weight_words * unit.taps_per_clock * unit.weight_width
 
 
 # ---- Amaranth simulation -----------------------------------------------------------------------
@@ -309,18 +327,34 @@ def test_tapwise_feature_maps_match_golden_with_stalls(seed, kwargs):
     {"m": 2}, {"m": 4, "taps_per_clock": 9}, {"m": 2, "requantize": False},
 ])
 def test_latency_and_rate(kwargs):
-    """Latency as documented; with no stalls one beat is taken every cycles_per_beat clocks."""
-    unit = WinogradUnit(in_channels=2, **kwargs)
+    """Latency as documented; with no stalls one beat is taken every cycles_per_beat clocks
+    once the input register is full (the first two beats come one clock apart)."""
+    unit = WinogradUnit(in_channels=5, **kwargs)
     rng = np.random.default_rng(1)
-    problem = random_problem(rng, n_img=1, chans=2, out_chans=1, height=unit.m + 2,
+    problem = random_problem(rng, n_img=1, chans=5, out_chans=1, height=unit.m + 2,
                              width=unit.m + 2, padding=0)
     latencies, accepted = [], []
     run_unit(unit, [problem], stall_prob=0.0, seed=0, latencies=latencies, accepted=accepted)
     assert latencies == [unit.latency], f"{latencies} != [{unit.latency}]"
     extra = REQUANT_LATENCY if unit.requantize else 0
-    assert unit.latency == unit.cycles_per_beat + 6 + extra
+    assert unit.latency == 2 * unit.cycles_per_beat + 7 + extra
     gaps = np.diff(accepted).tolist()
-    assert gaps == [unit.cycles_per_beat], f"input beats {accepted}"
+    assert gaps[0] == 1 and gaps[2:] == [unit.cycles_per_beat] * 2, f"input beats {accepted}"
+
+
+@pytest.mark.parametrize("kwargs, chans", [({"m": 4, "out_lanes": 4}, 3),
+                                           ({"m": 2, "taps_per_clock": 4, "out_lanes": 1}, 1)])
+def test_tile_period(kwargs, chans):
+    """Steady state: one tile per in_channels x cycles_per_beat + beats_per_tile - 1 clocks
+    (the output sequencer holds the front pipeline while a tile's beats leave)."""
+    unit = WinogradUnit(in_channels=chans, **kwargs)
+    problem = random_problem(np.random.default_rng(0), n_img=1, chans=chans, out_chans=1,
+                             height=3 * unit.m + 2, width=3 * unit.m + 2, padding=0)
+    accepted = []
+    run_unit(unit, [problem], stall_prob=0.0, seed=0, accepted=accepted)
+    periods = np.diff(accepted[chans - 1::chans]).tolist()
+    want = chans * unit.cycles_per_beat + unit.beats_per_tile - 1
+    assert periods[-4:] == [want] * 4, f"tile periods {periods}, want {want}"
 
 
 def test_back_to_back_tiles_at_full_rate():

@@ -1,9 +1,13 @@
 """The Winograd F(2x2,3x3) / F(4x4,3x3) convolution unit as a Lutra block."""
 
 from hw.winograd import WinogradUnit
-from sim.golden.winograd import parse_tap_shifts
+from hw.winograd.core import signed_bits
+from sim.golden.winograd import input_bounds, parse_tap_shifts
 
 from . import BlockSpec, Param
+
+# LUT4 model (see unit_resources): LUTS_PER_ADD_BIT x (m+2)**3 x input_width, plus per lane.
+LUTS_PER_ADD_BIT, LUTS_PER_LANE = 3.5, 300
 
 
 def _build(p: dict) -> WinogradUnit:
@@ -32,8 +36,8 @@ def _figures(unit: WinogradUnit) -> dict:
                       "clock(s), back to back across tiles",
         "output_beats_per_tile": unit.beats_per_tile,
         "output_rate": f"one {unit.m}x{unit.m} tile per in_channels x {unit.cycles_per_beat} "
-                       f"clocks; needs in_channels x {unit.cycles_per_beat} >= "
-                       f"{unit.beats_per_tile} to sustain the input rate",
+                       f"+ {unit.beats_per_tile - 1} clocks in steady state (the output "
+                       "sequencer holds the pipeline while a tile's beats leave)",
         "multiplications_per_output_per_channel": f"{n * n}/{unit.m * unit.m} "
                                                   f"(direct: 9)",
         "weight_memory_words": unit.weight_words,
@@ -41,6 +45,46 @@ def _figures(unit: WinogradUnit) -> dict:
         "input_tap_width": unit.input_width,
         "accumulator_width": unit.accumulator_width,
     }
+
+
+def unit_resources(unit: WinogradUnit, memories_extra: list | None = None) -> dict:
+    """FPGA needs of a ``WinogradUnit`` (plus further memories ``memories_extra``).
+
+    Multipliers: ``taps_per_clock`` products of ``input_width x weight_width`` bits and, with
+    requantization, one 32 x 32 (Q31) per output lane. Memories: the weight memory. FFs: the
+    pipeline registers counted from the widths (input tile, V, products, accumulators and M,
+    the two output-transform stages, rescale and bias stages, output beat) plus about 480 per
+    requantizer lane. LUT4s: the shift-and-add transforms grow as ``(m+2)**3`` additions of
+    V-sized values (plus V's quantization in tapwise mode). Both fitted to the builds in the
+    README (F2 exact on iCE40 UP5K and ECP5-85F, F4 exact and tapwise on ECP5-85F): FFs
+    within 10 %, LUT4s within 15 % (carry cells not counted).
+    """
+    m, n2 = unit.m, unit.tile_size ** 2
+    vw, uw, aw, mw = (unit.input_width, unit.weight_width, unit.accumulator_width,
+                      unit.transform_width)
+    products = [(vw, uw, unit.taps_per_clock)]
+    if unit.requantize:
+        products.append((32, 32, unit.out_lanes))
+    memories = [(max(unit.weight_words, 2), unit.taps_per_clock * uw)]
+    memories += list(memories_extra or [])
+    lanes = unit.out_lanes if unit.requantize else 0
+    ffs = (80 + n2 * (8 + vw + 2 * aw) + unit.taps_per_clock * (vw + uw)
+           + m * (2 * m + 2) * mw + 2 * m * m * 32
+           + (70 * unit.out_lanes + 118 if unit.requantize else 32 * unit.out_lanes + 32)
+           + 480 * lanes)
+    # The input transform is computed at its exact width in both modes (then quantized).
+    vt = signed_bits(*input_bounds(m))
+    luts = round(LUTS_PER_ADD_BIT * unit.tile_size ** 3 * vt) + LUTS_PER_LANE * lanes
+    if unit.mode == "tapwise":
+        luts += 2 * n2 * vt                 # per-tap rounding shift and saturation of V
+    return {"multipliers": products, "memories": memories,
+            "ram_bits": sum(d * w for d, w in memories), "luts": luts, "ffs": ffs}
+
+
+def _resources(p: dict) -> dict:
+    unit = _build(p)
+    unit._MustUse__silence = True           # inspected for its sizes, never elaborated
+    return unit_resources(unit)
 
 
 def _bench(argv: list[str]) -> int:
@@ -81,4 +125,5 @@ BLOCK = BlockSpec(
                  {"m": 4, "mode": "tapwise", "requantize": False},
                  {"m": 2, "mode": "tapwise", "taps_per_clock": 4}),
     bench=_bench,
+    resources=_resources,
 )

@@ -1,5 +1,7 @@
-"""Winograd F(2x2,3x3) / F(4x4,3x3) convolution transform unit."""
+"""Winograd F(2x2,3x3) / F(4x4,3x3) convolution transform unit and its feature-map ends."""
 
 from .core import InputTile, PassParams, WeightBeat, WinogradOut, WinogradUnit
+from .feature_map import FeatureMapParams, PixelIn, PixelOut, Tiler, Untiler, WinogradFeatureMap
 
-__all__ = ["InputTile", "PassParams", "WeightBeat", "WinogradOut", "WinogradUnit"]
+__all__ = ["InputTile", "PassParams", "WeightBeat", "WinogradOut", "WinogradUnit",
+           "FeatureMapParams", "PixelIn", "PixelOut", "Tiler", "Untiler", "WinogradFeatureMap"]

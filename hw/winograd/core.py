@@ -29,8 +29,8 @@ __all__ = ["InputTile", "WeightBeat", "PassParams", "WinogradOut", "WinogradUnit
 PARAMS, WEIGHTS, TILES = range(3)
 
 #: Front pipeline registers after the last tap group is issued: products, accumulated M,
-#: A^T M, A^T M A, scaled result (+ bias), output sequencer.
-FRONT_STAGES = 6
+#: A^T M, A^T M A, scaled result, + bias, output sequencer.
+FRONT_STAGES = 7
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -258,6 +258,15 @@ class WinogradUnit(wiring.Component):
         return exact_accumulator_width(self._m) if self._mode == "exact" else 32
 
     @property
+    def transform_width(self) -> int:
+        """Bits of ``A^T M A`` as computed (exact: modulo ``2**accumulator_width``; tapwise:
+        the rescaled accumulators plus the output transform's growth)."""
+        if self._mode == "exact":
+            return self.accumulator_width
+        left, _ = rescale_shifts(self._tap_shifts)
+        return 32 + int(left.max()) + output_growth_bits(self._m)
+
+    @property
     def weight_words(self) -> int:
         """Depth of the weight memory (words of ``taps_per_clock`` weights)."""
         return self._in_channels * self.cycles_per_beat
@@ -271,7 +280,10 @@ class WinogradUnit(wiring.Component):
         """Clocks from the handshake of a tile's last input-channel beat to its first output beat
         (sink ready)."""
         extra = REQUANT_LATENCY if self._requantize else 0
-        return self.cycles_per_beat + FRONT_STAGES + extra
+        # The beat waits in the input register while the previous beat's groups issue
+        # (cycles_per_beat - 1 clocks when beats come back to back), then is loaded (1 clock)
+        # and its cycles_per_beat groups issue.
+        return 2 * self.cycles_per_beat + FRONT_STAGES + extra
 
     @property
     def multipliers(self) -> int:
@@ -295,7 +307,9 @@ class WinogradUnit(wiring.Component):
         m.submodules.weight_mem = mem = Memory(
             shape=data.ArrayLayout(signed(uw), taps), depth=words, init=[])
         wr = mem.write_port()
-        rd = mem.read_port(domain="comb")
+        # Synchronous read (block RAM on iCE40, no LUT-RAM read in the product path): the port
+        # is given the address the next issue will use, so its data is ready when it issues.
+        rd = mem.read_port(domain="sync", transparent_for=(wr,))
         wr_addr = Signal(range(words))
         m.d.comb += [
             self.params.ready.eq((state == PARAMS) & ~busy),
@@ -316,8 +330,12 @@ class WinogradUnit(wiring.Component):
         # ---- the front pipeline stalls as a whole when its last register is held ----------
         advance = Signal()
 
-        # Stage A: accepted tile, transformed (and quantized) input taps. With fewer
-        # multipliers than taps the taps rotate by `taps` per clock so group g is always at 0.
+        # Stage I: the accepted tile, registered so that the input transform starts from a
+        # register (not from the source's payload: that was the critical path).
+        # Stage A: transformed (and quantized) input taps. With fewer multipliers than taps
+        # the taps rotate by `taps` per clock so group g is always at 0.
+        i_valid = Signal()
+        i_tile = Signal(InputTile(n))
         a_valid = Signal()
         a_v = Signal(data.ArrayLayout(signed(vw), n * n))
         a_first = Signal()
@@ -325,12 +343,17 @@ class WinogradUnit(wiring.Component):
         group = Signal(range(max(groups, 2)))
         next_first = Signal(init=1)
         final_group = group == groups - 1
-        accept = Signal()
+        accept, load = Signal(), Signal()
         m.d.comb += [
-            self.i.ready.eq(advance & (state == TILES) & (~a_valid | final_group)),
+            load.eq(advance & i_valid & (~a_valid | final_group)),
+            self.i.ready.eq((state == TILES) & (~i_valid | load)),
             accept.eq(self.i.valid & self.i.ready),
         ]
-        d = [[self.i.payload.d[r][c] for c in range(n)] for r in range(n)]
+        with m.If(accept):
+            m.d.sync += [i_valid.eq(1), i_tile.eq(self.i.payload)]
+        with m.Elif(load):
+            m.d.sync += i_valid.eq(0)
+        d = [[i_tile.d[r][c] for c in range(n)] for r in range(n)]
         v_full = constant_matrix_product(bt, d, bt)
         v_taps = []
         for t in range(n * n):
@@ -339,10 +362,9 @@ class WinogradUnit(wiring.Component):
                 value = self._quantize_tap(m, value, self._tap_shifts.v[t // n][t % n], t)
             v_taps.append(value)
         with m.If(advance):
-            with m.If(accept):
+            with m.If(load):
                 m.d.sync += [a_valid.eq(1), group.eq(0), a_first.eq(next_first),
-                             a_last.eq(self.i.payload.last),
-                             next_first.eq(self.i.payload.last)]
+                             a_last.eq(i_tile.last), next_first.eq(i_tile.last)]
                 m.d.sync += [a_v[t].eq(v_taps[t]) for t in range(n * n)]
             with m.Elif(a_valid & ~final_group):
                 m.d.sync += group.eq(group + 1)
@@ -355,9 +377,9 @@ class WinogradUnit(wiring.Component):
         # Weight memory read: one word per issued group, in order, channel after channel.
         rd_addr = Signal(range(words))
         issue = advance & a_valid
-        m.d.comb += rd.addr.eq(rd_addr)
-        with m.If(issue):
-            m.d.sync += rd_addr.eq(Mux(final_group & a_last, 0, rd_addr + 1))
+        next_addr = Mux(issue, Mux(final_group & a_last, 0, rd_addr + 1), rd_addr)
+        m.d.comb += rd.addr.eq(next_addr)
+        m.d.sync += rd_addr.eq(next_addr)
 
         # Stage B: products of one group of taps.
         pw = signed_bits(-(1 << (vw - 1)) * ((1 << (uw - 1)) - 1),
@@ -383,12 +405,11 @@ class WinogradUnit(wiring.Component):
                     m.d.sync += [d_m[t].eq(rotated[t]) for t in range(n * n)]
 
         # Stages E1, E2: output transform, rows then columns.
+        mw = self.transform_width
         if exact:
-            mw = aw
             m_taps = [[d_m[r * n + c] for c in range(n)] for r in range(n)]
         else:
             left, frac = rescale_shifts(TapShifts(self._tap_shifts.v, self._tap_shifts.u))
-            mw = 32 + int(left.max()) + output_growth_bits(tm)
             m_taps = [[d_m[r * n + c] << int(left[r][c]) for c in range(n)] for r in range(n)]
         e1_valid, e2_valid = Signal(), Signal()
         e1 = Signal(data.ArrayLayout(data.ArrayLayout(signed(mw), n), tm))
@@ -403,7 +424,11 @@ class WinogradUnit(wiring.Component):
             m.d.sync += [e1[i][c].eq(rows[i][c]) for i in range(tm) for c in range(n)]
             m.d.sync += [e2[i * tm + j].eq(cols[i][j]) for i in range(tm) for j in range(tm)]
 
-        # Stage E3: back to the direct accumulator's scale, bias added; held for the sequencer.
+        # Stage S: back to the direct accumulator's scale. Stage E3: bias added; held for the
+        # sequencer. Two stages, so the rounding shift, saturation and bias add (or the exact
+        # division's shift-and-add steps) are not one long carry chain.
+        s_valid = Signal()
+        s_y = Signal(data.ArrayLayout(signed(32), tm * tm))
         e3_valid = Signal()
         e3 = Signal(data.ArrayLayout(signed(32), tm * tm))
         scaled = []
@@ -418,7 +443,7 @@ class WinogradUnit(wiring.Component):
                 if frac:
                     y = (y + (1 << (frac - 1))) >> frac
                 y = Mux(y > (1 << 31) - 1, (1 << 31) - 1, Mux(y < -(1 << 31), -(1 << 31), y))
-            scaled.append((y + params.bias)[:32].as_signed())
+            scaled.append(y)
 
         # ---- output sequencer: tile -> beats of `lanes` (-> requantizer) --------------------
         lanes = self._out_lanes
@@ -439,11 +464,12 @@ class WinogradUnit(wiring.Component):
             seq.payload.eq(seq_payload),
             take.eq((~seq_valid | seq.ready) & e3_valid),
             advance.eq(~e3_valid | (take & final_segment)),
-            busy.eq(a_valid | b_valid | d_valid | e1_valid | e2_valid | e3_valid),
+            busy.eq(i_valid | a_valid | b_valid | d_valid | e1_valid | e2_valid | s_valid | e3_valid),
         ]
         with m.If(advance):
-            m.d.sync += e3_valid.eq(e2_valid)
-            m.d.sync += [e3[t].eq(scaled[t]) for t in range(tm * tm)]
+            m.d.sync += [s_valid.eq(e2_valid), e3_valid.eq(s_valid)]
+            m.d.sync += [s_y[t].eq(scaled[t]) for t in range(tm * tm)]
+            m.d.sync += [e3[t].eq((s_y[t] + params.bias)[:32]) for t in range(tm * tm)]
         with m.If(~seq_valid | seq.ready):
             m.d.sync += seq_valid.eq(take)
         with m.If(take):

@@ -1,0 +1,107 @@
+"""The Winograd convolution of whole feature maps (tiler -> unit -> untiler) as a Lutra block."""
+
+from hw.winograd import WinogradFeatureMap
+from sim.golden.winograd import parse_tap_shifts
+
+from . import BlockSpec, Param
+from .winograd import _figures as _unit_figures
+from .winograd import unit_resources
+
+
+def _build(p: dict) -> WinogradFeatureMap:
+    shifts = None
+    if p["mode"] == "tapwise":
+        shifts = parse_tap_shifts(p["tap_shifts"], p["m"])
+    elif p["tap_shifts"]:
+        raise ValueError(f"tap_shifts must be empty in exact mode, not {p['tap_shifts']!r}")
+    n = p["m"] + 2
+    return WinogradFeatureMap(m=p["m"], mode=p["mode"], in_channels=p["in_channels"],
+                              taps_per_clock=p["taps_per_clock"] or n * n,
+                              requantize=p["requantize"], tap_shifts=shifts,
+                              max_height=p["max_height"], max_width=p["max_width"])
+
+
+def _figures(fm: WinogradFeatureMap) -> dict:
+    unit, tiler = fm.unit, fm.tiler
+    m, n, cpb = unit.m, unit.tile_size, unit.cycles_per_beat
+    chans = unit.in_channels
+    tile = max(chans * tiler.clocks_per_beat, chans * cpb + unit.beats_per_tile - 1)
+    figures = {k: v for k, v in _unit_figures(unit).items()
+               if k in ("multipliers", "winograd_multipliers", "multiplications_per_output_"
+                        "per_channel", "weight_memory_words", "weight_width",
+                        "input_tap_width", "accumulator_width")}
+    figures.update({
+        "input_beat": "one int8 value; a map arrives row by row, pixel by pixel, channels "
+                      "innermost (NHWC), once per output channel",
+        "output_beat": "one value of the output channel's map, row by row",
+        "input_rate": "one value per clock while the line buffers have room",
+        "tiler_clocks_per_tile_beat": tiler.clocks_per_beat,
+        "unit_clocks_per_tile": chans * cpb + unit.beats_per_tile - 1,
+        "clocks_per_tile": tile,
+        "pass_clocks": f"about max(H*W*{chans} input values, "
+                       f"ceil(Ho/{m})*ceil(Wo/{m})*{tile} tiles, "
+                       "Ho*Wo output values) clocks per output channel with the three "
+                       "overlapped, plus the pipeline fill of one tile row",
+        "unit_latency_cycles": unit.latency,
+        "line_buffers": f"{tiler.line_buffers} x {tiler.buffer_depth} x 8 bits",
+        "output_buffer": f"{fm.untiler.depth} x {m * (8 if unit.requantize else 32)} bits",
+        "tile": f"{n}x{n} input, {m}x{m} output, 2-pixel overlap, partial edge tiles cropped",
+    })
+    return figures
+
+
+def _resources(p: dict) -> dict:
+    """FPGA needs, for ``lutra build``'s fit check: the unit's multipliers (the Winograd-domain
+    ones, ``v_bits x u_bits``, and the requantizer's 32 x 32 per lane), the line and output
+    buffers as memories, logic from the unit's registers (a rough count, not fitted)."""
+    fm = _build(p)
+    fm._MustUse__silence = True             # inspected for its sizes, never elaborated
+    return unit_resources(fm.unit, [(fm.tiler.buffer_depth, 8)] * fm.tiler.line_buffers
+                           + [(fm.untiler.depth, fm.unit.m * (8 if fm.unit.requantize
+                                                              else 32))])
+
+
+def _bench(argv: list[str]) -> int:
+    from sim.bench_winograd import main
+    return main(argv)
+
+
+BLOCK = BlockSpec(
+    name="winograd_fm",
+    summary="Winograd 3x3 conv of whole feature maps: line-buffer tiler, unit, untiler",
+    params=(
+        Param("m", int, 2, "output tile size (2: F(2x2,3x3), 4: F(4x4,3x3))", choices=(2, 4)),
+        Param("mode", str, "exact", "exact (== direct conv) or tapwise (int8 per-tap scales)",
+              choices=("exact", "tapwise")),
+        Param("in_channels", int, 8, "input channels of the map", lo=1, hi=1024),
+        Param("taps_per_clock", int, 0, "Winograd-domain multipliers (divides (m+2)^2; "
+              "0: all taps)", lo=0, hi=36),
+        Param("requantize", bool, True, "requantize to int8 (false: raw int32 out)"),
+        Param("tap_shifts", str, "", "tapwise: 2*(m+2)^2 comma-separated ints, V right shifts "
+              "then U exponents (sim.golden.winograd.format_tap_shifts); empty: data-free"),
+        Param("max_height", int, 32, "largest input map height (run-time height <= this)",
+              lo=1, hi=4096),
+        Param("max_width", int, 32, "largest input map width (line buffer length)",
+              lo=1, hi=4096),
+    ),
+    build=_build,
+    figures=_figures,
+    ports={
+        "params": "one beat per pass (output channel): height, width (run time, >= 1, <= the "
+                  "max), padding (0 or 1), bias, multiplier (Q31), shift, out_zero_point, "
+                  "act_min, act_max",
+        "weights": "the pass's Winograd-domain weights U[c] (sim.golden.winograd."
+                   "transform_weights), taps_per_clock row-major taps per beat, channel after "
+                   "channel; last = final beat",
+        "i": "the input map, one int8 per beat, NHWC order (row by row, channels innermost), "
+             "height*width*in_channels beats per pass",
+        "o": "the output channel's map, one value per beat, row by row; last = end of a row, "
+             "end = end of the map",
+    },
+    tb_module="sim.tb.winograd_fm_tb",
+    sim_configs=({"in_channels": 2, "max_width": 7, "max_height": 8},
+                 {"m": 4, "mode": "tapwise", "in_channels": 2, "taps_per_clock": 9,
+                  "max_width": 9, "max_height": 10}),
+    bench=_bench,
+    resources=_resources,
+)
