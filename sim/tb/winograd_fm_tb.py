@@ -11,61 +11,26 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 
-from sim.cocotb_streams import (
-    StreamSink, StreamSource, check_equal, load_manifest, seed, start_clock_reset,
-)
-from sim.golden.winograd import parse_tap_shifts
-from sim.stalls import Stalls
+from sim.cocotb_streams import check_equal, seed
+from sim.tb.winograd_common import WinogradTB
 from sim.winograd_driver import (
     ConvProblem, assemble_feature_map, feature_map_beats, plan_feature_map, random_problem,
 )
 
 
-class TB:
-    """Owns the clock, reset and the four stream drivers of one WinogradFeatureMap."""
+class TB(WinogradTB):
+    """The feature-map block: whole maps in, row by row; output maps out, row by row."""
 
     def __init__(self, dut, *, stall_prob: float, seed: int):
-        self.dut = dut
-        self.manifest = load_manifest()
-        cfg = self.manifest["config"]
-        self.m, self.mode = cfg["m"], cfg["mode"]
-        n = self.m + 2
-        self.in_channels = cfg["in_channels"]
-        self.taps = cfg["taps_per_clock"] or n * n
-        self.requantize = cfg["requantize"]
-        self.max_height, self.max_width = cfg["max_height"], cfg["max_width"]
-        self.shifts = parse_tap_shifts(cfg["tap_shifts"], self.m) if self.mode == "tapwise" \
-            else None
-        self.figures = self.manifest["figures"]
-        self.params = StreamSource(dut, self.manifest, "params", Stalls(stall_prob, 4, seed))
-        self.weights = StreamSource(dut, self.manifest, "weights",
-                                    Stalls(stall_prob, 4, seed + 1))
-        self.pixels = StreamSource(dut, self.manifest, "i", Stalls(stall_prob, 4, seed + 2))
-        self.out = StreamSink(dut, self.manifest, "o", Stalls(stall_prob, 4, seed + 3))
-
-    async def start(self):
-        await start_clock_reset(self.dut)
+        super().__init__(dut, stall_prob=stall_prob, seed=seed)
+        self.max_height, self.max_width = self.config["max_height"], self.config["max_width"]
 
     async def run(self, problem: ConvProblem) -> np.ndarray:
         passes = plan_feature_map(problem, m=self.m, mode=self.mode, taps_per_clock=self.taps,
                                   requantize=self.requantize, tap_shifts=self.shifts)
-
-        async def params_and_weights():
-            for ps in passes:
-                await self.params.send(ps.params)
-                await self.weights.send_all(ps.weights)
-
-        feed = cocotb.start_soon(params_and_weights())
-        pixels = cocotb.start_soon(self.pixels.send_all(b for ps in passes for b in ps.tiles))
-        beats = [await self.out.recv() for _ in range(feature_map_beats(problem))]
-        await feed
-        await pixels
-        await self.out.expect_idle(self.figures["unit_latency_cycles"] + 16)
+        beats = await self.stream_passes(passes, feature_map_beats(problem),
+                                         self.figures["unit_latency_cycles"] + 16)
         return assemble_feature_map(beats, problem)
-
-    def expected(self, problem: ConvProblem) -> np.ndarray:
-        return problem.expected(m=self.m, mode=self.mode, requantize=self.requantize,
-                                tap_shifts=self.shifts)
 
 
 @cocotb.test()

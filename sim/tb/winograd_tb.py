@@ -7,65 +7,30 @@ Each test compares the whole output feature map and the beat count.
 
 from __future__ import annotations
 
-
 import cocotb
 import numpy as np
 
-from sim.cocotb_streams import (
-    StreamSink, StreamSource, check_equal, load_manifest, seed, start_clock_reset,
-)
-from sim.golden.winograd import conv2d_direct, parse_tap_shifts
-from sim.stalls import Stalls
+from sim.cocotb_streams import check_equal, seed
+from sim.golden.winograd import conv2d_direct
+from sim.tb.winograd_common import WinogradTB
 from sim.winograd_driver import ConvProblem, assemble, plan, random_problem
 
 
-class TB:
-    """Owns the clock, reset and the four stream drivers of one WinogradUnit."""
+class TB(WinogradTB):
+    """The Winograd unit: tiles in, output tiles out."""
 
     def __init__(self, dut, *, stall_prob: float, seed: int):
-        self.dut = dut
-        self.manifest = load_manifest()
-        cfg = self.manifest["config"]
-        self.m, self.mode = cfg["m"], cfg["mode"]
-        n = self.m + 2
-        self.in_channels = cfg["in_channels"]
-        self.taps = cfg["taps_per_clock"] or n * n
-        self.lanes = cfg["out_lanes"] or self.m
-        self.requantize = cfg["requantize"]
-        self.shifts = parse_tap_shifts(cfg["tap_shifts"], self.m) if self.mode == "tapwise" \
-            else None
-        self.figures = self.manifest["figures"]
-        self.params = StreamSource(dut, self.manifest, "params", Stalls(stall_prob, 4, seed))
-        self.weights = StreamSource(dut, self.manifest, "weights",
-                                    Stalls(stall_prob, 4, seed + 1))
-        self.tiles = StreamSource(dut, self.manifest, "i", Stalls(stall_prob, 4, seed + 2))
-        self.out = StreamSink(dut, self.manifest, "o", Stalls(stall_prob, 4, seed + 3))
-
-    async def start(self):
-        await start_clock_reset(self.dut)
+        super().__init__(dut, stall_prob=stall_prob, seed=seed)
+        self.lanes = self.config["out_lanes"] or self.m
 
     async def run(self, problem: ConvProblem) -> np.ndarray:
         passes = plan(problem, m=self.m, mode=self.mode, taps_per_clock=self.taps,
                       requantize=self.requantize, tap_shifts=self.shifts)
-
-        async def params_and_weights():
-            for ps in passes:
-                await self.params.send(ps.params)
-                await self.weights.send_all(ps.weights)
-
         tile_count = sum(b["last"] for ps in passes for b in ps.tiles)
-        feed = cocotb.start_soon(params_and_weights())
-        tiles = cocotb.start_soon(self.tiles.send_all(b for ps in passes for b in ps.tiles))
-        beats = [await self.out.recv()
-                 for _ in range(tile_count * self.figures["output_beats_per_tile"])]
-        await feed
-        await tiles
-        await self.out.expect_idle(self.figures["latency_cycles"] + 8)
+        beats = await self.stream_passes(
+            passes, tile_count * self.figures["output_beats_per_tile"],
+            self.figures["latency_cycles"] + 8)
         return assemble(beats, problem, m=self.m, lanes=self.lanes)
-
-    def expected(self, problem: ConvProblem) -> np.ndarray:
-        return problem.expected(m=self.m, mode=self.mode, requantize=self.requantize,
-                                tap_shifts=self.shifts)
 
 
 @cocotb.test()
