@@ -7,7 +7,8 @@ FFs outside them. The GEMM core has a model fitted to synthesis; other blocks ca
 Yosys) and counts what synthesis will have to build:
 
 * products: every ``$mul`` whose operands are both signals (a product with a constant becomes
-  shifts and adds), with its operand widths, so the DSP count is exact;
+  shifts and adds), with its operand widths: the DSP count, exact unless Yosys narrows a
+  product whose operand has constant top bits (then an upper bound);
 * memories: every ``memory`` (depth, width), which the fit check places in block RAM, LUT RAM or
   flip-flops as Yosys does;
 * flip-flops: the width of every ``$dff``-type cell;

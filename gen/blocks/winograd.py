@@ -87,6 +87,21 @@ def _resources(p: dict) -> dict:
     return unit_resources(unit)
 
 
+def unit_params(in_channels_help: str) -> tuple[Param, ...]:
+    """The unit's parameters, shared with the feature-map block that contains it."""
+    return (
+        Param("m", int, 2, "output tile size (2: F(2x2,3x3), 4: F(4x4,3x3))", choices=(2, 4)),
+        Param("mode", str, "exact", "exact (== direct conv) or tapwise (int8 per-tap scales)",
+              choices=("exact", "tapwise")),
+        Param("in_channels", int, 8, in_channels_help, lo=1, hi=1024),
+        Param("taps_per_clock", int, 0, "Winograd-domain multipliers (divides (m+2)^2; "
+              "0: all taps)", lo=0, hi=36),
+        Param("requantize", bool, True, "requantize to int8 (false: raw int32 out)"),
+        Param("tap_shifts", str, "", "tapwise: 2*(m+2)^2 comma-separated ints, V right shifts "
+              "then U exponents (sim.golden.winograd.format_tap_shifts); empty: data-free"),
+    )
+
+
 def _bench(argv: list[str]) -> int:
     from sim.bench_winograd import main
     return main(argv)
@@ -96,17 +111,8 @@ BLOCK = BlockSpec(
     name="winograd",
     summary="Winograd F(2x2,3x3)/F(4x4,3x3) conv unit, exact or tap-wise quantized",
     params=(
-        Param("m", int, 2, "output tile size (2: F(2x2,3x3), 4: F(4x4,3x3))", choices=(2, 4)),
-        Param("mode", str, "exact", "exact (== direct conv) or tapwise (int8 per-tap scales)",
-              choices=("exact", "tapwise")),
-        Param("in_channels", int, 8, "input channels per pass (weight memory depth)",
-              lo=1, hi=1024),
-        Param("taps_per_clock", int, 0, "Winograd-domain multipliers (divides (m+2)^2; "
-              "0: all taps)", lo=0, hi=36),
-        Param("requantize", bool, True, "requantize to int8 (false: raw int32 out)"),
+        *unit_params("input channels per pass (weight memory depth)"),
         Param("out_lanes", int, 0, "outputs per beat (divides m*m; 0: m)", lo=0, hi=16),
-        Param("tap_shifts", str, "", "tapwise: 2*(m+2)^2 comma-separated ints, V right shifts "
-              "then U exponents (sim.golden.winograd.format_tap_shifts); empty: data-free"),
     ),
     build=_build,
     figures=_figures,

@@ -5,7 +5,7 @@ from sim.golden.winograd import parse_tap_shifts
 
 from . import BlockSpec, Param
 from .winograd import _figures as _unit_figures
-from .winograd import unit_resources
+from .winograd import unit_params, unit_resources
 
 
 def _build(p: dict) -> WinogradFeatureMap:
@@ -70,15 +70,7 @@ BLOCK = BlockSpec(
     name="winograd_fm",
     summary="Winograd 3x3 conv of whole feature maps: line-buffer tiler, unit, untiler",
     params=(
-        Param("m", int, 2, "output tile size (2: F(2x2,3x3), 4: F(4x4,3x3))", choices=(2, 4)),
-        Param("mode", str, "exact", "exact (== direct conv) or tapwise (int8 per-tap scales)",
-              choices=("exact", "tapwise")),
-        Param("in_channels", int, 8, "input channels of the map", lo=1, hi=1024),
-        Param("taps_per_clock", int, 0, "Winograd-domain multipliers (divides (m+2)^2; "
-              "0: all taps)", lo=0, hi=36),
-        Param("requantize", bool, True, "requantize to int8 (false: raw int32 out)"),
-        Param("tap_shifts", str, "", "tapwise: 2*(m+2)^2 comma-separated ints, V right shifts "
-              "then U exponents (sim.golden.winograd.format_tap_shifts); empty: data-free"),
+        *unit_params("input channels of the map"),
         Param("max_height", int, 32, "largest input map height (run-time height <= this)",
               lo=1, hi=4096),
         Param("max_width", int, 32, "largest input map width (line buffer length)",
