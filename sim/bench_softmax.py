@@ -30,13 +30,15 @@ __all__ = ["main", "minilm_scores", "quantised_scores", "measure", "SWEEP", "MET
 #: Configurations plotted against table bytes (the defaults are among them).
 SWEEP = (
     [("recip", {"exp_bits": e, "recip_index_bits": r, "recip_bits": r + 3})
-     for e, r in ((8, 4), (10, 5), (10, 6), (12, 6), (12, 7), (12, 8), (14, 9), (16, 10))]
+     for e, r in ((8, 4), (10, 5), (10, 6), (12, 6), (12, 7), (12, 8), (14, 8), (14, 9),
+                  (16, 10))]
     + [("lut2d", {"exp_bits": e, "frac_bits": f, "log_steps": ls, "pow_index_bits": p,
                   "pow_steps": ps, "pow_bits": pb})
        for e, f, ls, p, ps, pb in ((8, 10, 5, 3, 3, 10), (10, 10, 5, 4, 3, 10),
                                    (10, 11, 6, 5, 3, 11), (11, 12, 6, 5, 3, 11),
                                    (12, 12, 7, 4, 4, 12), (12, 12, 7, 6, 4, 12),
-                                   (12, 12, 7, 8, 2, 12), (14, 14, 8, 9, 3, 14))]
+                                   (14, 12, 7, 6, 4, 12), (12, 12, 7, 8, 2, 12),
+                                   (14, 14, 8, 9, 3, 14))]
 )
 
 #: Parameters of each LUT method (the rest belong to the other method).

@@ -29,7 +29,7 @@ def test_init_defaults():
     dut = SoftmaxEngine()
     assert (dut.method, dut.scale, dut.in_bits, dut.out_bits, dut.max_len) == (
         "recip", 0.125, 8, 8, 512)
-    assert dut.table_bytes == 638
+    assert dut.table_bytes == 675
     # two passes over the row after it has arrived (the constants are checked in simulation)
     assert dut.row_latency(10) - dut.row_latency(9) == 2
     assert dut.first_out_latency(10) - dut.first_out_latency(9) == 1
@@ -73,16 +73,16 @@ def test_init_wrong(kwargs, error, message):
 
 def test_tables_from_their_formulas():
     t = softmax_tables(method="recip", scale=S)
-    assert t.exp[0] == 4095                            # (2**12 - 1) * e**0
-    assert t.exp[8] == 1506                            # 4095 / e = 1506.47
-    # the last entry is the last d for which 4095 * exp(-d / 8) >= 0.5: d <= 8 ln 8190 = 72.1
-    assert len(t.exp) == 73 and t.exp[-1] == 1
+    assert t.exp[0] == 16383                           # (2**14 - 1) * e**0
+    assert t.exp[8] == 6027                            # 16383 / e = 6026.94
+    # the last entry is the last d for which 16383 * exp(-d / 8) >= 0.5: d <= 8 ln 32766 = 83.2
+    assert len(t.exp) == 84 and t.exp[-1] == 1
     assert all(a >= b for a, b in zip(t.exp, t.exp[1:]))          # non-increasing
     # 256 entries for [1, 1.5) and 128 for [1.5, 2): midpoints 1 + 1/1024 and 2 - 1/512
     assert len(t.recip) == 384
     assert t.recip[0] == round(2048 / (1 + 1 / 1024)) == 2046
     assert t.recip[-1] == round(2048 / (2 - 1 / 512)) == 1025      # 1025.002
-    assert t.bytes == math.ceil((73 * 12 + 384 * 11) / 8) == 638
+    assert t.bytes == math.ceil((84 * 14 + 384 * 11) / 8) == 675
     q = softmax_tables(method="lut2d", scale=S)
     assert q.exp == t.exp
     # exp2 table: 64 entries of 2**12 * 2**-(j / 64 + bias), bias = half the last refinement
@@ -92,7 +92,7 @@ def test_tables_from_their_formulas():
     assert q.pow[32] == round(4096 * 2 ** (-0.5 - 3 / 4096)) == 2895         # 2894.8
     assert q.log_consts[:3] == (2396, 1319, 696)   # log2(1.5), log2(1.25), log2(1.125) * 4096
     assert q.num_const == round(2 ** 20 / (8 * math.log(2))) == 189097
-    assert table_bytes("lut2d", scale=S) == math.ceil((73 * 12 + 64 * 12 + 11 * 12) / 8) == 222
+    assert table_bytes("lut2d", scale=S) == math.ceil((84 * 14 + 64 * 12 + 11 * 12) / 8) == 260
     assert table_bytes("shiftmax", scale=S) == 0
 
 
@@ -153,9 +153,10 @@ def test_lut2d_pieces_from_their_formulas():
     # d * S * log2(e) to within half a unit of 2**-12, up to d_cap
     assert np.abs(num[:t.d_cap] - d[:t.d_cap] / 8 / math.log(2)).max() <= 0.6 / 4096
     assert t.d_cap * S / math.log(2) > 9                # d_cap's output is 0: T > out_bits + 1
-    s = np.arange(4095, 600_000, 37)
+    e0 = (1 << t.exp_bits) - 1                         # exp(0): the smallest possible sum
+    s = np.arange(e0, 600 * e0, 37 * e0 // 4095)
     k = np.floor(np.log2(s)).astype(np.int64)
-    assert np.abs(lut2d_log_sum(t, s, k) / 4096 - np.log2(s / 4095)).max() < 2.5 / 4096
+    assert np.abs(lut2d_log_sum(t, s, k) / 4096 - np.log2(s / e0)).max() < 2.5 / 4096
     total = np.arange(0, 10 * 4096)
     want = np.floor(2 ** (8 - total / 4096) + 0.5).clip(max=255)
     assert np.abs(lut2d_pow(t, total) - want).max() <= 1   # only where 2**x is near a tie
