@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["netlist_resources"]
+__all__ = ["netlist_resources", "netlist_hook"]
 
 _CARRY = {"$add", "$sub", "$neg", "$lt", "$le", "$gt", "$ge"}
 _EQUALITY = {"$eq", "$ne"}
@@ -102,3 +102,10 @@ def netlist_resources(component, *, lut_factor: float = 1.0) -> dict:
     return {"multipliers": products, "memories": memories,
             "ram_bits": sum(d * w for d, w in memories),
             "luts": round(lut_factor * luts), "ffs": ffs}
+
+
+def netlist_hook(build, *, lut_factor: float):
+    """A block's ``resources`` hook: :func:`netlist_resources` of ``build(params)``."""
+    def resources(params: dict) -> dict:
+        return netlist_resources(build(params), lut_factor=lut_factor)
+    return resources
