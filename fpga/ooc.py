@@ -77,23 +77,25 @@ class OocWrapper(wiring.Component):
         # Every output bit is registered as it leaves the block, then XOR-reduced four bits per
         # LUT per registered level: a block output that is combinational (a stream's ready, say)
         # must not be timed through a deep XOR tree that is the wrapper's, not the block's.
-        level = Signal(max(self.output_bits, 1), name="captured")
+        widths = self._output_levels()
+        level = Signal(widths[0], name="captured")
         m.d.sync += level.eq(Cat(*outputs))
-        depth = 0
-        while len(level) > 1:
-            depth += 1
-            groups = [level[n:n + 4] for n in range(0, len(level), 4)]
-            reduced = Signal(len(groups), name=f"xor_level{depth}")
-            m.d.sync += reduced.eq(Cat(*(group.xor() for group in groups)))
+        for depth, width in enumerate(widths[1:], start=1):
+            reduced = Signal(width, name=f"xor_level{depth}")
+            m.d.sync += reduced.eq(Cat(*(level[n:n + 4].xor() for n in range(0, len(level), 4))))
             level = reduced
         m.d.comb += self.out.eq(level)
         return m
 
+    def _output_levels(self) -> list[int]:
+        """Widths of the output registers: the captured outputs, then each 4-input XOR level
+        down to one bit."""
+        widths = [max(self.output_bits, 1)]
+        while widths[-1] > 1:
+            widths.append(-(-widths[-1] // 4))
+        return widths
+
     @property
     def output_ffs(self) -> int:
         """Flip-flops of the output side: the captured outputs and every XOR level."""
-        width, total = max(self.output_bits, 1), max(self.output_bits, 1)
-        while width > 1:
-            width = -(-width // 4)
-            total += width
-        return total
+        return sum(self._output_levels())

@@ -66,14 +66,8 @@ def netlist_resources(component, *, lut_factor: float = 1.0) -> dict:
     from amaranth.back import rtlil
 
     text = rtlil.convert(component, emit_src=False)
-    cells = list(_cells(text))
-    # A multiplexer between a flip-flop's own output and a new value is its clock enable.
-    held = {(c.get("D"), c.get("Q")) for kind, _, c in cells if kind in _FLOPS}
     products, luts, ffs = [], 0.0, 0
-    for kind, params, connects in cells:
-        if kind == "$mux" and ((connects.get("Y"), connects.get("A")) in held
-                               or (connects.get("Y"), connects.get("B")) in held):
-            continue
+    for kind, params, connects in _cells(text):
         width = max(_int(params, "Y_WIDTH"), _int(params, "A_WIDTH"), _int(params, "WIDTH"))
         if kind == "$mul":
             a, b = _int(params, "A_WIDTH"), _int(params, "B_WIDTH")
