@@ -51,14 +51,19 @@ def test_requantizer_init_wrong():
     with pytest.raises(ValueError) as info:
         Requantizer(lanes=0)
     assert str(info.value) == "lanes must be in [1, 64], not 0"
+    with pytest.raises(ValueError) as info:
+        Requantizer(lanes=1, out_width=12)
+    assert str(info.value) == "out_width must be one of 8, 16, not 12"
 
 
 # ---- Amaranth simulation -----------------------------------------------------------------------
 
 
-def test_requantizer_matches_golden_with_stalls():
+@pytest.mark.parametrize("out_width", [8, 16])
+def test_requantizer_matches_golden_with_stalls(out_width):
     lanes, count = 2, 400
-    dut = Requantizer(lanes=lanes)
+    dut = Requantizer(lanes=lanes, out_width=out_width)
+    top = 1 << (out_width - 1)
     rng = np.random.default_rng(5)
     acc = rng.integers(INT32_MIN, INT32_MAX + 1, (count, lanes))
     mult = rng.integers(INT32_MIN, INT32_MAX + 1, (count, lanes))
@@ -69,8 +74,8 @@ def test_requantizer_matches_golden_with_stalls():
     mult[60:200] = rng.integers(1 << 30, 1 << 31, (140, lanes))  # realistic Q31 multipliers
     shift[60:200] = rng.integers(-20, 2, (140, lanes))
     acc[60:200] = rng.integers(-(1 << 18), 1 << 18, (140, lanes))
-    zp = rng.integers(-128, 128, count)
-    lo, hi = rng.integers(-128, 0, count), rng.integers(0, 128, count)
+    zp = rng.integers(-top, top, count)
+    lo, hi = rng.integers(-top, 0, count), rng.integers(0, top, count)
     beats = []
 
     async def producer(ctx):

@@ -6,36 +6,41 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .checks import check_int
+from .checks import check_choice, check_int
 from .mul import PipelinedMultiplier
 
-__all__ = ["RequantIn", "RequantOut", "Requantizer", "REQUANT_LATENCY"]
+__all__ = ["RequantIn", "RequantOut", "Requantizer", "REQUANT_LATENCY", "OUT_WIDTHS"]
 
 #: Pipeline registers between an accepted input and its output beat (no stalls).
 REQUANT_LATENCY = 9
 
 INT32_MAX = (1 << 31) - 1
 
+#: Output widths the requantizer produces (int8, or int16 for 16-bit activations).
+OUT_WIDTHS = (8, 16)
 
-def RequantIn(lanes: int) -> data.StructLayout:
+
+def RequantIn(lanes: int, out_width: int = 8) -> data.StructLayout:
     """Payload of the requantizer's input: ``lanes`` accumulators with their per-lane
     ``multiplier`` (Q31) and ``shift`` (TFLite convention, positive = left), the shared output
-    zero point and clamp bounds, and a ``last`` flag that passes through untouched."""
+    zero point and clamp bounds (``out_width`` bits), and a ``last`` flag that passes through
+    untouched."""
     return data.StructLayout({
         "acc": data.ArrayLayout(signed(32), lanes),
         "multiplier": data.ArrayLayout(signed(32), lanes),
         "shift": data.ArrayLayout(signed(6), lanes),
-        "out_zero_point": signed(8),
-        "act_min": signed(8),
-        "act_max": signed(8),
+        "out_zero_point": signed(out_width),
+        "act_min": signed(out_width),
+        "act_max": signed(out_width),
         "last": unsigned(1),
     })
 
 
-def RequantOut(lanes: int) -> data.StructLayout:
-    """Payload of the requantizer's output: ``lanes`` int8 values and the passed-through ``last``."""
+def RequantOut(lanes: int, out_width: int = 8) -> data.StructLayout:
+    """Payload of the requantizer's output: ``lanes`` signed ``out_width``-bit values and the
+    passed-through ``last``."""
     return data.StructLayout({
-        "data": data.ArrayLayout(signed(8), lanes),
+        "data": data.ArrayLayout(signed(out_width), lanes),
         "last": unsigned(1),
     })
 
@@ -55,26 +60,34 @@ class Requantizer(wiring.Component):
     ----------
     lanes : int
         Values requantized per beat (1..64).
+    out_width : int
+        Bits of the results, the zero point and the clamp bounds: 8 (int8, default) or 16.
 
     Members
     -------
-    i : In(stream.Signature(RequantIn(lanes)))
+    i : In(stream.Signature(RequantIn(lanes, out_width)))
         Accumulators and their requantization parameters.
-    o : Out(stream.Signature(RequantOut(lanes)))
-        int8 results, ``REQUANT_LATENCY`` cycles after the input when not stalled.
+    o : Out(stream.Signature(RequantOut(lanes, out_width)))
+        Results, ``REQUANT_LATENCY`` cycles after the input when not stalled.
     """
 
-    def __init__(self, *, lanes: int):
+    def __init__(self, *, lanes: int, out_width: int = 8):
         check_int("lanes", lanes, 1, 64)
+        check_choice("out_width", out_width, OUT_WIDTHS)
         self._lanes = lanes
+        self._out_width = out_width
         super().__init__({
-            "i": In(stream.Signature(RequantIn(lanes))),
-            "o": Out(stream.Signature(RequantOut(lanes))),
+            "i": In(stream.Signature(RequantIn(lanes, out_width))),
+            "o": Out(stream.Signature(RequantOut(lanes, out_width))),
         })
 
     @property
     def lanes(self) -> int:
         return self._lanes
+
+    @property
+    def out_width(self) -> int:
+        return self._out_width
 
     def elaborate(self, platform):
         m = Module()
@@ -103,9 +116,10 @@ class Requantizer(wiring.Component):
 
         # Fields shared by every lane, delayed to the stage that uses them.
         payload = self.i.payload
-        zp = delay("zero_point", signed(8), payload.out_zero_point, 7)
-        lo = delay("act_min", signed(8), payload.act_min, 8)
-        hi = delay("act_max", signed(8), payload.act_max, 8)
+        w = self._out_width
+        zp = delay("zero_point", signed(w), payload.out_zero_point, 7)
+        lo = delay("act_min", signed(w), payload.act_min, 8)
+        hi = delay("act_max", signed(w), payload.act_max, 8)
         m.d.comb += self.o.payload.last.eq(delay("last", 1, payload.last, n))
 
         for lane in range(self._lanes):
@@ -170,6 +184,6 @@ class Requantizer(wiring.Component):
             # s8: output zero point; s9: clamp.
             with_zp = stage(p + "with_zero_point", signed(34), rounded + zp)
             clamped = Mux(with_zp < lo, lo, Mux(with_zp > hi, hi, with_zp))
-            result = stage(p + "result", signed(8), clamped[:8].as_signed())
+            result = stage(p + "result", signed(w), clamped[:w].as_signed())
             m.d.comb += self.o.payload.data[lane].eq(result)
         return m
