@@ -20,6 +20,10 @@ def bench(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lutra bench gemm", description=bench.__doc__)
     parser.add_argument("--shape", default="64x256x64", help="MxKxN (default 64x256x64)")
     parser.add_argument("--arrays", default="4x4,8x8", help="comma-separated RxC arrays")
+    parser.add_argument("--a-width", type=int, default=8, choices=(8, 16),
+                        help="activation bits (default 8)")
+    parser.add_argument("--out-width", type=int, default=8, choices=(8, 16),
+                        help="requantized result bits (default 8)")
     parser.add_argument("--simulator", default=None, help="default: verilator if available")
     parser.add_argument("--out", type=Path, default=Path("build/reports"),
                         help="directory for gemm_bench.json")
@@ -30,7 +34,9 @@ def bench(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="lutra-bench-") as tmp:
         for array in args.arrays.split(","):
             rows, cols = (int(x) for x in array.split("x"))
-            config = validate_params(get_block("gemm"), {"rows": rows, "cols": cols})
+            config = validate_params(get_block("gemm"), {"rows": rows, "cols": cols,
+                                                         "a_width": args.a_width,
+                                                         "out_width": args.out_width})
             out_file = Path(tmp) / f"{array}.json"
             result = run_cocotb(config, simulator, build_root=Path(tmp), quiet=True,
                                 tb_module="sim.tb.gemm_bench_tb",

@@ -4,6 +4,9 @@
 ``Tile.params`` are the beats the core's ``i`` and ``params`` streams take, and ``assemble``
 puts the output beats back into the M x N result. Used by the Amaranth-simulator tests, the
 cocotb testbench and the benchmark, so all three exercise the same stream protocol.
+
+``a_width`` (8 or 16) and ``out_width`` (8 or 16) are the core's parameters of the same names;
+``plan`` refuses a problem whose values do not fit them, rather than let the core wrap them.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GemmProblem", "Tile", "plan", "assemble", "random_problem"]
+from hw.gemm.params import a_offset_range
+
+__all__ = ["GemmProblem", "Tile", "check_problem", "plan", "assemble", "random_problem"]
 
 
 @dataclass
 class GemmProblem:
     """A whole GEMM with its TFLite output-stage parameters (per column of B)."""
 
-    a: np.ndarray                   # M x K int8
+    a: np.ndarray                   # M x K int8 or int16
     b: np.ndarray                   # K x N int8
     a_offset: int = 0
     bias: np.ndarray | None = None  # N int32
@@ -59,8 +64,32 @@ def _padded(values, length, fill=0):
     return out
 
 
-def plan(problem: GemmProblem, rows: int, cols: int, requantize: bool) -> list[Tile]:
+def _check_range(name: str, values, bits: int, what: str) -> None:
+    values = np.asarray(values)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if values.size and (values.min() < lo or values.max() > hi):
+        bad = values.min() if values.min() < lo else values.max()
+        raise ValueError(f"{name} must be in [{lo}, {hi}] ({what}), not {int(bad)}")
+
+
+def check_problem(problem: GemmProblem, *, a_width: int = 8, out_width: int = 8,
+                  requantize: bool = True) -> None:
+    """Raise ``ValueError`` naming the first value that a core with these widths cannot take."""
+    _check_range("a", problem.a, a_width, f"a_width {a_width}")
+    _check_range("b", problem.b, 8, "int8 weights")
+    lo, hi = a_offset_range(a_width)
+    if not lo <= problem.a_offset <= hi:
+        raise ValueError(f"a_offset must be in [{lo}, {hi}] (a_width {a_width}), "
+                         f"not {problem.a_offset!r}")
+    if requantize:
+        for name in ("out_zero_point", "act_min", "act_max"):
+            _check_range(name, getattr(problem, name), out_width, f"out_width {out_width}")
+
+
+def plan(problem: GemmProblem, rows: int, cols: int, requantize: bool, *, a_width: int = 8,
+         out_width: int = 8) -> list[Tile]:
     """Output tiles in row-major tile order, each with its k-slices and parameters."""
+    check_problem(problem, a_width=a_width, out_width=out_width, requantize=requantize)
     m, k, n = problem.shape
     bias = problem.bias if problem.bias is not None else np.zeros(n, dtype=np.int64)
     tiles = []
@@ -112,27 +141,33 @@ def assemble(beats: list[dict], shape_mn: tuple[int, int], rows: int, cols: int,
 
 
 def random_problem(rng: np.random.Generator, m: int, k: int, n: int, *,
-                   extreme: bool = False) -> GemmProblem:
-    """Random int8 operands and realistic TFLite output-stage parameters.
+                   extreme: bool = False, a_width: int = 8, out_width: int = 8) -> GemmProblem:
+    """Random operands (``a`` of ``a_width`` bits, int8 ``b``) and realistic TFLite
+    output-stage parameters for ``out_width``-bit results; ``a_offset`` is a -zero point of
+    ``a_width`` bits.
 
-    ``extreme`` fills A and B with -128, the largest products the array can see.
+    ``extreme`` fills A with its most negative value and B with -128, the largest products.
     """
+    a_top, out_top = 1 << (a_width - 1), 1 << (out_width - 1)
     if extreme:
-        a = np.full((m, k), -128, dtype=np.int64)
+        a = np.full((m, k), -a_top, dtype=np.int64)
         b = np.full((k, n), -128, dtype=np.int64)
     else:
-        a = rng.integers(-128, 128, (m, k))
+        a = rng.integers(-a_top, a_top, (m, k))
         b = rng.integers(-128, 128, (k, n))
     from .golden.gemm import quantize_multiplier
+    # Output scale relative to the accumulator's: keeps results inside the clamp range mostly.
     scales = rng.uniform(2.0 ** -14, 2.0 ** -6, n) / max(1.0, np.sqrt(k) / 8)
+    scales *= 2.0 ** (out_width - a_width)
     mult_shift = [quantize_multiplier(s) for s in scales]
+    margin = 28 * out_top // 128
     return GemmProblem(
         a=a, b=b,
-        a_offset=int(rng.integers(-127, 129)),
+        a_offset=int(rng.integers(-a_top + 1, a_top + 1)),
         bias=rng.integers(-(1 << 16), 1 << 16, n),
         multiplier=np.array([ms[0] for ms in mult_shift]),
         shift=np.array([ms[1] for ms in mult_shift]),
-        out_zero_point=int(rng.integers(-20, 21)),
-        act_min=int(rng.integers(-128, -100)),
-        act_max=int(rng.integers(100, 128)),
+        out_zero_point=int(rng.integers(-20, 21)) * (out_top // 128),
+        act_min=int(rng.integers(-out_top, -out_top + margin)),
+        act_max=int(rng.integers(out_top - margin, out_top)),
     )

@@ -7,10 +7,13 @@ import pytest
 from amaranth.sim import Simulator
 from conftest import SIMULATORS, cocotb_run
 
+from amaranth import signed
+
 from hw.common.requant import REQUANT_LATENCY, Requantizer
 from hw.gemm import GemmCore
-from sim.gemm_driver import assemble, plan, random_problem
-from sim.golden.gemm import INT32_MAX, INT32_MIN, requantize
+from hw.gemm.params import max_abs_product
+from sim.gemm_driver import GemmProblem, assemble, plan, random_problem
+from sim.golden.gemm import INT32_MAX, INT32_MIN, gemm, requantize
 from sim.stalls import Stalls
 from sim.streams import stream_get, stream_put
 
@@ -40,6 +43,66 @@ def test_init_wrong(kwargs, error, message):
     with pytest.raises(error) as info:
         GemmCore(**kwargs)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"a_width": 12}, ValueError, "a_width must be one of 8, 16, not 12"),
+    ({"a_width": "16"}, TypeError, "a_width must be an integer, not '16'"),
+    ({"a_width": 16.0}, TypeError, "a_width must be an integer, not 16.0"),
+    ({"out_width": 32}, ValueError, "out_width must be one of 8, 16, not 32"),
+    ({"out_width": True}, TypeError, "out_width must be an integer, not True"),
+    ({"a_width": 16, "acc_width": 23}, ValueError,
+     "acc_width must be in [24, 32] when a_width is 16, not 23"),
+    ({"a_width": 16, "acc_width": 17}, ValueError, "acc_width must be in [18, 32], not 17"),
+    ({"requantize": False, "out_width": 16}, ValueError,
+     "out_width must be 8 when requantize is False (the raw output is int32), not 16"),
+])
+def test_init_wrong_widths(kwargs, error, message):
+    with pytest.raises(error) as info:
+        GemmCore(**kwargs)
+    assert str(info.value) == message
+
+
+def test_init_widths():
+    core = GemmCore(rows=3, cols=2, a_width=16, out_width=16)
+    assert (core.a_width, core.out_width) == (16, 16)
+    assert core.a_offset_range == (-32767, 32768)
+    # |(a + a_offset) * b| <= 65535 * 128; 256 such terms still fit int32, 257 do not.
+    assert max_abs_product(16) == 65535 * 128
+    assert core.max_k == 256
+    assert 256 * 65535 * 128 <= INT32_MAX < 257 * 65535 * 128
+    assert GemmCore(a_width=16, acc_width=24).max_k == 1
+    assert core.multipliers == 3 * 2 + 2 + 4             # PEs, offset cells, requantizer
+    assert core.i.payload.shape().members["a"].elem_shape == signed(16)
+    assert core.i.payload.shape().members["b"].elem_shape == signed(8)
+    params = core.params.payload.shape().members
+    assert params["a_offset"] == signed(17)
+    assert params["act_min"] == params["act_max"] == params["out_zero_point"] == signed(16)
+    assert core.o.payload.shape().members["data"].elem_shape == signed(16)
+    default = GemmCore()
+    assert (default.a_width, default.out_width, default.a_offset_range) == (8, 8, (-256, 255))
+    assert default.multipliers == 16 + 4
+    raw = GemmCore(requantize=False, a_width=16)
+    assert raw.o.payload.shape().members["data"].elem_shape == signed(32)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"a_offset": 32769}, "a_offset must be in [-32767, 32768] (a_width 16), not 32769"),
+    ({"a_offset": -32768}, "a_offset must be in [-32767, 32768] (a_width 16), not -32768"),
+    ({"b": np.full((3, 2), 128)}, "b must be in [-128, 127] (int8 weights), not 128"),
+    ({"act_min": -32769}, "act_min must be in [-32768, 32767] (out_width 16), not -32769"),
+])
+def test_plan_refuses_values_the_core_cannot_take(change, message):
+    problem = random_problem(np.random.default_rng(0), 2, 3, 2, a_width=16, out_width=16)
+    for name, value in change.items():
+        setattr(problem, name, value)
+    with pytest.raises(ValueError) as info:
+        plan(problem, 2, 2, True, a_width=16, out_width=16)
+    assert str(info.value) == message
+    int16 = random_problem(np.random.default_rng(0), 2, 3, 2, a_width=16)
+    with pytest.raises(ValueError) as info:
+        plan(int16, 2, 2, True)
+    assert str(info.value).startswith("a must be in [-128, 127] (a_width 8), not ")
 
 
 def test_init_is_keyword_only():
@@ -130,7 +193,8 @@ def test_requantizer_latency():
 
 def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     """Stream ``problems`` through ``core`` in the Amaranth simulator; return the results."""
-    plans = [plan(p, core.rows, core.cols, core.requantize) for p in problems]
+    plans = [plan(p, core.rows, core.cols, core.requantize, a_width=core.a_width,
+                  out_width=core.out_width) for p in problems]
     tiles = [t for tiles in plans for t in tiles]
     beats = []
 
@@ -186,6 +250,73 @@ def test_core_matches_golden_with_stalls(seed, kwargs):
         assert np.array_equal(got, want), f"problem {n} {problem.shape}:\n{got}\n!=\n{want}"
 
 
+@pytest.mark.parametrize("seed, kwargs", list(enumerate([
+    {"rows": 2, "cols": 3, "a_width": 16, "out_width": 16},
+    {"rows": 3, "cols": 2, "a_width": 16, "out_lanes": 2},
+    {"rows": 2, "cols": 3, "a_width": 16, "requantize": False, "out_lanes": 3},
+    {"rows": 2, "cols": 2, "out_width": 16, "acc_width": 24},
+], start=10)))
+def test_core_widths_match_golden_with_stalls(seed, kwargs):
+    """int16 activations and/or int16 results, random stalls on all three streams."""
+    core = GemmCore(**kwargs)
+    widths = {"a_width": core.a_width, "out_width": core.out_width}
+    rng = np.random.default_rng(seed)
+    problems = [random_problem(rng, 2 * core.rows + 1, k, 2 * core.cols - 1, **widths)
+                for k in (1, 7, 2)]
+    problems[2].a_offset = 0                      # TFLite's int16 zero point
+    problems.append(random_problem(rng, core.rows, 30, core.cols, extreme=True, **widths))
+    results = run_core(core, problems, stall_prob=0.3, seed=seed)
+    for n, (problem, got) in enumerate(zip(problems, results)):
+        want = problem.expected(core.requantize)
+        assert np.array_equal(got, want), f"problem {n} {problem.shape}:\n{got}\n!=\n{want}"
+
+
+def _constant_problem(k: int, a: int, b: int, a_offset: int, bias) -> GemmProblem:
+    return GemmProblem(a=np.full((2, k), a), b=np.full((k, 2), b), a_offset=a_offset,
+                       bias=np.array(bias))
+
+
+def test_core_int16_raw_accumulators_are_exact_up_to_max_k_and_wrap_beyond():
+    core = GemmCore(rows=2, cols=2, requantize=False, a_width=16)
+    k, term = core.max_k, 65535 * 128
+    problems = [
+        # (-32768 - 32767) * -128 = 65535 * 128 per k, max_k times: INT32_MAX with this bias.
+        _constant_problem(k, -32768, -128, -32767, [INT32_MAX - k * term, 0]),
+        # (32767 + 32768) * -128: the most negative term at the top of the offset range.
+        _constant_problem(k, 32767, -128, 32768, [-5, 0]),
+        # One more k-slice leaves int32: both the core and the golden model wrap modulo 2**32.
+        _constant_problem(k + 1, -32768, -128, -32767, [0, 7]),
+    ]
+    got = run_core(core, problems, stall_prob=0.2, seed=3)
+    assert got[0].tolist() == [[INT32_MAX, k * term]] * 2
+    assert got[1].tolist() == [[-k * term - 5, -k * term]] * 2
+    wrapped = (k + 1) * term - (1 << 32)
+    assert got[2].tolist() == [[wrapped, wrapped + 7]] * 2
+    for n, problem in enumerate(problems):
+        assert np.array_equal(got[n], problem.expected(False)), f"problem {n}"
+
+
+def test_core_int16_results_saturate_at_the_int16_clamp():
+    core = GemmCore(rows=2, cols=2, a_width=16, out_width=16, out_lanes=2)
+    rng = np.random.default_rng(4)
+    problems = []
+    for a, offset in ((-32768, -32767), (32767, 32768)):  # large sums of either sign
+        problem = random_problem(rng, 2, 40, 2, a_width=16, out_width=16)
+        problem.a, problem.b = np.full((2, 40), a), np.full((40, 2), -128)
+        problem.a_offset = offset
+        # A multiplier of ~1.0: |result| ~ 40 * 65535 * 128, far outside int16.
+        problem.multiplier, problem.shift = np.full(2, INT32_MAX), np.full(2, 0)
+        problem.out_zero_point, problem.act_min, problem.act_max = 0, -32768, 32767
+        problems.append(problem)
+    got = run_core(core, problems, stall_prob=0.3, seed=4)
+    assert got[0].tolist() == [[32767, 32767]] * 2
+    assert got[1].tolist() == [[-32768, -32768]] * 2
+    p = problems[1]
+    want = gemm(p.a, p.b, bias=p.bias, a_offset=32768, multiplier=INT32_MAX, shift=0,
+                act_min=-32768, act_max=32767)
+    assert np.array_equal(got[1], want)
+
+
 def test_core_raw_accumulators_are_exact_at_the_extremes():
     core = GemmCore(rows=2, cols=2, requantize=False)
     rng = np.random.default_rng(9)
@@ -203,6 +334,7 @@ COCOTB_CONFIGS = [
     {"rows": 1, "cols": 1},
     {"rows": 2, "cols": 3, "requantize": False},
     {"rows": 8, "cols": 8, "out_lanes": 4},
+    {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16},
 ]
 
 
@@ -217,8 +349,9 @@ def test_cocotb(params, simulator, tmp_path):
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("params", [{"rows": 2, "cols": 3}, {"rows": 3, "cols": 2,
-                                                              "requantize": False}],
-                         ids=["2x3", "3x2-raw"])
+                                                              "requantize": False},
+                                    {"rows": 2, "cols": 2, "a_width": 16, "out_width": 16}],
+                         ids=["2x3", "3x2-raw", "2x2-a16-out16"])
 def test_cocotb_ecp5_primitives(params, simulator, tmp_path):
     """The Verilog written for ECP5 (MULT18X18D instances with their pipeline registers, run
     on the behavioural model in sim/models) passes the same regression as the generic one."""
@@ -235,6 +368,9 @@ def test_ecp5_verilog_instantiates_one_registered_dsp_per_pe():
     core = GemmCore(rows=2, cols=3, out_lanes=1)
     assert convert(core, "gemm", primitives="ecp5").count("MULT18X18D ") == 6 + 4
     assert "MULT18X18D" not in convert(GemmCore(rows=2, cols=3), "gemm")
+    # int16 activations: still one DSP per PE, plus one per column for the offset.
+    wide = GemmCore(rows=2, cols=3, requantize=False, a_width=16)
+    assert convert(wide, "gemm", primitives="ecp5").count("MULT18X18D ") == 6 + 3
 
 
 @pytest.mark.cocotb

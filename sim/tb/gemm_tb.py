@@ -2,11 +2,11 @@
 
 The design under test and its configuration come from the manifest (``LUTRA_MANIFEST``); the
 tiling driver of ``sim.gemm_driver`` produces the stream beats, exactly as in the Amaranth
-simulator tests. Every test compares the whole result and the beat count.
+simulator tests. Every test compares the whole result and the beat count. The operand and
+result widths (``a_width``, ``out_width``) come from the manifest too.
 """
 
 from __future__ import annotations
-
 
 import cocotb
 import numpy as np
@@ -28,6 +28,7 @@ class TB:
         cfg = self.manifest["config"]
         self.rows, self.cols = cfg["rows"], cfg["cols"]
         self.lanes, self.requantize = cfg["out_lanes"], cfg["requantize"]
+        self.widths = {"a_width": cfg["a_width"], "out_width": cfg["out_width"]}
         self.figures = self.manifest["figures"]
         self.slices = StreamSource(dut, self.manifest, "i", Stalls(stall_prob, 4, seed))
         self.params = StreamSource(dut, self.manifest, "params", Stalls(stall_prob, 4, seed + 1))
@@ -38,7 +39,8 @@ class TB:
 
     async def run(self, problems: list[GemmProblem]) -> list[np.ndarray]:
         """Stream every problem's tiles back to back; return each problem's result."""
-        plans = [plan(p, self.rows, self.cols, self.requantize) for p in problems]
+        plans = [plan(p, self.rows, self.cols, self.requantize, **self.widths)
+                 for p in problems]
         tiles = [t for tiles in plans for t in tiles]
         beats_total = len(tiles) * self.figures["output_beats_per_tile"]
         feed = cocotb.start_soon(self.slices.send_all(s for t in tiles for s in t.slices))
@@ -57,6 +59,10 @@ class TB:
             start += count
         return results
 
+    def random_problem(self, rng, m: int, k: int, n: int, **kwargs) -> GemmProblem:
+        """``sim.gemm_driver.random_problem`` for this core's operand and result widths."""
+        return random_problem(rng, m, k, n, **self.widths, **kwargs)
+
 
 @cocotb.test()
 async def multi_tile_gemm(dut):
@@ -68,7 +74,7 @@ async def multi_tile_gemm(dut):
         m, k, n = 37, 100, 23          # the ragged example of the issue: 10 x 6 tiles on 4 x 4
     else:                              # small arrays: keep the tile count (and sim time) modest
         m, k, n = 2 * tb.rows + 1, 37, 2 * tb.cols + 1
-    problem = random_problem(rng, m, k, n)
+    problem = tb.random_problem(rng, m, k, n)
     (got,) = await tb.run([problem])
     check_equal(got, problem.expected(tb.requantize), f"{m}x{k}x{n}")
 
@@ -80,27 +86,30 @@ async def back_to_back_parameters(dut):
     tb = TB(dut, stall_prob=0.2, seed=seed() + 10)
     await tb.start()
     ks = [1, 2, 1, tb.figures["min_tile_cycles"], 3, 17, 1, 64]
-    problems = [random_problem(rng, tb.rows, k, tb.cols) for k in ks]
+    problems = [tb.random_problem(rng, tb.rows, k, tb.cols) for k in ks]
     for k, problem, got in zip(ks, problems, await tb.run(problems)):
         check_equal(got, problem.expected(tb.requantize), f"tile with K={k}")
 
 
 @cocotb.test()
 async def extremes(dut):
-    """Every input -128 over a long K, the largest offset, saturating requantization."""
+    """Every input at its most negative over a long K, the largest offset, saturating
+    requantization."""
     rng = np.random.default_rng(seed() + 20)
     tb = TB(dut, stall_prob=0.1, seed=seed() + 20)
     await tb.start()
-    k = 600
-    big = random_problem(rng, tb.rows, k, tb.cols, extreme=True)
-    big.a_offset = -127                                  # (a + offset) * b = (-255) * (-128)
-    clamp = random_problem(rng, tb.rows, 5, tb.cols, extreme=True)
+    a_top = 1 << (tb.widths["a_width"] - 1)
+    # int8: K = 600 (exact); int16: K = max_k, the longest sum that provably fits.
+    k = 600 if a_top == 128 else tb.figures["max_k"]
+    big = tb.random_problem(rng, tb.rows, k, tb.cols, extreme=True)
+    big.a_offset = -a_top + 1                            # (a + offset) * b = (1 - 2 a_top) * -128
+    clamp = tb.random_problem(rng, tb.rows, 5, tb.cols, extreme=True)
     clamp.multiplier = np.full(tb.cols, (1 << 31) - 1)   # -> saturates at act_max / act_min
     clamp.shift = np.full(tb.cols, 31)
-    minimum = random_problem(rng, tb.rows, 3, tb.cols)
-    minimum.a = np.full_like(minimum.a, 127)
+    minimum = tb.random_problem(rng, tb.rows, 3, tb.cols)
+    minimum.a = np.full_like(minimum.a, a_top - 1)
     minimum.b = np.full_like(minimum.b, -128)
-    minimum.a_offset = 128
+    minimum.a_offset = a_top
     for what, problem, got in zip(("long K at -128", "saturating", "largest offset"),
                                   (big, clamp, minimum), await tb.run([big, clamp, minimum])):
         check_equal(got, problem.expected(tb.requantize), what)
@@ -113,7 +122,7 @@ async def full_rate_and_latency(dut):
     tb = TB(dut, stall_prob=0.0, seed=seed() + 30)
     await tb.start()
     k = max(tb.figures["min_tile_cycles"], tb.figures["output_beats_per_tile"])
-    problems = [random_problem(rng, tb.rows, k, tb.cols) for _ in range(6)]
+    problems = [tb.random_problem(rng, tb.rows, k, tb.cols) for _ in range(6)]
     total_slices = k * len(problems)
 
     accepted, first_out = [], []
