@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .ivit import DIV_NUMERATOR, shift_exp
+
 __all__ = [
     "DIV_NUMERATOR",
     "ShiftGeluConstants",
@@ -43,12 +45,6 @@ __all__ = [
     "gelu_exact",
 ]
 
-#: ShiftGELU's sigmoid numerator, ``2**31 - 1``; the divisor ``e + em`` is clamped to it.
-DIV_NUMERATOR = (1 << 31) - 1
-
-# Shifts beyond this make any exponent exceed DIV_NUMERATOR (the shifted value is >= 2), so
-# clipping the shift here keeps int64 exact wherever the clamp does not hide the value.
-_SATURATING_SHIFT = 32
 
 
 def _int_array(x, name: str = "x") -> np.ndarray:
@@ -75,32 +71,6 @@ def _check_range(x: np.ndarray, in_width: int) -> None:
 
 
 # ---- ShiftGELU (I-ViT) ----------------------------------------------------------------------
-
-def shift_exp(x, x0: int, n: int, *, saturate: bool = False) -> np.ndarray:
-    """I-ViT's ``int_exp_shift``: ``exp(x * S_exp)`` at scale ``S_exp / 2**n`` by shifts and adds.
-
-    ``x`` integer (``<= 0`` in ShiftGELU's numerator; ``-rowmax`` may be positive), ``x0 =
-    floor(-1 / S_exp)`` a negative integer. ``x + (x >> 1) - (x >> 4)`` approximates
-    ``x * log2(e)``; the result is ``((r - 2 x0) << (n - q)) >> 1`` with ``q = x // x0`` and
-    ``r = x - x0 q``, i.e. the reference's ``floor((r / 2 - x0) * 2**(n - q))``.
-
-    With ``saturate`` the result is clamped to ``DIV_NUMERATOR`` (positive ``x`` otherwise
-    overflows any fixed width): ShiftGELU uses ``e + em`` only through ``min(e + em, 2**31 - 1)``,
-    which the clamp leaves unchanged because ``e >= 0``.
-    """
-    x = _int_array(x)
-    x = x + (x >> 1) - (x >> 4)
-    x = np.maximum(x, n * x0)
-    q = x // x0                              # floor division, q <= n
-    r = x - x0 * q                           # r in (x0, 0]
-    shift = n - q
-    if saturate:
-        shift = np.minimum(shift, _SATURATING_SHIFT)
-        return np.minimum(((r - 2 * x0) << shift) >> 1, DIV_NUMERATOR)
-    if np.any(shift > 62 - int(-2 * x0).bit_length()):
-        raise OverflowError("shift_exp of a positive argument needs saturate=True")
-    return ((r - 2 * x0) << shift) >> 1
-
 
 @dataclass(frozen=True)
 class ShiftGeluConstants:

@@ -66,6 +66,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .ivit import shift_exp
+
 __all__ = ["METHODS", "LUT_DEFAULTS", "SoftmaxTables", "softmax_tables", "table_bytes",
            "lut_softmax", "recip_index", "lut2d_log_num", "lut2d_log_sum", "lut2d_pow", "shift_exp", "shiftmax", "shiftmax_x0", "shiftmax_min_sum"]
 
@@ -330,18 +332,10 @@ def shiftmax_x0(scale: float) -> int:
     return math.floor(-1 / scale)
 
 
-def shift_exp(x, x0: int, n: int) -> np.ndarray:
-    """I-ViT ``shift_exp`` of integers ``x <= 0`` (training-code semantics, exact)."""
-    x = np.asarray(x, np.int64)
-    x = x + (x >> 1) - (x >> 4)                     # ~ x * log2(e)
-    x = np.maximum(x, n * x0)
-    q = x // x0
-    r = x - x0 * q
-    return ((r - 2 * x0) << (n - q)) >> 1
-
-
 def shiftmax_min_sum(scale: float, n: int = 15) -> int:
     """Smallest possible row sum of ShiftMax: the row maximum's own ``shift_exp(0)``."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 30:
+        raise ValueError(f"n must be an integer in [1, 30], not {n!r}")
     return int(shift_exp(0, shiftmax_x0(scale), n))
 
 
