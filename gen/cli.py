@@ -7,6 +7,7 @@ one-line ``lutra: error: ...`` and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -211,21 +212,38 @@ def _run_sim(args) -> int:
 
 # ---- bench ------------------------------------------------------------------------------------
 
+#: Benchmarks of whole models rather than one block: name -> module with ``main(argv)``.
+MODEL_BENCHES = {"encoder": "sim.bench_encoder"}
+
+
 def _add_bench(sub):
     p = sub.add_parser("bench", help="print a block's measured figures (cycles, accuracy, ...)")
-    p.add_argument("block", help="block name")
+    p.add_argument("block", help="block name, or 'encoder' (the integer encoder on "
+                                 "all-MiniLM-L6-v2)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of that block's benchmark")
     return p
 
 
 def _run_bench(args) -> int:
+    if args.block in MODEL_BENCHES:
+        bench = importlib.import_module(MODEL_BENCHES[args.block]).main
+    else:
+        try:
+            block = get_block(args.block)
+        except KeyError as error:
+            raise UsageError(f"{error.args[0]}; or a model benchmark: "
+                             f"{', '.join(MODEL_BENCHES)}") from None
+        if block.bench is None:
+            raise UsageError(f"block {block.name!r} has no benchmark")
+        bench = block.bench
+    # The benchmarks are argparse programs of their own; under lutra their usage errors are
+    # one line and exit status 2, like every other command's.
+    error = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _Parser.error
     try:
-        block = get_block(args.block)
-    except KeyError as error:
-        raise UsageError(error.args[0]) from None
-    if block.bench is None:
-        raise UsageError(f"block {block.name!r} has no benchmark")
-    return block.bench(list(args.args))
+        return bench(list(args.args))
+    finally:
+        argparse.ArgumentParser.error = error
 
 
 # ---- list -------------------------------------------------------------------------------------
@@ -295,6 +313,11 @@ COMMANDS = {
 from . import cli_build  # noqa: E402,F401  (registers the build and report subcommands)
 
 
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters (from user input) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     parser = _Parser(prog="lutra", description=__doc__.splitlines()[0])
@@ -312,11 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         args.params = rest
         return COMMANDS[args.command][1](args)
     except (UsageError, ConfigError, OutputError) as error:
-        print(f"lutra: error: {error}", file=sys.stderr)
+        print(f"lutra: error: {_one_line(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:        # a file or directory Lutra could not read or write
         where = f"{error.filename}: " if error.filename else ""
-        print(f"lutra: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"lutra: error: {_one_line(f'{where}{error.strerror or error}')}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

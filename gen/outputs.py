@@ -189,7 +189,8 @@ class OutputDir:
         return self
 
     def claim(self, name: str) -> Path:
-        """Own the subdirectory ``name``, written in place; recorded in the marker at once."""
+        """Own the subdirectory ``name`` (created), written in place; recorded in the marker
+        at once."""
         self._check_name(name)
         if name not in self._claims:
             self._refuse_foreign([name])
@@ -199,6 +200,7 @@ class OutputDir:
             owners[self.owner] = sorted(set(owners[self.owner]) | {name})
             _write_marker(self.path, owners)
             self._owners = owners
+        (self.path / name).mkdir(exist_ok=True)
         return self.path / name
 
     @staticmethod
