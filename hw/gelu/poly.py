@@ -33,6 +33,9 @@ class PolyGelu(wiring.Component):
     LATENCY = 6
 
     def __init__(self, *, constants: IGeluConstants, lanes: int):
+        if not isinstance(constants, IGeluConstants):
+            raise TypeError(f"constants must be an IGeluConstants (i_gelu_constants()), "
+                            f"not {constants!r}")
         check_int("lanes", lanes, 1, 64)
         self._k, self._lanes = constants, lanes
         super().__init__({

@@ -22,6 +22,12 @@ DIVISOR_WIDTH = DIV_NUMERATOR.bit_length()       # 31
 _SATURATING_SHIFT = 32                           # see sim.golden.gelu.shift_exp
 
 
+def _check_constants(constants) -> None:
+    if not isinstance(constants, ShiftGeluConstants):
+        raise TypeError(f"constants must be a ShiftGeluConstants (shift_gelu_constants()), "
+                        f"not {constants!r}")
+
+
 def RowBeat(lanes: int, width: int) -> data.StructLayout:
     """A beat of a buffered row together with the row's maximum."""
     return data.StructLayout({
@@ -260,6 +266,7 @@ class ShiftFront(wiring.Component):
     """
 
     def __init__(self, *, constants: ShiftGeluConstants, lanes: int):
+        _check_constants(constants)
         check_int("lanes", lanes, 1, 64)
         self._k, self._lanes = constants, lanes
         width = constants.in_width
@@ -336,6 +343,7 @@ class Divider(wiring.Component):
     """
 
     def __init__(self, *, constants: ShiftGeluConstants, lanes: int, divider: str):
+        _check_constants(constants)
         check_int("lanes", lanes, 1, 64)
         check_choice("divider", divider, ("pipelined", "iterative"))
         self._k, self._lanes, self._divider = constants, lanes, divider
@@ -455,6 +463,7 @@ class ShiftBack(wiring.Component):
     CHUNK = 16
 
     def __init__(self, *, constants: ShiftGeluConstants, lanes: int):
+        _check_constants(constants)
         check_int("lanes", lanes, 1, 64)
         self._k, self._lanes = constants, lanes
         super().__init__({

@@ -86,6 +86,8 @@ class TapShifts(NamedTuple):
 
 
 def _check_m(m) -> None:
+    if not isinstance(m, int) or isinstance(m, bool):
+        raise TypeError(f"m must be an integer (2 or 4), not {m!r}")
     if m not in POINTS:
         raise ValueError(f"m must be one of 2, 4, not {m!r}")
 
@@ -169,6 +171,9 @@ def odd_inverse_steps(odd: int, bits: int = 32) -> list[tuple[int, int]]:
     once it reaches ``2**bits``, so each step is ``y += sign * (y << shift)``. Returns
     ``[(sign, shift), ...]``; empty for ``odd == 1``.
     """
+    for name, value in (("odd", odd), ("bits", bits)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
     if odd == 1:
         return []
     a = (odd - 1).bit_length() - 1
@@ -259,6 +264,8 @@ def parse_tap_shifts(text: str, m: int) -> TapShifts:
     """``TapShifts`` from ``"v0,...,v{n*n-1},u0,...,u{n*n-1}"`` (row-major taps); the empty
     string gives ``default_tap_shifts(m)``."""
     _check_m(m)
+    if not isinstance(text, str):
+        raise TypeError(f"tap_shifts text must be a string, not {text!r}")
     if text.strip() == "":
         return default_tap_shifts(m)
     n = _n(m)
