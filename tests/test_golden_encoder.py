@@ -359,3 +359,14 @@ def test_minilm_one_sentence_end_to_end():
     ids = token_ids(sentence)
     assert _cos(enc.forward_float(weights, ids)["embedding"], want) > 0.99999
     assert _cos(enc.forward(model, ids)["embedding"], want) > 0.99
+
+
+def test_lutra_bench_encoder_defaults(capsys):
+    from gen.cli import main
+    assert main(["bench", "encoder", "--defaults-only", "--sentences", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| integer only, defaults |" in out
+    assert "targets (cos min >= 0.99, mean >= 0.995, Spearman >= 0.98): met" in out
+    assert main(["bench", "encoder", "--sentences", "1"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "lutra: error: --sentences must be in [3, 41], not 1"
