@@ -1,0 +1,499 @@
+"""Attention engine: one (sequence, query block, head) row of block-sparse attention, bit-exact
+to ``sim.golden.encoder.attention_int``."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..gemm import GemmCore
+from ..softmax import SoftmaxEngine
+from .params import V_FIFO_DEPTH, EngineParams, block_width, token_width
+from .scheduler import Command
+
+__all__ = ["Word", "ReadRequest", "OutWord", "Quant", "AttentionEngine"]
+
+
+def Word(block: int) -> data.ArrayLayout:
+    """One memory word: ``block`` int8 elements of a token row."""
+    return data.ArrayLayout(signed(8), block)
+
+
+def ReadRequest(seq_width: int, token_width: int, chunks: int) -> data.StructLayout:
+    """A word to read: the command's sequence id (the unit decodes sequence and head from it),
+    a token position in the sequence and a chunk (word) of the head, ``0 .. chunks - 1``."""
+    return data.StructLayout({"seq": unsigned(seq_width), "token": unsigned(token_width),
+                              "chunk": range(max(chunks, 2))})
+
+
+def OutWord(seq_width: int, token_width: int, chunks: int, block: int) -> data.StructLayout:
+    """A word of the context: where it belongs (as in :func:`ReadRequest`) and its data."""
+    return data.StructLayout({"seq": unsigned(seq_width), "token": unsigned(token_width),
+                              "chunk": range(max(chunks, 2)), "data": Word(block)})
+
+
+#: Run-time requantization of the scores and of the context (``sim.golden.encoder.Requant``
+#: scalars: TFLite multiplier, shift, zero point; to int8).
+Quant = data.StructLayout({
+    "scores_multiplier": signed(32), "scores_shift": signed(6), "scores_zero_point": signed(8),
+    "context_multiplier": signed(32), "context_shift": signed(6),
+    "context_zero_point": signed(8),
+})
+
+
+class Phase(enum.Enum, shape=2):
+    SCORES = 0      # take commands, fetch K blocks, S = Q K^T on the GEMM core
+    SOFTMAX = 1     # row buffer -> softmax engine -> probability buffer
+    PV = 2          # O = P V on the GEMM core, context words out
+    DONE = 3        # done until taken
+
+
+class AttentionEngine(wiring.Component):
+    """Computes one row of attention: query block ``i`` of one sequence and one head against
+    the key blocks the scheduler gives it.
+
+    For each command (key block ``j``, increasing), the engine fetches ``K_j`` (``block``
+    tokens x ``head_dim``) into one half of a double-buffered key store while the GEMM core
+    computes the previous block's ``S = Q_i K_j^T`` (``head_dim`` k-slices of ``block`` x
+    ``block``), requantized to int8 by the core with the scalar scores multiplier; the int8
+    scores go into the row buffer. After the row's last command, the row buffer streams to the
+    softmax engine query row by query row over the valid keys only (in the sequence, in the
+    pattern, at or before the query with ``causal``); the probability buffer receives each
+    row's probabilities and 0 for the masked keys. Then ``O_i = P V`` runs on the same core,
+    one output tile per ``block`` columns of the head, each over every key of the row
+    (``a = p - 128`` with ``a_offset = 128``: a masked key contributes exactly 0), requantized
+    to int8, and the context words of the query tokens inside the sequence leave on ``o``.
+    ``done`` rises when the last of them has left; the next row starts once ``done`` is taken.
+
+    Reads go out as requests (``q_req``, ``k_req``, ``v_req``) and come back in request order
+    on the matching ``*_resp`` streams; the engine requests a word only when it has room for
+    the answer, so its ``*_resp.ready`` is high whenever a response can arrive.
+
+    Parameters
+    ----------
+    params : EngineParams
+        Generation-time parameters (``hw/attention/params.py``).
+
+    Members
+    -------
+    cmd : In(stream.Signature(Command(seq_width, block_width, block)))
+        The row's commands (``hw.attention.scheduler.Command``).
+    done : Out(1)
+        The row's output has left; held until ``done_ready``.
+    done_ready : In(1)
+        ``done`` is taken in a cycle where both are high.
+    q_req, k_req, v_req : Out(stream.Signature(ReadRequest(...)))
+        Word reads of Q, K and V.
+    q_resp, k_resp, v_resp : In(stream.Signature(Word(block)))
+        Their answers, in order. Tokens past the sequence must read as zeros.
+    o : Out(stream.Signature(OutWord(...)))
+        Context words of the row's tokens, chunk (column tile) by chunk, token by token.
+    quant : In(Quant)
+        Requantization multipliers, shifts and zero points; held while rows are computed.
+    """
+
+    def __init__(self, params: EngineParams | None = None, **kwargs):
+        if params is None:
+            params = EngineParams(**kwargs)
+        elif kwargs:
+            raise TypeError("give either params or keyword parameters, not both")
+        if not isinstance(params, EngineParams):
+            raise TypeError(f"params must be an EngineParams, not {params!r}")
+        self._params = params
+        p = params
+        bw = block_width(p.max_len, p.block)
+        tw = token_width(p.max_len, p.block)
+        request = stream.Signature(ReadRequest(p.seq_width, tw, p.chunks))
+        word = stream.Signature(Word(p.block))
+        super().__init__({
+            "cmd": In(stream.Signature(Command(p.seq_width, bw, p.block))),
+            "done": Out(1),
+            "done_ready": In(1),
+            "q_req": Out(request), "q_resp": In(word),
+            "k_req": Out(request), "k_resp": In(word),
+            "v_req": Out(request), "v_resp": In(word),
+            "o": Out(stream.Signature(OutWord(p.seq_width, tw, p.chunks, p.block))),
+            "quant": In(Quant),
+        })
+
+    @property
+    def params(self) -> EngineParams:
+        return self._params
+
+    @property
+    def gemm(self) -> GemmCore:
+        """A GEMM core as the engine builds it (for its figures)."""
+        p = self._params
+        return GemmCore(rows=p.block, cols=p.block, requantize=True, out_lanes=p.out_lanes)
+
+    @property
+    def multipliers(self) -> int:
+        """DSP products: the GEMM core's (one per PE, four per requantizer lane); the softmax
+        engine's one (``recip``, ``shiftmax``) or none (``lut2d``)."""
+        p = self._params
+        return p.block * p.block + 4 * p.out_lanes + (0 if p.softmax == "lut2d" else 1)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._params
+        B, chunks, pairs = p.block, p.chunks, p.max_pairs
+        lanes = p.out_lanes
+        segments = B // lanes
+        log_b = B.bit_length() - 1
+
+        m.submodules.gemm = gemm = GemmCore(rows=B, cols=B, requantize=True, out_lanes=lanes)
+        m.submodules.softmax = softmax = SoftmaxEngine(
+            method=p.softmax, scale=p.softmax_scale, in_bits=8, out_bits=p.prob_out_bits,
+            max_len=p.row_keys)
+
+        phase = Signal(Phase)
+        seq = Signal(p.seq_width)
+        query_block = Signal(self.cmd.payload.query_block.shape())
+        started = Signal()                      # the row's first command has been seen
+        n_cmds = Signal(range(pairs + 1))       # commands (key blocks) taken
+        last_seen = Signal()                    # the row's last command has been taken
+        query_valid = Signal(B)                 # query tokens inside the sequence
+        last_valid = Signal(B)                  # key tokens of the row's final key block
+        row_reset = Signal()
+
+        def counter(name, limit, step):
+            """A wrapping counter ``0 .. limit - 1``; returns (value, at its last value)."""
+            value = Signal(range(max(limit, 2)), name=name)
+            final = value == limit - 1
+            with m.If(step):
+                m.d.sync += value.eq(Mux(final, 0, value + 1))
+            return value, final
+
+        # ---- the row's key blocks ----------------------------------------------------------
+        Key = data.StructLayout({"block": query_block.shape(), "valid": B})
+        m.submodules.keys = keys = Memory(shape=Key, depth=pairs, init=[])
+        key_write = keys.write_port()
+
+        def key_valid(entry, lane, row):
+            """Key ``lane`` of ``entry`` may be seen by query ``row`` of the block."""
+            valid = entry.valid.bit_select(lane, 1)
+            if p.causal:
+                valid = valid & ((entry.block != query_block) | (lane <= row))
+            return valid
+
+        def last_lane(row):
+            """The row's final valid key: the highest one of its final key block (which is
+            the diagonal block with ``causal``: keys up to the query's own position)."""
+            mask = last_valid
+            if p.causal:
+                mask = last_valid & Cat(Const(1, 1), *(Const(k, range(B)) <= row
+                                                       for k in range(1, B)))
+            lane = Signal(range(B), name="last_lane")
+            for k in range(B):
+                with m.If(mask[k]):
+                    m.d.comb += lane.eq(k)
+            return lane
+
+        # ---- Q: fetched once per row into the query store ----------------------------------
+        # Store words hold one chunk of every query row: lane r, element e = Q[i B + r, c B + e],
+        # so one read gives a whole k-slice column.
+        Lanes = data.ArrayLayout(signed(8), B * B)
+        m.submodules.q_store = q_store = Memory(shape=Lanes, depth=chunks, init=[])
+        q_write = q_store.write_port(granularity=B)
+        q_read = q_store.read_port(domain="comb")
+        q_full = Signal()
+        with m.If(self.cmd.valid & ~started):
+            m.d.sync += [started.eq(1), seq.eq(self.cmd.payload.seq),
+                         query_block.eq(self.cmd.payload.query_block)]
+        q_issuing = Signal()
+        m.d.sync += q_issuing.eq(q_issuing | (self.cmd.valid & ~started))
+        q_req_fire = self.q_req.valid & self.q_req.ready
+        q_req_c, q_req_c_final = counter("q_req_chunk", chunks, q_req_fire)
+        q_req_r, q_req_r_final = counter("q_req_row", B, q_req_fire & q_req_c_final)
+        m.d.comb += [
+            self.q_req.valid.eq(q_issuing),
+            self.q_req.payload.seq.eq(seq),
+            self.q_req.payload.token.eq(Cat(q_req_r, query_block)),
+            self.q_req.payload.chunk.eq(q_req_c),
+        ]
+        with m.If(q_req_fire & q_req_c_final & q_req_r_final):
+            m.d.sync += q_issuing.eq(0)
+        q_resp_fire = self.q_resp.valid & self.q_resp.ready
+        q_resp_c, q_resp_c_final = counter("q_resp_chunk", chunks, q_resp_fire)
+        q_resp_r, q_resp_r_final = counter("q_resp_row", B, q_resp_fire & q_resp_c_final)
+        m.d.comb += [
+            self.q_resp.ready.eq(1),
+            q_write.addr.eq(q_resp_c),
+            q_write.data.eq(Cat(*[self.q_resp.payload] * B)),
+            q_write.en.eq(Mux(q_resp_fire, 1 << q_resp_r, 0)),
+        ]
+        with m.If(q_resp_fire & q_resp_c_final & q_resp_r_final):
+            m.d.sync += q_full.eq(1)
+
+        # ---- K: one block per command, double buffered --------------------------------------
+        m.submodules.k_store = k_store = Memory(shape=Lanes, depth=2 * chunks, init=[])
+        k_write = k_store.write_port(granularity=B)
+        k_read = k_store.read_port(domain="comb")
+        busy = [Signal(name=f"k_busy{h}") for h in range(2)]   # being filled, or full
+        full = [Signal(name=f"k_full{h}") for h in range(2)]   # ready for the GEMM core
+        k_req_half = Signal()
+        k_issuing = Signal()
+        k_block = Signal.like(query_block)
+        k_filled = Signal(range(pairs + 1))     # blocks fetched: score tiles ready to start
+        take = Signal()
+        m.d.comb += [
+            self.cmd.ready.eq((phase == Phase.SCORES) & ~k_issuing & ~last_seen
+                              & ~Mux(k_req_half, busy[1], busy[0])),
+            take.eq(self.cmd.valid & self.cmd.ready),
+            key_write.addr.eq(n_cmds),
+            key_write.data.block.eq(self.cmd.payload.key_block),
+            key_write.data.valid.eq(self.cmd.payload.valid),
+            key_write.en.eq(take),
+        ]
+        with m.If(take):
+            m.d.sync += [n_cmds.eq(n_cmds + 1), last_seen.eq(self.cmd.payload.last),
+                         k_issuing.eq(1), k_block.eq(self.cmd.payload.key_block),
+                         last_valid.eq(self.cmd.payload.valid)]
+            with m.If(self.cmd.payload.key_block == self.cmd.payload.query_block):
+                m.d.sync += query_valid.eq(self.cmd.payload.valid)
+        k_req_fire = self.k_req.valid & self.k_req.ready
+        k_req_c, k_req_c_final = counter("k_req_chunk", chunks, k_req_fire)
+        k_req_t, k_req_t_final = counter("k_req_token", B, k_req_fire & k_req_c_final)
+        m.d.comb += [
+            self.k_req.valid.eq(k_issuing),
+            self.k_req.payload.seq.eq(seq),
+            self.k_req.payload.token.eq(Cat(k_req_t, k_block)),
+            self.k_req.payload.chunk.eq(k_req_c),
+        ]
+        with m.If(k_req_fire & k_req_c_final & k_req_t_final):
+            m.d.sync += [k_issuing.eq(0), k_req_half.eq(~k_req_half)]
+        k_resp_fire = self.k_resp.valid & self.k_resp.ready
+        k_resp_half = Signal()
+        k_resp_c, k_resp_c_final = counter("k_resp_chunk", chunks, k_resp_fire)
+        k_resp_t, k_resp_t_final = counter("k_resp_token", B, k_resp_fire & k_resp_c_final)
+        k_block_in = k_resp_fire & k_resp_c_final & k_resp_t_final
+        m.d.comb += [
+            self.k_resp.ready.eq(1),
+            k_write.addr.eq(Mux(k_resp_half, chunks, 0) + k_resp_c),
+            k_write.data.eq(Cat(*[self.k_resp.payload] * B)),
+            k_write.en.eq(Mux(k_resp_fire, 1 << k_resp_t, 0)),
+        ]
+        with m.If(k_block_in):
+            m.d.sync += [k_resp_half.eq(~k_resp_half), k_filled.eq(k_filled + 1)]
+
+        # ---- GEMM input: score k-slices, then P.V k-slices ----------------------------------
+        slice_half = Signal()
+        slice_ready = q_full & Mux(slice_half, full[1], full[0])
+        i_fire = gemm.i.valid & gemm.i.ready
+        score_fire = i_fire & (phase == Phase.SCORES)
+        slice_e, slice_e_final = counter("slice_element", B, score_fire)
+        slice_c, slice_c_final = counter("slice_chunk", chunks, score_fire & slice_e_final)
+        tile_sliced = score_fire & slice_e_final & slice_c_final
+        m.d.comb += [q_read.addr.eq(slice_c),
+                     k_read.addr.eq(Mux(slice_half, chunks, 0) + slice_c)]
+        score_a = [q_read.data[r * B:(r + 1) * B][slice_e] for r in range(B)]
+        score_b = [k_read.data[t * B:(t + 1) * B][slice_e] for t in range(B)]
+        with m.If(tile_sliced):
+            m.d.sync += slice_half.eq(~slice_half)
+        for h in range(2):
+            with m.If(take & (k_req_half == h)):
+                m.d.sync += busy[h].eq(1)
+            with m.If(tile_sliced & (slice_half == h)):
+                m.d.sync += [busy[h].eq(0), full[h].eq(0)]
+            with m.If(k_block_in & (k_resp_half == h)):
+                m.d.sync += full[h].eq(1)
+
+        # P.V: V words requested in (chunk, key) order; each answer meets its probabilities.
+        m.submodules.probs = probs = Memory(shape=data.ArrayLayout(unsigned(8), B),
+                                            depth=pairs * B, init=[])
+        p_write = probs.write_port(granularity=1)
+        p_read = probs.read_port(domain="comb")
+        m.submodules.v_fifo = v_fifo = SyncFIFOBuffered(width=B * 8, depth=V_FIFO_DEPTH)
+        v_issuing = Signal()
+        v_pending = Signal(range(V_FIFO_DEPTH + 1))    # requested, not yet given to the core
+        v_req_fire = self.v_req.valid & self.v_req.ready
+        v_key_read = keys.read_port(domain="comb")
+        v_req_t, v_req_t_final = counter("v_req_token", B, v_req_fire)
+        v_req_n = Signal(range(max(pairs, 2)))
+        v_req_n_final = v_req_n == n_cmds - 1
+        v_req_c, v_req_c_final = counter("v_req_chunk", chunks,
+                                         v_req_fire & v_req_t_final & v_req_n_final)
+        with m.If(v_req_fire & v_req_t_final):
+            m.d.sync += v_req_n.eq(Mux(v_req_n_final, 0, v_req_n + 1))
+        with m.If(v_req_fire & v_req_t_final & v_req_n_final & v_req_c_final):
+            m.d.sync += v_issuing.eq(0)
+        pv_fire = i_fire & (phase == Phase.PV)
+        m.d.sync += v_pending.eq(v_pending + v_req_fire - pv_fire)
+        m.d.comb += [
+            v_key_read.addr.eq(v_req_n),
+            self.v_req.valid.eq(v_issuing & (v_pending != V_FIFO_DEPTH)),
+            self.v_req.payload.seq.eq(seq),
+            self.v_req.payload.token.eq(Cat(v_req_t, v_key_read.data.block)),
+            self.v_req.payload.chunk.eq(v_req_c),
+            v_fifo.w_en.eq(self.v_resp.valid),
+            v_fifo.w_data.eq(self.v_resp.payload),
+            self.v_resp.ready.eq(v_fifo.w_rdy),
+        ]
+        pv_t, pv_t_final = counter("pv_token", B, pv_fire)
+        pv_n = Signal(range(max(pairs, 2)))
+        pv_n_final = pv_n == n_cmds - 1
+        with m.If(pv_fire & pv_t_final):
+            m.d.sync += pv_n.eq(Mux(pv_n_final, 0, pv_n + 1))
+        m.d.comb += p_read.addr.eq(Cat(pv_t, pv_n) if log_b else pv_n)
+        v_word = data.View(Word(B), v_fifo.r_data)
+
+        with m.If(phase == Phase.SCORES):
+            m.d.comb += [gemm.i.valid.eq(slice_ready),
+                         gemm.i.payload.last.eq(slice_e_final & slice_c_final)]
+            for r in range(B):
+                m.d.comb += [gemm.i.payload.a[r].eq(score_a[r]),
+                             gemm.i.payload.b[r].eq(score_b[r])]
+        with m.Elif(phase == Phase.PV):
+            m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy), v_fifo.r_en.eq(gemm.i.ready),
+                         gemm.i.payload.last.eq(pv_t_final & pv_n_final)]
+            for r in range(B):
+                # p - 128 as int8 is p with its top bit flipped
+                m.d.comb += [gemm.i.payload.a[r].eq((p_read.data[r] ^ 0x80).as_signed()),
+                             gemm.i.payload.b[r].eq(v_word[r])]
+
+        # One parameter beat per tile: scores tiles as their K blocks arrive, then every P.V
+        # tile (the core holds one beat ahead, so the next tile never waits for its beat).
+        params_sent = Signal(range(max(pairs, chunks) + 1))
+        params_due = Mux(phase == Phase.SCORES, k_filled, chunks)
+        m.d.comb += gemm.params.valid.eq(((phase == Phase.SCORES) | (phase == Phase.PV))
+                                         & (params_sent != params_due))
+        with m.If(gemm.params.valid & gemm.params.ready):
+            m.d.sync += params_sent.eq(params_sent + 1)
+        scores_phase = phase == Phase.SCORES
+        quant = self.quant
+        m.d.comb += [
+            gemm.params.payload.a_offset.eq(Mux(scores_phase, 0, 128)),
+            gemm.params.payload.out_zero_point.eq(
+                Mux(scores_phase, quant.scores_zero_point, quant.context_zero_point)),
+            gemm.params.payload.act_min.eq(-128),
+            gemm.params.payload.act_max.eq(127),
+        ]
+        for c in range(B):
+            m.d.comb += [
+                gemm.params.payload.bias[c].eq(0),
+                gemm.params.payload.multiplier[c].eq(
+                    Mux(scores_phase, quant.scores_multiplier, quant.context_multiplier)),
+                gemm.params.payload.shift[c].eq(
+                    Mux(scores_phase, quant.scores_shift, quant.context_shift)),
+            ]
+
+        # ---- GEMM output: scores into the row buffer, context words out -------------------
+        m.submodules.scores = scores = Memory(shape=Word(B), depth=B * pairs, init=[])
+        s_write = scores.write_port(granularity=lanes)
+        s_read = scores.read_port()
+        o_fire = gemm.o.valid & gemm.o.ready
+        out_word = Signal(Word(B))
+        out_valid = Signal()
+        out_seg, out_seg_final = counter("out_segment", segments, o_fire)
+        out_row, out_row_final = counter("out_row", B, o_fire & out_seg_final)
+        out_tile = Signal(range(max(pairs, chunks) + 1))
+        with m.If(o_fire & out_seg_final & out_row_final):
+            m.d.sync += out_tile.eq(out_tile + 1)
+        m.d.comb += [
+            gemm.o.ready.eq((phase == Phase.SCORES) | ((phase == Phase.PV) & ~out_valid)),
+            s_write.addr.eq(out_row * pairs + out_tile),
+            s_write.data.eq(Cat(*[gemm.o.payload.data] * segments)),
+            s_write.en.eq(Mux(o_fire & (phase == Phase.SCORES), 1 << out_seg, 0)),
+        ]
+        out_token = Signal.like(self.o.payload.token)
+        out_chunk = Signal.like(self.o.payload.chunk)
+        with m.If(o_fire & (phase == Phase.PV)):
+            for s in range(segments):
+                with m.If(out_seg == s):
+                    m.d.sync += out_word[s * lanes:(s + 1) * lanes].eq(gemm.o.payload.data)
+            with m.If(out_seg_final):
+                m.d.sync += [out_valid.eq(query_valid.bit_select(out_row, 1)),
+                             out_token.eq(Cat(out_row, query_block) if log_b else query_block),
+                             out_chunk.eq(out_tile)]
+        m.d.comb += [
+            self.o.valid.eq(out_valid),
+            self.o.payload.seq.eq(seq),
+            self.o.payload.token.eq(out_token),
+            self.o.payload.chunk.eq(out_chunk),
+            self.o.payload.data.eq(out_word),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_valid.eq(0)
+
+        # ---- row buffer -> softmax engine -------------------------------------------------
+        # The buffer's read port gives the word addressed in the previous cycle: the address
+        # presented is the next word when the current one's last key is handled.
+        streaming = Signal()
+        priming = Signal()                      # the first word is being read
+        s_key_read = keys.read_port(domain="comb")
+        s_row = Signal(range(B))
+        s_n = Signal(range(max(pairs, 2)))
+        s_lane = Signal(range(B))
+        s_addr = Signal(range(B * pairs))
+        s_entry_valid = key_valid(s_key_read.data, s_lane, s_row)
+        s_step = streaming & ~priming & (~s_entry_valid | softmax.i.ready)
+        s_word_end = s_step & (s_lane == B - 1)
+        s_n_final = s_n == n_cmds - 1
+        s_next = Mux(s_n_final, (s_row + 1) * pairs, s_addr + 1)
+        m.d.comb += [
+            s_key_read.addr.eq(s_n),
+            s_read.addr.eq(Mux(s_word_end, s_next, s_addr)),
+            softmax.i.valid.eq(streaming & ~priming & s_entry_valid),
+            softmax.i.payload.data.eq(s_read.data[s_lane]),
+            softmax.i.payload.last.eq(s_n_final & (s_lane == last_lane(s_row))),
+        ]
+        m.d.sync += priming.eq(0)
+        with m.If(s_step):
+            m.d.sync += s_lane.eq(Mux(s_lane == B - 1, 0, s_lane + 1))
+        with m.If(s_word_end):
+            m.d.sync += [s_addr.eq(s_next), s_n.eq(Mux(s_n_final, 0, s_n + 1))]
+            with m.If(s_n_final):
+                m.d.sync += s_row.eq(s_row + 1)
+                with m.If(s_row == B - 1):
+                    m.d.sync += streaming.eq(0)
+
+        # ---- softmax engine -> probability buffer (0 for masked keys) -----------------------
+        writing = Signal()
+        w_key_read = keys.read_port(domain="comb")
+        w_row = Signal(range(B))
+        w_n = Signal(range(max(pairs, 2)))
+        w_lane = Signal(range(B))
+        w_entry_valid = key_valid(w_key_read.data, w_lane, w_row)
+        w_step = writing & (~w_entry_valid | softmax.o.valid)
+        w_n_final = w_n == n_cmds - 1
+        m.d.comb += [
+            w_key_read.addr.eq(w_n),
+            softmax.o.ready.eq(writing & w_entry_valid),
+            p_write.addr.eq(Cat(w_lane, w_n) if log_b else w_n),
+            p_write.data.eq(Cat(*[Mux(w_entry_valid, softmax.o.payload.data[:8], 0)] * B)),
+            p_write.en.eq(Mux(w_step, 1 << w_row, 0)),
+        ]
+        rows_written = Signal()
+        m.d.sync += rows_written.eq(0)
+        with m.If(w_step):
+            m.d.sync += w_lane.eq(Mux(w_lane == B - 1, 0, w_lane + 1))
+            with m.If(w_lane == B - 1):
+                m.d.sync += w_n.eq(Mux(w_n_final, 0, w_n + 1))
+                with m.If(w_n_final):
+                    m.d.sync += w_row.eq(w_row + 1)
+                    with m.If(w_row == B - 1):
+                        m.d.sync += [writing.eq(0), rows_written.eq(1)]
+
+        # ---- phases ------------------------------------------------------------------------
+        with m.Switch(phase):
+            with m.Case(Phase.SCORES):
+                with m.If(last_seen & (out_tile == n_cmds) & (params_sent == n_cmds)):
+                    m.d.sync += [phase.eq(Phase.SOFTMAX), streaming.eq(1), priming.eq(1),
+                                 writing.eq(1), s_addr.eq(0), params_sent.eq(0)]
+            with m.Case(Phase.SOFTMAX):
+                with m.If(rows_written):
+                    m.d.sync += [phase.eq(Phase.PV), v_issuing.eq(1), out_tile.eq(0)]
+            with m.Case(Phase.PV):
+                with m.If((out_tile == chunks) & ~out_valid):
+                    m.d.sync += phase.eq(Phase.DONE)
+            with m.Case(Phase.DONE):
+                m.d.comb += self.done.eq(1)
+                m.d.comb += row_reset.eq(self.done_ready)
+        with m.If(row_reset):
+            m.d.sync += [phase.eq(Phase.SCORES), started.eq(0), n_cmds.eq(0),
+                         last_seen.eq(0), q_full.eq(0), k_filled.eq(0), params_sent.eq(0),
+                         out_tile.eq(0), query_valid.eq(0)]
+        return m

@@ -1,0 +1,216 @@
+"""Parameters of the attention engine and the attention unit, their bounds, help text and every
+derived figure (buffer sizes, bandwidth, cycle model). Plain Python: no Amaranth, so the block
+entry, the fit check and the benchmark read them without building a component."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from ..common.checks import check_bool, check_choice, check_int
+
+__all__ = ["EngineParams", "UnitParams", "BLOCKS", "SOFTMAX_METHODS", "V_FIFO_DEPTH",
+           "block_width", "token_width"]
+
+#: Tokens per block: the GEMM core of an engine is ``block x block`` PEs.
+BLOCKS = (2, 4, 8, 16)
+SOFTMAX_METHODS = ("recip", "lut2d", "shiftmax")
+#: Words of V an engine may have requested and not yet given to its GEMM core: covers the
+#: unit's read round trip (arbitration, address, block RAM read, zeroing) at one word a clock.
+V_FIFO_DEPTH = 8
+
+
+def _param(default, help: str, *, lo=None, hi=None, choices=None):
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi,
+                                            "choices": choices})
+
+
+def block_width(max_len: int, block: int) -> int:
+    """Bits of a block index in the scheduler's commands (``AttentionScheduler``'s formula: its
+    length field holds ``2**bits(max_len) - 1``)."""
+    longest = (1 << max_len.bit_length()) - 1
+    return max(1, (-(-longest // block) - 1).bit_length())
+
+
+def token_width(max_len: int, block: int) -> int:
+    """Bits of a token position: a block index and a position in the block."""
+    return block_width(max_len, block) + block.bit_length() - 1
+
+
+def _validate(obj) -> None:
+    for f in fields(obj):
+        value, meta = getattr(obj, f.name), f.metadata
+        if f.type == "int":
+            check_int(f.name, value, -(1 << 64) if meta["lo"] is None else meta["lo"],
+                      meta["hi"])
+        elif f.type == "bool":
+            check_bool(f.name, value)
+        elif f.type == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{f.name} must be a number, not {value!r}")
+            if not (math.isfinite(value) and meta["lo"] <= value <= meta["hi"]):
+                raise ValueError(f"{f.name} must be in [{meta['lo']}, {meta['hi']}], "
+                                 f"not {value!r}")
+        if meta["choices"] is not None:
+            check_choice(f.name, value, meta["choices"])
+
+
+class _Derived:
+    """Figures shared by the engine and unit parameter sets (both have these fields)."""
+
+    @property
+    def n_blocks(self) -> int:
+        """Blocks of the longest sequence."""
+        return -(-self.max_len // self.block)
+
+    @property
+    def max_pairs(self) -> int:
+        """Most key blocks one row can have: a global row sees every block of the sequence,
+        a banded one ``n_global + 2 window + 1`` (``window + 1`` and the globals when causal)."""
+        if self.n_global > 0:
+            return self.n_blocks
+        band = self.window + 1 if self.causal else 2 * self.window + 1
+        return min(band, self.n_blocks)
+
+    @property
+    def row_keys(self) -> int:
+        """Longest softmax row: every key of the longest row."""
+        return self.max_pairs * self.block
+
+    @property
+    def chunks(self) -> int:
+        """Words (``block`` int8 each) of one head of one token."""
+        return self.head_dim // self.block
+
+    @property
+    def prob_out_bits(self) -> int:
+        """Bits of the softmax engine's output: 8, or 9 for ShiftMax (its scale is
+        ``2**-(out_bits - 1)``, so 9 bits give the contract's ``2**-8``; values stay < 256)."""
+        return 9 if self.softmax == "shiftmax" else 8
+
+    @property
+    def score_buffer_bits(self) -> int:
+        """Row buffer of int8 scores: ``block`` query rows x ``row_keys`` keys."""
+        return self.block * self.row_keys * 8
+
+    @property
+    def prob_buffer_bits(self) -> int:
+        """Probability buffer: the same shape, uint8."""
+        return self.block * self.row_keys * 8
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per clock of one engine's GEMM core."""
+        return self.block * self.block
+
+    def row_cycles(self, pairs: int) -> int:
+        """Cycles of one row (one head) of ``pairs`` key blocks on an engine whose reads are
+        never delayed, from its first command to its ``done`` (a model of the RTL, checked
+        within a few percent by the tests): Q fetch, scores (``head_dim`` per key block), the
+        softmax over ``block`` rows of ``pairs x block`` keys (one key a clock), P.V
+        (``head_dim`` per key block) and the pipelines' drains."""
+        keys = pairs * self.block
+        gemm_drain = 3 + self.block + 4 + 9 + self.block * self.block // self.out_lanes
+        softmax = self.block * keys + keys + 30
+        return self.chunks * self.block + 2 * pairs * self.head_dim + softmax \
+            + 2 * gemm_drain + 8
+
+
+@dataclass(frozen=True)
+class EngineParams(_Derived):
+    """Generation-time parameters of :class:`hw.attention.engine.AttentionEngine`, checked on
+    construction. Field metadata holds the help text and bounds."""
+
+    block: int = _param(4, "tokens per block; the engine's GEMM core is block x block PEs",
+                        choices=BLOCKS)
+    head_dim: int = _param(32, "elements per head (a multiple of block)", lo=2, hi=256)
+    max_len: int = _param(128, "longest sequence in tokens", lo=1, hi=4096)
+    window: int = _param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
+    n_global: int = _param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
+    causal: bool = _param(False, "keep keys at or before the query position only")
+    softmax: str = _param("recip", "softmax method of the engine",
+                          choices=SOFTMAX_METHODS)
+    softmax_scale: float = _param(0.25, "softmax input scale (fixes its tables)",
+                                  lo=2.0 ** -12, hi=4.0)
+    out_lanes: int = _param(1, "GEMM output elements per clock (requantizer lanes, 4 DSPs "
+                            "each); divides block", lo=1, hi=16)
+    seq_width: int = _param(8, "bits of the command's sequence id", lo=1, hi=16)
+
+    def __post_init__(self):
+        _validate(self)
+        if self.head_dim % self.block:
+            raise ValueError(f"head_dim must be a multiple of block ({self.block}), "
+                             f"not {self.head_dim!r}")
+        if self.block % self.out_lanes:
+            raise ValueError(f"out_lanes must divide block ({self.block}), "
+                             f"not {self.out_lanes!r}")
+
+
+@dataclass(frozen=True)
+class UnitParams(_Derived):
+    """Generation-time parameters of :class:`hw.attention.unit.AttentionUnit`."""
+
+    engines: int = _param(4, "attention engines", lo=1, hi=16)
+    heads: int = _param(12, "attention heads (hidden = heads x head_dim)", lo=1, hi=64)
+    head_dim: int = _param(32, "elements per head (a multiple of block)", lo=2, hi=256)
+    block: int = _param(4, "tokens per block; each engine's GEMM core is block x block PEs",
+                        choices=BLOCKS)
+    max_len: int = _param(128, "longest sequence in tokens", lo=1, hi=4096)
+    max_tokens: int = _param(128, "tokens of a batch (depth of the Q, K, V, O memories)",
+                             lo=1, hi=65536)
+    max_seqs: int = _param(16, "sequences of a batch", lo=1, hi=1024)
+    window: int = _param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
+    n_global: int = _param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
+    causal: bool = _param(False, "keep keys at or before the query position only")
+    softmax: str = _param("recip", "softmax method of the engines",
+                          choices=SOFTMAX_METHODS)
+    softmax_scale: float = _param(0.25, "softmax input scale (fixes its tables)",
+                                  lo=2.0 ** -12, hi=4.0)
+    out_lanes: int = _param(1, "GEMM output elements per clock per engine (4 DSPs each); "
+                            "divides block", lo=1, hi=16)
+    lookahead: int = _param(16, "rows held in the scheduler's dispatch window", lo=1, hi=64)
+    longest_first: bool = _param(True, "longest row first in the window (else FIFO)")
+
+    def __post_init__(self):
+        _validate(self)
+        self.engine             # checks head_dim, out_lanes against block
+        if self.max_len > self.max_tokens:
+            raise ValueError(f"max_len must be <= max_tokens ({self.max_tokens}), "
+                             f"not {self.max_len!r}")
+
+    @property
+    def hidden(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def head_bits(self) -> int:
+        """Low bits of a scheduler sequence id that hold the head."""
+        return (self.heads - 1).bit_length()
+
+    @property
+    def seq_bits(self) -> int:
+        return max(1, (self.max_seqs - 1).bit_length())
+
+    @property
+    def words_per_token(self) -> int:
+        """Memory words (``block`` int8 each) of one token row."""
+        return self.hidden // self.block
+
+    @property
+    def memory_words(self) -> int:
+        """Depth of each of the Q, K, V and O memories."""
+        return self.max_tokens * self.words_per_token
+
+    @property
+    def memory_bits(self) -> int:
+        """Q, K, V and O together."""
+        return 4 * self.memory_words * self.block * 8
+
+    @property
+    def engine(self) -> EngineParams:
+        """The parameters every engine of the unit gets."""
+        return EngineParams(block=self.block, head_dim=self.head_dim, max_len=self.max_len,
+                            window=self.window, n_global=self.n_global, causal=self.causal,
+                            softmax=self.softmax, softmax_scale=self.softmax_scale,
+                            out_lanes=self.out_lanes,
+                            seq_width=self.seq_bits + self.head_bits)

@@ -1,0 +1,184 @@
+"""Attention engine and attention unit: parameters, Amaranth simulation against
+``sim.golden.encoder.attention_int``, cocotb on the generated Verilog."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.attention.engine import AttentionEngine
+from hw.attention.params import EngineParams
+from sim.attention_unit_driver import (MemoryServer, engine_rows, expected_context, pattern_of,
+                                       quant_payload, random_layer, random_qkv)
+from sim.stalls import Stalls
+from sim.streams import stream_get, stream_put
+
+SMALL = {"block": 4, "head_dim": 8, "max_len": 16}
+
+
+# ---- parameters --------------------------------------------------------------------------------
+
+def test_engine_params_defaults():
+    p = EngineParams()
+    assert (p.block, p.head_dim, p.max_len, p.window, p.n_global, p.causal, p.softmax) == \
+        (4, 32, 128, 1, 1, False, "recip")
+    assert p.max_pairs == 32 and p.row_keys == 128 and p.chunks == 8
+    assert p.score_buffer_bits == 4 * 128 * 8
+    banded = EngineParams(n_global=0, window=2)
+    assert banded.max_pairs == 5
+    assert EngineParams(n_global=0, window=2, causal=True).max_pairs == 3
+    assert EngineParams(softmax="shiftmax").prob_out_bits == 9
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"block": 3}, ValueError, "block must be one of 2, 4, 8, 16, not 3"),
+    ({"head_dim": 1}, ValueError, "head_dim must be in [2, 256], not 1"),
+    ({"head_dim": 6}, ValueError, "head_dim must be a multiple of block (4), not 6"),
+    ({"max_len": 0}, ValueError, "max_len must be in [1, 4096], not 0"),
+    ({"window": -1}, ValueError, "window must be in [0, 255], not -1"),
+    ({"causal": 1}, TypeError, "causal must be a bool, not 1"),
+    ({"softmax": "exp"}, ValueError,
+     "softmax must be one of 'recip', 'lut2d', 'shiftmax', not 'exp'"),
+    ({"softmax_scale": "1"}, TypeError, "softmax_scale must be a number, not '1'"),
+    ({"softmax_scale": 0.0}, ValueError,
+     "softmax_scale must be in [0.000244140625, 4.0], not 0.0"),
+    ({"out_lanes": 3}, ValueError, "out_lanes must divide block (4), not 3"),
+    ({"seq_width": 2.0}, TypeError, "seq_width must be an integer, not 2.0"),
+])
+def test_engine_params_wrong(kwargs, error, message):
+    with pytest.raises(error) as info:
+        EngineParams(**kwargs)
+    assert str(info.value) == message
+
+
+def test_engine_init():
+    engine = AttentionEngine(**SMALL)
+    assert engine.params == EngineParams(**SMALL)
+    assert engine.multipliers == 16 + 4 + 1
+    with pytest.raises(TypeError, match="params must be an EngineParams, not 3"):
+        AttentionEngine(3)
+    with pytest.raises(TypeError, match="either params or keyword parameters"):
+        AttentionEngine(EngineParams(), block=4)
+
+
+# ---- engine in the Amaranth simulator ------------------------------------------------------------
+
+def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,
+               stall: float = 0.3, rows=None):
+    """Every row of ``lengths`` x ``heads`` through one engine; returns (got, want, cycles)
+    with ``got[seq][token, hidden]`` assembled from the output words."""
+    rng = np.random.default_rng(seed)
+    d, B = params.head_dim, params.block
+    hidden = heads * d
+    head_bits = (heads - 1).bit_length()
+    layer = random_layer(rng, d, softmax_scale=params.softmax_scale)
+    qkv = [random_qkv(rng, n, hidden) for n in lengths]
+    pattern = pattern_of(params)
+    want = [expected_context(q, k, v, layer, heads=heads, softmax=params.softmax,
+                             pattern=pattern) for q, k, v in qkv]
+    server = MemoryServer(qkv, heads=heads, head_dim=d, block=B)
+    all_rows = engine_rows(lengths, heads=heads, head_bits=head_bits, pattern=pattern)
+    if rows is not None:
+        all_rows = [all_rows[r] for r in rows]
+    got = [np.full((n, hidden), 999, np.int64) for n in lengths]
+    seen = collections.Counter()
+    dut = AttentionEngine(params)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    state = {"rows_done": 0, "cycles": 0}
+
+    async def commands(ctx):
+        ctx.set(dut.quant, quant_payload(layer))
+        stalls = Stalls(stall, 5, seed + 1)
+        for _, _, _, cmds in all_rows:
+            for cmd in cmds:
+                await stream_put(ctx, dut.cmd, cmd, stalls)
+            for _ in range(stalls.cycles()):
+                await ctx.tick()
+            ctx.set(dut.done_ready, 1)
+            await ctx.tick().until(dut.done)
+            ctx.set(dut.done_ready, 0)
+            state["rows_done"] += 1
+
+    words = B * params.chunks               # words of a block of tokens, one head
+    pairs = sum(len(cmds) for *_, cmds in all_rows)
+    reads = {0: len(all_rows) * words, 1: pairs * words, 2: pairs * words}
+    outputs = sum(min(B, lengths[seq] - qb * B) * params.chunks for seq, _, qb, _ in all_rows)
+
+    def memory(tensor, req, resp, salt):
+        queue = collections.deque()
+
+        async def take(ctx):
+            stalls = Stalls(stall, 3, seed * 7 + salt)
+            for _ in range(reads[tensor]):
+                queue.append(server.read(tensor, await stream_get(ctx, req, stalls)))
+
+        async def answer(ctx):
+            stalls = Stalls(stall, 3, seed * 11 + salt)
+            for _ in range(reads[tensor]):
+                while not queue:
+                    await ctx.tick()
+                for _ in range(stalls.cycles()):
+                    await ctx.tick()
+                assert ctx.get(resp.ready), "engine not ready for a response it asked for"
+                await stream_put(ctx, resp, queue.popleft())
+        return take, answer
+
+    async def output(ctx):
+        stalls = Stalls(stall, 4, seed + 3)
+        head_mask = (1 << head_bits) - 1
+        for _ in range(outputs):
+            word = await stream_get(ctx, dut.o, stalls)
+            seq, head = word["seq"] >> head_bits, word["seq"] & head_mask
+            seen[(seq, head, word["token"], word["chunk"])] += 1
+            col = head * d + word["chunk"] * B
+            got[seq][word["token"], col:col + B] = word["data"]
+
+    async def clock(ctx):
+        while state["rows_done"] < len(all_rows):
+            await ctx.tick()
+            state["cycles"] += 1
+            assert state["cycles"] < 200_000, "engine hung"
+
+    for n, (tensor, req, resp) in enumerate(((0, dut.q_req, dut.q_resp),
+                                             (1, dut.k_req, dut.k_resp),
+                                             (2, dut.v_req, dut.v_resp))):
+        for process in memory(tensor, req, resp, n):
+            sim.add_testbench(process)
+    sim.add_testbench(commands)
+    sim.add_testbench(output)
+    sim.add_testbench(clock)
+    sim.run()
+    assert all(count == 1 for count in seen.values()), \
+        f"words seen more than once: {[k for k, c in seen.items() if c != 1]}"
+    return got, want, state["cycles"]
+
+
+def check_rows(got, want):
+    for seq, (g, w) in enumerate(zip(got, want)):
+        bad = np.argwhere(g != w)
+        assert bad.size == 0, (f"sequence {seq}: {len(bad)} mismatches, first at "
+                               f"{tuple(bad[0])}: {g[tuple(bad[0])]} != {w[tuple(bad[0])]}")
+
+
+@pytest.mark.parametrize("overrides, lengths", [
+    ({}, [16]),                                                  # global rows and banded rows
+    ({"n_global": 0, "window": 1}, [13]),                        # partial final block
+    ({"n_global": 0, "window": 0, "causal": True}, [7]),         # causal diagonal only
+    ({"n_global": 1, "window": 0, "causal": True}, [11]),
+    ({"softmax": "lut2d"}, [6]),
+    ({"softmax": "shiftmax", "out_lanes": 2}, [9]),
+])
+def test_engine_matches_golden_with_stalls(overrides, lengths):
+    params = EngineParams(**{**SMALL, **overrides})
+    got, want, _ = run_engine(params, lengths, heads=2, seed=len(lengths) + lengths[0])
+    check_rows(got, want)
+
+
+@pytest.mark.parametrize("length", [1, 4])
+def test_engine_one_token_one_block(length):
+    got, want, _ = run_engine(EngineParams(**SMALL), [length], heads=1, seed=length, stall=0.0)
+    check_rows(got, want)
