@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import collections
+from functools import partial
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from hw.attention.engine import AttentionEngine
-from hw.attention.params import EngineParams
-from sim.attention_unit_driver import (MemoryServer, engine_rows, expected_context, pattern_of,
-                                       quant_payload, random_layer, random_qkv)
+from hw.attention.params import EngineParams, UnitParams
+from hw.attention.unit import AttentionUnit
+from sim.attention_unit_driver import (MemoryServer, engine_rows, expected_context,
+                                       from_words, pattern_of, quant_payload, random_layer,
+                                       random_qkv, to_words)
 from sim.stalls import Stalls
 from sim.streams import stream_get, stream_put
 
@@ -182,3 +185,99 @@ def test_engine_matches_golden_with_stalls(overrides, lengths):
 def test_engine_one_token_one_block(length):
     got, want, _ = run_engine(EngineParams(**SMALL), [length], heads=1, seed=length, stall=0.0)
     check_rows(got, want)
+
+
+# ---- the unit in the Amaranth simulator ----------------------------------------------------------
+
+UNIT_SMALL = {"block": 4, "head_dim": 8, "heads": 2, "max_len": 16, "max_tokens": 48,
+              "max_seqs": 4, "engines": 2, "lookahead": 4}
+
+
+def run_unit(params: UnitParams, batches, *, seed: int = 0, stall: float = 0.3, layer=None,
+             data=None):
+    """Batches of sequence lengths through the unit; returns [(got, want)] per batch, each the
+    batch's context rows concatenated in token order, and the cycles of each batch."""
+    rng = np.random.default_rng(seed)
+    layer = layer or random_layer(rng, params.head_dim, softmax_scale=params.softmax_scale)
+    pattern = pattern_of(params)
+    cases = []
+    for n, lengths in enumerate(batches):
+        qkv = data[n] if data is not None else [random_qkv(rng, t, params.hidden)
+                                                for t in lengths]
+        want = np.concatenate([expected_context(q, k, v, layer, heads=params.heads,
+                                                softmax=params.softmax, pattern=pattern)
+                               for q, k, v in qkv])
+        cases.append((lengths, qkv, want))
+    dut = AttentionUnit(params)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    results, cycles = [], []
+
+    async def source(ctx, name, index, salt):
+        stalls = Stalls(stall, 4, seed * 13 + salt)
+        for _, qkv, _ in cases:
+            for x in qkv:
+                for word in to_words(x[index], params.block):
+                    await stream_put(ctx, getattr(dut, name), word, stalls)
+
+    async def descriptors(ctx):
+        ctx.set(dut.quant, quant_payload(layer))
+        stalls = Stalls(stall, 4, seed * 13 + 7)
+        for lengths, _, _ in cases:
+            for n, length in enumerate(lengths):
+                await stream_put(ctx, dut.desc, {"length": length,
+                                                 "last": int(n == len(lengths) - 1)}, stalls)
+
+    async def sink(ctx):
+        stalls = Stalls(stall, 4, seed * 13 + 9)
+        for lengths, _, want in cases:
+            words = []
+            start = cycle["now"]
+            for n in range(want.size // params.block):
+                beat = await stream_get(ctx, dut.o, stalls)
+                assert beat["last"] == int(n == want.size // params.block - 1), \
+                    f"word {n}: last {beat['last']}"
+                words.append(beat["data"])
+            results.append((from_words(words, len(want), params.hidden), want))
+            cycles.append(cycle["now"] - start)
+
+    cycle = {"now": 0}
+
+    async def clock(ctx):
+        while len(results) < len(cases):
+            await ctx.tick()
+            cycle["now"] += 1
+            assert cycle["now"] < 500_000, "unit hung"
+
+    for salt, (name, index) in enumerate((("q", 0), ("k", 1), ("v", 2))):
+        sim.add_testbench(partial(source, name=name, index=index, salt=salt))
+    sim.add_testbench(descriptors)
+    sim.add_testbench(sink)
+    sim.add_testbench(clock)
+    sim.run()
+    return results, cycles
+
+
+def test_unit_params_wrong():
+    with pytest.raises(ValueError, match=r"^max_len must be <= max_tokens \(8\), not 16$"):
+        UnitParams(max_len=16, max_tokens=8)
+    with pytest.raises(ValueError, match=r"^engines must be in \[1, 16\], not 0$"):
+        UnitParams(engines=0)
+    with pytest.raises(ValueError, match=r"^head_dim must be a multiple of block \(4\), not 6$"):
+        UnitParams(head_dim=6)
+    with pytest.raises(TypeError, match="params must be a UnitParams, not 1"):
+        AttentionUnit(1)
+
+
+@pytest.mark.parametrize("overrides, batches", [
+    ({}, [[16, 5, 1, 12], [3]]),
+    ({"n_global": 0, "window": 1, "causal": True, "engines": 3}, [[13, 4, 9]]),
+    ({"engines": 1, "heads": 1, "softmax": "shiftmax"}, [[7, 8]]),
+])
+def test_unit_matches_golden_with_stalls(overrides, batches):
+    params = UnitParams(**{**UNIT_SMALL, **overrides})
+    results, _ = run_unit(params, batches, seed=len(batches[0]))
+    for n, (got, want) in enumerate(results):
+        bad = np.argwhere(got != want)
+        assert bad.size == 0, (f"batch {n}: {len(bad)} mismatches, first at {tuple(bad[0])}: "
+                               f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}")
