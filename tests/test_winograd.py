@@ -7,7 +7,8 @@ from conftest import SIMULATORS, cocotb_run
 
 from hw.common.requant import REQUANT_LATENCY
 from hw.winograd import WinogradUnit
-from hw.winograd.core import constant_matrix_product, signed_bits
+from hw.common.arith import signed_width
+from hw.winograd.core import constant_matrix_product
 from sim.golden.winograd import (
     TapShifts,
     calibrate_tap_shifts,
@@ -80,9 +81,9 @@ def test_init_is_keyword_only():
         WinogradUnit(2)
 
 
-def test_signed_bits():
-    assert [signed_bits(-128, 127), signed_bits(-129, 0), signed_bits(0, 128),
-            signed_bits(-512, 510)] == [8, 9, 9, 10]
+def test_signed_width():
+    assert [signed_width(-128, 127), signed_width(-129, 0), signed_width(0, 128),
+            signed_width(-512, 510)] == [8, 9, 9, 10]
 
 
 def test_constant_matrix_product_is_shift_and_add():

@@ -1,7 +1,7 @@
 """The Winograd F(2x2,3x3) / F(4x4,3x3) convolution unit as a Lutra block."""
 
 from hw.winograd import WinogradUnit
-from hw.winograd.core import signed_bits
+from hw.common.arith import signed_width
 from sim.golden.winograd import input_bounds, parse_tap_shifts
 
 from . import BlockSpec, Param
@@ -73,7 +73,7 @@ def unit_resources(unit: WinogradUnit, memories_extra: list | None = None) -> di
            + (70 * unit.out_lanes + 118 if unit.requantize else 32 * unit.out_lanes + 32)
            + 480 * lanes)
     # The input transform is computed at its exact width in both modes (then quantized).
-    vt = signed_bits(*input_bounds(m))
+    vt = signed_width(*input_bounds(m))
     luts = round(LUTS_PER_ADD_BIT * unit.tile_size ** 3 * vt) + LUTS_PER_LANE * lanes
     if unit.mode == "tapwise":
         luts += 2 * n2 * vt                 # per-tap rounding shift and saturation of V

@@ -10,7 +10,8 @@ from sim.golden.gelu import i_gelu_constants, lut_gelu_table, shift_gelu_constan
 
 from ..common.checks import check_choice, check_int
 from .lut import LutGelu
-from .pipeline import GeluBeat, signed_width
+from ..common.arith import signed_width
+from .pipeline import GeluBeat
 from .poly import PolyGelu
 from .shift import Divider, RowBuffer, ShiftBack, ShiftFront
 

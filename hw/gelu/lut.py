@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 from sim.golden.gelu import lut_gelu_table
 
 from ..common.checks import check_int
-from .pipeline import GeluBeat, signed_width
+from ..common.arith import signed_width
+from .pipeline import GeluBeat
 
 __all__ = ["LutGelu"]
 

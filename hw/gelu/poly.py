@@ -7,7 +7,9 @@ from amaranth.lib.wiring import In, Out
 from sim.golden.gelu import IGeluConstants
 
 from ..common.checks import check_int
-from .pipeline import GeluBeat, StallPipeline, signed_width
+from ..common.arith import signed_width
+from ..common.pipeline import StallPipeline
+from .pipeline import GeluBeat
 
 __all__ = ["PolyGelu"]
 

@@ -13,7 +13,9 @@ from amaranth.lib.wiring import In, Out
 from sim.golden.gelu import DIV_NUMERATOR, ShiftGeluConstants, shift_exp
 
 from ..common.checks import check_choice, check_int
-from .pipeline import GeluBeat, StallPipeline, signed_width, unsigned_width
+from ..common.arith import signed_width, unsigned_width
+from ..common.pipeline import StallPipeline
+from .pipeline import GeluBeat
 
 __all__ = ["RowBeat", "FrontOut", "DivOut", "RowBuffer", "ShiftFront", "Divider", "ShiftBack",
            "exp_k", "exp_quotient_bits"]

@@ -13,30 +13,14 @@ from amaranth.lib.wiring import In, Out
 from sim.golden.softmax import (CONST_SHIFT, LOG_GUARD, LUT_DEFAULTS, METHODS, POW_GUARD,
                                 shiftmax_min_sum, shiftmax_x0, softmax_tables)
 
+from ..common.arith import constant_product_levels, pipelined_constant_product
 from ..common.checks import check_choice, check_int
+from ..common.pipeline import delayed
 
 __all__ = ["SoftmaxIn", "SoftmaxOut", "SoftmaxEngine"]
 
 INT31_MAX = (1 << 31) - 1
 
-
-def csd_digits(const: int) -> list[tuple[int, int]]:
-    """Canonical signed digits of ``const >= 0``: ``[(shift, +1 or -1), ...]`` with
-    ``const == sum(sign << shift)``, so a constant product is a few shifted adds."""
-    digits, shift = [], 0
-    while const:
-        if const & 1:
-            sign = 2 - (const & 3)          # +1 if the next bit is 0, -1 if it is 1
-            digits.append((shift, sign))
-            const -= sign
-        const >>= 1
-        shift += 1
-    return digits
-
-
-def const_product_levels(const: int) -> int:
-    """Register stages of :meth:`SoftmaxEngine` 's shift-and-add product by ``const``."""
-    return max(1, (len(csd_digits(const)) - 1).bit_length())
 
 # Cycles each part of the engine adds, fixed by the code below; the latency figures, the row
 # buffer's slack and the output FIFO depth are derived from them (and checked by the tests).
@@ -175,7 +159,7 @@ class SoftmaxEngine(wiring.Component):
         if self._method == "shiftmax":
             return 1 + self._quotient_bits
         if self._method == "lut2d":
-            return 4 + self._tables.log_steps + const_product_levels(self._tables.tail_const)
+            return 4 + self._tables.log_steps + constant_product_levels(self._tables.tail_const)
         return 2
 
     def first_out_latency(self, length: int) -> int:
@@ -192,7 +176,7 @@ class SoftmaxEngine(wiring.Component):
             # buffer read, d, capped d, the constant product and its rounding, T, the exp2
             # table read, one stage per refinement step, output register
             t = self._tables
-            return 7 + const_product_levels(t.num_const) + t.pow_steps
+            return 7 + constant_product_levels(t.num_const) + t.pow_steps
         return OUT_PIPE + self.exp_latency
 
     def row_latency(self, length: int) -> int:
@@ -347,31 +331,6 @@ class SoftmaxEngine(wiring.Component):
                 m.d.sync += have.eq(0)
             return head, have, done
 
-        def delayed(name: str, value, cycles: int):
-            for k in range(cycles):
-                reg = Signal.like(value, name=f"{name}_d{k + 1}")
-                m.d.sync += reg.eq(value)
-                value = reg
-            return value
-
-        def const_product(name: str, value, const: int):
-            """``value * const`` by shifted adds of its canonical signed digits (no
-            multiplier), a register after each level of the adder tree:
-            ``const_product_levels(const)`` cycles."""
-            width = max(1, (((1 << len(value)) - 1) * const).bit_length())
-            terms = [(value << shift) if sign > 0 else -(value << shift)
-                     for shift, sign in csd_digits(const)] or [value - value]
-            for level in range(const_product_levels(const)):
-                sums = []
-                for j in range(0, len(terms), 2):
-                    reg = Signal(signed(width + 3), name=f"{name}_l{level}_{j // 2}")
-                    m.d.sync += reg.eq(sum(terms[j:j + 2]))
-                    sums.append(reg)
-                terms = sums
-            product = Signal(unsigned(width), name=name)
-            m.d.comb += product.eq(terms[0])
-            return product
-
         # ---- sum pass ----------------------------------------------------------------
         s_ptr = Signal(range(depth))
         s_cnt = Signal(len_shape)
@@ -388,7 +347,7 @@ class SoftmaxEngine(wiring.Component):
         # d is registered straight out of the block RAM: RAM outputs are slow on iCE40
         s_d = Signal(unsigned(d_bits))
         m.d.sync += s_d.eq(s1.desc.max - read_sum.data)
-        s2 = delayed("sum_tag", s1, 1 + self.exp_latency)      # e is valid
+        s2 = delayed(m, "sum_tag", s1, 1 + self.exp_latency)      # e is valid
         s_e = exponent("sum", s_d)
         acc = Signal(unsigned(self._sum_width))
         total = Mux(s2.first, 0, acc) + s_e
@@ -446,9 +405,9 @@ class SoftmaxEngine(wiring.Component):
             m.d.sync += [valid1.eq(row_done), desc1.eq(row_desc), k1.eq(k_off),
                          sum1.eq(row_sum)]
             if method == "recip":
-                valid2 = delayed("norm_valid", valid1, 1)
-                desc2 = delayed("norm_desc", desc1, 1)
-                k2 = delayed("norm_k", k1, 1)
+                valid2 = delayed(m, "norm_valid", valid1, 1)
+                desc2 = delayed(m, "norm_desc", desc1, 1)
+                k2 = delayed(m, "norm_k", k1, 1)
                 m.d.comb += [info_valid.eq(valid2), info.desc.eq(desc2),
                              info.norm.k_off.eq(k2)]
                 r = lut.recip_index_bits
@@ -466,9 +425,9 @@ class SoftmaxEngine(wiring.Component):
                 w = lut.frac_bits + LOG_GUARD
                 x = Signal(unsigned(w + 1), name="log_x")
                 m.d.sync += x.eq((sum1 << w) >> (k1 + k_min + 1))
-                stage_k = delayed("log_k", k1, 1)
-                stage_valid = delayed("log_valid", valid1, 1)
-                stage_desc = delayed("log_desc", desc1, 1)
+                stage_k = delayed(m, "log_k", k1, 1)
+                stage_valid = delayed(m, "log_valid", valid1, 1)
+                stage_desc = delayed(m, "log_desc", desc1, 1)
                 acc_width = lut.frac_bits + 2
                 acc = Const(0, unsigned(acc_width))
                 # ... multiplied by (1 + 2**-i) while it stays <= 1, one stage per step; the
@@ -484,28 +443,28 @@ class SoftmaxEngine(wiring.Component):
                     m.d.sync += [n_x.eq(Mux(take, grown, x)), n_take.eq(take),
                                  n_acc.eq(acc + Mux(took, took_const, 0))]
                     x, acc, took, took_const = n_x, n_acc, n_take, c
-                    stage_k = delayed(f"log{i}_k", stage_k, 1)
-                    stage_valid = delayed(f"log{i}_valid", stage_valid, 1)
-                    stage_desc = delayed(f"log{i}_desc", stage_desc, 1)
+                    stage_k = delayed(m, f"log{i}_k", stage_k, 1)
+                    stage_valid = delayed(m, f"log{i}_valid", stage_valid, 1)
+                    stage_desc = delayed(m, f"log{i}_desc", stage_desc, 1)
                 # ... and the residual u = 1 - x contributes u / ln 2, a constant product
                 # (registered first: the subtraction and the first adders in one stage were
                 # the iCE40 critical path)
                 residual = Signal(unsigned(w + 1), name="log_residual")
                 m.d.sync += residual.eq((1 << w) - x)
-                tail_levels = 1 + const_product_levels(lut.tail_const)
-                tail = const_product("log_tail", residual, lut.tail_const)
-                stage_k = delayed("log_tail_k", stage_k, tail_levels)
+                tail_levels = 1 + constant_product_levels(lut.tail_const)
+                tail = pipelined_constant_product(m, "log_tail", residual, lut.tail_const)
+                stage_k = delayed(m, "log_tail_k", stage_k, tail_levels)
                 last_acc = Signal(unsigned(acc_width), name="log_acc")
                 m.d.sync += last_acc.eq(acc + Mux(took, took_const, 0))
-                acc = delayed("log_tail_acc", last_acc, tail_levels - 1)
-                stage_valid = delayed("log_tail_valid", stage_valid, tail_levels)
-                stage_desc = delayed("log_tail_desc", stage_desc, tail_levels)
+                acc = delayed(m, "log_tail_acc", last_acc, tail_levels - 1)
+                stage_valid = delayed(m, "log_tail_valid", stage_valid, tail_levels)
+                stage_desc = delayed(m, "log_tail_desc", stage_desc, tail_levels)
                 log_sum = Signal.like(info.norm.log_sum, name="log_sum")
                 rounded_tail = (tail + (1 << (w + CONST_SHIFT - 1))) >> (w + CONST_SHIFT)
                 m.d.sync += log_sum.eq((stage_k << lut.frac_bits) + lut.log_offset - acc
                                        - rounded_tail)
-                m.d.comb += [info_valid.eq(delayed("log_sum_valid", stage_valid, 1)),
-                             info.desc.eq(delayed("log_sum_desc", stage_desc, 1)),
+                m.d.comb += [info_valid.eq(delayed(m, "log_sum_valid", stage_valid, 1)),
+                             info.desc.eq(delayed(m, "log_sum_desc", stage_desc, 1)),
                              info.norm.log_sum.eq(log_sum)]
 
         # ---- output pass ---------------------------------------------------------------
@@ -544,13 +503,13 @@ class SoftmaxEngine(wiring.Component):
             f, p = lut.frac_bits, lut.pow_index_bits
             capped = Signal(range(lut.d_cap + 1))
             m.d.sync += capped.eq(Mux(o_d > lut.d_cap, lut.d_cap, o_d))
-            num_levels = const_product_levels(lut.num_const)
-            product = const_product("log_num_product", capped, lut.num_const)
+            num_levels = constant_product_levels(lut.num_const)
+            product = pipelined_constant_product(m, "log_num_product", capped, lut.num_const)
             # rounded in its own stage: with the sum below it was the iCE40 critical path
             num = Signal(unsigned(max(1, len(product) - CONST_SHIFT + 1)), name="log_num")
             m.d.sync += num.eq((product + (1 << (CONST_SHIFT - 1))) >> CONST_SHIFT)
             # only the row's L and the element's flags travel down this pipeline
-            log_sum = delayed("out_log_sum", o1.info.norm.log_sum, 3 + num_levels)
+            log_sum = delayed(m, "out_log_sum", o1.info.norm.log_sum, 3 + num_levels)
             flags = Signal(data.StructLayout({"valid": 1, "last": 1}), name="out_flags")
             m.d.comb += [flags.valid.eq(o1.valid), flags.last.eq(o1.last)]
             total = Signal(signed(max(len(num), len(log_sum)) + 2))
@@ -566,7 +525,7 @@ class SoftmaxEngine(wiring.Component):
             m.d.comb += pow_port.addr.eq(frac[f - p:])
             low = Signal(unsigned(f - p), name="pow_low")
             m.d.sync += low.eq(frac[:f - p])
-            whole = delayed("pow_whole", whole, 1)
+            whole = delayed(m, "pow_whole", whole, 1)
             y = Signal(unsigned(lut.pow_bits + POW_GUARD), name="pow_y")
             m.d.comb += y.eq(pow_port.data << POW_GUARD)
             for i, c in enumerate(lut.pow_consts, p + 1):
@@ -575,16 +534,16 @@ class SoftmaxEngine(wiring.Component):
                 n_y = Signal.like(y, name=f"pow{i}_y")
                 m.d.sync += [n_low.eq(Mux(take, low - c, low)), n_y.eq(Mux(take, y - (y >> i), y))]
                 low, y = n_low, n_y
-                whole = delayed(f"pow{i}_whole", whole, 1)
-            o3 = delayed("out_flags", flags, 5 + num_levels + lut.pow_steps)
+                whole = delayed(m, f"pow{i}_whole", whole, 1)
+            o3 = delayed(m, "out_flags", flags, 5 + num_levels + lut.pow_steps)
             # round half up: (y + 2**(sh-1)) >> sh == ((y >> (sh-1)) + 1) >> 1
             halves = (y >> (whole + (lut.pow_bits - out_bits + POW_GUARD - 1))) + 1
             rounded = halves >> 1
             m.d.comb += result.eq(Mux(rounded > q_max, q_max, rounded))
         else:
             o_e = exponent("out", o_d)
-            o2 = delayed("out_tag", o1, 1 + self.exp_latency)     # e is valid
-            o3 = delayed("out_tag", o2, 1)                        # product is valid
+            o2 = delayed(m, "out_tag", o1, 1 + self.exp_latency)     # e is valid
+            o3 = delayed(m, "out_tag", o2, 1)                        # product is valid
         if method == "recip":
             product = Signal(unsigned(lut.exp_bits + lut.recip_bits))
             m.d.sync += product.eq(o_e * o2.info.norm.recip)

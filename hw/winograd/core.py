@@ -19,11 +19,12 @@ from sim.golden.winograd import (
     weight_bounds,
 )
 
+from ..common.arith import signed_width, times_constant
 from ..common.checks import check_bool, check_choice, check_int
 from ..common.requant import REQUANT_LATENCY, RequantIn, Requantizer
 
 __all__ = ["InputTile", "WeightBeat", "PassParams", "WinogradOut", "WinogradUnit",
-           "signed_bits", "constant_matrix_product"]
+           "constant_matrix_product"]
 
 # Pass states: waiting for the params beat, loading weights, taking tiles.
 PARAMS, WEIGHTS, TILES = range(3)
@@ -31,14 +32,6 @@ PARAMS, WEIGHTS, TILES = range(3)
 #: Front pipeline registers after the last tap group is issued: products, accumulated M,
 #: A^T M, A^T M A, scaled result, + bias, output sequencer.
 FRONT_STAGES = 7
-
-
-def signed_bits(lo: int, hi: int) -> int:
-    """Width of the smallest signed shape holding every integer in [lo, hi]."""
-    bits = 1
-    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
-        bits += 1
-    return bits
 
 
 def InputTile(n: int) -> data.StructLayout:
@@ -77,18 +70,6 @@ def WinogradOut(lanes: int, requantize: bool) -> data.StructLayout:
     })
 
 
-def _times_constant(x, c: int):
-    """``x * c`` for a constant ``c`` as shifts and adds (no multiplier is inferred)."""
-    if c == 0:
-        return Const(0, 1)
-    total = None
-    for bit in range(abs(c).bit_length()):
-        if (abs(c) >> bit) & 1:
-            term = x << bit if bit else x
-            total = term if total is None else total + term
-    return -total if c < 0 else total
-
-
 def constant_matrix_product(left, values, right):
     """``left @ values @ right.T`` for integer constant matrices, shift-and-add only.
 
@@ -97,7 +78,7 @@ def constant_matrix_product(left, values, right):
     def mat_vec(mat, vector):
         out = []
         for row in mat:
-            terms = [_times_constant(v, int(c)) for c, v in zip(row, vector) if c != 0]
+            terms = [times_constant(v, int(c)) for c, v in zip(row, vector) if c != 0]
             total = terms[0]
             for t in terms[1:]:
                 total = total + t
@@ -243,14 +224,14 @@ class WinogradUnit(wiring.Component):
         """Bits of a transformed input tap as multiplied (exact growth bound, or int8)."""
         if self._mode == "tapwise":
             return 8
-        return signed_bits(*input_bounds(self._m))
+        return signed_width(*input_bounds(self._m))
 
     @property
     def weight_width(self) -> int:
         """Bits of a Winograd-domain weight (exact growth bound of ``(sG) g (sG)^T``, or int8)."""
         if self._mode == "tapwise":
             return 8
-        return signed_bits(*weight_bounds(self._m))
+        return signed_width(*weight_bounds(self._m))
 
     @property
     def accumulator_width(self) -> int:
@@ -382,7 +363,7 @@ class WinogradUnit(wiring.Component):
         m.d.sync += rd_addr.eq(next_addr)
 
         # Stage B: products of one group of taps.
-        pw = signed_bits(-(1 << (vw - 1)) * ((1 << (uw - 1)) - 1),
+        pw = signed_width(-(1 << (vw - 1)) * ((1 << (uw - 1)) - 1),
                          (1 << (vw - 1)) * (1 << (uw - 1)))
         b_valid, b_first, b_last, b_final = Signal(), Signal(), Signal(), Signal()
         b_prod = Signal(data.ArrayLayout(signed(pw), taps))
@@ -414,10 +395,10 @@ class WinogradUnit(wiring.Component):
         e1_valid, e2_valid = Signal(), Signal()
         e1 = Signal(data.ArrayLayout(data.ArrayLayout(signed(mw), n), tm))
         e2 = Signal(data.ArrayLayout(signed(mw), tm * tm))
-        rows = [[sum((_times_constant(m_taps[k][c], int(at[i][k])) for k in range(n)
+        rows = [[sum((times_constant(m_taps[k][c], int(at[i][k])) for k in range(n)
                       if at[i][k]), Const(0, 1)) for c in range(n)] for i in range(tm)]
         # Exact mode works modulo 2**aw: truncation keeps exactly the bits that matter.
-        cols = [[sum((_times_constant(e1[i][k], int(at[j][k])) for k in range(n) if at[j][k]),
+        cols = [[sum((times_constant(e1[i][k], int(at[j][k])) for k in range(n) if at[j][k]),
                      Const(0, 1)) for j in range(tm)] for i in range(tm)]
         with m.If(advance):
             m.d.sync += [e1_valid.eq(d_valid), e2_valid.eq(e1_valid)]
