@@ -209,6 +209,17 @@ def tiny():
     return weights, enc.quantize(weights, calibration)
 
 
+def test_shared_tables_give_every_layer_one_softmax_and_gelu_scale(tiny):
+    weights, model = tiny
+    assert len({layer.softmax_scale for layer in model.layers}) == 1
+    assert len({layer.gelu.scale for layer in model.layers}) == 1
+    for layer in model.layers:
+        assert math.log2(layer.softmax_scale).is_integer()
+        assert math.log2(layer.gelu.scale).is_integer()
+    with pytest.raises(TypeError, match="shared_tables must be a bool, not 'yes'"):
+        enc.quantize(weights, [np.arange(4)], shared_tables="yes")
+
+
 def test_tiny_dimensions_from_weights(tiny):
     weights, model = tiny
     assert (model.hidden, model.heads, model.ffn, model.num_layers, model.max_len) == \

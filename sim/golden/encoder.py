@@ -720,13 +720,16 @@ def _collect(weights, calibration, heads) -> dict[str, np.ndarray]:
 
 def quantize(weights: dict, calibration, *, softmax: str = "recip", gelu: str = "lut",
              clip: str = "octav", heads: int | None = None, pattern: dict | None = None,
-             max_len: int | None = None) -> QuantizedEncoder:
+             max_len: int | None = None, shared_tables: bool = True) -> QuantizedEncoder:
     """Quantize a BERT-style encoder (``sim.minilm.load_weights()`` naming) to the integer
     recipe, calibrating activation scales on ``calibration`` (a list of token-id arrays).
 
     ``softmax``: ``recip``, ``lut2d`` or ``shiftmax``; ``gelu``: ``shift``, ``poly`` or
     ``lut``; ``clip``: ``octav`` or ``max``; ``pattern``: optional block-sparse attention
-    (``block``, ``window``, ``n_global``, ``causal``, as ``sim.golden.attention.token_mask``).
+    (``block``, ``window``, ``n_global``, ``causal``, as ``sim.golden.attention.token_mask``);
+    ``shared_tables``: one softmax input scale and one GELU input scale for every layer (the
+    largest layer's), so that one softmax engine and one GELU table, generated for those
+    scales, serve every layer, as in the RTL encoder; ``False`` gives each layer its own.
     """
     if softmax not in SOFTMAX_METHODS:
         raise ValueError(f"softmax must be one of {', '.join(SOFTMAX_METHODS)}, not {softmax!r}")
@@ -738,6 +741,8 @@ def quantize(weights: dict, calibration, *, softmax: str = "recip", gelu: str = 
     if not calibration or any(c.ndim != 1 or c.size == 0 or c.dtype.kind not in "iu"
                               for c in calibration):
         raise ValueError("calibration must be a non-empty list of 1-D integer token-id arrays")
+    if not isinstance(shared_tables, bool):
+        raise TypeError(f"shared_tables must be a bool, not {shared_tables!r}")
     if pattern is not None:
         token_mask(1, **pattern)            # validates the pattern's keys and values
     dims = encoder_dims(weights, heads)
@@ -764,18 +769,29 @@ def quantize(weights: dict, calibration, *, softmax: str = "recip", gelu: str = 
                            s_hidden, ACT_BITS["hidden"]))
     sc["word"], sc["position"], sc["token_type"] = table_scales
 
+    g_bits = GELU_IN_BITS[gelu]
+    if shared_tables:
+        # One softmax and one GELU input scale for every layer: the largest of the layers'
+        # (so nothing clips more than calibration asked), so one generated softmax engine and
+        # one GELU table serve the whole encoder.
+        s_s_all = max(scale(f"{n}.scores", ACT_BITS["scores"], pow2=True)
+                      for n in range(dims["layers"]))
+        s_g_all = max(scale(f"{n}.ffn1", g_bits, pow2=True) for n in range(dims["layers"]))
     layers = []
     s_x = s_hidden
     for n in range(dims["layers"]):
         p = f"encoder.layer.{n}"
         s_q, s_k, s_v = (scale(f"{n}.{t}", 8) for t in "qkv")
         s_s = scale(f"{n}.scores", ACT_BITS["scores"], pow2=True)
+        if shared_tables:
+            s_s = sc[f"{n}.scores"] = s_s_all
         s_c = scale(f"{n}.context", ACT_BITS["context"])
         s_ao = scale(f"{n}.attn_out", 16)
         s_r1 = scale(f"{n}.resid1", 16)
         s_ln1 = scale(f"{n}.ln1", 16)
-        g_bits = GELU_IN_BITS[gelu]
         s_g = scale(f"{n}.ffn1", g_bits, pow2=True)
+        if shared_tables:
+            s_g = sc[f"{n}.ffn1"] = s_g_all
         s_gelu = scale(f"{n}.gelu", 16)
         s_f2 = scale(f"{n}.ffn2", 16)
         s_r2 = scale(f"{n}.resid2", 16)
