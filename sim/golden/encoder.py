@@ -72,9 +72,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .add import AddParams, add_int
 from .attention import token_mask
 from .gelu import i_gelu, lut_gelu, shift_gelu
-from .gemm import gemm_accumulate, multiply_by_quantized_multiplier, quantize_multiplier, \
+from .gemm import gemm_accumulate, quantize_multiplier, \
     requantize
 from .layernorm import LayerNormFold, fold_layer_norm, layer_norm_int
 from .softmax import lut_softmax, shiftmax
@@ -106,8 +107,6 @@ SHIFTMAX_OUT_BITS = PROB_BITS + 1
 #: ShiftGELU settings (I-ViT): n and the sigmoid bits.
 SHIFT_GELU_N = 23
 GELU_SIG_BITS = 8
-#: TFLite ADD left shifts: int8 inputs 20, int16 inputs 15 (``kernels/add.cc``).
-ADD_LEFT_SHIFT = {8: 20, 16: 15}
 
 
 # ---- integer building blocks ------------------------------------------------------------------
@@ -153,47 +152,6 @@ class Linear:
 def linear_int(x, lin: Linear) -> np.ndarray:
     """``lin.out(gemm_accumulate(x, W) + bias)``: the GEMM core with its requantizer."""
     return lin.out(gemm_accumulate(x, lin.weight, bias=lin.bias, a_offset=lin.a_offset))
-
-
-@dataclass
-class AddParams:
-    """TFLite int8/int16 ``ADD`` generalised to N inputs (``reference_integer_ops/add.h``):
-    each input ``(x + offset) << left_shift`` scaled by its multiplier (``MBQM``, shift <= 0 as
-    ``MultiplyByQuantizedMultiplierSmallerThanOneExp``), summed, scaled to the output, offset
-    and clamped to ``bits``. The multipliers come from ``S_i / twice_max`` and
-    ``twice_max / (2**left_shift S_out)``, ``twice_max = 2 max(S_i)``."""
-
-    left_shift: int
-    offsets: np.ndarray       # per input
-    multipliers: np.ndarray   # per input
-    shifts: np.ndarray        # per input (<= 0)
-    out_multiplier: int
-    out_shift: int
-    out_offset: int = 0
-    bits: int = 16
-
-    @classmethod
-    def from_scales(cls, in_scales, out_scale: float, *, in_bits: int, bits: int) -> AddParams:
-        left = ADD_LEFT_SHIFT[in_bits]
-        twice_max = 2 * max(in_scales)
-        pairs = [quantize_multiplier(s / twice_max) for s in in_scales]
-        out_m, out_s = quantize_multiplier(twice_max / ((1 << left) * out_scale))
-        return cls(left, np.zeros(len(in_scales), np.int64),
-                   np.array([m for m, _ in pairs], np.int64),
-                   np.array([s for _, s in pairs], np.int64), out_m, out_s, 0, bits)
-
-
-def add_int(inputs, p: AddParams) -> np.ndarray:
-    """Element-wise TFLite ADD of ``inputs`` (integer arrays of one shape), bit-exact."""
-    total = 0
-    for x, off, m, s in zip(inputs, p.offsets, p.multipliers, p.shifts):
-        shifted = (np.asarray(x, np.int64) + int(off)) << p.left_shift
-        total = total + multiply_by_quantized_multiplier(shifted, int(m), int(s))
-    # The output multiplier is below one whenever S_out >= twice_max / 2**left_shift (always in
-    # practice); a larger one takes TFLite's general (left-shifting) MBQM rather than failing.
-    raw = multiply_by_quantized_multiplier(total, p.out_multiplier, p.out_shift) + p.out_offset
-    top = 1 << (p.bits - 1)
-    return np.clip(raw, -top, top - 1)
 
 
 @dataclass
