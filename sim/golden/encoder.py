@@ -75,8 +75,7 @@ import numpy as np
 from .add import AddParams, add_int
 from .attention import token_mask
 from .gelu import i_gelu, lut_gelu, shift_gelu
-from .gemm import gemm_accumulate, quantize_multiplier, \
-    requantize
+from .gemm import gemm_accumulate, quantize_multiplier, requantize
 from .layernorm import LayerNormFold, fold_layer_norm, layer_norm_int
 from .softmax import lut_softmax, shiftmax
 
