@@ -36,6 +36,14 @@ from .outputs import MARKER, OutputDir, write_file
 __all__ = ["argv_strategy", "check_argv", "stand_ins", "toml_strategy", "main"]
 
 SUBCOMMANDS = ("generate", "sim", "bench", "list", "demo", "build", "report")
+_known: dict[str, BlockSpec] = {}
+
+
+def _blocks() -> dict[str, BlockSpec]:
+    """The registry as first seen: the strategies' choices must not change during a run."""
+    if not _known:
+        _known.update(blocks())
+    return _known
 
 # ---- TOML documents ---------------------------------------------------------------------------
 
@@ -116,7 +124,7 @@ def toml_strategy(draw):
     """A TOML text: mostly block tables with near-valid values, sometimes garbage."""
     if draw(st.integers(0, 9)) == 0:
         return draw(st.text(max_size=40))
-    known = blocks()
+    known = _blocks()
     names = draw(st.lists(st.sampled_from(sorted(known)), max_size=2, unique=True))
     document = {name: draw(_block_table(known[name])) for name in names}
     if draw(st.integers(0, 5)) == 0:
@@ -147,7 +155,7 @@ def argv_strategy(draw, command: str | None = None):
     """A command line: a subcommand, maybe a block, and a mix of its flags and others."""
     command = command or draw(st.sampled_from(SUBCOMMANDS))
     argv = [command]
-    known = blocks()
+    known = _blocks()
     if draw(st.integers(0, 4)):
         argv.append(draw(st.one_of(st.sampled_from(sorted(known)), _odd_text)))
     block = known.get(argv[-1]) if len(argv) > 1 else None
