@@ -39,6 +39,11 @@ SUBCOMMANDS = ("generate", "sim", "bench", "list", "demo", "build", "report")
 _known: dict[str, BlockSpec] = {}
 
 
+def _model_benches() -> list[str]:
+    from .cli import MODEL_BENCHES
+    return list(MODEL_BENCHES)
+
+
 def _blocks() -> dict[str, BlockSpec]:
     """The registry as first seen: the strategies' choices must not change during a run."""
     if not _known:
@@ -157,7 +162,8 @@ def argv_strategy(draw, command: str | None = None):
     argv = [command]
     known = _blocks()
     if draw(st.integers(0, 4)):
-        argv.append(draw(st.one_of(st.sampled_from(sorted(known)), _odd_text)))
+        names = sorted(known) + (sorted(_model_benches()) if command == "bench" else [])
+        argv.append(draw(st.one_of(st.sampled_from(names), _odd_text)))
     block = known.get(argv[-1]) if len(argv) > 1 else None
     if command in ("generate", "build", "report") and draw(st.integers(0, 4)):
         flag = {"generate": "--out", "build": "--out", "report": "--out"}[command]
@@ -257,6 +263,10 @@ def stand_ins():
                 (fpga.flow, "demo", lambda block, out, **kwargs: ""),
                 (sim.runner, "run_cocotb", _fake_run_cocotb), (gen.cli, "get_block", get_block)]:
             stack.enter_context(mock.patch.object(module, name, value))
+        # Model benchmarks (``lutra bench encoder``) are modules with a ``main``: this one's.
+        stack.enter_context(mock.patch.dict(gen.cli.MODEL_BENCHES,
+                                            dict.fromkeys(gen.cli.MODEL_BENCHES, __name__)))
+        stack.enter_context(mock.patch.object(sys.modules[__name__], "main", _fake_bench))
         yield
 
 

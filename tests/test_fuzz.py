@@ -52,6 +52,8 @@ def test_fuzzed_command_lines(command, data):
       "--out", "foreign"], 2),
     (["bench", "gemm", "--seed", "x"], 2),
     (["bench", "gemm", "--out", "owned"], 0),
+    (["bench", "encoder", "--seed", "1"], 0),
+    (["bench", "encoder", "--out", "file.txt"], 2),
     (["demo", "--out", "foreign", "--force"], 0),
     (["sim", "gemm", "--build-dir", "file.txt"], 2),
     (["report", ".", "--out", "file.txt"], 2),
