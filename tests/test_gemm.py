@@ -9,11 +9,12 @@ from conftest import SIMULATORS, cocotb_run
 
 from amaranth import signed
 
-from hw.common.requant import REQUANT_LATENCY, Requantizer
+from hw.common.requant import RAW_WIDTH, REQUANT_LATENCY, Requantizer
 from hw.gemm import GemmCore
 from hw.gemm.params import max_abs_product
 from sim.gemm_driver import GemmProblem, assemble, plan, random_problem
-from sim.golden.gemm import INT32_MAX, INT32_MIN, gemm, requantize
+from sim.golden.gemm import (INT32_MAX, INT32_MIN, gemm, multiply_by_quantized_multiplier,
+                             requantize)
 from sim.stalls import Stalls
 from sim.streams import stream_get, stream_put
 
@@ -116,16 +117,19 @@ def test_requantizer_init_wrong():
     assert str(info.value) == "lanes must be in [1, 64], not 0"
     with pytest.raises(ValueError) as info:
         Requantizer(lanes=1, out_width=12)
-    assert str(info.value) == "out_width must be one of 8, 16, not 12"
+    assert str(info.value) == "out_width must be one of 8, 16, 32, not 12"
 
 
 # ---- Amaranth simulation -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("out_width", [8, 16])
+@pytest.mark.parametrize("out_width", [8, 16, RAW_WIDTH])
 def test_requantizer_matches_golden_with_stalls(out_width):
+    """Every lane against the golden model; ``RAW_WIDTH`` returns the unclamped int32
+    ``MultiplyByQuantizedMultiplier`` and carries a ``tag`` through with each beat."""
     lanes, count = 2, 400
-    dut = Requantizer(lanes=lanes, out_width=out_width)
+    raw = out_width == RAW_WIDTH
+    dut = Requantizer(lanes=lanes, out_width=out_width, tag=signed(7) if raw else None)
     top = 1 << (out_width - 1)
     rng = np.random.default_rng(5)
     acc = rng.integers(INT32_MIN, INT32_MAX + 1, (count, lanes))
@@ -144,10 +148,12 @@ def test_requantizer_matches_golden_with_stalls(out_width):
     async def producer(ctx):
         stalls = Stalls(0.3, seed=1)
         for n in range(count):
-            await stream_put(ctx, dut.i, {
-                "acc": acc[n].tolist(), "multiplier": mult[n].tolist(),
-                "shift": shift[n].tolist(), "out_zero_point": int(zp[n]),
-                "act_min": int(lo[n]), "act_max": int(hi[n]), "last": n % 3 == 0}, stalls)
+            beat = {"acc": acc[n].tolist(), "multiplier": mult[n].tolist(),
+                    "shift": shift[n].tolist(), "last": n % 3 == 0}
+            beat |= ({"tag": n % 128 - 64} if raw else
+                     {"out_zero_point": int(zp[n]), "act_min": int(lo[n]),
+                      "act_max": int(hi[n])})
+            await stream_put(ctx, dut.i, beat, stalls)
 
     async def consumer(ctx):
         stalls = Stalls(0.3, seed=2)
@@ -161,8 +167,12 @@ def test_requantizer_matches_golden_with_stalls(out_width):
     sim.run()
     assert len(beats) == count
     for n, beat in enumerate(beats):
-        want = requantize(acc[n], mult[n], shift[n], out_zero_point=zp[n], act_min=lo[n],
-                          act_max=hi[n]).tolist()
+        if raw:
+            want = multiply_by_quantized_multiplier(acc[n], mult[n], shift[n]).tolist()
+            assert beat["tag"] == n % 128 - 64, f"beat {n}: tag {beat['tag']}"
+        else:
+            want = requantize(acc[n], mult[n], shift[n], out_zero_point=zp[n], act_min=lo[n],
+                              act_max=hi[n]).tolist()
         assert beat["data"] == want, f"beat {n}: {beat['data']} != {want}"
         assert beat["last"] == (n % 3 == 0), f"beat {n}: last {beat['last']}"
 

@@ -9,7 +9,8 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_choice, check_int
 from .mul import PipelinedMultiplier
 
-__all__ = ["RequantIn", "RequantOut", "Requantizer", "REQUANT_LATENCY", "OUT_WIDTHS"]
+__all__ = ["RequantIn", "RequantOut", "Requantizer", "REQUANT_LATENCY", "OUT_WIDTHS",
+           "RAW_WIDTH"]
 
 #: Pipeline registers between an accepted input and its output beat (no stalls).
 REQUANT_LATENCY = 9
@@ -19,30 +20,37 @@ INT32_MAX = (1 << 31) - 1
 #: Output widths the requantizer produces (int8, or int16 for 16-bit activations).
 OUT_WIDTHS = (8, 16)
 
+#: ``out_width`` of a requantizer that returns ``MultiplyByQuantizedMultiplier`` itself: the
+#: int32 result with no zero point and no clamp (the input legs of TFLite's ``ADD``).
+RAW_WIDTH = 32
 
-def RequantIn(lanes: int, out_width: int = 8) -> data.StructLayout:
+
+def RequantIn(lanes: int, out_width: int = 8, tag=None) -> data.StructLayout:
     """Payload of the requantizer's input: ``lanes`` accumulators with their per-lane
     ``multiplier`` (Q31) and ``shift`` (TFLite convention, positive = left), the shared output
-    zero point and clamp bounds (``out_width`` bits), and a ``last`` flag that passes through
-    untouched."""
-    return data.StructLayout({
+    zero point and clamp bounds (``out_width`` bits; absent for ``RAW_WIDTH``), and a ``last``
+    flag that passes through untouched, as does ``tag`` (a field of that shape, if given)."""
+    fields = {
         "acc": data.ArrayLayout(signed(32), lanes),
         "multiplier": data.ArrayLayout(signed(32), lanes),
         "shift": data.ArrayLayout(signed(6), lanes),
-        "out_zero_point": signed(out_width),
-        "act_min": signed(out_width),
-        "act_max": signed(out_width),
-        "last": unsigned(1),
-    })
+    }
+    if out_width != RAW_WIDTH:
+        fields |= {"out_zero_point": signed(out_width), "act_min": signed(out_width),
+                   "act_max": signed(out_width)}
+    fields["last"] = unsigned(1)
+    if tag is not None:
+        fields["tag"] = tag
+    return data.StructLayout(fields)
 
 
-def RequantOut(lanes: int, out_width: int = 8) -> data.StructLayout:
+def RequantOut(lanes: int, out_width: int = 8, tag=None) -> data.StructLayout:
     """Payload of the requantizer's output: ``lanes`` signed ``out_width``-bit values and the
-    passed-through ``last``."""
-    return data.StructLayout({
-        "data": data.ArrayLayout(signed(out_width), lanes),
-        "last": unsigned(1),
-    })
+    passed-through ``last`` (and ``tag``, if given)."""
+    fields = {"data": data.ArrayLayout(signed(out_width), lanes), "last": unsigned(1)}
+    if tag is not None:
+        fields["tag"] = tag
+    return data.StructLayout(fields)
 
 
 class Requantizer(wiring.Component):
@@ -61,24 +69,30 @@ class Requantizer(wiring.Component):
     lanes : int
         Values requantized per beat (1..64).
     out_width : int
-        Bits of the results, the zero point and the clamp bounds: 8 (int8, default) or 16.
+        Bits of the results, the zero point and the clamp bounds: 8 (int8, default) or 16; or
+        ``RAW_WIDTH`` (32): the int32 ``MultiplyByQuantizedMultiplier`` itself, with no zero
+        point and no clamp (the payload has no such fields), in the same number of cycles.
+    tag : shape or None
+        Shape of an optional ``tag`` field carried from each input beat to its output beat
+        untouched, like ``last`` (e.g. parameters a later stage applies to the same beat).
 
     Members
     -------
-    i : In(stream.Signature(RequantIn(lanes, out_width)))
+    i : In(stream.Signature(RequantIn(lanes, out_width, tag)))
         Accumulators and their requantization parameters.
-    o : Out(stream.Signature(RequantOut(lanes, out_width)))
+    o : Out(stream.Signature(RequantOut(lanes, out_width, tag)))
         Results, ``REQUANT_LATENCY`` cycles after the input when not stalled.
     """
 
-    def __init__(self, *, lanes: int, out_width: int = 8):
+    def __init__(self, *, lanes: int, out_width: int = 8, tag=None):
         check_int("lanes", lanes, 1, 64)
-        check_choice("out_width", out_width, OUT_WIDTHS)
+        check_choice("out_width", out_width, OUT_WIDTHS + (RAW_WIDTH,))
         self._lanes = lanes
         self._out_width = out_width
+        self._tag = tag
         super().__init__({
-            "i": In(stream.Signature(RequantIn(lanes, out_width))),
-            "o": Out(stream.Signature(RequantOut(lanes, out_width))),
+            "i": In(stream.Signature(RequantIn(lanes, out_width, tag))),
+            "o": Out(stream.Signature(RequantOut(lanes, out_width, tag))),
         })
 
     @property
@@ -117,10 +131,14 @@ class Requantizer(wiring.Component):
         # Fields shared by every lane, delayed to the stage that uses them.
         payload = self.i.payload
         w = self._out_width
-        zp = delay("zero_point", signed(w), payload.out_zero_point, 7)
-        lo = delay("act_min", signed(w), payload.act_min, 8)
-        hi = delay("act_max", signed(w), payload.act_max, 8)
+        raw = w == RAW_WIDTH
+        if not raw:
+            zp = delay("zero_point", signed(w), payload.out_zero_point, 7)
+            lo = delay("act_min", signed(w), payload.act_min, 8)
+            hi = delay("act_max", signed(w), payload.act_max, 8)
         m.d.comb += self.o.payload.last.eq(delay("last", 1, payload.last, n))
+        if self._tag is not None:
+            m.d.comb += self.o.payload.tag.eq(delay("tag", self._tag, payload.tag, n))
 
         for lane in range(self._lanes):
             p = f"l{lane}_"
@@ -181,9 +199,14 @@ class Requantizer(wiring.Component):
             rounded = stage(p + "rounded", signed(33),
                             shifted_x2[1:].as_signed() + (half & (~negative | sticky)))
 
-            # s8: output zero point; s9: clamp.
-            with_zp = stage(p + "with_zero_point", signed(34), rounded + zp)
-            clamped = Mux(with_zp < lo, lo, Mux(with_zp > hi, hi, with_zp))
-            result = stage(p + "result", signed(w), clamped[:w].as_signed())
+            if raw:
+                # s8-s9: the rounded high word is already an int32; the same latency as below.
+                held = stage(p + "raw", signed(32), rounded[:32].as_signed())
+                result = stage(p + "result", signed(32), held)
+            else:
+                # s8: output zero point; s9: clamp.
+                with_zp = stage(p + "with_zero_point", signed(34), rounded + zp)
+                clamped = Mux(with_zp < lo, lo, Mux(with_zp > hi, hi, with_zp))
+                result = stage(p + "result", signed(w), clamped[:w].as_signed())
             m.d.comb += self.o.payload.data[lane].eq(result)
         return m
