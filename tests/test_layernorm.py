@@ -24,13 +24,13 @@ from sim.streams import stream_get, stream_put
 def test_init_defaults():
     block = LayerNorm()
     assert (block.hidden, block.in_width, block.out_width, block.divider) == \
-        (384, 16, 8, "iterative")
-    assert block.params_ == LayerNormParams()
-    cfg = block.params_
+        (384, 16, 16, "iterative")
+    assert block.parameters == LayerNormParams()
+    cfg = block.parameters
     assert cfg.row_buffer_depth == cfg.param_memory_depth == 768
     assert cfg.stats_period == 33                     # the reciprocal's 32 steps + 1
     assert cfg.full_rate and cfg.elements_per_clock == 1.0
-    assert block.latency == cfg.latency == 96
+    assert block.latency == cfg.latency == 97
 
 
 def test_derived_figures():
@@ -69,12 +69,12 @@ def test_init_is_keyword_only_and_params_frozen():
         LayerNormParams().hidden = 8
 
 
-def test_block_params_come_from_the_dataclass():
+def test_block_parameterscome_from_the_dataclass():
     spec = get_block("layernorm")
     hidden, in_width, divider = (spec.param(n) for n in ("hidden", "in_width", "divider"))
     assert (hidden.kind, hidden.default, hidden.lo, hidden.hi) == (int, 384, 1, 1024)
     assert in_width.choices == (8, 16) and divider.choices == ("iterative", "pipelined")
-    assert spec.defaults() == {"hidden": 384, "in_width": 16, "out_width": 8,
+    assert spec.defaults() == {"hidden": 384, "in_width": 16, "out_width": 16,
                                "divider": "iterative"}
 
 
@@ -317,7 +317,7 @@ def test_rate_and_latency(params):
     starts = accepted[::n]
     pairs = {starts[k + 2] - starts[k] for k in range(2, len(starts) - 2)}
     assert pairs == {dut.pair_period}, f"two rows took {sorted(pairs)} cycles"
-    if dut.params_.full_rate:
+    if dut.parameters.full_rate:
         assert accepted[-1] - accepted[0] == len(accepted) - 1
         assert produced[-1] - produced[0] == len(produced) - 1
 
@@ -333,7 +333,7 @@ def test_minilm_embedding_rows_in_amaranth():
     simulate(config(), [("load", load), ("rows", list(q[:2]))], stall_prob=0.2, seed=3)
 
 
-def test_channel_params_payload_roundtrip():
+def test_channel_parameterspayload_roundtrip():
     """The driver's parameter beats carry exactly what the golden model is given."""
     p = ChannelParams(np.array([1 << 30]), np.array([-3]), np.array([-5]), np.array([True]), 2)
     (name, beat), = plan_inputs([("load", p)])[0]
@@ -344,8 +344,8 @@ def test_channel_params_payload_roundtrip():
 # ---- cocotb on the generated Verilog -----------------------------------------------------------
 
 COCOTB_CONFIGS = [
-    {"hidden": 384},                                               # MiniLM, int16 -> int8
-    {"hidden": 12, "in_width": 8, "out_width": 16, "divider": "pipelined"},
+    {"hidden": 384},                                               # MiniLM, int16 -> int16
+    {"hidden": 12, "in_width": 8, "out_width": 8, "divider": "pipelined"},
 ]
 
 

@@ -19,7 +19,7 @@ def _build(p: dict) -> LayerNorm:
 
 
 def _figures(block: LayerNorm) -> dict:
-    cfg = block.params_
+    cfg = block.parameters
     return {
         "latency_cycles": cfg.latency,
         "latency_meaning": "cycles from the handshake of a row's last input element to the "
@@ -33,7 +33,7 @@ def _figures(block: LayerNorm) -> dict:
         "stats_period_cycles": cfg.stats_period,
         "row_buffer_elements": cfg.row_buffer_depth,
         "param_memory_entries": cfg.param_memory_depth,
-        "params_rule": "a load (hidden beats on params) applies to rows whose first element is "
+        "parametersrule": "a load (hidden beats on params) applies to rows whose first element is "
                        "accepted after its last beat; before the first load all parameters are 0",
         "output_meaning": "clamp(MBQM(+-norm + bias, multiplier, shift) + out_zero_point) per "
                           "channel: sim.golden.layernorm.layer_norm_int",
@@ -55,9 +55,9 @@ BLOCK = BlockSpec(
              "final element",
     },
     tb_module="sim.tb.layernorm_tb",
-    sim_configs=({"hidden": 16}, {"hidden": 1, "in_width": 8, "out_width": 16},
+    sim_configs=({"hidden": 16, "out_width": 8}, {"hidden": 1, "in_width": 8},
                  {"hidden": 12, "in_width": 8, "divider": "pipelined"},
-                 {"hidden": 5, "out_width": 16, "divider": "pipelined"}),
+                 {"hidden": 5, "out_width": 8, "divider": "pipelined"}),
     # Fit check counted on the elaborated netlist (gen/resources.py); LUT factor fitted to
     # synth_ice40 of the default configuration.
     resources=netlist_hook(_build, lut_factor=1.0),

@@ -36,12 +36,12 @@ INTAKE_LATENCY = MULTIPLIER_LATENCY + 1
 #: Cycles from the statistics' output to the row's first element leaving the row buffer.
 READ_LATENCY = 3
 #: Cycles from an element leaving the row buffer to its accumulator entering the requantizer.
-NORM_LATENCY = MULTIPLIER_LATENCY + 3
+NORM_LATENCY = MULTIPLIER_LATENCY + 4
 #: Rows whose statistics may wait for the normalisation pass.
 DESCRIPTORS = 4
-#: Rows counted per parameter bank (started and not yet fully read): at most three fit the
-#: two-row buffer.
-_ROWS_IN_FLIGHT = 4
+#: Rows counted per parameter bank (started and not yet fully read): every such row has an
+#: element in the two-row buffer, so there are at most three.
+_ROWS_IN_FLIGHT = 3
 
 
 def InBeat(in_width: int) -> data.StructLayout:
@@ -81,7 +81,10 @@ class LayerNorm(wiring.Component):
     normalised; ``params`` is held not-ready while rows that use the bank it would overwrite are
     still in flight. Before the first load every parameter is 0 (outputs 0).
 
-    Parameters (keyword-only, see :class:`LayerNormParams`)
+    The keyword-only parameters build and check a :class:`LayerNormParams`
+    (:attr:`parameters`), which also derives the latency and rate figures.
+
+    Parameters
     ----------
     hidden : int
         Elements per row, 1..1024.
@@ -100,7 +103,7 @@ class LayerNorm(wiring.Component):
         One output per input element, in order; ``last`` on each row's final element.
     """
 
-    def __init__(self, *, hidden: int = 384, in_width: int = 16, out_width: int = 8,
+    def __init__(self, *, hidden: int = 384, in_width: int = 16, out_width: int = 16,
                  divider: str = "iterative"):
         self._params = LayerNormParams(hidden=hidden, in_width=in_width, out_width=out_width,
                                        divider=divider)
@@ -110,14 +113,8 @@ class LayerNorm(wiring.Component):
             "o": Out(stream.Signature(OutBeat(out_width))),
         })
 
-    @classmethod
-    def from_params(cls, params: LayerNormParams) -> "LayerNorm":
-        """The block for an already validated :class:`LayerNormParams`."""
-        return cls(hidden=params.hidden, in_width=params.in_width,
-                   out_width=params.out_width, divider=params.divider)
-
     @property
-    def params_(self) -> LayerNormParams:
+    def parameters(self) -> LayerNormParams:
         """The validated parameters with every derived figure."""
         return self._params
 
@@ -240,12 +237,11 @@ class LayerNorm(wiring.Component):
         read_addr = Signal(range(depth))
         col_out = Signal(range(max(n, 2)))
         row_end = col_out == n - 1
-        ReadBeat = data.StructLayout({"mean": signed(w), "recip": unsigned(RECIP_STEPS),
-                                      "last": 1})
         beat = stream.Signature(data.StructLayout({
             "x": signed(w), "mean": signed(w), "recip": unsigned(RECIP_STEPS),
             "chan": ParamBeat(ow), "last": 1})).create()
-        held = Signal(ReadBeat)
+        held = Signal(data.StructLayout({"mean": signed(w), "recip": unsigned(RECIP_STEPS),
+                                         "last": 1}))
         read_advance = Signal()
         m.d.comb += [
             read_advance.eq(~beat.valid | beat.ready),
@@ -273,8 +269,12 @@ class LayerNorm(wiring.Component):
         to_requant = stream.Signature(RequantIn(1, ow)).create()
         pipe = StallPipeline(m, beat, to_requant)
         p = beat.payload
-        y = pipe.reg("centered", signed(w + 1), p.x - p.mean)
-        recip = pipe.reg("recip", unsigned(RECIP_STEPS), p.recip)
+        # The block RAM's output is registered before any logic: its clock-to-output (5.8 ns on
+        # ECP5 without the RAM's own output register) and a subtractor were the critical path.
+        x = pipe.reg("x", signed(w), p.x)
+        mean = pipe.reg("mean", signed(w), p.mean)
+        y = pipe.reg("centered", signed(w + 1), x - mean)
+        recip = pipe.delay("recip", unsigned(RECIP_STEPS), p.recip, 2)
         product = 0
         for k, lo in enumerate(range(0, RECIP_STEPS, PIECE)):
             mul = PipelinedMultiplier(a_width=w + 1, b_width=PIECE + 1)

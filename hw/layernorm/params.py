@@ -27,7 +27,8 @@ class LayerNormParams:
 
     hidden: int = _param(384, "elements per row (channels), n", lo=1, hi=1024)
     in_width: int = _param(16, "input element bits (int8 or int16)", choices=WIDTHS)
-    out_width: int = _param(8, "output element bits (int8 or int16)", choices=WIDTHS)
+    out_width: int = _param(16, "output element bits (int8 or int16; the encoder recipe: 16)",
+                            choices=WIDTHS)
     divider: str = _param("iterative", "mean division, isqrt and reciprocal: iterative (one "
                           "step per clock, one row per 33 clocks) or pipelined (one row per "
                           "clock)", choices=DIVIDERS)

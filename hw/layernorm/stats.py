@@ -67,8 +67,10 @@ def RowStatsOut(in_width: int) -> data.StructLayout:
 def _restoring(p, num, q, divisor):
     """One restoring-division step: the next numerator bit into the partial remainder."""
     shifted = Cat(num[-1], p)
-    take = shifted >= divisor
-    return {"p": Mux(take, shifted - divisor, shifted)[:len(p)], "num": num << 1,
+    # One carry chain: the difference's sign is the comparison.
+    diff = Cat(shifted, Const(0, 1)).as_signed() - divisor
+    take = ~diff[-1]
+    return {"p": Mux(take, diff, shifted)[:len(p)], "num": num << 1,
             "q": Cat(take, q)[:len(q)]}
 
 
@@ -187,9 +189,9 @@ class RowStats(wiring.Component):
         def isqrt_step(s):
             # Digit by digit: bring down two bits, try (root << 2) | 1.
             shifted = Cat(s.v[-2:], s.p)
-            trial = Cat(Const(1, 2), s.root)
-            take = shifted >= trial
-            return {"p": Mux(take, shifted - trial, shifted)[:len(s.p)], "v": s.v << 2,
+            diff = Cat(shifted, Const(0, 1)).as_signed() - Cat(Const(1, 2), s.root)
+            take = ~diff[-1]
+            return {"p": Mux(take, diff, shifted)[:len(s.p)], "v": s.v << 2,
                     "root": Cat(take, s.root)[:wd.std]}
 
         isqrt_unit = StepUnit(
