@@ -143,6 +143,10 @@ def test_requantizer_matches_golden_with_stalls(out_width):
     acc[60:200] = rng.integers(-(1 << 18), 1 << 18, (140, lanes))
     zp = rng.integers(-top, top, count)
     lo, hi = rng.integers(-top, 0, count), rng.integers(0, top, count)
+    # bounds in any order: TFLite's min(max(x, act_min), act_max) gives act_max when inverted
+    lo[200:280], hi[200:280] = rng.integers(-top, top, (2, 80))
+    lo[200:210], hi[200:210] = 10, -10
+    assert (lo > hi).sum() >= 30
     beats = []
 
     async def producer(ctx):

@@ -134,8 +134,12 @@ class Requantizer(wiring.Component):
         raw = w == RAW_WIDTH
         if not raw:
             zp = delay("zero_point", signed(w), payload.out_zero_point, 7)
-            lo = delay("act_min", signed(w), payload.act_min, 8)
-            hi = delay("act_max", signed(w), payload.act_max, 8)
+            lo7 = delay("act_min", signed(w), payload.act_min, 7)
+            hi7 = delay("act_max", signed(w), payload.act_max, 7)
+            # TFLite clamps as min(max(x, act_min), act_max): with act_min > act_max every
+            # result is act_max, which the clamp below gives once act_min is lowered to it.
+            lo = stage("act_min_s8", signed(w), Mux(lo7 > hi7, hi7, lo7))
+            hi = stage("act_max_s8", signed(w), hi7)
         m.d.comb += self.o.payload.last.eq(delay("last", 1, payload.last, n))
         if self._tag is not None:
             m.d.comb += self.o.payload.tag.eq(delay("tag", self._tag, payload.tag, n))
