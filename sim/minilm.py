@@ -168,7 +168,7 @@ def forward(sentence: str) -> dict:
     Returns
     -------
     dict
-        ``"scores"``: list over the 6 layers of float32 ``[12, T, T]``, Q.K^T / sqrt(64) before
+        ``"scores"``: list over the 6 layers of float32 ``[12, T, T]``, Q.K^T / sqrt(32) before
         softmax (no mask is needed for one unpadded sentence); ``"ffn_pre"``: list over layers of
         float32 ``[T, 1536]``, the intermediate dense output before GELU; ``"embedding"``: float32
         ``[384]``, the mean-pooled, L2-normalised sentence embedding.

@@ -95,7 +95,9 @@ class GemmCore(wiring.Component):
     i : In(stream.Signature(KSlice(rows, cols, a_width)))
         k-slices of A and B.
     params : In(stream.Signature(TileParams(cols, requantize, a_width, out_width)))
-        One beat per tile, taken with the tile's first k-slice.
+        One beat per tile, taken at least a cycle before the tile's first k-slice: alone
+        after reset (or whenever no tile's parameters are held), otherwise together with the
+        previous tile's last k-slice.
     o : Out(stream.Signature(GemmOut(out_lanes, requantize, out_width)))
         The tile's result row by row, ``cols // out_lanes`` beats per row.
     """
