@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.checks import check_int
 from ..common.mul import PipelinedMultiplier
+from ..common.pipeline import delayed
 from ..common.requant import REQUANT_LATENCY, RequantIn, Requantizer
 from .params import (B_WIDTH, a_offset_range, a_offset_width, check_widths, max_k,
                      pe_product_width)
@@ -253,25 +254,19 @@ class GemmCore(wiring.Component):
             edge_flags.last.eq(self.i.payload.last),
         ]
 
-        def delayed(name, shape, value, cycles, reset_less=False):
-            for n in range(cycles):
-                reg = Signal(shape, name=f"{name}_d{n + 1}", reset_less=reset_less)
-                m.d.sync += reg.eq(value)
-                value = reg
-            return value
-
         row_in, flags_in = [], []
         for r in range(rows):
             edge_a = Signal(signed(operand_a_width), name=f"edge_a{r}", reset_less=True)
             a_in = self.i.payload.a[r]
             m.d.sync += edge_a.eq(a_in if offset_per_column else a_in + params.a_offset)
-            row_in.append(delayed(f"skew_a{r}", signed(operand_a_width), edge_a, r, True))
-            flags_in.append(delayed(f"skew_flags{r}", Flags, edge_flags, r))
+            row_in.append(delayed(m, f"skew_a{r}", edge_a, r, shape=signed(operand_a_width),
+                                  reset_less=True))
+            flags_in.append(delayed(m, f"skew_flags{r}", edge_flags, r, shape=Flags))
         col_in = []
         for c in range(cols):
             edge_b = Signal(signed(8), name=f"edge_b{c}", reset_less=True)
             m.d.sync += edge_b.eq(self.i.payload.b[c])
-            col_in.append(delayed(f"skew_b{c}", signed(8), edge_b, c, True))
+            col_in.append(delayed(m, f"skew_b{c}", edge_b, c, shape=signed(8), reset_less=True))
 
         # ---- processing elements ----------------------------------------------------------
         def pe(name, a_left, b_above, flags_left):
@@ -337,10 +332,10 @@ class GemmCore(wiring.Component):
         # A token travelling down a delay line marks the rows being read; a row index that
         # restarts one cycle before the first row selects them (a binary mux is cheaper than a
         # one-hot AND-OR on ECP5's PFUMX slices).
-        before_first = delayed("row_token", 1, ends, self.row_read_delay - 1)
-        token = [delayed("row_token0", 1, before_first, 1)]
+        before_first = delayed(m, "row_token", ends, self.row_read_delay - 1, shape=1)
+        token = [delayed(m, "row_token0", before_first, 1, shape=1)]
         for r in range(1, rows):
-            token.append(delayed(f"row_token{r}", 1, token[-1], 1))
+            token.append(delayed(m, f"row_token{r}", token[-1], 1, shape=1))
         row_index = Signal(range(max(rows, 2)))
         m.d.sync += row_index.eq(Mux(before_first, 0, row_index + 1))
         row_data = Signal(data.ArrayLayout(signed(width), cols), reset_less=True)
