@@ -117,32 +117,45 @@ def test_schedule_wrong(kwargs, error, message):
 
 def test_schedule_one_engine_by_hand():
     # 20 tokens: 3 blocks, every row sees blocks 0..2. Descriptor in cycle 0; rows generated in
-    # cycles 1, 2, 3; row 0 dispatched in 2, commands 3, 6, 9, done 12; row 1 dispatched in 12,
-    # commands 13, 16, 19, done 22; row 2 commands 23, 26, 29, done 32.
+    # cycles 1, 2, 3, staged in 2, 3, 4, dispatchable from 3, 4, 5; row 0 dispatched in 3,
+    # commands 4, 7, 10, done 13; row 1 dispatched in 13, commands 14, 17, 20, done 23; row 2
+    # commands 24, 27, 30, done 33.
     s = schedule([20], engines=1, cost_per_pair=3)
     got = [(c.cycle, c.query_block, c.key_block, c.last, c.valid) for c in s.engines[0]]
     want = []
-    for qb, start in enumerate((3, 13, 23)):
+    for qb, start in enumerate((4, 14, 24)):
         want += [(start + 3 * k, qb, k, k == 2, 0x0F if k == 2 else 0xFF) for k in range(3)]
     assert got == want
-    assert s.makespan == 32
+    assert s.makespan == 33
 
 
 def test_schedule_two_engines_by_hand():
-    # Rows A = (0, 0) [0, 1], B = (0, 1) [0, 1], C = (1, 0) [0], generated in cycles 1, 2, 3.
-    # A -> engine 0 in cycle 2 (commands 3, 5; done 7); B -> engine 1 in 3 (4, 6; done 8);
-    # C waits for engine 0, dispatched in 7 (command 8, done 10).
+    # Rows A = (0, 0) [0, 1], B = (0, 1) [0, 1], C = (1, 0) [0], generated in cycles 1, 2, 3,
+    # dispatchable from 3, 4, 5. A -> engine 0 in cycle 3 (commands 4, 6; done 8); B -> engine
+    # 1 in 4 (5, 7; done 9); C waits for engine 0, dispatched in 8 (command 9, done 11).
     s = schedule([9, 1], engines=2, cost_per_pair=2)
     got = [[(c.cycle, c.seq, c.query_block, c.key_block, c.last) for c in e] for e in s.engines]
-    assert got == [[(3, 0, 0, 0, False), (5, 0, 0, 1, True), (8, 1, 0, 0, True)],
-                   [(4, 0, 1, 0, False), (6, 0, 1, 1, True)]]
-    assert s.makespan == 10
+    assert got == [[(4, 0, 0, 0, False), (6, 0, 0, 1, True), (9, 1, 0, 0, True)],
+                   [(5, 0, 1, 0, False), (7, 0, 1, 1, True)]]
+    assert s.makespan == 11
+
+
+def test_staged_rows_and_registered_room_by_hand():
+    # A window of one row. Row R0 = (0, 0) is generated in cycle 1 and staged in 2; in 2 the
+    # window is empty but R0 is staged, so nothing is generated. In 3 R0 waits in the window
+    # (full) and engine 0 takes it (command 4, done 5); its room is only seen in 4, where
+    # R1 = (1, 0) is generated; staged in 5, dispatchable in 6: engine 0 (the lowest free
+    # index, free since 5) takes it, command 7, done 8.
+    s = schedule([1, 1], engines=2, cost_per_pair=1, lookahead=1)
+    got = [[(c.cycle, c.seq, c.query_block) for c in e] for e in s.engines]
+    assert got == [[(4, 0, 0), (7, 1, 0)], []]
+    assert s.makespan == 8
 
 
 def test_longest_first_reorders_within_lookahead():
-    # One engine, busy with row (0, 0) from cycle 2 to 7. Meanwhile (1, 0) with 1 pair and the
-    # five rows of the 40-token sequence (5, 3, 4, 4, 3 pairs) wait; longest first (stable)
-    # takes them as (2, 0), (2, 2), (2, 3), (2, 1), (2, 4), then (1, 0).
+    # One engine, busy with row (0, 0) from cycle 3 to 8. Meanwhile (1, 0) with 1 pair and the
+    # five rows of the 40-token sequence (5, 3, 4, 4, 3 pairs) arrive (all but (2, 4) by cycle
+    # 8); longest first (stable) takes them as (2, 0), (2, 2), (2, 3), (2, 1), (2, 4), (1, 0).
     lengths = [1, 1, 40]
     order = [(c.seq, c.query_block) for c in
              schedule(lengths, engines=1, cost_per_pair=4).engines[0] if c.last]
@@ -158,19 +171,20 @@ def test_longest_first_reorders_within_lookahead():
 
 def test_length_one_and_batch_of_one():
     s = schedule([1], engines=4, cost_per_pair=5)
-    assert s.engines[0] == [(3, 0, 0, 0, True, 1)]
+    assert s.engines[0] == [(4, 0, 0, 0, True, 1)]
     assert s.engines[1:] == [[], [], []]
-    assert s.makespan == 3 + 5
+    assert s.makespan == 4 + 5
 
 
 def test_no_barrier_between_sequences():
-    # 24 tokens: rows (0, 0), (0, 1), (0, 2) of 3 pairs. Engine 0 takes (0, 0) in cycle 2 and
-    # (0, 2) in 6 (commands 7, 8, 9); engine 1 takes (0, 1) in 3 and, freed in 7, sequence 1's
-    # row in 7 (command 8), while sequence 0 is still running.
+    # 24 tokens: rows (0, 0), (0, 1), (0, 2) of 3 pairs, then (1, 0), dispatchable from cycles
+    # 3, 4, 5, 6. Engine 0 takes (0, 0) in cycle 3 and (0, 2) in 7 (commands 8, 9, 10); engine
+    # 1 takes (0, 1) in 4 and, freed in 8, sequence 1's row in 8 (command 9), while sequence 0
+    # is still running.
     s = schedule([24, 8], engines=2, cost_per_pair=1)
     assert [(c.cycle, c.seq, c.query_block) for c in s.engines[0]][-3:] == \
-        [(7, 0, 2), (8, 0, 2), (9, 0, 2)]
-    assert [(c.cycle, c.seq, c.query_block) for c in s.engines[1]][-1] == (8, 1, 0)
+        [(8, 0, 2), (9, 0, 2), (10, 0, 2)]
+    assert [(c.cycle, c.seq, c.query_block) for c in s.engines[1]][-1] == (9, 1, 0)
 
 
 def check_schedule(s, lengths, cost, **pattern):
@@ -202,12 +216,14 @@ def check_schedule(s, lengths, cost, **pattern):
 def test_schedule_invariants_and_bound(seed):
     """Greedy list scheduling never leaves an engine idle while a row waits, so the makespan is
     at most the busy time per engine plus one row plus the start-up of the row pipeline (rows
-    of at least ``engines`` cycles, so that one new row per cycle keeps every engine fed)."""
+    of at least ``engines`` cycles, so that one new row per cycle keeps every engine fed, and
+    of at least 3 cycles, the time from a dispatch to the next row that its window slot lets
+    through: room seen a cycle later, then the staged row)."""
     rng = random.Random(seed)
     pattern = {"block": rng.choice([4, 8]), "window": rng.randint(0, 2),
                    "n_global": rng.randint(0, 2), "causal": rng.random() < 0.3}
     engines = rng.randint(1, 8)
-    cost = rng.randint(engines, 9)
+    cost = rng.randint(max(engines, 2), 9)
     lengths = [rng.randint(1, 256) for _ in range(rng.randint(1, 40))]
     # A window of at least ``engines`` rows, so that engines freed together all get one.
     s = schedule(lengths, engines=engines, cost_per_pair=cost,

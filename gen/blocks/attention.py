@@ -16,9 +16,12 @@ def _build(p: dict) -> AttentionScheduler:
 def _figures(dut: AttentionScheduler) -> dict:
     return {
         "engines": dut.engines,
-        "first_command_cycle": 3,
+        "first_command_cycle": 4,
         "first_command_meaning": "cycles from the first descriptor handshake to the first "
                                  "command handshake (engine 0 ready)",
+        "row_latency_cycles": 2,
+        "row_latency_meaning": "a row generated in cycle t (staged, then inserted into the "
+                               "window) can be dispatched from cycle t + 2",
         "handover_cycles": 1,
         "handover_meaning": "an engine whose done is taken in cycle t receives its next row's "
                             "first command in cycle t + 1 (if a row is in the window)",

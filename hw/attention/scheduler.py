@@ -4,7 +4,7 @@ The policy is specified, cycle by cycle, by ``sim/golden/attention.py`` (``sched
 component reproduces it exactly when every engine takes a fixed number of cycles per command.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, Value, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,16 +32,23 @@ def Command(seq_width: int, block_width: int, block: int) -> data.StructLayout:
     })
 
 
-def _Row(seq_width: int, block_width: int, block: int) -> data.StructLayout:
+def _Row(seq_width: int, block_width: int, block: int, *, first: bool) -> data.StructLayout:
     """A query-block row waiting in the dispatch window, kept narrow because the window
-    multiplexers dominate the area: the engine derives its key range and masks from it."""
-    return data.StructLayout({
+    multiplexers dominate the area: the engine derives its key range and masks from it.
+    ``first`` (the row's first key block) is only stored when it is not always 0, i.e.
+    without global blocks. ``ahead`` is the insertion's registered decision: the slot holds a
+    row and that row stays ahead of the staged row."""
+    fields = {
         "seq": unsigned(seq_width),
         "query_block": unsigned(block_width),
         "last_block": unsigned(block_width),    # the sequence's final (partial) key block
         "missing": unsigned(max(1, block.bit_length() - 1)),  # absent tokens of that block
         "pairs": unsigned(block_width + 1),     # key blocks of the row: the priority
-    })
+    }
+    if first:
+        fields["first"] = unsigned(block_width)
+    fields["ahead"] = unsigned(1)
+    return data.StructLayout(fields)
 
 
 def _select(values: list, index: Signal):
@@ -61,6 +68,16 @@ class AttentionScheduler(wiring.Component):
     free engine takes the next row of the window (lowest engine index first; several engines
     per cycle), with no barrier between sequences. An engine then receives its row's commands,
     one per handshake, key blocks increasing, and frees itself with ``done``.
+
+    Pipelined so that no combinational path spans the window. A new row is registered
+    (staged) before it is inserted, so it is dispatched two cycles after it is generated at
+    the earliest. Its size (the priority) is registered one cycle earlier still, by the
+    generator, and compared with every slot in the cycle the row is generated; each slot
+    keeps that comparison as a bit which moves with it, so the insertion only reads
+    registered bits. The generator's room check uses registered counts only. The rows taken
+    in a cycle stay in the window's first slots for one more cycle (``holes``): the shift of
+    the whole window is selected by a register, and this cycle's dispatches (which depend on
+    the engines' ``done``) only reach the first ``min(engines, lookahead) + 1`` slots.
 
     Block pattern (``sim.golden.attention.block_mask``): query block ``i`` sees key block ``j``
     when ``|i - j| <= window`` or ``j < n_global`` or ``i < n_global``; with ``causal`` also
@@ -164,40 +181,36 @@ class AttentionScheduler(wiring.Component):
         """``block < n_global``."""
         return block < self._n_global if self._n_global else Const(0, 1)
 
-    def _key_range(self, m: Module, name: str, qb, last_block):
-        """First and last key block of query block ``qb`` and their number of pairs."""
-        w, g = self._window, self._n_global
-        bw = self._block_width
-        band_lo = Signal(bw, name=f"{name}_band_lo")
-        band_hi = Signal(bw, name=f"{name}_band_hi")
-        hi = Signal(bw, name=f"{name}_hi")
-        m.d.comb += [
-            band_lo.eq(self._minus_window(qb)),
-            band_hi.eq(Mux(qb + w >= last_block, last_block, qb + w)),
-            hi.eq(Mux(band_hi > qb, qb, band_hi) if self._causal else band_hi),
-        ]
-        global_row = self._below_globals(qb)
-        global_last = qb if self._causal else last_block
-        globals_below = Mux(band_lo < g, band_lo, g) if g else 0  # global blocks left of band
-        first = 0 if g > 0 else band_lo
-        last = Mux(global_row, global_last, hi)
-        pairs = Mux(global_row, global_last + 1, hi - band_lo + 1 + globals_below)
-        return first, last, pairs
-
     def elaborate(self, platform):
         m = Module()
         P, D, B = self._engines, self._lookahead, self._block
         bw = self._block_width
-        row_layout = _Row(self._seq_width, bw, B)
+        store_first = self._n_global == 0
+        row_layout = _Row(self._seq_width, bw, B, first=store_first)
         K = min(P, D)                            # most rows dispatched in one cycle
         full_mask = (1 << B) - 1
+
+        # ---- the window: slots[0..holes + waiting), of which the first `holes` were
+        # dispatched in the previous cycle and leave now; `waiting` rows can be dispatched,
+        # a count kept as a thermometer so that no adder or comparator follows the dispatch.
+        slots = [Signal(row_layout, name=f"slot_{n}") for n in range(D)]
+        holes = Signal(range(K + 1))
+        holes_is = Signal(K + 1, init=1)        # one-hot holes
+        waiting_gt = Signal(D)                  # waiting_gt[n]: waiting > n
+        # moved[n]: slot n once the holes are gone (a shift selected by a register).
+        moved = []
+        for n in range(D):
+            candidate = Signal(row_layout, name=f"moved_{n}")
+            m.d.comb += candidate.eq(
+                _select([slots[min(n + t, D - 1)] for t in range(K + 1)], holes))
+            moved.append(candidate)
 
         # ---- engine slots: the row each engine is working on -------------------------------
         active = [Signal(name=f"active_{e}") for e in range(P)]      # row given, done not seen
         issuing = [Signal(name=f"issuing_{e}") for e in range(P)]    # commands left to issue
         rows = [Signal(row_layout, name=f"row_{e}") for e in range(P)]
         key = [Signal(bw, name=f"key_{e}") for e in range(P)]
-        last_key = [Signal(bw, name=f"last_key_{e}") for e in range(P)]
+        left = [Signal(bw + 1, name=f"left_{e}") for e in range(P)]  # commands left in the row
         free = [Signal(name=f"free_{e}") for e in range(P)]
         for e in range(P):
             cmd, row = self.cmd[e], rows[e]
@@ -209,7 +222,7 @@ class AttentionScheduler(wiring.Component):
                 cmd.payload.seq.eq(row.seq),
                 cmd.payload.query_block.eq(row.query_block),
                 cmd.payload.key_block.eq(key[e]),
-                cmd.payload.last.eq(key[e] == last_key[e]),
+                cmd.payload.last.eq(left[e] == 1),
                 cmd.payload.valid.eq(Mux(key[e] == row.last_block,
                                          Const(full_mask, B) >> row.missing, full_mask)),
             ]
@@ -219,6 +232,7 @@ class AttentionScheduler(wiring.Component):
             band_start = self._minus_window(row.query_block)
             in_globals = self._below_globals(row.query_block) | self._below_globals(step)
             with m.If(cmd.valid & cmd.ready):
+                m.d.sync += left[e].eq(left[e] - 1)
                 with m.If(cmd.payload.last):
                     m.d.sync += issuing[e].eq(0)
                 with m.Else():
@@ -227,9 +241,7 @@ class AttentionScheduler(wiring.Component):
             with m.If(finished):
                 m.d.sync += active[e].eq(0)
 
-        # ---- dispatch: the n-th free engine takes window slot n ----------------------------
-        slots = [Signal(row_layout, name=f"slot_{n}") for n in range(D)]
-        count = Signal(range(D + 1))             # rows in the window, slots[0..count)
+        # ---- dispatch: the n-th free engine takes the n-th waiting row ---------------------
         rank = []                                # free engines below e
         running = Const(0, range(P + 1))
         for e in range(P):
@@ -239,16 +251,19 @@ class AttentionScheduler(wiring.Component):
             running = running + free[e]
         n_free = Signal(range(P + 1))
         m.d.comb += n_free.eq(running)
-        n_taken = Signal(range(K + 1))
-        m.d.comb += n_taken.eq(Mux(n_free < count, n_free, count))
         for e in range(P):
             offered = Signal(row_layout, name=f"offered_{e}")
-            m.d.comb += offered.eq(_select(slots[:K], rank[e]))
-            first, last, _ = self._key_range(m, f"offered_{e}", offered.query_block,
-                                             offered.last_block)
-            with m.If(free[e] & (rank[e] < count)):
-                m.d.sync += [rows[e].eq(offered), key[e].eq(first), last_key[e].eq(last)]
+            m.d.comb += offered.eq(_select(moved[:K], rank[e]))
+            with m.If(free[e] & _select([*waiting_gt[:K], Const(0, 1)], rank[e])):
+                m.d.sync += [rows[e].eq(offered), left[e].eq(offered.pairs),
+                             key[e].eq(offered.first if store_first else 0)]
                 m.d.sync += [active[e].eq(1), issuing[e].eq(1)]
+        # taken[n]: the (n + 1)-th waiting row leaves in this cycle; a prefix of ones.
+        taken = [Signal(name=f"taken_{n}") for n in range(K)]
+        for n in range(K):
+            m.d.comb += taken[n].eq((n_free > n) & waiting_gt[n])
+        n_taken = Signal(range(K + 1))
+        m.d.comb += n_taken.eq(sum(taken))
 
         # ---- row generator: the current descriptor's query blocks, in order --------------
         cur_valid = Signal()
@@ -256,19 +271,54 @@ class AttentionScheduler(wiring.Component):
         cur_last_block = Signal(bw)
         cur_missing = Signal(max(1, B.bit_length() - 1))
         qb = Signal(bw)
-        kept = Signal(range(D + 1))
-        push = Signal()
+        gen_pairs = Signal(bw + 1)               # key blocks of row qb, registered
+        staged = Signal(row_layout)              # the row generated in the previous cycle
+        staged_valid = Signal()
+        generate = Signal()
+        room = Signal(init=1)                   # waiting + staged_valid < lookahead
         m.d.comb += [
-            kept.eq(count - n_taken),
-            push.eq(cur_valid & (kept < D)),
-            self.desc.ready.eq(~cur_valid | (push & (qb == cur_last_block))),
+            # Registered state only: the rows dispatched in this cycle are still counted.
+            generate.eq(cur_valid & room),
+            self.desc.ready.eq(~cur_valid | (generate & (qb == cur_last_block))),
         ]
-        with m.If(push):
-            m.d.sync += qb.eq(qb + 1)
+        # The size of the row generated next is registered a cycle ahead (gen_pairs), from
+        # counters kept for the row after the current one, so that no adder chain follows
+        # another. A row q of a sequence with final block L has
+        #   global (q < n_global): q + 1 with causal, else L + 1;
+        #   otherwise: min(q + 1, window + n_global + 1) [the band's part left of q, itself
+        #   and the global blocks] + (0 with causal, else min(window, L - q)).
+        w, g, causal = self._window, self._n_global, self._causal
+        cap = w + g + 1
         length = self.desc.payload.length
         log_b = B.bit_length() - 1
         missing = Signal(max(1, log_b))         # absent tokens of the final block, 0..B-1
-        m.d.comb += missing.eq((B - 1) - ((length - 1) & (B - 1)))
+        desc_blocks = Signal(bw + 1)            # blocks of the offered sequence
+        m.d.comb += [
+            missing.eq((B - 1) - ((length - 1) & (B - 1))),
+            desc_blocks.eq((length + (B - 1)) >> log_b),
+        ]
+        blocks = Signal(bw + 1)                  # L + 1 of the current sequence
+        next_base = Signal(range(cap + 2))       # min(q + 2, cap): the next row's first term
+        next_dist = Signal(bw + 1)               # L - (q + 1), the next row's distance to L
+        # Size of query block 0 of the offered sequence.
+        if causal:
+            pairs_first = Const(1)
+        elif g or w * B >= (1 << self._length_width) - 1:
+            pairs_first = desc_blocks
+        else:
+            pairs_first = Mux(length > w * B, w + 1, desc_blocks)
+        # Size of query block q + 1 of the current sequence.
+        if g < 2:
+            next_global = Const(0, 1)
+        elif g - 1 >= 1 << bw:
+            next_global = Const(1, 1)
+        else:
+            next_global = qb < g - 1
+        if causal:
+            pairs_next = next_base
+        else:
+            right = Mux(next_dist >= w, w, next_dist) if w else 0   # min(window, L - q - 1)
+            pairs_next = Mux(next_global, blocks, next_base + right)
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += [
                 cur_valid.eq(length != 0),
@@ -276,50 +326,100 @@ class AttentionScheduler(wiring.Component):
                 cur_last_block.eq((length - 1) >> log_b),
                 cur_missing.eq(missing),
                 qb.eq(0),
+                gen_pairs.eq(pairs_first),
+                blocks.eq(desc_blocks),
+                next_base.eq(min(2, cap)),
+                next_dist.eq(desc_blocks - 2),
             ]
-        with m.Elif(push & (qb == cur_last_block)):
-            m.d.sync += cur_valid.eq(0)
+        with m.Elif(generate):
+            m.d.sync += [
+                qb.eq(qb + 1),
+                gen_pairs.eq(pairs_next),
+                next_base.eq(Mux(next_base == cap, cap, next_base + 1)),
+                next_dist.eq(next_dist - 1),
+            ]
+            with m.If(qb == cur_last_block):
+                m.d.sync += cur_valid.eq(0)
 
-        # The new row and its size (its priority).
-        new = Signal(row_layout)
-        _, _, pairs = self._key_range(m, "new", qb, cur_last_block)
-        m.d.comb += [
-            new.seq.eq(cur_seq),
-            new.query_block.eq(qb),
-            new.last_block.eq(cur_last_block),
-            new.missing.eq(cur_missing),
-            new.pairs.eq(pairs),
-        ]
+        m.d.sync += staged_valid.eq(generate)
+        with m.If(generate):
+            m.d.sync += [
+                staged.seq.eq(cur_seq),
+                staged.query_block.eq(qb),
+                staged.last_block.eq(cur_last_block),
+                staged.missing.eq(cur_missing),
+                staged.pairs.eq(gen_pairs),
+            ]
+            if store_first:
+                m.d.sync += staged.first.eq(self._minus_window(qb))
 
-        # ---- window update: drop the taken rows, insert the new one by priority -----------
-        # ahead[j]: slot j stays ahead of the new row (it is occupied and, with longest_first,
-        # at least as long). The window is sorted, so ahead is a prefix of ones, and after
-        # the t taken rows leave, "the new row goes behind slot n" is simply ahead[n + t]:
-        # no count and no adder chain on the path into the slots.
-        ahead = Signal(D + K + 1)
-        for j in range(D):
-            stays = (count > j) & (slots[j].pairs >= new.pairs) if self._longest_first \
-                else (count > j)
-            m.d.comb += ahead[j].eq(stays)
-        behind = []                              # behind[n]: the new row goes after slot n
+        # ---- window update: drop the holes, insert the staged row by priority -------------
+        # Each row carries `ahead`: it has at least as many key blocks as the staged row, so
+        # it stays ahead of it (ties in generation order). The bit is computed against the
+        # generator's row in the cycle that row is generated, and moves with its row. The
+        # waiting rows are sorted, so after the shift, "the staged row goes behind slot n"
+        # is a prefix of ones: slot n waits and is ahead, or it holds a row taken in this
+        # cycle (it stays, as a hole).
+        behind = []                              # behind[n]: the staged row goes after slot n
         for n in range(D):
             bit = Signal(name=f"behind_{n}")
-            m.d.comb += bit.eq(_select([ahead[n + t] for t in range(K + 1)], n_taken))
+            later = moved[n].ahead
+            m.d.comb += bit.eq(later | taken[n] if n < K else later)
             behind.append(bit)
-        # moved[n]: what slot n holds once the taken rows are gone; slots behind the new row
-        # take their predecessor's moved value instead.
-        moved = []
+        # Where each slot's row comes from: the staged row, the previous moved slot, or its
+        # own moved slot.
+        from_staged = [staged_valid & (behind[n - 1] if n else 1) & ~behind[n]
+                       for n in range(D)]
+        from_prev = [staged_valid & ~behind[n - 1] if n else Const(0, 1) for n in range(D)]
+        # Slot n holds a row after this cycle when n < waiting + staged_valid.
+        occupied = [Mux(staged_valid, waiting_gt[n - 1] if n else 1, waiting_gt[n])
+                    for n in range(D)]
         for n in range(D):
-            candidate = Signal(row_layout, name=f"moved_{n}")
-            m.d.comb += candidate.eq(
-                _select([slots[min(n + t, D - 1)] for t in range(K + 1)], n_taken))
-            moved.append(candidate.as_value())
-        for n in range(D):
-            if n == 0:
-                update = Mux(push & ~behind[0], new.as_value(), moved[0])
-            else:
-                update = Mux(push & ~behind[n - 1], moved[n - 1], moved[n])
-                update = Mux(push & behind[n - 1] & ~behind[n], new.as_value(), update)
+            update = Signal(row_layout, name=f"update_{n}")
+            m.d.comb += update.eq(Mux(from_staged[n], staged,
+                                      Mux(from_prev[n], moved[n - 1] if n else 0, moved[n])))
             m.d.sync += slots[n].eq(update)
-        m.d.sync += count.eq(kept + push)
+        # Each row's new ahead bit: against the generator's row, compared in the slot the row
+        # leaves (ge[j]) and routed like the row. The comparison comes last, so it is written
+        # as an AND-OR of ge[j] with routes that depend on registers and on the dispatch only.
+        if self._longest_first:
+            ge = Signal(D)                       # ge[j]: slot j against the generator's row
+            for j in range(D):
+                m.d.comb += ge[j].eq(slots[j].pairs >= gen_pairs)
+            staged_ge = staged.pairs >= gen_pairs
+        else:
+            ge, staged_ge = Const((1 << D) - 1, D), Const(1, 1)
+        for n in range(D):
+            keep = occupied[n] & ~from_staged[n] & ~from_prev[n]
+            prev = occupied[n] & ~from_staged[n] & from_prev[n]
+            terms = [occupied[n] & from_staged[n] & staged_ge]
+            for j in range(max(n - 1, 0), min(n + K + 1, D)):
+                route = Const(0, 1)
+                if 0 <= j - n <= K:
+                    route = route | (keep & holes_is[j - n])
+                if n and 0 <= j - n + 1 <= K:
+                    route = route | (prev & holes_is[j - n + 1])
+                terms.append(route & ge[j])
+            m.d.sync += slots[n].ahead.eq(Cat(*terms).any())
+        # The thermometer after this cycle: waiting - n_taken + staged_valid > n.
+        taken_is = [~taken[0]] + [taken[t - 1] & (~taken[t] if t < K else 1)
+                                  for t in range(1, K + 1)]   # one-hot n_taken
+
+        def after_takes(n):
+            """waiting - n_taken > n."""
+            bits = [taken_is[t] & waiting_gt[n + t] for t in range(K + 1) if n + t < D]
+            return Cat(*bits).any() if bits else Const(0, 1)
+
+        waiting_gt_next = Signal(D)
+        for n in range(D):
+            m.d.comb += waiting_gt_next[n].eq(
+                Mux(staged_valid, after_takes(n - 1) if n else 1, after_takes(n)))
+        # Room for the next row: waiting + staged_valid < lookahead after this cycle.
+        full_with_new = waiting_gt_next[D - 2] if D >= 2 else Const(1, 1)
+        m.d.sync += [
+            holes.eq(n_taken),
+            holes_is.eq(Cat(*taken_is)),
+            waiting_gt.eq(waiting_gt_next),
+            room.eq(Mux(generate, ~full_with_new, ~waiting_gt_next[D - 1])),
+        ]
         return m

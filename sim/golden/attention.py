@@ -21,10 +21,13 @@ issued to one engine so that an online softmax accumulates across them. An engin
 ``cost_per_pair`` cycles per (query block, key block) pair. The policy, cycle by cycle, with
 cycle 0 the cycle in which the first sequence descriptor is accepted:
 
-1. Rows are generated in descriptor order, query blocks ascending, one row per cycle from
-   cycle 1 on, into a dispatch window of ``lookahead`` rows; a row cannot be generated while
-   the window, after this cycle's dispatches, holds ``lookahead`` rows. A row generated in
-   cycle ``t`` can be dispatched from cycle ``t + 1``. Descriptors are offered back to back;
+1. Rows are generated in descriptor order, query blocks ascending, at most one per cycle from
+   cycle 1 on. A row generated in cycle ``t`` is staged (registered) in cycle ``t + 1``, enters
+   the dispatch window at the end of that cycle and can be dispatched from cycle ``t + 2``. A
+   row can be generated in cycle ``t`` only while the rows waiting in the window at the start
+   of cycle ``t`` (before this cycle's dispatches) plus the staged row, if any, are fewer than
+   ``lookahead``: room made by a dispatch in cycle ``t`` is used from cycle ``t + 1``, and the
+   window never holds more than ``lookahead`` rows. Descriptors are offered back to back;
    the next one is accepted in the cycle its predecessor's last row is generated, so rows of
    consecutive sequences follow each other without a gap.
 2. The window is ordered by priority: with ``longest_first`` by number of key blocks,
@@ -181,9 +184,12 @@ def schedule(lengths, *, engines: int, block: int = 8, window: int = 1, n_global
     out: list[list[Command]] = [[] for _ in range(engines)]
     free_at = [0] * engines            # cycle from which each engine is free
     pending: list[int] = []            # the dispatch window: indices into `rows`, by priority
+    staged = None                      # the row generated in the previous cycle
     next_row = 0
     t = 0
     while True:
+        # The generator's room check sees the window before this cycle's dispatches.
+        room = len(pending) + (staged is not None) < lookahead
         free = [e for e in range(engines) if free_at[e] <= t]
         for e, r in zip(free, pending):
             seq, qb, keys, length = rows[r]
@@ -192,19 +198,22 @@ def schedule(lengths, *, engines: int, block: int = 8, window: int = 1, n_global
                                       k == len(keys) - 1, key_block_valid(length, kb, block)))
             free_at[e] = t + 1 + len(keys) * cost_per_pair
         del pending[:len(free)]
-        # The generator starts in cycle 1: the descriptor accepted in cycle 0 is registered.
-        if t >= 1 and next_row < len(rows) and len(pending) < lookahead:
-            size = len(rows[next_row][2])
+        if staged is not None:
+            size = len(rows[staged][2])
             # Behind every row of the window that is at least as long (stable), or at the end.
             pos = len(pending)
             if longest_first:
                 pos = sum(len(rows[r][2]) >= size for r in pending)
-            pending.insert(pos, next_row)
+            pending.insert(pos, staged)
+            staged = None
+        # The generator starts in cycle 1: the descriptor accepted in cycle 0 is registered.
+        if t >= 1 and next_row < len(rows) and room:
+            staged = next_row
             next_row += 1
-        if next_row == len(rows) and not pending:
+        if next_row == len(rows) and not pending and staged is None:
             return Schedule(out, max(free_at))
-        if next_row < len(rows) and len(pending) < lookahead:
-            t += 1                      # a row is generated next cycle
+        if staged is not None or (next_row < len(rows) and len(pending) < lookahead):
+            t += 1                      # a row enters the window or is generated next cycle
         else:
             # Nothing changes until an engine frees: skip ahead (keeps long batches fast).
             t = max(t + 1, min(free_at))
