@@ -478,20 +478,21 @@ class AttentionEngine(wiring.Component):
                         m.d.sync += [writing.eq(0), rows_written.eq(1)]
 
         # ---- phases ------------------------------------------------------------------------
-        with m.Switch(phase):
-            with m.Case(Phase.SCORES):
-                with m.If(last_seen & (out_tile == n_cmds) & (params_sent == n_cmds)):
-                    m.d.sync += [phase.eq(Phase.SOFTMAX), streaming.eq(1), priming.eq(1),
-                                 writing.eq(1), s_addr.eq(0), params_sent.eq(0)]
-            with m.Case(Phase.SOFTMAX):
-                with m.If(rows_written):
-                    m.d.sync += [phase.eq(Phase.PV), v_issuing.eq(1), out_tile.eq(0)]
-            with m.Case(Phase.PV):
-                with m.If((out_tile == chunks) & ~out_valid):
-                    m.d.sync += phase.eq(Phase.DONE)
-            with m.Case(Phase.DONE):
-                m.d.comb += self.done.eq(1)
-                m.d.comb += row_reset.eq(self.done_ready)
+        # (If/Elif rather than Switch: Amaranth's Verilog drops the cases that do not assign a
+        # signal, and Verilator rejects the incomplete case statements, CASEINCOMPLETE.)
+        with m.If(phase == Phase.SCORES):
+            with m.If(last_seen & (out_tile == n_cmds) & (params_sent == n_cmds)):
+                m.d.sync += [phase.eq(Phase.SOFTMAX), streaming.eq(1), priming.eq(1),
+                             writing.eq(1), s_addr.eq(0), params_sent.eq(0)]
+        with m.Elif(phase == Phase.SOFTMAX):
+            with m.If(rows_written):
+                m.d.sync += [phase.eq(Phase.PV), v_issuing.eq(1), out_tile.eq(0)]
+        with m.Elif(phase == Phase.PV):
+            with m.If((out_tile == chunks) & ~out_valid):
+                m.d.sync += phase.eq(Phase.DONE)
+        with m.Else():
+            m.d.comb += self.done.eq(1)
+            m.d.comb += row_reset.eq(self.done_ready)
         with m.If(row_reset):
             m.d.sync += [phase.eq(Phase.SCORES), started.eq(0), n_cmds.eq(0),
                          last_seen.eq(0), q_full.eq(0), k_filled.eq(0), params_sent.eq(0),

@@ -173,13 +173,13 @@ class AttentionUnit(wiring.Component):
             grant = Signal(range(max(E, 2)), name=f"{name}_grant")
             any_ = Signal(name=f"{name}_granted")
             m.d.comb += any_.eq(Cat(*requests).any())
-            with m.Switch(first):
-                for start in range(E):
-                    with m.Case(start):
-                        for offset in reversed(range(E)):
-                            e = (start + offset) % E
-                            with m.If(requests[e]):
-                                m.d.comb += grant.eq(e)
+            # (If chains, not Switch: Verilator wants complete case statements)
+            for start in range(E):
+                with m.If(first == start):
+                    for offset in reversed(range(E)):
+                        e = (start + offset) % E
+                        with m.If(requests[e]):
+                            m.d.comb += grant.eq(e)
             with m.If(any_):
                 m.d.sync += first.eq(Mux(grant == E - 1, 0, grant + 1))
             return grant, any_
@@ -275,17 +275,15 @@ class AttentionUnit(wiring.Component):
             m.d.sync += read_addr.eq(read_addr + 1)
 
         # ---- batch states ------------------------------------------------------------------
-        with m.Switch(state):
-            with m.Case(State.LOAD):
-                with m.If(all_desc & (loaded[0] == total_words) & (loaded[1] == total_words)
-                          & (loaded[2] == total_words)):
-                    m.d.sync += [state.eq(State.COMPUTE), feeding.eq(n_seqs != 0),
-                                 feed_seq.eq(0), feed_head.eq(0), written.eq(0)]
-            with m.Case(State.COMPUTE):
-                with m.If(~feeding & (written == total_words)):
-                    m.d.sync += [state.eq(State.OUTPUT), read_addr.eq(0)]
-            with m.Case(State.OUTPUT):
-                with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-                    m.d.sync += [state.eq(State.LOAD), n_seqs.eq(0), n_tokens.eq(0),
-                                 all_desc.eq(0)] + [count.eq(0) for count in loaded]
+        with m.If(state == State.LOAD):
+            with m.If(all_desc & (loaded[0] == total_words) & (loaded[1] == total_words)
+                      & (loaded[2] == total_words)):
+                m.d.sync += [state.eq(State.COMPUTE), feeding.eq(n_seqs != 0),
+                             feed_seq.eq(0), feed_head.eq(0), written.eq(0)]
+        with m.Elif(state == State.COMPUTE):
+            with m.If(~feeding & (written == total_words)):
+                m.d.sync += [state.eq(State.OUTPUT), read_addr.eq(0)]
+        with m.Elif(self.o.valid & self.o.ready & self.o.payload.last):
+            m.d.sync += [state.eq(State.LOAD), n_seqs.eq(0), n_tokens.eq(0),
+                         all_desc.eq(0)] + [count.eq(0) for count in loaded]
         return m
