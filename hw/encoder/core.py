@@ -1,0 +1,618 @@
+"""The encoder accelerator: whole BERT-style encoder layers on one GEMM core, the attention
+unit, the GELU table, the LayerNorm block and the residual adders, with on-chip activations
+and weights streamed from external memory. Bit-exact to ``sim.golden.encoder.forward``."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..add import AddUnit
+from ..attention.unit import AttentionUnit
+from ..common.requant import Requantizer
+from ..gelu import Gelu
+from ..gemm import GemmCore
+from ..layernorm import LayerNorm
+from .params import (DESCRIPTOR_FIELDS, INPUT_TAG, MEMORIES, OPS, TAG_BITS,
+                     EncoderParams)
+
+__all__ = ["Descriptor", "ReadRequest", "SequenceIn", "PooledOut", "DebugBeat",
+           "EncoderAccelerator"]
+
+#: Bits of a read request's word address and length.
+ADDR_BITS = 32
+LENGTH_BITS = 24
+#: Elements read ahead of the consumer by the element reader and the k-slice reader.
+READ_AHEAD = 4
+
+Descriptor = data.StructLayout({name: (signed(w) if s else unsigned(w))
+                                for name, w, s in DESCRIPTOR_FIELDS})
+ReadRequest = data.StructLayout({"addr": unsigned(ADDR_BITS), "length": unsigned(LENGTH_BITS)})
+
+
+def SequenceIn(max_len: int) -> data.StructLayout:
+    """One sequence of the batch: its length in tokens; ``last`` ends the batch."""
+    return data.StructLayout({"length": unsigned(max_len.bit_length()), "last": unsigned(1)})
+
+
+#: One element of a sequence's pooled sum; ``last`` on the sequence's final channel.
+PooledOut = data.StructLayout({"data": signed(32), "last": unsigned(1)})
+
+
+def DebugBeat(params: EncoderParams) -> data.StructLayout:
+    """One element written to an activation memory: its stage tag, token and channel."""
+    return data.StructLayout({"tag": unsigned(TAG_BITS), "token": range(params.max_tokens),
+                              "channel": range(params.max_k), "data": signed(16)})
+
+
+class State(enum.Enum, shape=4):
+    LOAD_SEQ = 0
+    LOAD_X = 1
+    FETCH_DESC = 2
+    WAIT_DESC = 3
+    RUN = 4
+    NEXT = 5
+
+
+class Phase(enum.Enum, shape=3):
+    PARAMS = 0      # GEMM tile parameters / LayerNorm channel records
+    WEIGHTS = 1     # GEMM weight tile
+    COMPUTE = 2     # k-slices (GEMM) or element stream (other passes)
+    DRAIN = 3       # wait for the last outputs
+
+
+class _TokenMajor:
+    """Position of an element in token-major order over ``width`` channels: memory word
+    address ``(token // rows) * width + channel`` and lane ``token % rows``."""
+
+    def __init__(self, m: Module, name: str, p: EncoderParams):
+        self.m, self.p = m, p
+        depth = p.token_words * p.max_k
+        self.channel = Signal(range(p.max_k + 1), name=f"{name}_channel")
+        self.lane = Signal(range(max(p.rows, 2)), name=f"{name}_lane")
+        self.base = Signal(range(depth + 1), name=f"{name}_base")
+        self.token = Signal(range(p.max_tokens + 1), name=f"{name}_token")
+        self.addr = self.base + self.channel
+
+    def reset(self):
+        return [self.channel.eq(0), self.lane.eq(0), self.base.eq(0), self.token.eq(0)]
+
+    def row_end(self, width):
+        return self.channel == width - 1
+
+    def step(self, width):
+        """Statements moving to the next element."""
+        m = self.m
+        stmts = []
+        with m.If(self.row_end(width)):
+            m.d.sync += [self.channel.eq(0), self.token.eq(self.token + 1)]
+            with m.If(self.lane == self.p.rows - 1):
+                m.d.sync += [self.lane.eq(0), self.base.eq(self.base + width)]
+            with m.Else():
+                m.d.sync += self.lane.eq(self.lane + 1)
+        with m.Else():
+            m.d.sync += self.channel.eq(self.channel + 1)
+        return stmts
+
+
+class EncoderAccelerator(wiring.Component):
+    """A BERT-style encoder (``sim.golden.encoder``) for a batch of sequences, weights read
+    from external memory (the weight image, ``sim.encoder_image``).
+
+    A batch is the sequences' lengths on ``seq`` and their int16 embedding sums (the host's
+    table lookup and ADD, ``sim.encoder_image.embedding_sums``) on ``x``, token-major. The
+    sequencer then runs the image's program, one pass per descriptor: the embedding
+    LayerNorm, per layer the Q, K, V projections, attention, output projection, ADD,
+    LayerNorm, FFN1, GELU, FFN2, ADD, LayerNorm, and pooling. Each GEMM reads every weight
+    tile (``K x cols``) once and uses it for every token of the batch. The pooled sums leave on
+    ``o``, ``hidden`` beats per sequence; with ``debug``, every element written to an
+    activation memory also leaves on ``dbg`` with its stage tag, token and channel.
+
+    Members
+    -------
+    seq : In(stream.Signature(SequenceIn(max_len)))
+    x : In(stream.Signature(signed(16)))
+    req : Out(stream.Signature(ReadRequest))
+        Read requests: ``length`` words from word address ``addr`` of the image.
+    rdata : In(stream.Signature(unsigned(port_width)))
+        The requested words, in request order.
+    o : Out(stream.Signature(PooledOut))
+    dbg : Out(stream.Signature(DebugBeat(params)))
+        Only with ``debug``.
+    """
+
+    def __init__(self, params: EncoderParams):
+        if not isinstance(params, EncoderParams):
+            raise TypeError(f"params must be an EncoderParams, not {params!r}")
+        self._params = params
+        members = {
+            "seq": In(stream.Signature(SequenceIn(params.max_len))),
+            "x": In(stream.Signature(signed(16))),
+            "req": Out(stream.Signature(ReadRequest)),
+            "rdata": In(stream.Signature(unsigned(params.port_width))),
+            "o": Out(stream.Signature(PooledOut)),
+        }
+        if params.debug:
+            members["dbg"] = Out(stream.Signature(DebugBeat(params)))
+        super().__init__(members)
+
+    @property
+    def params(self) -> EncoderParams:
+        return self._params
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._params
+        P, rows, cols, H = p.port_width, p.rows, p.cols, p.hidden
+        row_words_max = p.fetch_row_bits // P
+
+        # ---- units ------------------------------------------------------------------------
+        m.submodules.gemm = gemm = GemmCore(rows=rows, cols=cols, a_width=16, out_width=16)
+        m.submodules.attention = att = AttentionUnit(p.attention_unit)
+        m.submodules.layernorm = ln = LayerNorm(hidden=H, in_width=16, out_width=16,
+                                                divider=p.ln_divider)
+        m.submodules.gelu = gelu = Gelu(method="lut", scale=p.gelu_scale, in_width=12,
+                                        out_bits=8)
+        m.submodules.gelu_requant = gelu_rq = Requantizer(lanes=1, out_width=16)
+        m.submodules.add = add = AddUnit(in_width=16, out_width=16, inputs=2)
+        m.d.comb += [gelu_rq.i.valid.eq(gelu.o.valid), gelu.o.ready.eq(gelu_rq.i.ready),
+                     gelu_rq.i.payload.acc[0].eq(gelu.o.payload.data[0])]
+
+        # ---- activation memories ----------------------------------------------------------
+        mems, rd, wr = [], [], []
+        for name, (bits, _) in MEMORIES.items():
+            mem = Memory(shape=data.ArrayLayout(signed(bits), rows),
+                         depth=p.memory_depth(name), init=[])
+            m.submodules[f"mem_{name}"] = mem
+            mems.append(mem)
+            rd.append(mem.read_port())
+            wr.append(mem.write_port(granularity=1))
+        lengths = Memory(shape=unsigned(p.max_len.bit_length()), depth=p.max_seqs, init=[])
+        m.submodules.lengths = lengths
+        len_write = lengths.write_port()
+
+        state = Signal(State)
+        phase = Signal(Phase)
+        desc = Signal(Descriptor)
+        desc_addr = Signal(ADDR_BITS)
+        n_seqs = Signal(range(p.max_seqs + 1))
+        n_tokens = Signal(range(p.max_tokens + 1))
+        op = desc.op
+
+        # ---- fetch: one request, the words assembled into record rows ---------------------
+        fetch_addr = Signal(ADDR_BITS)
+        fetch_len = Signal(LENGTH_BITS)
+        fetch_row_words = Signal(range(row_words_max + 1))
+        req_pending = Signal()
+        m.d.comb += [self.req.valid.eq(req_pending), self.req.payload.addr.eq(fetch_addr),
+                     self.req.payload.length.eq(fetch_len)]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += req_pending.eq(0)
+
+        def fetch(addr, n_rows, row_words):
+            return [fetch_addr.eq(addr), fetch_len.eq(n_rows * row_words),
+                    fetch_row_words.eq(row_words), req_pending.eq(1)]
+
+        row = Signal(p.fetch_row_bits)
+        row_valid = Signal()
+        row_ready = Signal()
+        word_index = Signal(range(row_words_max))
+        m.d.comb += self.rdata.ready.eq(~row_valid | row_ready)
+        with m.If(row_valid & row_ready):
+            m.d.sync += row_valid.eq(0)
+        with m.If(self.rdata.valid & self.rdata.ready):
+            with m.Switch(word_index):
+                for i in range(row_words_max):
+                    with m.Case(i):
+                        m.d.sync += row.word_select(i, P).eq(self.rdata.payload)
+            with m.If(word_index == fetch_row_words - 1):
+                m.d.sync += [word_index.eq(0), row_valid.eq(1)]
+            with m.Else():
+                m.d.sync += word_index.eq(word_index + 1)
+
+        # ---- the writer: every element into an activation memory (and the debug stream) ----
+        w_valid, w_ready = Signal(), Signal()
+        w_mem = Signal(3)
+        w_addr = Signal(range(p.token_words * p.max_k + 1))
+        w_lane = Signal(range(max(rows, 2)))
+        w_data = Signal(signed(16))
+        w_token = Signal(range(p.max_tokens + 1))
+        w_channel = Signal(range(p.max_k + 1))
+        w_tag = Signal(TAG_BITS)
+        w_fire = w_valid & w_ready
+        if p.debug:
+            m.d.comb += [self.dbg.valid.eq(w_valid), w_ready.eq(self.dbg.ready),
+                         self.dbg.payload.tag.eq(w_tag), self.dbg.payload.token.eq(w_token),
+                         self.dbg.payload.channel.eq(w_channel),
+                         self.dbg.payload.data.eq(w_data)]
+        else:
+            m.d.comb += w_ready.eq(1)
+        for n, port in enumerate(wr):
+            m.d.comb += [port.addr.eq(w_addr)]
+            for lane in range(rows):
+                m.d.comb += [port.data[lane].eq(w_data),
+                             port.en[lane].eq(w_fire & (w_mem == n) & (w_lane == lane))]
+        written = Signal(range(p.token_words * rows * p.max_k + 1))
+        expect = Signal.like(written)
+        wpos = _TokenMajor(m, "write", p)
+
+        # ---- the element reader: token-major over n_tokens x desc.k from src (and src2) ----
+        rpos = _TokenMajor(m, "read", p)
+        r_src = Signal(3)
+        r_width = Signal(16)
+        r_running = Signal()
+        ElementBeat = data.StructLayout({"a": signed(16), "b": signed(16), "row_last": 1})
+        m.submodules.r_fifo = r_fifo = SyncFIFOBuffered(width=ElementBeat.size,
+                                                        depth=READ_AHEAD)
+        r_issue, r_reading = Signal(), Signal()
+        r_lane, r_row_last = Signal.like(rpos.lane), Signal()
+        r_mem_a, r_mem_b = Signal(3), Signal(3)
+        m.d.comb += r_issue.eq(r_running & (r_fifo.level + r_reading < READ_AHEAD))
+        m.d.sync += [r_reading.eq(r_issue), r_lane.eq(rpos.lane),
+                     r_row_last.eq(rpos.row_end(r_width)), r_mem_a.eq(r_src),
+                     r_mem_b.eq(desc.src2)]
+        with m.If(r_issue):
+            rpos.step(r_width)
+            with m.If(rpos.row_end(r_width) & (rpos.token == n_tokens - 1)):
+                m.d.sync += r_running.eq(0)
+
+        def element(mem_sel):
+            value = Signal(signed(16))
+            with m.Switch(mem_sel):
+                for n, port in enumerate(rd):
+                    with m.Case(n):
+                        m.d.comb += value.eq(port.data[r_lane])
+            return value
+
+        r_out = data.View(ElementBeat, r_fifo.r_data)
+        m.d.comb += [r_fifo.w_en.eq(r_reading),
+                     r_fifo.w_data.eq(Cat(element(r_mem_a), element(r_mem_b), r_row_last))]
+        r_valid, r_take = r_fifo.r_rdy, Signal()
+        m.d.comb += r_fifo.r_en.eq(r_take)
+
+        # ---- GEMM: weight tile buffer, k-slice reader, tile parameters, output positions ---
+        m.submodules.wbuf = wbuf = Memory(shape=data.ArrayLayout(signed(8), cols),
+                                          depth=p.max_k, init=[])
+        wbuf_write, wbuf_read = wbuf.write_port(), wbuf.read_port()
+        g_bias = Signal(data.ArrayLayout(signed(32), cols))
+        g_mult = Signal(data.ArrayLayout(signed(32), cols))
+        g_shift = Signal(data.ArrayLayout(signed(6), cols))
+        g_row = Signal(range(max(3, p.max_k) + 1))      # rows of the current fetch taken
+        g_col = Signal(range(p.max_k + 1))              # first output channel of the tile
+        g_col_tile = Signal(range(p.max_k + 1))
+        g_k = Signal(range(p.max_k + 1))
+        g_tile = Signal(range(p.token_words + 1))       # row tile being issued
+        g_tile_base = Signal(range(p.token_words * p.max_k + 1))
+        g_params_left = Signal(range(p.token_words + 1))
+        row_tiles = Signal(range(p.token_words + 1))
+        g_issuing = Signal()
+        KBeat = data.StructLayout({"b": data.ArrayLayout(signed(8), cols), "last": 1})
+        m.submodules.k_fifo = k_fifo = SyncFIFOBuffered(
+            width=KBeat.size + rows * 16, depth=READ_AHEAD)
+        k_issue, k_reading, k_last = Signal(), Signal(), Signal()
+        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading < READ_AHEAD))
+        m.d.sync += [k_reading.eq(k_issue), k_last.eq(g_k == desc.k - 1)]
+        with m.If(k_issue):
+            with m.If(g_k == desc.k - 1):
+                m.d.sync += [g_k.eq(0), g_tile.eq(g_tile + 1),
+                             g_tile_base.eq(g_tile_base + desc.k)]
+                with m.If(g_tile == row_tiles - 1):
+                    m.d.sync += g_issuing.eq(0)
+            with m.Else():
+                m.d.sync += g_k.eq(g_k + 1)
+        m.d.comb += [wbuf_read.addr.eq(g_k)]
+        src_word = Signal(data.ArrayLayout(signed(16), rows))
+        with m.Switch(r_mem_a):
+            for n, port in enumerate(rd):
+                with m.Case(n):
+                    for lane in range(rows):
+                        m.d.comb += src_word[lane].eq(port.data[lane])
+        m.d.comb += [k_fifo.w_en.eq(k_reading),
+                     k_fifo.w_data.eq(Cat(wbuf_read.data, k_last, src_word))]
+        k_head = data.View(KBeat, k_fifo.r_data[:KBeat.size])
+        k_a = data.View(data.ArrayLayout(signed(16), rows), k_fifo.r_data[KBeat.size:])
+        m.d.comb += [gemm.i.valid.eq(k_fifo.r_rdy), k_fifo.r_en.eq(gemm.i.ready),
+                     gemm.i.payload.b.eq(k_head.b), gemm.i.payload.last.eq(k_head.last)]
+        for lane in range(rows):
+            m.d.comb += gemm.i.payload.a[lane].eq(k_a[lane])
+        m.d.comb += [gemm.params.valid.eq(g_params_left != 0),
+                     gemm.params.payload.a_offset.eq(0),
+                     gemm.params.payload.out_zero_point.eq(desc.zp0),
+                     gemm.params.payload.act_min.eq(desc.act_min),
+                     gemm.params.payload.act_max.eq(desc.act_max)]
+        for c in range(cols):
+            m.d.comb += [gemm.params.payload.bias[c].eq(g_bias[c]),
+                         gemm.params.payload.multiplier[c].eq(g_mult[c]),
+                         gemm.params.payload.shift[c].eq(g_shift[c])]
+        with m.If(gemm.params.valid & gemm.params.ready):
+            m.d.sync += g_params_left.eq(g_params_left - 1)
+        # Output position: tiles leave column tile by column tile, row tile by row tile.
+        o_c = Signal(range(max(cols, 2)))
+        o_r = Signal(range(max(rows, 2)))
+        o_tile = Signal(range(p.token_words + 1))
+        o_tile_base = Signal(range(p.token_words * p.max_k + 1))
+        o_col = Signal(range(p.max_k + 1))
+        o_token = Signal(range(p.token_words * rows + 1))
+
+        # ---- which source feeds the read ports ---------------------------------------------
+        for port in rd:
+            m.d.comb += port.addr.eq(Mux(op == OPS["gemm"], g_tile_base + g_k, rpos.addr))
+
+        # ---- sequencer -----------------------------------------------------------------------
+        seq_fire = self.seq.valid & self.seq.ready
+        m.d.comb += [len_write.addr.eq(n_seqs), len_write.data.eq(self.seq.payload.length),
+                     len_write.en.eq(seq_fire)]
+        desc_row = data.View(Descriptor, row[:Descriptor.size])
+        run_done = Signal()
+        with m.Switch(state):
+            with m.Case(State.LOAD_SEQ):
+                m.d.comb += self.seq.ready.eq(1)
+                with m.If(seq_fire):
+                    m.d.sync += [n_seqs.eq(n_seqs + 1),
+                                 n_tokens.eq(n_tokens + self.seq.payload.length)]
+                    with m.If(self.seq.payload.last):
+                        m.d.sync += [state.eq(State.LOAD_X), *wpos.reset()]
+            with m.Case(State.LOAD_X):
+                m.d.comb += [w_valid.eq(self.x.valid), self.x.ready.eq(w_ready),
+                             w_mem.eq(list(MEMORIES).index("c")), w_addr.eq(wpos.addr),
+                             w_lane.eq(wpos.lane), w_data.eq(self.x.payload),
+                             w_token.eq(wpos.token), w_channel.eq(wpos.channel),
+                             w_tag.eq(INPUT_TAG)]
+                with m.If(w_fire):
+                    wpos.step(H)
+                    with m.If(wpos.row_end(H) & (wpos.token == n_tokens - 1)):
+                        m.d.sync += [state.eq(State.FETCH_DESC), desc_addr.eq(0)]
+                m.d.sync += row_tiles.eq((n_tokens + rows - 1) // rows if rows & (rows - 1)
+                                         else (n_tokens + rows - 1) >> (rows.bit_length() - 1))
+            with m.Case(State.FETCH_DESC):
+                m.d.sync += [*fetch(desc_addr, 1, p.descriptor_words), state.eq(State.WAIT_DESC)]
+            with m.Case(State.WAIT_DESC):
+                m.d.comb += row_ready.eq(1)
+                with m.If(row_valid):
+                    m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), phase.eq(Phase.PARAMS),
+                                 g_col.eq(0), g_col_tile.eq(0), g_row.eq(0), written.eq(0),
+                                 *wpos.reset(), *rpos.reset(), o_c.eq(0), o_r.eq(0),
+                                 o_tile.eq(0), o_tile_base.eq(0), o_col.eq(0), o_token.eq(0)]
+                    with m.If(desc_row.op == OPS["end"]):
+                        m.d.sync += [state.eq(State.LOAD_SEQ), n_seqs.eq(0), n_tokens.eq(0)]
+                    with m.If(desc_row.op == OPS["gemm"]):
+                        m.d.sync += expect.eq(row_tiles * rows * desc_row.n)
+                    with m.Else():
+                        m.d.sync += expect.eq(n_tokens * desc_row.n)
+            with m.Case(State.RUN):
+                with m.If(run_done):
+                    m.d.sync += state.eq(State.NEXT)
+            with m.Case(State.NEXT):
+                m.d.sync += [desc_addr.eq(desc_addr + p.descriptor_words),
+                             state.eq(State.FETCH_DESC)]
+
+        running = state == State.RUN
+        m.d.comb += [r_width.eq(desc.k), r_src.eq(desc.src)]
+
+        # ---- GEMM pass ------------------------------------------------------------------------
+        prw, wrw = p.param_row_words, p.weight_row_words
+        with m.If(running & (op == OPS["gemm"])):
+            m.d.comb += [w_valid.eq(gemm.o.valid), gemm.o.ready.eq(w_ready),
+                         w_mem.eq(desc.dst), w_addr.eq(o_tile_base + o_col + o_c),
+                         w_lane.eq(o_r), w_data.eq(gemm.o.payload.data[0]),
+                         w_token.eq(o_token + o_r), w_channel.eq(o_col + o_c), w_tag.eq(desc.tag)]
+            # Rows past the batch's tokens (the last row tile's padding) are dropped.
+            with m.If(o_token + o_r >= n_tokens):
+                m.d.comb += [w_valid.eq(0), gemm.o.ready.eq(1)]
+            with m.If(gemm.o.valid & gemm.o.ready):
+                m.d.sync += written.eq(written + 1)
+                with m.If(o_c == cols - 1):
+                    m.d.sync += o_c.eq(0)
+                    with m.If(o_r == rows - 1):
+                        m.d.sync += o_r.eq(0)
+                        with m.If(o_tile == row_tiles - 1):
+                            m.d.sync += [o_tile.eq(0), o_tile_base.eq(0), o_token.eq(0),
+                                         o_col.eq(o_col + cols)]
+                        with m.Else():
+                            m.d.sync += [o_tile.eq(o_tile + 1),
+                                         o_tile_base.eq(o_tile_base + desc.n),
+                                         o_token.eq(o_token + rows)]
+                    with m.Else():
+                        m.d.sync += o_r.eq(o_r + 1)
+                with m.Else():
+                    m.d.sync += o_c.eq(o_c + 1)
+            with m.Switch(phase):
+                with m.Case(Phase.PARAMS):
+                    with m.If(~req_pending & (g_row == 0) & (g_params_left == 0)
+                              & ~g_issuing):
+                        with m.If(g_col == desc.n):
+                            m.d.sync += phase.eq(Phase.DRAIN)
+                        with m.Else():
+                            m.d.sync += [*fetch(desc.paddr + g_col_tile * (3 * prw), 3, prw),
+                                         g_row.eq(1)]
+                    m.d.comb += row_ready.eq(1)
+                    with m.If(row_valid):
+                        bits = row[:32 * cols]
+                        with m.Switch(g_row):
+                            with m.Case(1):
+                                m.d.sync += g_bias.eq(bits)
+                            with m.Case(2):
+                                m.d.sync += g_mult.eq(bits)
+                            with m.Case(3):
+                                m.d.sync += [g_shift[c].eq(bits.word_select(c, 8)[:6])
+                                             for c in range(cols)]
+                        m.d.sync += g_row.eq(g_row + 1)
+                        with m.If(g_row == 3):
+                            m.d.sync += [g_row.eq(0), phase.eq(Phase.WEIGHTS),
+                                         *fetch(desc.addr + g_col_tile * desc.k * wrw, desc.k,
+                                                wrw)]
+                with m.Case(Phase.WEIGHTS):
+                    m.d.comb += [row_ready.eq(1), wbuf_write.addr.eq(g_row),
+                                 wbuf_write.data.eq(row[:8 * cols]), wbuf_write.en.eq(row_valid)]
+                    with m.If(row_valid):
+                        m.d.sync += g_row.eq(g_row + 1)
+                        with m.If(g_row == desc.k - 1):
+                            m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), g_issuing.eq(1),
+                                         g_k.eq(0), g_tile.eq(0), g_tile_base.eq(0),
+                                         g_params_left.eq(row_tiles)]
+                with m.Case(Phase.COMPUTE):
+                    with m.If(~g_issuing & (g_params_left == 0)):
+                        m.d.sync += [phase.eq(Phase.PARAMS), g_col.eq(g_col + cols),
+                                     g_col_tile.eq(g_col_tile + 1)]
+                with m.Case(Phase.DRAIN):
+                    m.d.comb += run_done.eq(written == expect)
+
+        # ---- element passes --------------------------------------------------------------
+        def to_writer(valid, value, ready):
+            m.d.comb += [w_valid.eq(valid), ready.eq(w_ready), w_mem.eq(desc.dst),
+                         w_addr.eq(wpos.addr), w_lane.eq(wpos.lane), w_data.eq(value),
+                         w_token.eq(wpos.token), w_channel.eq(wpos.channel), w_tag.eq(desc.tag)]
+            with m.If(w_fire):
+                wpos.step(desc.n)
+                m.d.sync += written.eq(written + 1)
+
+        def start_reader():
+            return [r_running.eq(1), *rpos.reset()]
+
+        # LayerNorm: the channel records, then the rows.
+        ln_rec = row[:128]
+        m.d.comb += [ln.params.payload.multiplier.eq(ln_rec[0:32]),
+                     ln.params.payload.bias.eq(ln_rec[32:64]),
+                     ln.params.payload.shift.eq(ln_rec[64:70]),
+                     ln.params.payload.negate.eq(ln_rec[72]),
+                     ln.params.payload.out_zero_point.eq(desc.zp0)]
+        with m.If(running & (op == OPS["layernorm"])):
+            to_writer(ln.o.valid, ln.o.payload.data, ln.o.ready)
+            m.d.comb += [ln.i.valid.eq(r_valid), ln.i.payload.data.eq(r_out.a),
+                         r_take.eq(ln.i.ready & r_valid)]
+            with m.Switch(phase):
+                with m.Case(Phase.PARAMS):
+                    with m.If(~req_pending & (g_row == 0)):
+                        m.d.sync += [*fetch(desc.paddr, H, p.ln_row_words), g_row.eq(1)]
+                    m.d.comb += [ln.params.valid.eq(row_valid), row_ready.eq(ln.params.ready)]
+                    with m.If(row_valid & ln.params.ready):
+                        m.d.sync += g_row.eq(g_row + 1)
+                        with m.If(g_row == H):
+                            m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), *start_reader()]
+                with m.Case(Phase.COMPUTE):
+                    m.d.comb += run_done.eq(written == expect)
+
+        # ADD and GELU: one element in, one out. The ADD's load (one beat) applies to the beats
+        # accepted after it: it is sent in the pass's first cycle, before the reader starts.
+        with m.If(running & (op == OPS["add"])):
+            m.d.comb += [add.i.valid.eq(r_valid), r_take.eq(add.i.ready & r_valid),
+                         add.i.payload.data[0][0].eq(r_out.a), add.i.payload.data[1][0].eq(r_out.b),
+                         add.params.valid.eq(phase == Phase.PARAMS)]
+            to_writer(add.o.valid, add.o.payload.data[0], add.o.ready)
+        for k in range(2):
+            m.d.comb += [add.params.payload.multiplier[k].eq(desc[f"mul{k}"]),
+                         add.params.payload.shift[k].eq(desc[f"sh{k}"][:6])]
+        m.d.comb += [add.params.payload.out.out_multiplier.eq(desc.mul2),
+                     add.params.payload.out.out_shift.eq(desc.sh2[:6]),
+                     add.params.payload.out.out_offset.eq(desc.zp0)]
+        with m.If(running & (op == OPS["gelu"])):
+            m.d.comb += [gelu.i.valid.eq(r_valid), r_take.eq(gelu.i.ready & r_valid),
+                         gelu.i.payload.data[0].eq(r_out.a[:12])]
+            to_writer(gelu_rq.o.valid, gelu_rq.o.payload.data[0], gelu_rq.o.ready)
+        m.d.comb += [gelu_rq.i.payload.multiplier[0].eq(desc.mul0),
+                     gelu_rq.i.payload.shift[0].eq(desc.sh0[:6]),
+                     gelu_rq.i.payload.out_zero_point.eq(desc.zp0),
+                     gelu_rq.i.payload.act_min.eq(desc.act_min),
+                     gelu_rq.i.payload.act_max.eq(desc.act_max)]
+        with m.If(running & ((op == OPS["add"]) | (op == OPS["gelu"]))):
+            with m.If(phase == Phase.PARAMS):
+                m.d.sync += [phase.eq(Phase.COMPUTE), *start_reader()]
+            with m.Else():
+                m.d.comb += run_done.eq(written == expect)
+
+        # ---- attention: Q, K, V memories packed into words; context words unpacked ---------
+        B = p.block
+        a_tensor = Signal(2)                    # 0: q, 1: k, 2: v, 3: done
+        pack = Signal(data.ArrayLayout(signed(8), B))
+        pack_n = Signal(range(max(B, 2)))
+        pack_valid = Signal()
+        feed = Signal(range(p.max_seqs + 1))
+        feed_read = lengths.read_port(domain="comb")
+        unpack = Signal(data.ArrayLayout(signed(8), B))
+        unpack_n = Signal(range(max(B, 2)))
+        unpack_valid = Signal()
+        m.d.comb += [feed_read.addr.eq(feed), att.desc.payload.length.eq(feed_read.data),
+                     att.desc.payload.last.eq(feed == n_seqs - 1)]
+        for name in ("scores", "context"):
+            idx = "0" if name == "scores" else "1"
+            m.d.comb += [getattr(att.quant, f"{name}_multiplier").eq(getattr(desc, f"mul{idx}")),
+                         getattr(att.quant, f"{name}_shift").eq(getattr(desc, f"sh{idx}")[:6]),
+                         getattr(att.quant, f"{name}_zero_point").eq(
+                             getattr(desc, f"zp{idx}")[:8])]
+        words = [att.q, att.k, att.v]
+        for t, port in enumerate(words):
+            m.d.comb += port.payload.eq(pack)
+        with m.If(running & (op == OPS["attention"])):
+            m.d.comb += [r_src.eq(list(MEMORIES).index("q") + a_tensor),
+                         att.desc.valid.eq((phase == Phase.COMPUTE) & (feed != n_seqs)),
+                         r_take.eq(r_valid & ~pack_valid)]
+            with m.If(att.desc.valid & att.desc.ready):
+                m.d.sync += feed.eq(feed + 1)
+            with m.If(r_take):
+                m.d.sync += pack.eq(Cat(pack.as_value()[8:], r_out.a[:8]))
+                m.d.sync += pack_n.eq(Mux(pack_n == B - 1, 0, pack_n + 1))
+                with m.If(pack_n == B - 1):
+                    m.d.sync += pack_valid.eq(1)
+            for t, port in enumerate(words):
+                m.d.comb += port.valid.eq(pack_valid & (a_tensor == t))
+                with m.If(port.valid & port.ready):
+                    m.d.sync += pack_valid.eq(0)
+            with m.Switch(phase):
+                with m.Case(Phase.PARAMS):
+                    m.d.sync += [phase.eq(Phase.COMPUTE), a_tensor.eq(0), feed.eq(0),
+                                 pack_n.eq(0), pack_valid.eq(0), unpack_valid.eq(0),
+                                 unpack_n.eq(0), *start_reader()]
+                with m.Case(Phase.COMPUTE):
+                    # The next tensor once the reader has finished and the last word left.
+                    with m.If(~r_running & (r_fifo.level == 0) & ~pack_valid & ~r_reading
+                              & (a_tensor != 3)):
+                        m.d.sync += a_tensor.eq(a_tensor + 1)
+                        with m.If(a_tensor != 2):
+                            m.d.sync += start_reader()
+                    m.d.comb += run_done.eq(written == expect)
+            m.d.comb += att.o.ready.eq(~unpack_valid)
+            with m.If(att.o.valid & att.o.ready):
+                m.d.sync += [unpack.eq(att.o.payload.data), unpack_valid.eq(1)]
+            to_writer(unpack_valid, unpack[0], Signal(name="unpack_ready"))
+            with m.If(w_fire):
+                m.d.sync += [unpack.eq(Cat(unpack.as_value()[8:], Const(0, 8))),
+                             unpack_n.eq(Mux(unpack_n == B - 1, 0, unpack_n + 1))]
+                with m.If(unpack_n == B - 1):
+                    m.d.sync += unpack_valid.eq(0)
+
+        # ---- pooling: per-channel sums over each sequence's tokens -----------------------
+        m.submodules.pool_memory = pool_mem = Memory(shape=signed(32), depth=H, init=[])
+        pool_read = pool_mem.read_port(domain="comb")
+        pool_write = pool_mem.write_port()
+        pool_seq = Signal(range(p.max_seqs + 1))
+        pool_tok = Signal(range(p.max_len + 1))
+        pool_channel = Signal(range(H))
+        pool_len = lengths.read_port(domain="comb")
+        pooled = Signal(signed(32))
+        final = pool_tok == pool_len.data - 1
+        m.d.comb += [pool_len.addr.eq(pool_seq), pool_read.addr.eq(pool_channel),
+                     pool_write.addr.eq(pool_channel), pool_write.data.eq(pooled),
+                     pooled.eq(Mux(pool_tok == 0, 0, pool_read.data) + r_out.a),
+                     self.o.payload.data.eq(pooled),
+                     self.o.payload.last.eq(pool_channel == H - 1)]
+        with m.If(running & (op == OPS["pool"])):
+            m.d.comb += [self.o.valid.eq(r_valid & final),
+                         r_take.eq(r_valid & (~final | self.o.ready)),
+                         pool_write.en.eq(r_take)]
+            with m.If(phase == Phase.PARAMS):
+                m.d.sync += [phase.eq(Phase.COMPUTE), pool_seq.eq(0), pool_tok.eq(0),
+                             pool_channel.eq(0), *start_reader()]
+            with m.Else():
+                m.d.comb += run_done.eq(written == expect)
+            with m.If(r_take):
+                m.d.sync += [written.eq(written + 1),
+                             pool_channel.eq(Mux(pool_channel == H - 1, 0, pool_channel + 1))]
+                with m.If(pool_channel == H - 1):
+                    m.d.sync += pool_tok.eq(Mux(final, 0, pool_tok + 1))
+                    with m.If(final):
+                        m.d.sync += pool_seq.eq(pool_seq + 1)
+        return m
+

@@ -1,0 +1,187 @@
+"""Shared pieces of the encoder accelerator's tests, testbenches and benchmark.
+
+* :func:`tiny_model`: the tiny random encoder of the tests (2 layers, hidden 32, 2 heads,
+  ffn 64, max_len 16), quantized by the specification.
+* :func:`expected`: what the accelerator must produce for a batch: per debug tag the tensor of
+  every token of the batch (``sim.golden.encoder.forward``'s stage boundaries) and the pooled
+  sums per sequence.
+* :func:`simulate`: the accelerator in the Amaranth simulator, the weight image behind its read
+  port (:class:`sim.encoder_image.ExternalMemory`), random stalls on every stream.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from hw.encoder.params import EMBEDDING_LN_TAG, INPUT_TAG, EncoderParams, stage_tag
+
+from .encoder_image import ExternalMemory, build_image, embedding_sums
+from .golden import encoder as enc
+from .stalls import Stalls
+
+__all__ = ["tiny_model", "expected", "simulate", "random_batch", "DEBUG_STAGES"]
+
+#: Stage boundaries the debug stream carries (scores and probabilities stay inside the
+#: attention unit; the tests compare its context output instead).
+DEBUG_STAGES = ("q", "k", "v", "context", "attn_out", "resid1", "ln1", "ffn1", "gelu",
+                "ffn2", "resid2", "ln2")
+
+
+@functools.cache
+def tiny_model(seed: int = 0, layers: int = 2) -> enc.QuantizedEncoder:
+    """The tests' tiny random encoder, calibrated on three random sequences."""
+    weights = enc.random_weights(layers=layers, seed=seed)
+    rng = np.random.default_rng(seed)
+    return enc.quantize(weights, [rng.integers(0, 100, size=n) for n in (5, 9, 16)])
+
+
+def random_batch(rng: np.random.Generator, model, lengths) -> list[np.ndarray]:
+    vocab = model.embeddings.word.shape[0]
+    return [rng.integers(0, vocab, size=n) for n in lengths]
+
+
+def expected(model, batch) -> dict:
+    """``{"tags": {tag: int array [tokens, width]}, "pooled": [per sequence]}`` for ``batch``
+    (a list of token-id arrays), tokens of the batch in order."""
+    outs = [enc.forward(model, ids) for ids in batch]
+    tags: dict[int, list] = {INPUT_TAG: [embedding_sums(model, ids) for ids in batch],
+                             EMBEDDING_LN_TAG: [o["embeddings"]["ln"] for o in outs]}
+    for n in range(model.num_layers):
+        for stage in DEBUG_STAGES:
+            tags[stage_tag(n, stage)] = [o["layers"][n][stage] for o in outs]
+    return {"tags": {t: np.concatenate(v) for t, v in tags.items()},
+            "pooled": [np.asarray(o["pooled"], np.int64) for o in outs]}
+
+
+def tag_name(tag: int) -> str:
+    from .golden.encoder import STAGES
+    if tag == INPUT_TAG:
+        return "input"
+    if tag == EMBEDDING_LN_TAG:
+        return "embeddings.ln"
+    return f"layer{tag // 16}.{STAGES[tag % 16]}"
+
+
+def compare(want: dict, debug: list[tuple], pooled: list[list[int]], *,
+            partial: bool = False) -> None:
+    """Assert the debug beats ``(tag, token, channel, value)`` and the pooled sums equal the
+    specification, beat counts included."""
+    got: dict[int, dict] = {}
+    for tag, token, channel, value in debug:
+        cell = got.setdefault(tag, {})
+        assert (token, channel) not in cell, f"{tag_name(tag)}[{token}, {channel}] written twice"
+        cell[(token, channel)] = value
+    if debug:
+        if not partial:
+            assert set(got) == set(want["tags"]), \
+                f"tags {sorted(map(tag_name, got))} != {sorted(map(tag_name, want['tags']))}"
+        for tag, tensor in want["tags"].items():
+            if partial and tag not in got:
+                continue
+            cells = got[tag]
+            assert len(cells) == tensor.size, \
+                f"{tag_name(tag)}: {len(cells)} elements != {tensor.size}"
+            for (token, channel), value in cells.items():
+                assert value == tensor[token, channel], \
+                    f"{tag_name(tag)}[{token}, {channel}]: {value} != {tensor[token, channel]}"
+    if partial:
+        return
+    assert len(pooled) == len(want["pooled"]), f"{len(pooled)} sequences pooled"
+    for n, (g, w) in enumerate(zip(pooled, want["pooled"])):
+        assert list(g) == [int(v) for v in w], f"sequence {n}: pooled {g} != {list(w)}"
+
+
+def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, seed: int = 0,
+             memory: ExternalMemory | None = None, max_cycles: int = 2_000_000) -> dict:
+    """Run ``batch`` through the accelerator in the Amaranth simulator; returns the debug beats,
+    pooled sums and the cycle count."""
+    from amaranth.sim import Simulator
+
+    from hw.encoder import EncoderAccelerator
+
+    from .streams import stream_get, stream_put, to_python
+
+    dut = EncoderAccelerator(params)
+    image = build_image(model, params)
+    memory = memory or ExternalMemory(image, gap_prob=stall_prob, seed=seed,
+                                      latency=(1, 6) if stall_prob else (1, 1))
+    stalls = [Stalls(stall_prob, 3, seed + k) for k in range(4)]
+    hidden = params.hidden
+    result = {"debug": [], "pooled": [], "cycles": 0, "done": False}
+    n_out = len(batch) * hidden
+    pending: list[tuple[int, int]] = []
+
+    async def feed(ctx):
+        for n, ids in enumerate(batch):
+            await stream_put(ctx, dut.seq, {"length": len(ids), "last": int(n == len(batch) - 1)},
+                             stalls[0])
+        for ids in batch:
+            for value in embedding_sums(model, ids).ravel():
+                await stream_put(ctx, dut.x, int(value), stalls[0])
+
+    # The read port's and debug stream's processes run until the last pooled sum has left.
+    async def take(ctx, port, stalls, sink):
+        while not result["done"]:
+            ready = stalls.cycles() == 0
+            ctx.set(port.ready, ready)
+            *_, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+            if ready and valid:
+                sink(to_python(payload))
+
+    async def requests(ctx):
+        await take(ctx, dut.req, stalls[1],
+                   lambda beat: pending.append((beat["addr"], beat["length"])))
+
+    async def debug(ctx):
+        await take(ctx, dut.dbg, stalls[2], lambda beat: result["debug"].append(
+            (beat["tag"], beat["token"], beat["channel"], beat["data"])))
+
+    async def answers(ctx):
+        words: list[int] = []
+        wait = 0
+        while not result["done"]:
+            if not words and pending:
+                addr, length = pending.pop(0)
+                words, wait = list(memory.read(addr, length)), memory.delay()
+            offer = bool(words) and wait == 0
+            ctx.set(dut.rdata.valid, offer)
+            if offer:
+                ctx.set(dut.rdata.payload, words[0])
+            *_, ready = await ctx.tick().sample(dut.rdata.ready)
+            if offer and ready:
+                words.pop(0)
+                wait = memory.gap()
+            elif wait:
+                wait -= 1
+
+    async def outputs(ctx):
+        vector = []
+        for _ in range(n_out):
+            beat = await stream_get(ctx, dut.o, stalls[3])
+            vector.append(beat["data"])
+            if beat["last"]:
+                result["pooled"].append(vector)
+                vector = []
+        result["done"] = True
+
+    async def clock(ctx):
+        while not result["done"]:
+            await ctx.tick()
+            result["cycles"] += 1
+            if result["cycles"] > max_cycles:
+                raise TimeoutError(f"no result after {max_cycles} cycles")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(feed)
+    sim.add_testbench(requests)
+    sim.add_testbench(answers)
+    if params.debug:
+        sim.add_testbench(debug)
+    sim.add_testbench(outputs)
+    sim.add_testbench(clock)
+    sim.run()
+    result["memory"] = memory
+    return result

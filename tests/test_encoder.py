@@ -1,0 +1,120 @@
+"""The encoder accelerator (hw/encoder): parameters, the weight image, and whole layers against
+the integer encoder specification (sim/golden/encoder.py) at every stage boundary."""
+
+import numpy as np
+import pytest
+
+from hw.encoder.params import DESCRIPTOR_BITS, OPS, EncoderParams
+from sim import encoder_driver as drv
+from sim.encoder_image import (ExternalMemory, Image, build_image, pack_descriptor,
+                               unpack_descriptor)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return drv.tiny_model()
+
+
+def test_for_model(tiny):
+    p = EncoderParams.for_model(tiny)
+    assert (p.hidden, p.heads, p.ffn, p.layers, p.max_len) == (32, 2, 64, 2, 16)
+    assert p.softmax_scale == tiny.layers[0].softmax_scale
+    assert p.gelu_scale == tiny.layers[0].gelu.scale
+    assert p.attention_unit.window == 3 and p.attention_unit.n_global == 0
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    ({"rows": 0}, ValueError, "rows must be in [1, 32], not 0"),
+    ({"port_width": 24}, ValueError, "port_width must be one of 16, 32, 64, 128, 256, 512, "
+                                     "not 24"),
+    ({"debug": 1}, TypeError, "debug must be a bool, not 1"),
+    ({"cols": 3}, ValueError, "cols must divide hidden (32), not 3"),
+    ({"block": 16, "heads": 4}, ValueError, "block must divide the head size (8), not 16"),
+    ({"max_tokens": 8}, ValueError, "max_tokens must be >= max_len (16), not 8"),
+    ({"heads": 3}, ValueError, "heads must divide hidden (32), not 3"),
+    ({"softmax_scale": 0.0}, ValueError, "softmax_scale must be in"),
+])
+def test_params_wrong(kwargs, exc, message):
+    with pytest.raises(exc) as info:
+        EncoderParams(**kwargs)
+    assert str(info.value).startswith(message)
+
+
+def test_for_model_wrong(tiny):
+    import dataclasses
+    with pytest.raises(ValueError, match="runs the 'lut' GELU, not 'poly'"):
+        EncoderParams.for_model(dataclasses.replace(tiny, gelu="poly"))
+
+
+def test_descriptor_round_trip():
+    values = {"op": OPS["gemm"], "src": 6, "dst": 1, "tag": 4095, "k": 1536, "n": 384,
+              "addr": (1 << 32) - 1, "mul0": -(1 << 31), "sh2": -31, "act_min": -32768}
+    bits = pack_descriptor(**values)
+    assert bits < 1 << DESCRIPTOR_BITS
+    got = unpack_descriptor(bits)
+    assert {k: got[k] for k in values} == values
+    with pytest.raises(ValueError, match="descriptor field k: 65536 does not fit 16 bits"):
+        pack_descriptor(k=1 << 16)
+    with pytest.raises(KeyError):
+        pack_descriptor(bogus=1)
+
+
+@pytest.mark.parametrize("port_width", [16, 32, 128])
+def test_image_layout(tiny, port_width):
+    p = EncoderParams.for_model(tiny, port_width=port_width)
+    image = build_image(tiny, p)
+    assert Image.from_bytes(image.to_bytes(), p).words == image.words
+    program = image.descriptors()
+    ops = [d["op"] for d in program]
+    per_layer = ["gemm", "gemm", "gemm", "attention", "gemm", "add", "layernorm", "gemm",
+                 "gelu", "gemm", "add", "layernorm"]
+    assert ops == [OPS[o] for o in ["layernorm"] + per_layer * 2 + ["pool", "end"]]
+    # Every weight tile row, read back from the words the GEMM reads.
+    desc = program[1 + 7]                       # layer 0 FFN1
+    lin = tiny.layers[0].ffn1
+    k, n = lin.weight.shape
+    assert (desc["k"], desc["n"]) == (k, n)
+    words = p.weight_row_words
+
+    def row(addr, count, width, bits):
+        value = sum(w << (i * port_width) for i, w in enumerate(image.words[addr:addr + count]))
+        out = [(value >> (bits * c)) & ((1 << bits) - 1) for c in range(width)]
+        return [v - (1 << bits) if v >> (bits - 1) else v for v in out]
+
+    for tile in range(n // p.cols):
+        for kk in range(k):
+            got = row(desc["addr"] + (tile * k + kk) * words, words, p.cols, 8)
+            assert got == list(lin.weight[kk, tile * p.cols:(tile + 1) * p.cols])
+        base = desc["paddr"] + tile * 3 * p.param_row_words
+        cols = slice(tile * p.cols, (tile + 1) * p.cols)
+        assert row(base, p.param_row_words, p.cols, 32) == list(lin.bias[cols])
+        assert row(base + p.param_row_words, p.param_row_words, p.cols, 32) == \
+            list(np.broadcast_to(lin.out.multiplier, (n,))[cols])
+    # LayerNorm records
+    ln = tiny.layers[1].ln2
+    desc = program[-3]
+    for c in range(p.hidden):
+        rec = row(desc["paddr"] + c * p.ln_row_words, p.ln_row_words, 4, 32)
+        assert rec[:2] == [ln.multiplier[c], ln.bias[c]]
+        assert ((rec[2] & 0xFF) ^ 0x80) - 0x80 == ln.shift[c] and (rec[2] >> 8) & 1 == \
+            int(ln.negate[c])
+    assert image.layout["words"] == len(image.words)
+
+
+def test_external_memory(tiny):
+    image = build_image(tiny, EncoderParams.for_model(tiny))
+    memory = ExternalMemory(image, latency=(2, 2))
+    assert memory.read(3, 2) == image.words[3:5] and memory.delay() == 2
+    with pytest.raises(IndexError, match="outside the image"):
+        memory.read(len(image.words) - 1, 2)
+
+
+@pytest.mark.parametrize("lengths, stall_prob, seed", [([3, 5], 0.25, 1)])
+def test_amaranth_one_layer(lengths, stall_prob, seed):
+    """One layer, two sequences, random stalls on every stream: every stage boundary and the
+    pooled sums bit-exact."""
+    model = drv.tiny_model(layers=1)
+    params = EncoderParams.for_model(model, max_tokens=16, max_seqs=2)
+    batch = drv.random_batch(np.random.default_rng(seed), model, lengths)
+    result = drv.simulate(params, model, batch, stall_prob=stall_prob, seed=seed)
+    drv.compare(drv.expected(model, batch), result["debug"], result["pooled"])
