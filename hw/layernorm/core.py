@@ -26,7 +26,7 @@ from ..common.mul import MULTIPLIER_LATENCY, PipelinedMultiplier
 from ..common.requant import Requantizer, RequantIn
 from ..gelu.pipeline import StallPipeline
 from .params import LayerNormParams
-from .stats import PIECE, RECIP_STEPS, RowStats, RowStatsOut, RowSums, stat_widths
+from .stats import RECIP_STEPS, RowStats, RowStatsOut, RowSums, stat_widths
 
 __all__ = ["InBeat", "OutBeat", "ParamBeat", "LayerNorm", "INTAKE_LATENCY", "READ_LATENCY",
            "NORM_LATENCY", "DESCRIPTORS"]
@@ -37,6 +37,8 @@ INTAKE_LATENCY = MULTIPLIER_LATENCY + 1
 READ_LATENCY = 3
 #: Cycles from an element leaving the row buffer to its accumulator entering the requantizer.
 NORM_LATENCY = MULTIPLIER_LATENCY + 4
+#: Bits of ``recip`` per product piece: 17 x 17 signed, one DSP each on ECP5 and iCE40.
+PIECE = 16
 #: Rows whose statistics may wait for the normalisation pass.
 DESCRIPTORS = 4
 #: Rows counted per parameter bank (started and not yet fully read): every such row has an

@@ -30,7 +30,7 @@ class LayerNormParams:
     out_width: int = _param(16, "output element bits (int8 or int16; the encoder recipe: 16)",
                             choices=WIDTHS)
     divider: str = _param("iterative", "mean division, isqrt and reciprocal: iterative (one "
-                          "step per clock, one row per 33 clocks) or pipelined (one row per "
+                          "step per clock, one row per 34 clocks) or pipelined (one row per "
                           "clock)", choices=DIVIDERS)
 
     def __post_init__(self):

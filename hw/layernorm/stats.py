@@ -6,7 +6,8 @@
 ``2 * total + n + 2**(w-1) * 2n`` (made non-negative; ``w`` quotient bits, then the offset
 ``2**(w-1)`` taken off). Its remainder ``r`` gives ``total - n * mean = (r - n) / 2`` for free, so
 ``var = sum((x - mean)**2) = sumsq - mean * (2 * total - n * mean) = sumsq - mean * t`` with
-``t = total + (r - n) / 2``: one ``w x 27``-bit product (two 17 x 17 DSP pieces), exact.
+``t = total + (r - n) / 2``, exact; the product by shifts and adds, one bit of ``mean`` per
+step (no DSP: the block's 7 multipliers then fit an iCE40 UP5K's 8).
 ``std = isqrt(var)`` digit by digit (two bits of ``var`` per step), and
 ``recip = 2**31 // max(std, 1)`` by restoring division (32 steps).
 """
@@ -19,16 +20,13 @@ from amaranth.lib.wiring import In, Out
 
 from sim.golden.layernorm import RECIP_BITS
 
-from ..common.mul import MULTIPLIER_LATENCY, PipelinedMultiplier
-from ..gelu.pipeline import StallPipeline, signed_width, unsigned_width
+from ..gelu.pipeline import signed_width, unsigned_width
 from .steps import StepUnit
 
 __all__ = ["StatWidths", "stat_widths", "RowSums", "RowStatsOut", "RowStats"]
 
 #: Quotient bits of ``recip = 2**31 // std`` (``std = 1`` gives ``2**31``).
 RECIP_STEPS = RECIP_BITS + 1
-#: Product pieces: 17 x 17 signed, one DSP each on ECP5 (MULT18X18D) and iCE40 (SB_MAC16).
-PIECE = 16
 
 
 class StatWidths(NamedTuple):
@@ -74,52 +72,11 @@ def _restoring(p, num, q, divisor):
             "q": Cat(take, q)[:len(q)]}
 
 
-class _VarPipe(wiring.Component):
-    """``var = sumsq - mean * t`` in a stall-together pipeline: the product in 17 x 17 pieces,
-    then their sum, then the difference."""
-
-    LATENCY = MULTIPLIER_LATENCY + 2
-
-    def __init__(self, *, hidden: int, in_width: int):
-        self._wd = wd = stat_widths(hidden, in_width)
-        self._in_width = in_width
-        super().__init__({
-            "i": In(stream.Signature(data.StructLayout({
-                "mean": signed(in_width), "t": signed(wd.t), "sumsq": unsigned(wd.sumsq),
-                "bank": 1}))),
-            "o": Out(stream.Signature(data.StructLayout({
-                "var": unsigned(wd.var), "mean": signed(in_width), "bank": 1}))),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        wd, payload = self._wd, self.i.payload
-        pipe = StallPipeline(m, self.i, self.o)
-        t = payload.t
-        pieces = [Cat(t[lo:lo + PIECE], Const(0, 1)).as_signed() if lo + PIECE < len(t)
-                  else t[lo:].as_signed() for lo in range(0, len(t), PIECE)]
-        total = 0
-        for k, piece in enumerate(pieces):
-            mul = PipelinedMultiplier(a_width=self._in_width, b_width=max(len(piece), 2))
-            m.submodules[f"mul_{k}"] = mul
-            m.d.comb += [mul.a.eq(payload.mean), mul.b.eq(piece), mul.en.eq(pipe.advance)]
-            total = total + (mul.p << (PIECE * k))
-        product = pipe.reg("mean_t", signed(self._in_width + wd.t), total)
-        sumsq = pipe.delay("sumsq", unsigned(wd.sumsq), payload.sumsq, MULTIPLIER_LATENCY + 1)
-        var = pipe.reg("var", unsigned(wd.var), sumsq - product)
-        mean = pipe.delay("mean", signed(self._in_width), payload.mean, self.LATENCY)
-        bank = pipe.delay("bank", 1, payload.bank, self.LATENCY)
-        m.d.comb += [self.o.payload.var.eq(var), self.o.payload.mean.eq(mean),
-                     self.o.payload.bank.eq(bank)]
-        pipe.finish(self.LATENCY)
-        return m
-
-
 class RowStats(wiring.Component):
     """``mean`` and ``recip = 2**31 // max(isqrt(var), 1)`` of each row from its sums.
 
-    Four units in a chain: the mean's division, the variance's product, the square root and the
-    reciprocal. ``divider="pipelined"`` takes a row per clock; ``"iterative"`` a row every
+    Four step units in a chain: the mean's division, the variance's product, the square root
+    and the reciprocal. ``divider="pipelined"`` takes a row per clock; ``"iterative"`` a row every
     ``period`` clocks (the reciprocal's 32 steps + 1).
 
     Parameters
@@ -146,7 +103,8 @@ class RowStats(wiring.Component):
     def latency_for(hidden: int, in_width: int, divider: str) -> int:
         """Cycles from a row's sums to its statistics (no stalls)."""
         wd = stat_widths(hidden, in_width)
-        return (StepUnit.latency_for(wd.mean_steps, divider) + _VarPipe.LATENCY
+        return (StepUnit.latency_for(wd.mean_steps, divider)
+                + StepUnit.latency_for(in_width - 1, divider)
                 + StepUnit.latency_for(wd.std, divider)
                 + StepUnit.latency_for(RECIP_STEPS, divider))
 
@@ -154,8 +112,8 @@ class RowStats(wiring.Component):
     def period_for(hidden: int, in_width: int, divider: str) -> int:
         """Cycles between rows at full rate."""
         wd = stat_widths(hidden, in_width)
-        return max(StepUnit.period_for(s, divider) for s in (wd.mean_steps, wd.std,
-                                                             RECIP_STEPS))
+        return max(StepUnit.period_for(s, divider) for s in (wd.mean_steps, in_width - 1,
+                                                             wd.std, RECIP_STEPS))
 
     def elaborate(self, platform):
         m = Module()
@@ -167,24 +125,40 @@ class RowStats(wiring.Component):
 
         def mean_init(p):
             numerator = (p.total << 1) + offset        # in [n, 2n * 2**w)
-            return {"p": numerator[w:], "num": numerator[:w], "q": 0, "total": p.total,
-                    "sumsq": p.sumsq, "bank": p.bank}
+            # total - n * mean = (r - n) / 2 = r // 2 - n // 2 exactly (r and n share parity),
+            # so t = (total - n // 2) + r // 2: one adder after the division.
+            return {"p": numerator[w:], "num": numerator[:w], "q": 0,
+                    "total": p.total - (n >> 1), "sumsq": p.sumsq, "bank": p.bank}
 
         def mean_finish(s):
-            # total - n * mean = (r - n) / 2, exactly (r - n is even).
-            e = (s.p - n).as_signed() >> 1
-            return {"mean": Cat(s.q[:w - 1], ~s.q[w - 1]).as_signed(), "t": s.total + e,
+            return {"mean": Cat(s.q[:w - 1], ~s.q[w - 1]).as_signed(), "t": s.total + (s.p >> 1),
                     "sumsq": s.sumsq, "bank": s.bank}
 
-        var_pipe = _VarPipe(hidden=n, in_width=w)
+        var_in = data.StructLayout({"mean": signed(w), "t": signed(wd.t),
+                                    "sumsq": unsigned(wd.sumsq), "bank": 1})
         mean_unit = StepUnit(
             in_layout=RowSums(n, w),
             state_layout=data.StructLayout({
                 "p": unsigned(rem_width), "num": unsigned(w), "q": unsigned(w),
-                "total": signed(wd.total), "sumsq": unsigned(wd.sumsq), "bank": 1}),
-            out_layout=var_pipe.i.payload.shape(),
+                "total": signed(wd.t), "sumsq": unsigned(wd.sumsq), "bank": 1}),
+            out_layout=var_in,
             steps=wd.mean_steps, divider=divider, init=mean_init,
             step=lambda s: _restoring(s.p, s.num, s.q, divisor), finish=mean_finish)
+
+        # sumsq - mean * t: Horner's rule over mean's bits, the sign bit (weight -2**(w-1)) first,
+        # accumulating -mean * t so that no step negates.
+        var_unit = StepUnit(
+            in_layout=var_in,
+            state_layout=data.StructLayout({
+                "acc": signed(w + wd.t), "num": unsigned(w - 1), "t": signed(wd.t),
+                "sumsq": unsigned(wd.sumsq), "mean": signed(w), "bank": 1}),
+            out_layout=data.StructLayout({"var": unsigned(wd.var), "mean": signed(w),
+                                          "bank": 1}),
+            steps=w - 1, divider=divider,
+            init=lambda p: {"acc": Mux(p.mean[-1], p.t, 0), "num": p.mean[:w - 1],
+                            "t": p.t, "sumsq": p.sumsq, "mean": p.mean, "bank": p.bank},
+            step=lambda s: {"acc": (s.acc << 1) - Mux(s.num[-1], s.t, 0), "num": s.num << 1},
+            finish=lambda s: {"var": s.sumsq + s.acc, "mean": s.mean, "bank": s.bank})
 
         def isqrt_step(s):
             # Digit by digit: bring down two bits, try (root << 2) | 1.
@@ -195,7 +169,7 @@ class RowStats(wiring.Component):
                     "root": Cat(take, s.root)[:wd.std]}
 
         isqrt_unit = StepUnit(
-            in_layout=var_pipe.o.payload.shape(),
+            in_layout=var_unit.o.payload.shape(),
             state_layout=data.StructLayout({
                 "p": unsigned(wd.std + 3), "v": unsigned(wd.var), "root": unsigned(wd.std),
                 "mean": signed(w), "bank": 1}),
@@ -220,12 +194,12 @@ class RowStats(wiring.Component):
             finish=lambda s: {"mean": s.mean, "recip": s.q, "bank": s.bank})
 
         m.submodules.mean = mean_unit
-        m.submodules.var = var_pipe
+        m.submodules.var = var_unit
         m.submodules.isqrt = isqrt_unit
         m.submodules.recip = recip_unit
         wiring.connect(m, wiring.flipped(self.i), mean_unit.i)
-        wiring.connect(m, mean_unit.o, var_pipe.i)
-        wiring.connect(m, var_pipe.o, isqrt_unit.i)
+        wiring.connect(m, mean_unit.o, var_unit.i)
+        wiring.connect(m, var_unit.o, isqrt_unit.i)
         wiring.connect(m, isqrt_unit.o, recip_unit.i)
         wiring.connect(m, recip_unit.o, wiring.flipped(self.o))
         return m

@@ -5,7 +5,7 @@ Every per-row computation of the LayerNorm that is not a single adder (the mean'
 applications of one uniform step to a state: shift one or two bits of the operand into a partial
 remainder, compare, subtract. :class:`StepUnit` builds it either as a pipeline (one step per
 stage, one row per clock) or as one register set that iterates (one step per clock, one row
-every ``steps + 1`` clocks), the two forms of the GELU divider.
+every ``steps + 2`` clocks), the two forms of the GELU divider.
 """
 
 from collections.abc import Callable
@@ -41,7 +41,9 @@ class StepUnit(wiring.Component):
         Applications of ``step``.
     divider : str
         ``"pipelined"``: a register stage per step, one beat per clock, latency ``steps``.
-        ``"iterative"``: one beat every ``steps + 1`` clocks, latency ``steps + 1``.
+        ``"iterative"``: one beat every ``steps + 2`` clocks, latency ``steps + 1``; its
+        ``i.ready`` does not depend on ``o.ready``, so chained units have no combinational
+        ready path.
     init : callable
         ``init(payload) -> dict``: the state before the first step (every field).
     step : callable
@@ -73,7 +75,7 @@ class StepUnit(wiring.Component):
     @staticmethod
     def period_for(steps: int, divider: str) -> int:
         """Cycles between accepted beats at full rate."""
-        return 1 if divider == "pipelined" else steps + 1
+        return 1 if divider == "pipelined" else steps + 2
 
     @property
     def latency(self) -> int:
@@ -105,14 +107,16 @@ class StepUnit(wiring.Component):
             _assign(m, m.d.comb, self.o.payload, self._finish(state))
             return m
 
-        # Iterative: load, then `steps` steps, then hold the result until it is taken.
+        # Iterative: load, then `steps` steps, then hold the result until it is taken. A new
+        # beat is taken only once the result has gone (one idle cycle per beat): i.ready is a
+        # register function, which cuts the ready chain through the statistics units.
         state = Signal(layout, name="state")
         steps_left = Signal(range(self._steps))
         running = Signal()
         out_valid = Signal()
         accept = Signal()
         m.d.comb += [
-            self.i.ready.eq(~running & (~out_valid | self.o.ready)),
+            self.i.ready.eq(~running & ~out_valid),
             accept.eq(self.i.valid & self.i.ready),
             self.o.valid.eq(out_valid),
         ]
