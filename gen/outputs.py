@@ -238,8 +238,8 @@ class OutputDir:
         names = sorted(p.name for p in stage.iterdir())
         for name in names:
             self._check_name(name)
+        owners = self._owners = _read_marker(self.path, self.force) or {}
         self._refuse_foreign(names)
-        owners = _read_marker(self.path, self.force) or {}
         previous = set(owners.get(self.owner, []))
         written = set(names) | set(self._claims)
         # Claim first (a crash from here on leaves names the next run recognises as its own).
@@ -268,7 +268,7 @@ class OutputDir:
     def __exit__(self, kind, error, traceback) -> bool:
         if kind is not None:
             self._undo()
-            if isinstance(error, OSError) and not isinstance(error, OutputError):
+            if isinstance(error, OSError):
                 raise OutputError(f"{self.path}: output not written ({error.strerror or error}"
                                   f"{': ' + str(error.filename) if error.filename else ''})"
                                   ) from None
