@@ -24,7 +24,7 @@ from sim.golden.layernorm import NORM_FRAC_BITS, RECIP_BITS
 
 from ..common.mul import MULTIPLIER_LATENCY, PipelinedMultiplier
 from ..common.requant import Requantizer, RequantIn
-from ..gelu.pipeline import StallPipeline
+from ..common.pipeline import StallPipeline
 from .params import LayerNormParams
 from .stats import RECIP_STEPS, RowStats, RowStatsOut, RowSums, stat_widths
 

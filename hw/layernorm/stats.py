@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from sim.golden.layernorm import RECIP_BITS
 
-from ..gelu.pipeline import signed_width, unsigned_width
+from ..common.arith import signed_width, unsigned_width
 from .steps import StepUnit
 
 __all__ = ["StatWidths", "stat_widths", "RowSums", "RowStatsOut", "RowStats"]
