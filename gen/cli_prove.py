@@ -1,0 +1,245 @@
+"""``lutra prove``: formal proofs of each block's stream contract (SymbiYosys, k-induction).
+
+Importing this module registers the subcommand in :data:`gen.cli.COMMANDS`. Each block has a
+plan: a small configuration (one of its regression configurations, shrunk where a size only
+lengthens the proof), its fixed-ratio stream relations and latency bounds read from the same
+figures as its manifest. Every property runs on its own in ``sby`` prove mode: the base case is
+bounded model checking to ``--depth`` steps, the induction step closes it or not; a property is
+then *proved*, *bounded* (base case only) or *failed* (with the counterexample's VCD). Covers
+(cover mode, same depth) show that an output stall and a timed unit's output are reachable, so
+no bounded result is vacuous. The combinational ``ready``/``valid`` dependences are a
+structural check of the netlist.
+Exit status 0 when nothing failed, 1 on a failed property, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .blocks import BlockSpec, blocks, get_block
+from .cli import COMMANDS, UsageError, add_force, configs_from_args
+from .config import BlockConfig, validate_params
+from .outputs import OutputDir
+
+__all__ = ["PLANS", "Plan", "add_prove_parser", "prove_block", "run_prove"]
+
+DEFAULT_PROVE_DIR = Path("build/prove")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one block is proved.
+
+    ``config`` is merged over the block's defaults; ``relations(component, figures)`` returns
+    ``(flows, handshakes)`` for :class:`fpga.formal.StreamHarness`; ``depth`` is the default
+    bound (it covers the longest latency bound of the flows); ``note`` says what is not checked.
+    """
+
+    config: dict
+    relations: Callable
+    depth: int
+    note: str = ""
+
+
+def _no_relations(component, figures):
+    return (), ()
+
+
+def _rows(src: str, dst: str, const: int, per_beat: int = 0, *, src_beats: int | None = None):
+    """Elements conserved beat for beat, rows (ended by ``last``) timed to their first output."""
+    from fpga.formal import Flow, Unit
+    row_in = Unit(beats=src_beats) if src_beats is not None else Unit(last="last")
+    return (Flow(src, dst),
+            Flow(src, dst, row_in, Unit(last="last"), latency=(const, per_beat)))
+
+
+def _gemm(core, figures):
+    from fpga.formal import Flow, Unit
+    tile = Unit(last="last")
+    return (Flow("i", "o", tile, tile, latency=(figures["latency_cycles"], 0)),), ()
+
+
+def _softmax(engine, figures):
+    return _rows("i", "o", figures["first_out_latency_const"], 1), ()
+
+
+def _gelu(gelu, figures):
+    from fpga.formal import Flow
+    if gelu.buffers_rows:
+        return _rows("i", "o", figures["latency_cycles"]), ()
+    return (Flow("i", "o", latency=(figures["latency_cycles"], 0)),), ()
+
+
+def _layernorm(block, figures):
+    return _rows("i", "o", figures["latency_cycles"], src_beats=block.cfg.hidden), ()
+
+
+def _add(block, figures):
+    from fpga.formal import Flow
+    return (Flow("i", "o", latency=(figures["latency_cycles"], 0)),), ()
+
+
+def _winograd(unit, figures):
+    from fpga.formal import Flow, Unit
+    tile = Unit(last="last")
+    return (Flow("i", "o", tile, tile, latency=(figures["latency_cycles"], 0)),), ()
+
+
+def _attention(scheduler, figures):
+    from fpga.formal import Handshake
+    return (), tuple(Handshake(f"done_{e}", f"done_ready_{e}")
+                     for e in range(scheduler.engines))
+
+
+PLANS: dict[str, Plan] = {
+    "gemm": Plan({"rows": 1, "cols": 1}, _gemm, 24),
+    "softmax": Plan({"max_len": 2}, _softmax, 28),
+    "gelu": Plan({"method": "lut"}, _gelu, 12),
+    "layernorm": Plan({"hidden": 1, "in_width": 8}, _layernorm, 86),
+    "add": Plan({"in_width": 8, "out_width": 8, "inputs": 2, "lanes": 1}, _add, 26),
+    "attention": Plan({"engines": 1, "lookahead": 1, "longest_first": False}, _attention, 12,
+                      "commands per descriptor depend on the sequence length and mask: "
+                      "no fixed ratio, no latency figure"),
+    "winograd": Plan({"m": 2, "mode": "tapwise", "taps_per_clock": 4, "in_channels": 1},
+                     _winograd, 30),
+    "winograd_fm": Plan({"in_channels": 1, "max_width": 4, "max_height": 4}, _no_relations, 12,
+                        "beats per map are run-time parameters: no fixed ratio"),
+    "attention_unit": Plan({"block": 4, "head_dim": 8, "heads": 2, "max_len": 16,
+                            "max_tokens": 48, "max_seqs": 4, "engines": 2, "lookahead": 4},
+                           _no_relations, 8, "output stability only (composite)"),
+    "encoder": Plan({"model_layers": 1, "max_tokens": 16, "max_seqs": 2}, _no_relations, 6,
+                    "output stability only (composite)"),
+}
+
+
+def add_prove_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "prove", help="prove a block's stream contract with SymbiYosys (stability, counts, "
+                      "latency, combinational ready)",
+        usage="lutra prove [BLOCK] [--all] [--config FILE] [--PARAM VALUE ...] [--depth N] "
+              "[--timeout S] [--out DIR]")
+    p.add_argument("block", nargs="?", help="block name (see 'lutra list')")
+    p.add_argument("--all", action="store_true", help="every registered block, one at a time")
+    p.add_argument("--config", type=Path,
+                   help="TOML file with one [block] table per block (default: each block's "
+                        "small proof configuration)")
+    p.add_argument("--depth", type=int,
+                   help="steps of bounded model checking and of k-induction (default: the "
+                        "block's, which covers its latency bound)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds per property before it is reported as timed out (default 600)")
+    p.add_argument("--only", help="prove only the properties whose names contain this text")
+    p.add_argument("--out", type=Path, help=f"work directory (default {DEFAULT_PROVE_DIR})")
+    add_force(p)
+    p.set_defaults(takes_params=True)
+    return p
+
+
+def _configs(args) -> list[BlockConfig]:
+    if args.all:
+        if args.block is not None or args.config is not None or args.params:
+            raise UsageError("--all takes no block, --config or parameter flags")
+        return [validate_params(b, PLANS[b.name].config)
+                for b in blocks().values() if b.name in PLANS]
+    if args.config is None and not args.params and args.block is not None:
+        try:
+            block = get_block(args.block)
+        except KeyError as error:
+            raise UsageError(error.args[0]) from None
+        return [validate_params(block, _plan(block).config)]
+    return configs_from_args(args, "lutra prove")
+
+
+def _plan(block: BlockSpec) -> Plan:
+    if block.name not in PLANS:
+        raise UsageError(f"block {block.name!r} has no proof plan (known: {', '.join(PLANS)})")
+    return PLANS[block.name]
+
+
+def prove_block(config: BlockConfig, workdir: Path, *, depth: int | None = None,
+                timeout: float = 600.0, only: str | None = None, env: dict | None = None,
+                echo: Callable = print) -> list[tuple[str, object]]:
+    """Prove every property of ``config``'s component; ``(name, Outcome)`` per property.
+
+    Structural results are ``Outcome`` too: ``pass`` or ``fail`` with the offending ports in
+    ``detail``.
+    """
+    from fpga.formal import StreamHarness, comb_paths, properties, run_sby, sby_env
+
+    plan = _plan(config.block)
+    depth = depth or plan.depth
+    env = env or sby_env(workdir / "bin")
+    # One component serves every check: each conversion elaborates it afresh.
+    component = config.block.build(config.params)
+    flows, handshakes = plan.relations(component, config.block.figures(component))
+    results = []
+    for name in properties(component, flows, handshakes):
+        if only and only not in name:
+            continue
+        harness = StreamHarness(component, name, flows=flows,
+                                handshakes=handshakes, depth=depth)
+        mode = "cover" if name.startswith("reach:") else "prove"
+        outcome = run_sby(harness, workdir / _dirname(name), mode=mode, depth=depth,
+                          timeout=timeout, env=env)
+        echo(_line(config.name, name, outcome, depth))
+        results.append((name, outcome))
+    if not only or "comb" in only:
+        for name, outcome in comb_paths(component, workdir / "comb",
+                                        handshakes=handshakes):
+            echo(_line(config.name, name, outcome, depth))
+            results.append((name, outcome))
+    return results
+
+
+def _dirname(name: str) -> str:
+    return name.replace(":", "_").replace(">", "_to_")
+
+
+def _line(block: str, name: str, outcome, depth: int) -> str:
+    if name.startswith("reach:"):
+        what = (f"reached at step {outcome.step}" if outcome.status == "pass"
+                else f"FAILED: {outcome.detail or 'timed out'} (bounded results are vacuous)")
+    elif outcome.status == "pass":
+        what = (f"proved (k-induction, k={depth})" if outcome.kind == "formal"
+                else "holds (netlist)")
+    elif outcome.status == "bounded":
+        what = f"bounded-only (depth {depth})"
+    elif outcome.status == "timeout":
+        what = "timed out" + (f" (base case passed to depth {depth})"
+                              if outcome.bounded else "")
+    elif outcome.kind == "formal":
+        what = f"FAILED at step {outcome.step}: trace {outcome.trace}"
+    else:
+        what = f"FAILED: {outcome.detail}"
+    return f"{block:<14} {name:<28} {what}  [{outcome.seconds:.1f} s]"
+
+
+def run_prove(args) -> int:
+    if args.depth is not None and args.depth < 1:
+        raise UsageError(f"--depth must be a positive integer, not {args.depth}")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, not {args.timeout}")
+    configs = _configs(args)
+    for config in configs:
+        _plan(config.block)
+    failed = proved = bounded = 0
+    with OutputDir(args.out or DEFAULT_PROVE_DIR, owner="prove",
+                   force=args.force or args.out is None, prune=False) as out:
+        for config in configs:
+            results = prove_block(config, out.claim(config.key()), depth=args.depth,
+                                  timeout=args.timeout, only=args.only)
+            for _, o in results:
+                if o.status == "pass":
+                    proved += 1
+                elif o.status == "bounded" or o.status == "timeout" and o.bounded:
+                    bounded += 1
+                else:
+                    failed += 1
+    print(f"{proved} proved, {bounded} bounded-only, {failed} failed")
+    return 1 if failed else 0
+
+
+COMMANDS.update({"prove": (add_prove_parser, run_prove)})
