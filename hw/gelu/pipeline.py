@@ -3,10 +3,6 @@
 from amaranth import signed, unsigned
 from amaranth.lib import data
 
-# Transitional: hw/layernorm still imports these from here (moved to hw/common).
-from ..common.arith import signed_width, unsigned_width  # noqa: F401
-from ..common.pipeline import StallPipeline  # noqa: F401
-
 __all__ = ["GeluBeat"]
 
 
