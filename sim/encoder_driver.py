@@ -21,7 +21,7 @@ from .encoder_image import ExternalMemory, build_image, embedding_sums
 from .golden import encoder as enc
 from .stalls import Stalls
 
-__all__ = ["tiny_model", "expected", "simulate", "random_batch", "DEBUG_STAGES"]
+__all__ = ["MODELS", "load_model", "tiny_model", "expected", "simulate", "random_batch", "DEBUG_STAGES"]
 
 #: Stage boundaries the debug stream carries (scores and probabilities stay inside the
 #: attention unit; the tests compare its context output instead).
@@ -35,6 +35,26 @@ def tiny_model(seed: int = 0, layers: int = 2) -> enc.QuantizedEncoder:
     weights = enc.random_weights(layers=layers, seed=seed)
     rng = np.random.default_rng(seed)
     return enc.quantize(weights, [rng.integers(0, 100, size=n) for n in (5, 9, 16)])
+
+
+MODELS = ("tiny", "minilm")
+
+
+@functools.cache
+def load_model(name: str, layers: int = 0) -> enc.QuantizedEncoder:
+    """The quantized encoder ``name`` (``tiny`` or ``minilm``: all-MiniLM-L6-v2 calibrated on
+    ``sim.minilm.CALIBRATION``); ``layers`` > 0 keeps only its first ``layers`` layers."""
+    import dataclasses
+    if name == "tiny":
+        model = tiny_model()
+    elif name == "minilm":
+        from .minilm import CALIBRATION, load_weights, token_ids
+        model = enc.quantize(load_weights(), [token_ids(s) for s in CALIBRATION])
+    else:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, not {name!r}")
+    if layers:
+        model = dataclasses.replace(model, layers=model.layers[:layers])
+    return model
 
 
 def random_batch(rng: np.random.Generator, model, lengths) -> list[np.ndarray]:

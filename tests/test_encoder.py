@@ -3,6 +3,7 @@ the integer encoder specification (sim/golden/encoder.py) at every stage boundar
 
 import numpy as np
 import pytest
+from conftest import SIMULATORS, cocotb_run
 
 from hw.encoder.params import DESCRIPTOR_BITS, OPS, EncoderParams
 from sim import encoder_driver as drv
@@ -118,3 +119,17 @@ def test_amaranth_one_layer(lengths, stall_prob, seed):
     batch = drv.random_batch(np.random.default_rng(seed), model, lengths)
     result = drv.simulate(params, model, batch, stall_prob=stall_prob, seed=seed)
     drv.compare(drv.expected(model, batch), result["debug"], result["pooled"])
+
+
+# ---- cocotb on the generated Verilog -----------------------------------------------------------
+
+#: Icarus takes minutes per thousand cycles of this design: it runs one short sequence.
+COCOTB_LENGTHS = {"verilator": "3,5", "icarus": "2"}
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", [s for s in SIMULATORS if s == "verilator"])
+def test_cocotb(simulator, tmp_path):
+    """One tiny layer, a batch of sequences, random stalls on every stream."""
+    cocotb_run("encoder", {"model_layers": 1, "max_tokens": 16, "max_seqs": 2}, simulator,
+               tmp_path, LUTRA_ENCODER_LENGTHS=COCOTB_LENGTHS[simulator])

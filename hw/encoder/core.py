@@ -48,7 +48,7 @@ def DebugBeat(params: EncoderParams) -> data.StructLayout:
                               "channel": range(params.max_k), "data": signed(16)})
 
 
-class State(enum.Enum, shape=4):
+class State(enum.Enum, shape=3):
     LOAD_SEQ = 0
     LOAD_X = 1
     FETCH_DESC = 2
@@ -57,7 +57,7 @@ class State(enum.Enum, shape=4):
     NEXT = 5
 
 
-class Phase(enum.Enum, shape=3):
+class Phase(enum.Enum, shape=2):
     PARAMS = 0      # GEMM tile parameters / LayerNorm channel records
     WEIGHTS = 1     # GEMM weight tile
     COMPUTE = 2     # k-slices (GEMM) or element stream (other passes)
@@ -204,10 +204,9 @@ class EncoderAccelerator(wiring.Component):
         with m.If(row_valid & row_ready):
             m.d.sync += row_valid.eq(0)
         with m.If(self.rdata.valid & self.rdata.ready):
-            with m.Switch(word_index):
-                for i in range(row_words_max):
-                    with m.Case(i):
-                        m.d.sync += row.word_select(i, P).eq(self.rdata.payload)
+            for i in range(row_words_max):
+                with m.If(word_index == i):
+                    m.d.sync += row.word_select(i, P).eq(self.rdata.payload)
             with m.If(word_index == fetch_row_words - 1):
                 m.d.sync += [word_index.eq(0), row_valid.eq(1)]
             with m.Else():
@@ -261,10 +260,9 @@ class EncoderAccelerator(wiring.Component):
 
         def element(mem_sel):
             value = Signal(signed(16))
-            with m.Switch(mem_sel):
-                for n, port in enumerate(rd):
-                    with m.Case(n):
-                        m.d.comb += value.eq(port.data[r_lane])
+            for n, port in enumerate(rd):
+                with m.If(mem_sel == n):
+                    m.d.comb += value.eq(port.data[r_lane])
             return value
 
         r_out = data.View(ElementBeat, r_fifo.r_data)
@@ -305,11 +303,10 @@ class EncoderAccelerator(wiring.Component):
                 m.d.sync += g_k.eq(g_k + 1)
         m.d.comb += [wbuf_read.addr.eq(g_k)]
         src_word = Signal(data.ArrayLayout(signed(16), rows))
-        with m.Switch(r_mem_a):
-            for n, port in enumerate(rd):
-                with m.Case(n):
-                    for lane in range(rows):
-                        m.d.comb += src_word[lane].eq(port.data[lane])
+        for n, port in enumerate(rd):
+            with m.If(r_mem_a == n):
+                for lane in range(rows):
+                    m.d.comb += src_word[lane].eq(port.data[lane])
         m.d.comb += [k_fifo.w_en.eq(k_reading),
                      k_fifo.w_data.eq(Cat(wbuf_read.data, k_last, src_word))]
         k_head = data.View(KBeat, k_fifo.r_data[:KBeat.size])
@@ -346,48 +343,51 @@ class EncoderAccelerator(wiring.Component):
         m.d.comb += [len_write.addr.eq(n_seqs), len_write.data.eq(self.seq.payload.length),
                      len_write.en.eq(seq_fire)]
         desc_row = data.View(Descriptor, row[:Descriptor.size])
+        # seq.ready straight from a flip-flop: a ready computed only from the state would not
+        # be evaluated at time 0 by Icarus (no input of it changes before a beat is taken).
+        taking_seqs = Signal(init=1)
+        m.d.comb += self.seq.ready.eq(taking_seqs)
         run_done = Signal()
-        with m.Switch(state):
-            with m.Case(State.LOAD_SEQ):
-                m.d.comb += self.seq.ready.eq(1)
-                with m.If(seq_fire):
-                    m.d.sync += [n_seqs.eq(n_seqs + 1),
-                                 n_tokens.eq(n_tokens + self.seq.payload.length)]
-                    with m.If(self.seq.payload.last):
-                        m.d.sync += [state.eq(State.LOAD_X), *wpos.reset()]
-            with m.Case(State.LOAD_X):
-                m.d.comb += [w_valid.eq(self.x.valid), self.x.ready.eq(w_ready),
-                             w_mem.eq(list(MEMORIES).index("c")), w_addr.eq(wpos.addr),
-                             w_lane.eq(wpos.lane), w_data.eq(self.x.payload),
-                             w_token.eq(wpos.token), w_channel.eq(wpos.channel),
-                             w_tag.eq(INPUT_TAG)]
-                with m.If(w_fire):
-                    wpos.step(H)
-                    with m.If(wpos.row_end(H) & (wpos.token == n_tokens - 1)):
-                        m.d.sync += [state.eq(State.FETCH_DESC), desc_addr.eq(0)]
-                m.d.sync += row_tiles.eq((n_tokens + rows - 1) // rows if rows & (rows - 1)
-                                         else (n_tokens + rows - 1) >> (rows.bit_length() - 1))
-            with m.Case(State.FETCH_DESC):
-                m.d.sync += [*fetch(desc_addr, 1, p.descriptor_words), state.eq(State.WAIT_DESC)]
-            with m.Case(State.WAIT_DESC):
-                m.d.comb += row_ready.eq(1)
-                with m.If(row_valid):
-                    m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), phase.eq(Phase.PARAMS),
-                                 g_col.eq(0), g_col_tile.eq(0), g_row.eq(0), written.eq(0),
-                                 *wpos.reset(), *rpos.reset(), o_c.eq(0), o_r.eq(0),
-                                 o_tile.eq(0), o_tile_base.eq(0), o_col.eq(0), o_token.eq(0)]
-                    with m.If(desc_row.op == OPS["end"]):
-                        m.d.sync += [state.eq(State.LOAD_SEQ), n_seqs.eq(0), n_tokens.eq(0)]
-                    with m.If(desc_row.op == OPS["gemm"]):
-                        m.d.sync += expect.eq(row_tiles * rows * desc_row.n)
-                    with m.Else():
-                        m.d.sync += expect.eq(n_tokens * desc_row.n)
-            with m.Case(State.RUN):
-                with m.If(run_done):
-                    m.d.sync += state.eq(State.NEXT)
-            with m.Case(State.NEXT):
-                m.d.sync += [desc_addr.eq(desc_addr + p.descriptor_words),
-                             state.eq(State.FETCH_DESC)]
+        with m.If(state == State.LOAD_SEQ):
+            with m.If(seq_fire):
+                m.d.sync += [n_seqs.eq(n_seqs + 1),
+                             n_tokens.eq(n_tokens + self.seq.payload.length)]
+                with m.If(self.seq.payload.last):
+                    m.d.sync += [state.eq(State.LOAD_X), taking_seqs.eq(0), *wpos.reset()]
+        with m.Elif(state == State.LOAD_X):
+            m.d.comb += [w_valid.eq(self.x.valid), self.x.ready.eq(w_ready),
+                         w_mem.eq(list(MEMORIES).index("c")), w_addr.eq(wpos.addr),
+                         w_lane.eq(wpos.lane), w_data.eq(self.x.payload),
+                         w_token.eq(wpos.token), w_channel.eq(wpos.channel),
+                         w_tag.eq(INPUT_TAG)]
+            with m.If(w_fire):
+                wpos.step(H)
+                with m.If(wpos.row_end(H) & (wpos.token == n_tokens - 1)):
+                    m.d.sync += [state.eq(State.FETCH_DESC), desc_addr.eq(0)]
+            m.d.sync += row_tiles.eq((n_tokens + rows - 1) // rows if rows & (rows - 1)
+                                     else (n_tokens + rows - 1) >> (rows.bit_length() - 1))
+        with m.Elif(state == State.FETCH_DESC):
+            m.d.sync += [*fetch(desc_addr, 1, p.descriptor_words), state.eq(State.WAIT_DESC)]
+        with m.Elif(state == State.WAIT_DESC):
+            m.d.comb += row_ready.eq(1)
+            with m.If(row_valid):
+                m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), phase.eq(Phase.PARAMS),
+                             g_col.eq(0), g_col_tile.eq(0), g_row.eq(0), written.eq(0),
+                             *wpos.reset(), *rpos.reset(), o_c.eq(0), o_r.eq(0),
+                             o_tile.eq(0), o_tile_base.eq(0), o_col.eq(0), o_token.eq(0)]
+                with m.If(desc_row.op == OPS["end"]):
+                    m.d.sync += [state.eq(State.LOAD_SEQ), taking_seqs.eq(1), n_seqs.eq(0),
+                                 n_tokens.eq(0)]
+                with m.If(desc_row.op == OPS["gemm"]):
+                    m.d.sync += expect.eq(row_tiles * rows * desc_row.n)
+                with m.Else():
+                    m.d.sync += expect.eq(n_tokens * desc_row.n)
+        with m.Elif(state == State.RUN):
+            with m.If(run_done):
+                m.d.sync += state.eq(State.NEXT)
+        with m.Elif(state == State.NEXT):
+            m.d.sync += [desc_addr.eq(desc_addr + p.descriptor_words),
+                         state.eq(State.FETCH_DESC)]
 
         running = state == State.RUN
         m.d.comb += [r_width.eq(desc.k), r_src.eq(desc.src)]
@@ -419,46 +419,44 @@ class EncoderAccelerator(wiring.Component):
                         m.d.sync += o_r.eq(o_r + 1)
                 with m.Else():
                     m.d.sync += o_c.eq(o_c + 1)
-            with m.Switch(phase):
-                with m.Case(Phase.PARAMS):
-                    with m.If(~req_pending & (g_row == 0) & (g_params_left == 0)
-                              & ~g_issuing):
-                        with m.If(g_col == desc.n):
-                            m.d.sync += phase.eq(Phase.DRAIN)
-                        with m.Else():
-                            m.d.sync += [*fetch(desc.paddr + g_col_tile * (3 * prw), 3, prw),
-                                         g_row.eq(1)]
-                    m.d.comb += row_ready.eq(1)
-                    with m.If(row_valid):
-                        bits = row[:32 * cols]
-                        with m.Switch(g_row):
-                            with m.Case(1):
-                                m.d.sync += g_bias.eq(bits)
-                            with m.Case(2):
-                                m.d.sync += g_mult.eq(bits)
-                            with m.Case(3):
-                                m.d.sync += [g_shift[c].eq(bits.word_select(c, 8)[:6])
-                                             for c in range(cols)]
-                        m.d.sync += g_row.eq(g_row + 1)
-                        with m.If(g_row == 3):
-                            m.d.sync += [g_row.eq(0), phase.eq(Phase.WEIGHTS),
-                                         *fetch(desc.addr + g_col_tile * desc.k * wrw, desc.k,
-                                                wrw)]
-                with m.Case(Phase.WEIGHTS):
-                    m.d.comb += [row_ready.eq(1), wbuf_write.addr.eq(g_row),
-                                 wbuf_write.data.eq(row[:8 * cols]), wbuf_write.en.eq(row_valid)]
-                    with m.If(row_valid):
-                        m.d.sync += g_row.eq(g_row + 1)
-                        with m.If(g_row == desc.k - 1):
-                            m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), g_issuing.eq(1),
-                                         g_k.eq(0), g_tile.eq(0), g_tile_base.eq(0),
-                                         g_params_left.eq(row_tiles)]
-                with m.Case(Phase.COMPUTE):
-                    with m.If(~g_issuing & (g_params_left == 0)):
-                        m.d.sync += [phase.eq(Phase.PARAMS), g_col.eq(g_col + cols),
-                                     g_col_tile.eq(g_col_tile + 1)]
-                with m.Case(Phase.DRAIN):
-                    m.d.comb += run_done.eq(written == expect)
+            with m.If(phase == Phase.PARAMS):
+                with m.If(~req_pending & (g_row == 0) & (g_params_left == 0)
+                          & ~g_issuing):
+                    with m.If(g_col == desc.n):
+                        m.d.sync += phase.eq(Phase.DRAIN)
+                    with m.Else():
+                        m.d.sync += [*fetch(desc.paddr + g_col_tile * (3 * prw), 3, prw),
+                                     g_row.eq(1)]
+                m.d.comb += row_ready.eq(1)
+                with m.If(row_valid):
+                    bits = row[:32 * cols]
+                    with m.If(g_row == 1):
+                        m.d.sync += g_bias.eq(bits)
+                    with m.Elif(g_row == 2):
+                        m.d.sync += g_mult.eq(bits)
+                    with m.Elif(g_row == 3):
+                        m.d.sync += [g_shift[c].eq(bits.word_select(c, 8)[:6])
+                                     for c in range(cols)]
+                    m.d.sync += g_row.eq(g_row + 1)
+                    with m.If(g_row == 3):
+                        m.d.sync += [g_row.eq(0), phase.eq(Phase.WEIGHTS),
+                                     *fetch(desc.addr + g_col_tile * desc.k * wrw, desc.k,
+                                            wrw)]
+            with m.Elif(phase == Phase.WEIGHTS):
+                m.d.comb += [row_ready.eq(1), wbuf_write.addr.eq(g_row),
+                             wbuf_write.data.eq(row[:8 * cols]), wbuf_write.en.eq(row_valid)]
+                with m.If(row_valid):
+                    m.d.sync += g_row.eq(g_row + 1)
+                    with m.If(g_row == desc.k - 1):
+                        m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), g_issuing.eq(1),
+                                     g_k.eq(0), g_tile.eq(0), g_tile_base.eq(0),
+                                     g_params_left.eq(row_tiles)]
+            with m.Elif(phase == Phase.COMPUTE):
+                with m.If(~g_issuing & (g_params_left == 0)):
+                    m.d.sync += [phase.eq(Phase.PARAMS), g_col.eq(g_col + cols),
+                                 g_col_tile.eq(g_col_tile + 1)]
+            with m.Elif(phase == Phase.DRAIN):
+                m.d.comb += run_done.eq(written == expect)
 
         # ---- element passes --------------------------------------------------------------
         def to_writer(valid, value, ready):
@@ -483,23 +481,24 @@ class EncoderAccelerator(wiring.Component):
             to_writer(ln.o.valid, ln.o.payload.data, ln.o.ready)
             m.d.comb += [ln.i.valid.eq(r_valid), ln.i.payload.data.eq(r_out.a),
                          r_take.eq(ln.i.ready & r_valid)]
-            with m.Switch(phase):
-                with m.Case(Phase.PARAMS):
-                    with m.If(~req_pending & (g_row == 0)):
-                        m.d.sync += [*fetch(desc.paddr, H, p.ln_row_words), g_row.eq(1)]
-                    m.d.comb += [ln.params.valid.eq(row_valid), row_ready.eq(ln.params.ready)]
-                    with m.If(row_valid & ln.params.ready):
-                        m.d.sync += g_row.eq(g_row + 1)
-                        with m.If(g_row == H):
-                            m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), *start_reader()]
-                with m.Case(Phase.COMPUTE):
-                    m.d.comb += run_done.eq(written == expect)
+            with m.If(phase == Phase.PARAMS):
+                with m.If(~req_pending & (g_row == 0)):
+                    m.d.sync += [*fetch(desc.paddr, H, p.ln_row_words), g_row.eq(1)]
+                m.d.comb += [ln.params.valid.eq(row_valid), row_ready.eq(ln.params.ready)]
+                with m.If(row_valid & ln.params.ready):
+                    m.d.sync += g_row.eq(g_row + 1)
+                    with m.If(g_row == H):
+                        m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), *start_reader()]
+            with m.Elif(phase == Phase.COMPUTE):
+                m.d.comb += run_done.eq(written == expect)
 
         # ADD and GELU: one element in, one out. The ADD's load (one beat) applies to the beats
         # accepted after it: it is sent in the pass's first cycle, before the reader starts.
         with m.If(running & (op == OPS["add"])):
             m.d.comb += [add.i.valid.eq(r_valid), r_take.eq(add.i.ready & r_valid),
-                         add.i.payload.data[0][0].eq(r_out.a), add.i.payload.data[1][0].eq(r_out.b),
+                         add.i.payload.data[0][0].eq(r_out.a),
+                         add.i.payload.data[1][0].eq(r_out.b),
+                         add.i.payload.last.eq(r_out.row_last),
                          add.params.valid.eq(phase == Phase.PARAMS)]
             to_writer(add.o.valid, add.o.payload.data[0], add.o.ready)
         for k in range(2):
@@ -510,7 +509,8 @@ class EncoderAccelerator(wiring.Component):
                      add.params.payload.out.out_offset.eq(desc.zp0)]
         with m.If(running & (op == OPS["gelu"])):
             m.d.comb += [gelu.i.valid.eq(r_valid), r_take.eq(gelu.i.ready & r_valid),
-                         gelu.i.payload.data[0].eq(r_out.a[:12])]
+                         gelu.i.payload.data[0].eq(r_out.a[:12]),
+                         gelu.i.payload.last.eq(r_out.row_last)]
             to_writer(gelu_rq.o.valid, gelu_rq.o.payload.data[0], gelu_rq.o.ready)
         m.d.comb += [gelu_rq.i.payload.multiplier[0].eq(desc.mul0),
                      gelu_rq.i.payload.shift[0].eq(desc.sh0[:6]),
@@ -560,19 +560,18 @@ class EncoderAccelerator(wiring.Component):
                 m.d.comb += port.valid.eq(pack_valid & (a_tensor == t))
                 with m.If(port.valid & port.ready):
                     m.d.sync += pack_valid.eq(0)
-            with m.Switch(phase):
-                with m.Case(Phase.PARAMS):
-                    m.d.sync += [phase.eq(Phase.COMPUTE), a_tensor.eq(0), feed.eq(0),
-                                 pack_n.eq(0), pack_valid.eq(0), unpack_valid.eq(0),
-                                 unpack_n.eq(0), *start_reader()]
-                with m.Case(Phase.COMPUTE):
-                    # The next tensor once the reader has finished and the last word left.
-                    with m.If(~r_running & (r_fifo.level == 0) & ~pack_valid & ~r_reading
-                              & (a_tensor != 3)):
-                        m.d.sync += a_tensor.eq(a_tensor + 1)
-                        with m.If(a_tensor != 2):
-                            m.d.sync += start_reader()
-                    m.d.comb += run_done.eq(written == expect)
+            with m.If(phase == Phase.PARAMS):
+                m.d.sync += [phase.eq(Phase.COMPUTE), a_tensor.eq(0), feed.eq(0),
+                             pack_n.eq(0), pack_valid.eq(0), unpack_valid.eq(0),
+                             unpack_n.eq(0), *start_reader()]
+            with m.Elif(phase == Phase.COMPUTE):
+                # The next tensor once the reader has finished and the last word left.
+                with m.If(~r_running & (r_fifo.level == 0) & ~pack_valid & ~r_reading
+                          & (a_tensor != 3)):
+                    m.d.sync += a_tensor.eq(a_tensor + 1)
+                    with m.If(a_tensor != 2):
+                        m.d.sync += start_reader()
+                m.d.comb += run_done.eq(written == expect)
             m.d.comb += att.o.ready.eq(~unpack_valid)
             with m.If(att.o.valid & att.o.ready):
                 m.d.sync += [unpack.eq(att.o.payload.data), unpack_valid.eq(1)]

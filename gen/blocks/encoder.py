@@ -1,0 +1,82 @@
+"""The encoder accelerator as a Lutra block: the model (``tiny`` random or all-MiniLM-L6-v2)
+fixes the dimensions and the table scales; the array configuration comes from
+``EncoderParams``."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from hw.encoder import EncoderAccelerator, EncoderParams
+from sim.encoder_driver import MODELS, load_model
+
+from ..resources import netlist_hook
+from . import BlockSpec, Param
+
+#: The model fields of EncoderParams: read from the model, not configured.
+_MODEL_FIELDS = ("hidden", "heads", "ffn", "layers", "max_len", "softmax", "softmax_scale",
+                 "gelu_scale")
+
+
+def _params() -> tuple[Param, ...]:
+    out = [Param("model", str, "tiny", "the quantized encoder: tiny (random, 2 layers, "
+                 "hidden 32) or minilm (all-MiniLM-L6-v2)", choices=MODELS),
+           Param("model_layers", int, 0, "keep only the model's first N layers (0: all)",
+                 lo=0, hi=255)]
+    for f in fields(EncoderParams):
+        if f.name in _MODEL_FIELDS:
+            continue
+        kind = {"int": int, "bool": bool, "str": str, "float": float}[f.type]
+        out.append(Param(f.name, kind, f.default, f.metadata["help"], lo=f.metadata["lo"],
+                         hi=f.metadata["hi"], choices=f.metadata["choices"]))
+    return tuple(out)
+
+
+def encoder_params(p: dict) -> EncoderParams:
+    config = {k: v for k, v in p.items() if k not in ("model", "model_layers")}
+    return EncoderParams.for_model(load_model(p["model"], p["model_layers"]), **config)
+
+
+def _build(p: dict) -> EncoderAccelerator:
+    return EncoderAccelerator(encoder_params(p))
+
+
+def _figures(block: EncoderAccelerator) -> dict:
+    p = block.params
+    return {
+        "gemm_macs_per_clock": p.gemm_macs,
+        "activation_memory_bits": p.activation_bits,
+        "weight_buffer_bits": p.weight_buffer_bits,
+        "ram_bits": p.ram_bits,
+        "multipliers": p.multipliers,
+        "descriptor_words": p.descriptor_words,
+        "weight_row_words": p.weight_row_words,
+        "param_row_words": p.param_row_words,
+        "layernorm_record_words": p.ln_row_words,
+        "model": {"hidden": p.hidden, "heads": p.heads, "ffn": p.ffn, "layers": p.layers,
+                  "max_len": p.max_len, "softmax": p.softmax,
+                  "softmax_scale": p.softmax_scale, "gelu_scale": p.gelu_scale},
+        "image_layout": "docs/blocks/encoder.md; sim/encoder_image.py",
+    }
+
+
+BLOCK = BlockSpec(
+    name="encoder",
+    summary="Encoder accelerator: BERT-style layers on one GEMM core, the attention unit, "
+            "LayerNorm, GELU and ADD, activations on chip, weights from a read port",
+    params=_params(),
+    build=_build,
+    figures=_figures,
+    ports={
+        "seq": "one beat per sequence of the batch: its length in tokens; last ends the batch",
+        "x": "the batch's int16 embedding sums (host lookup + 3-input ADD), token-major",
+        "req": "read requests to the weight image: length port words from word address addr",
+        "rdata": "the requested port words, in request order",
+        "o": "the pooled int32 sums, hidden beats per sequence; last on each sequence's final "
+             "channel",
+        "dbg": "every element written to an activation memory: stage tag (layer * 16 + stage), "
+               "token, channel, value (with debug)",
+    },
+    tb_module="sim.tb.encoder_tb",
+    sim_configs=({"model_layers": 1, "max_tokens": 16, "max_seqs": 2},),
+    resources=netlist_hook(_build, lut_factor=1.0),
+)
