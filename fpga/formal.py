@@ -73,6 +73,11 @@ class Flow:
     src_unit: Unit = Unit()
     dst_unit: Unit = Unit()
     latency: tuple[int, int] | None = None
+    label: str = ""         # tells apart two flows between the same ports (e.g. "rows")
+
+    @property
+    def key(self) -> str:
+        return f"{self.src}>{self.dst}" + (f"({self.label})" if self.label else "")
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,11 @@ def properties(dut: wiring.Component, flows: tuple[Flow, ...] = (),
                handshakes: tuple[Handshake, ...] = ()) -> list[str]:
     """The names of the properties :class:`StreamHarness` can assert for ``dut``."""
     names = [f"stable:{p.name}" for p in _ports(dut, handshakes) if not p.inward]
-    names += [f"count:{f.src}>{f.dst}" for f in flows]
-    names += [f"latency:{f.src}>{f.dst}" for f in flows if f.latency is not None]
+    names += [f"count:{f.key}" for f in flows]
+    names += [f"latency:{f.key}" for f in flows if f.latency is not None]
     # Reachability (sby cover mode): the bounded checks above are not vacuous.
     names += [f"reach:{p.name}" for p in _ports(dut, handshakes) if not p.inward]
-    names += [f"reach:{f.src}>{f.dst}" for f in flows if f.latency is not None]
+    names += [f"reach:{f.key}" for f in flows if f.latency is not None]
     return names
 
 
@@ -210,7 +215,7 @@ class StreamHarness(Elaboratable):
                 m.d.comb += Cover(~rst & p.valid & ~p.ready)
 
         if kind in ("count", "latency") or kind == "reach" and ">" in what:
-            flow = next(f for f in self.flows if f"{f.src}>{f.dst}" == what)
+            flow = next(f for f in self.flows if f.key == what)
             by_name = {p.name: p for p in ports}
             src, dst = by_name[flow.src], by_name[flow.dst]
             src_end, src_beats = self._unit(m, src, flow.src_unit, width, "src")
