@@ -36,6 +36,7 @@ from .outputs import MARKER, OutputDir, write_file
 __all__ = ["argv_strategy", "check_argv", "stand_ins", "toml_strategy", "main"]
 
 SUBCOMMANDS = ("generate", "sim", "bench", "list", "demo", "build", "report")
+SLOW_SECONDS = 5.0      # inputs taking longer are named on stderr
 _known: dict[str, BlockSpec] = {}
 
 
@@ -198,6 +199,11 @@ def _fake_convert(component, name, **kwargs) -> str:
     return f"module {name}();\nendmodule\n"
 
 
+def _fake_netlist_resources(component, *, lut_factor: float = 1.0) -> dict:
+    component._MustUse__silence = True
+    return {"multipliers": [(8, 8, 1)], "memories": [], "ram_bits": 0, "luts": 100, "ffs": 50}
+
+
 def _fake_run_tool(tool, args, *, cwd, log):
     from fpga.ooc import OOC_TOP
     cwd = Path(cwd)
@@ -243,9 +249,11 @@ def _fake_bench(argv: list[str]) -> int:
 
 @contextlib.contextmanager
 def stand_ins():
-    """Replace elaboration, FPGA tools, simulations and benchmarks by quick stand-ins."""
+    """Replace elaboration (Verilog and the netlist-counted fit estimates), FPGA tools,
+    simulations and benchmarks by quick stand-ins."""
     import fpga.flow
     import gen.cli
+    import gen.resources
     import gen.verilog
     import sim.runner
     real_get_block = gen.cli.get_block
@@ -257,6 +265,7 @@ def stand_ins():
     with contextlib.ExitStack() as stack:
         for module, name, value in [
                 (gen.verilog, "convert", _fake_convert), (fpga.flow, "convert", _fake_convert),
+                (gen.resources, "netlist_resources", _fake_netlist_resources),
                 (fpga.flow, "run_tool", _fake_run_tool),
                 (fpga.flow, "tool_version", lambda tool: "stand-in"),
                 (fpga.flow, "build_selftest", _fake_selftest),
@@ -300,6 +309,7 @@ def check_argv(argv: list[str], config_text: str = "[gemm]\nrows = 2\ncols = 2\n
         before = _tree(root)
         stdout, stderr = io.StringIO(), io.StringIO()
         os.chdir(root)
+        start = time.monotonic()
         try:
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
                 status = main(list(argv))
@@ -307,6 +317,9 @@ def check_argv(argv: list[str], config_text: str = "[gemm]\nrows = 2\ncols = 2\n
             raise AssertionError(f"lutra {argv!r} raised:\n{traceback.format_exc()}") from None
         finally:
             os.chdir(here)
+            if time.monotonic() - start > SLOW_SECONDS:
+                print(f"fuzz: slow input ({time.monotonic() - start:.1f} s): lutra {argv!r}",
+                      file=sys.__stderr__, flush=True)
         err = stderr.getvalue()
         after = _tree(root)
         assert "Traceback" not in err, f"lutra {argv!r}: traceback on stderr:\n{err}"
