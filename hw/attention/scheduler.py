@@ -4,7 +4,7 @@ The policy is specified, cycle by cycle, by ``sim/golden/attention.py`` (``sched
 component reproduces it exactly when every engine takes a fixed number of cycles per command.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,11 +52,15 @@ def _Row(seq_width: int, block_width: int, block: int, *, first: bool) -> data.S
 
 
 def _select(values: list, index: Signal):
-    """``values[index]``; indices past the end give the last value. Padded to every value the
-    index can take, so the emitted ``case`` is complete (Verilator CASEINCOMPLETE)."""
+    """``values[index]``; indices past the end give the last value. A tree of ``Mux`` on the
+    index bits, emitted as continuous assignments: a ``case`` process (``Array``) is not
+    evaluated at time 0 by Icarus when none of its inputs changes, and a window of constant
+    slots then stays X."""
     values = [Value.cast(v) for v in values]
     values += [values[-1]] * ((1 << len(index)) - len(values))
-    return Array(values)[index]
+    for bit in range(len(index)):
+        values = [Mux(index[bit], values[i + 1], values[i]) for i in range(0, len(values), 2)]
+    return values[0]
 
 
 class AttentionScheduler(wiring.Component):
@@ -271,6 +275,7 @@ class AttentionScheduler(wiring.Component):
         cur_last_block = Signal(bw)
         cur_missing = Signal(max(1, B.bit_length() - 1))
         qb = Signal(bw)
+        at_last = Signal()                       # qb is the sequence's final block
         gen_pairs = Signal(bw + 1)               # key blocks of row qb, registered
         staged = Signal(row_layout)              # the row generated in the previous cycle
         staged_valid = Signal()
@@ -279,7 +284,7 @@ class AttentionScheduler(wiring.Component):
         m.d.comb += [
             # Registered state only: the rows dispatched in this cycle are still counted.
             generate.eq(cur_valid & room),
-            self.desc.ready.eq(~cur_valid | (generate & (qb == cur_last_block))),
+            self.desc.ready.eq(~cur_valid | (generate & at_last)),
         ]
         # The size of the row generated next is registered a cycle ahead (gen_pairs), from
         # counters kept for the row after the current one, so that no adder chain follows
@@ -326,6 +331,7 @@ class AttentionScheduler(wiring.Component):
                 cur_last_block.eq((length - 1) >> log_b),
                 cur_missing.eq(missing),
                 qb.eq(0),
+                at_last.eq(length <= B if B < (1 << self._length_width) - 1 else 1),
                 gen_pairs.eq(pairs_first),
                 blocks.eq(desc_blocks),
                 next_base.eq(min(2, cap)),
@@ -334,11 +340,12 @@ class AttentionScheduler(wiring.Component):
         with m.Elif(generate):
             m.d.sync += [
                 qb.eq(qb + 1),
+                at_last.eq(next_dist == 0),
                 gen_pairs.eq(pairs_next),
                 next_base.eq(Mux(next_base == cap, cap, next_base + 1)),
                 next_dist.eq(next_dist - 1),
             ]
-            with m.If(qb == cur_last_block):
+            with m.If(at_last):
                 m.d.sync += cur_valid.eq(0)
 
         m.d.sync += staged_valid.eq(generate)
@@ -363,8 +370,7 @@ class AttentionScheduler(wiring.Component):
         behind = []                              # behind[n]: the staged row goes after slot n
         for n in range(D):
             bit = Signal(name=f"behind_{n}")
-            later = moved[n].ahead
-            m.d.comb += bit.eq(later | taken[n] if n < K else later)
+            m.d.comb += bit.eq(moved[n].ahead | taken[n] if n < K else moved[n].ahead)
             behind.append(bit)
         # Where each slot's row comes from: the staged row, the previous moved slot, or its
         # own moved slot.
@@ -379,28 +385,31 @@ class AttentionScheduler(wiring.Component):
             m.d.comb += update.eq(Mux(from_staged[n], staged,
                                       Mux(from_prev[n], moved[n - 1] if n else 0, moved[n])))
             m.d.sync += slots[n].eq(update)
-        # Each row's new ahead bit: against the generator's row, compared in the slot the row
-        # leaves (ge[j]) and routed like the row. The comparison comes last, so it is written
-        # as an AND-OR of ge[j] with routes that depend on registers and on the dispatch only.
+        # The new ahead bits, against the generator's row: ge[j] compares slot j before the
+        # shift. Taken rows (the longest) count as ahead, so over the window the bits are a
+        # thermometer, and the staged row's insertion, wherever it lands, only moves that
+        # thermometer by one slot when the staged row is itself ahead: bit n is then the bit
+        # of slot n - 1. So the routes below depend on registers only, not on the dispatch.
         if self._longest_first:
             ge = Signal(D)                       # ge[j]: slot j against the generator's row
             for j in range(D):
                 m.d.comb += ge[j].eq(slots[j].pairs >= gen_pairs)
-            staged_ge = staged.pairs >= gen_pairs
+            shifted = Signal()                   # the staged row goes in, ahead
+            m.d.comb += shifted.eq(staged_valid & (staged.pairs >= gen_pairs))
         else:
-            ge, staged_ge = Const((1 << D) - 1, D), Const(1, 1)
+            ge, shifted = Const((1 << D) - 1, D), staged_valid
         for n in range(D):
-            keep = occupied[n] & ~from_staged[n] & ~from_prev[n]
-            prev = occupied[n] & ~from_staged[n] & from_prev[n]
-            terms = [occupied[n] & from_staged[n] & staged_ge]
+            terms = [shifted & taken[n - 1] if 1 <= n <= K else Const(0, 1),
+                     ~shifted & taken[n] if n < K else Const(0, 1),
+                     shifted if n == 0 else Const(0, 1)]
             for j in range(max(n - 1, 0), min(n + K + 1, D)):
                 route = Const(0, 1)
                 if 0 <= j - n <= K:
-                    route = route | (keep & holes_is[j - n])
+                    route = route | (~shifted & holes_is[j - n])
                 if n and 0 <= j - n + 1 <= K:
-                    route = route | (prev & holes_is[j - n + 1])
+                    route = route | (shifted & holes_is[j - n + 1])
                 terms.append(route & ge[j])
-            m.d.sync += slots[n].ahead.eq(Cat(*terms).any())
+            m.d.sync += slots[n].ahead.eq(occupied[n] & Cat(*terms).any())
         # The thermometer after this cycle: waiting - n_taken + staged_valid > n.
         taken_is = [~taken[0]] + [taken[t - 1] & (~taken[t] if t < K else 1)
                                   for t in range(1, K + 1)]   # one-hot n_taken
