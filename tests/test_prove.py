@@ -127,7 +127,8 @@ def test_prove_gelu(tmp_path, env):
     """The cheapest block, end to end: every property holds."""
     config = validate_params(get_block("gelu"), PLANS["gelu"].config)
     results = dict(prove_block(config, tmp_path, env=env, echo=lambda line: None))
-    assert set(results) == {"stable:o", "count:i>o", "latency:i>o", "reach:o", "reach:i>o",
+    # reach:o is skipped: stable:o is proved by induction, so it is not vacuous.
+    assert set(results) == {"stable:o", "count:i>o", "latency:i>o", "reach:i>o",
                             "comb:i.ready", "comb:o.valid"}
     bad = {k: v for k, v in results.items() if v.status not in ("pass", "bounded")}
     assert not bad, bad
