@@ -46,9 +46,8 @@ Quant = data.StructLayout({
 
 class Phase(enum.Enum, shape=2):
     SCORES = 0      # take commands, fetch K blocks, S = Q K^T on the GEMM core
-    SOFTMAX = 1     # row buffer -> softmax engine -> probability buffer
-    PV = 2          # O = P V on the GEMM core, context words out
-    DONE = 3        # done until taken
+    PV = 1          # O = P V on the GEMM core (as the probabilities allow), context words out
+    DONE = 2        # done until taken
 
 
 class AttentionEngine(wiring.Component):
@@ -199,15 +198,15 @@ class AttentionEngine(wiring.Component):
         m.submodules.q_store = q_store = Memory(shape=Lanes, depth=chunks, init=[])
         q_write = q_store.write_port(granularity=B)
         q_read = q_store.read_port(domain="comb")
-        q_full = Signal()
+        q_chunks = Signal(range(chunks + 1))    # chunks of every query row received
         with m.If(self.cmd.valid & ~started):
             m.d.sync += [started.eq(1), seq.eq(self.cmd.payload.seq),
                          query_block.eq(self.cmd.payload.query_block)]
         q_issuing = Signal()
         m.d.sync += q_issuing.eq(q_issuing | (self.cmd.valid & ~started))
         q_req_fire = self.q_req.valid & self.q_req.ready
-        q_req_c, q_req_c_final = counter("q_req_chunk", chunks, q_req_fire)
-        q_req_r, q_req_r_final = counter("q_req_row", B, q_req_fire & q_req_c_final)
+        q_req_r, q_req_r_final = counter("q_req_row", B, q_req_fire)
+        q_req_c, q_req_c_final = counter("q_req_chunk", chunks, q_req_fire & q_req_r_final)
         m.d.comb += [
             self.q_req.valid.eq(q_issuing),
             self.q_req.payload.seq.eq(seq),
@@ -217,16 +216,16 @@ class AttentionEngine(wiring.Component):
         with m.If(q_req_fire & q_req_c_final & q_req_r_final):
             m.d.sync += q_issuing.eq(0)
         q_resp_fire = self.q_resp.valid & self.q_resp.ready
-        q_resp_c, q_resp_c_final = counter("q_resp_chunk", chunks, q_resp_fire)
-        q_resp_r, q_resp_r_final = counter("q_resp_row", B, q_resp_fire & q_resp_c_final)
+        q_resp_r, q_resp_r_final = counter("q_resp_row", B, q_resp_fire)
+        q_resp_c, _ = counter("q_resp_chunk", chunks, q_resp_fire & q_resp_r_final)
         m.d.comb += [
             self.q_resp.ready.eq(1),
             q_write.addr.eq(q_resp_c),
             q_write.data.eq(Cat(*[self.q_resp.payload] * B)),
             q_write.en.eq(Mux(q_resp_fire, 1 << q_resp_r, 0)),
         ]
-        with m.If(q_resp_fire & q_resp_c_final & q_resp_r_final):
-            m.d.sync += q_full.eq(1)
+        with m.If(q_resp_fire & q_resp_r_final):
+            m.d.sync += q_chunks.eq(q_chunks + 1)
 
         # ---- K: one block per command, double buffered --------------------------------------
         m.submodules.k_store = k_store = Memory(shape=Lanes, depth=2 * chunks, init=[])
@@ -237,7 +236,7 @@ class AttentionEngine(wiring.Component):
         k_req_half = Signal()
         k_issuing = Signal()
         k_block = Signal.like(query_block)
-        k_filled = Signal(range(pairs + 1))     # blocks fetched: score tiles ready to start
+        k_chunks = Signal(range(chunks + 1))    # chunks of the filling half received
         take = Signal()
         m.d.comb += [
             self.cmd.ready.eq((phase == Phase.SCORES) & ~k_issuing & ~last_seen
@@ -255,8 +254,8 @@ class AttentionEngine(wiring.Component):
             with m.If(self.cmd.payload.key_block == self.cmd.payload.query_block):
                 m.d.sync += query_valid.eq(self.cmd.payload.valid)
         k_req_fire = self.k_req.valid & self.k_req.ready
-        k_req_c, k_req_c_final = counter("k_req_chunk", chunks, k_req_fire)
-        k_req_t, k_req_t_final = counter("k_req_token", B, k_req_fire & k_req_c_final)
+        k_req_t, k_req_t_final = counter("k_req_token", B, k_req_fire)
+        k_req_c, k_req_c_final = counter("k_req_chunk", chunks, k_req_fire & k_req_t_final)
         m.d.comb += [
             self.k_req.valid.eq(k_issuing),
             self.k_req.payload.seq.eq(seq),
@@ -267,8 +266,8 @@ class AttentionEngine(wiring.Component):
             m.d.sync += [k_issuing.eq(0), k_req_half.eq(~k_req_half)]
         k_resp_fire = self.k_resp.valid & self.k_resp.ready
         k_resp_half = Signal()
-        k_resp_c, k_resp_c_final = counter("k_resp_chunk", chunks, k_resp_fire)
-        k_resp_t, k_resp_t_final = counter("k_resp_token", B, k_resp_fire & k_resp_c_final)
+        k_resp_t, k_resp_t_final = counter("k_resp_token", B, k_resp_fire)
+        k_resp_c, k_resp_c_final = counter("k_resp_chunk", chunks, k_resp_fire & k_resp_t_final)
         k_block_in = k_resp_fire & k_resp_c_final & k_resp_t_final
         m.d.comb += [
             self.k_resp.ready.eq(1),
@@ -276,16 +275,22 @@ class AttentionEngine(wiring.Component):
             k_write.data.eq(Cat(*[self.k_resp.payload] * B)),
             k_write.en.eq(Mux(k_resp_fire, 1 << k_resp_t, 0)),
         ]
+        with m.If(k_resp_fire & k_resp_t_final):
+            m.d.sync += k_chunks.eq(k_chunks + 1)
         with m.If(k_block_in):
-            m.d.sync += [k_resp_half.eq(~k_resp_half), k_filled.eq(k_filled + 1)]
+            m.d.sync += [k_resp_half.eq(~k_resp_half), k_chunks.eq(0)]
 
         # ---- GEMM input: score k-slices, then P.V k-slices ----------------------------------
+        # A k-slice of chunk c may go as soon as chunk c of Q and of its K block is in: the
+        # slices trail the fetch by a few words instead of waiting for whole blocks.
         slice_half = Signal()
-        slice_ready = q_full & Mux(slice_half, full[1], full[0])
         i_fire = gemm.i.valid & gemm.i.ready
         score_fire = i_fire & (phase == Phase.SCORES)
         slice_e, slice_e_final = counter("slice_element", B, score_fire)
         slice_c, slice_c_final = counter("slice_chunk", chunks, score_fire & slice_e_final)
+        filling = Mux(slice_half, busy[1], busy[0]) & (k_resp_half == slice_half) \
+            & (k_chunks > slice_c)
+        slice_ready = (q_chunks > slice_c) & (Mux(slice_half, full[1], full[0]) | filling)
         tile_sliced = score_fire & slice_e_final & slice_c_final
         m.d.comb += [q_read.addr.eq(slice_c),
                      k_read.addr.eq(Mux(slice_half, chunks, 0) + slice_c)]
@@ -321,6 +326,8 @@ class AttentionEngine(wiring.Component):
         with m.If(v_req_fire & v_req_t_final & v_req_n_final & v_req_c_final):
             m.d.sync += v_issuing.eq(0)
         pv_fire = i_fire & (phase == Phase.PV)
+        probs_done = Signal()                   # every row's probabilities are written
+        probs_ready = Signal()                  # key pv_key's probabilities are written
         m.d.sync += v_pending.eq(v_pending + v_req_fire - pv_fire)
         m.d.comb += [
             v_key_read.addr.eq(v_req_n),
@@ -337,7 +344,8 @@ class AttentionEngine(wiring.Component):
         pv_n_final = pv_n == n_cmds - 1
         with m.If(pv_fire & pv_t_final):
             m.d.sync += pv_n.eq(Mux(pv_n_final, 0, pv_n + 1))
-        m.d.comb += p_read.addr.eq(Cat(pv_t, pv_n) if log_b else pv_n)
+        pv_key = Cat(pv_t, pv_n) if log_b else pv_n
+        m.d.comb += p_read.addr.eq(pv_key)
         v_word = data.View(Word(B), v_fifo.r_data)
 
         with m.If(phase == Phase.SCORES):
@@ -347,7 +355,8 @@ class AttentionEngine(wiring.Component):
                 m.d.comb += [gemm.i.payload.a[r].eq(score_a[r]),
                              gemm.i.payload.b[r].eq(score_b[r])]
         with m.Elif(phase == Phase.PV):
-            m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy), v_fifo.r_en.eq(gemm.i.ready),
+            m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy & probs_ready),
+                         v_fifo.r_en.eq(gemm.i.ready & probs_ready),
                          gemm.i.payload.last.eq(pv_t_final & pv_n_final)]
             for r in range(B):
                 # p - 128 as int8 is p with its top bit flipped
@@ -357,7 +366,7 @@ class AttentionEngine(wiring.Component):
         # One parameter beat per tile: scores tiles as their K blocks arrive, then every P.V
         # tile (the core holds one beat ahead, so the next tile never waits for its beat).
         params_sent = Signal(range(max(pairs, chunks) + 1))
-        params_due = Mux(phase == Phase.SCORES, k_filled, chunks)
+        params_due = Mux(phase == Phase.SCORES, n_cmds, chunks)
         m.d.comb += gemm.params.valid.eq(((phase == Phase.SCORES) | (phase == Phase.PV))
                                          & (params_sent != params_due))
         with m.If(gemm.params.valid & gemm.params.ready):
@@ -393,13 +402,17 @@ class AttentionEngine(wiring.Component):
         with m.If(o_fire & out_seg_final & out_row_final):
             m.d.sync += out_tile.eq(out_tile + 1)
         m.d.comb += [
-            gemm.o.ready.eq((phase == Phase.SCORES) | ((phase == Phase.PV) & ~out_valid)),
+            # a word is assembled while the previous one leaves (or has left)
+            gemm.o.ready.eq((phase == Phase.SCORES)
+                            | ((phase == Phase.PV) & (~out_valid | self.o.ready))),
             s_write.addr.eq(out_row * pairs + out_tile),
             s_write.data.eq(Cat(*[gemm.o.payload.data] * segments)),
             s_write.en.eq(Mux(o_fire & (phase == Phase.SCORES), 1 << out_seg, 0)),
         ]
         out_token = Signal.like(self.o.payload.token)
         out_chunk = Signal.like(self.o.payload.chunk)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_valid.eq(0)
         with m.If(o_fire & (phase == Phase.PV)):
             for s in range(segments):
                 with m.If(out_seg == s):
@@ -415,14 +428,19 @@ class AttentionEngine(wiring.Component):
             self.o.payload.chunk.eq(out_chunk),
             self.o.payload.data.eq(out_word),
         ]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += out_valid.eq(0)
 
         # ---- row buffer -> softmax engine -------------------------------------------------
         # The buffer's read port gives the word addressed in the previous cycle: the address
         # presented is the next word when the current one's last key is handled.
+        # It starts with the row's last command and waits for each word's scores: the
+        # softmax overlaps the last score tiles' drain.
         streaming = Signal()
-        priming = Signal()                      # the first word is being read
+        priming = Signal()                      # the current word's read is not yet valid
+        scores_done = Signal()
+
+        def scores_written(row, n):
+            """Word (row, n) of the row buffer was written in an earlier cycle."""
+            return scores_done | (out_tile > n) | ((out_tile == n) & (out_row > row))
         s_key_read = keys.read_port(domain="comb")
         s_row = Signal(range(B))
         s_n = Signal(range(max(pairs, 2)))
@@ -433,6 +451,8 @@ class AttentionEngine(wiring.Component):
         s_word_end = s_step & (s_lane == B - 1)
         s_n_final = s_n == n_cmds - 1
         s_next = Mux(s_n_final, (s_row + 1) * pairs, s_addr + 1)
+        next_written = scores_written(Mux(s_n_final, s_row + 1, s_row),
+                                      Mux(s_n_final, 0, s_n + 1))
         m.d.comb += [
             s_key_read.addr.eq(s_n),
             s_read.addr.eq(Mux(s_word_end, s_next, s_addr)),
@@ -440,7 +460,10 @@ class AttentionEngine(wiring.Component):
             softmax.i.payload.data.eq(s_read.data[s_lane]),
             softmax.i.payload.last.eq(s_n_final & (s_lane == last_lane(s_row))),
         ]
-        m.d.sync += priming.eq(0)
+        with m.If(priming):
+            m.d.sync += priming.eq(~scores_written(s_row, s_n))
+        with m.Elif(s_word_end):
+            m.d.sync += priming.eq(~next_written)
         with m.If(s_step):
             m.d.sync += s_lane.eq(Mux(s_lane == B - 1, 0, s_lane + 1))
         with m.If(s_word_end):
@@ -466,8 +489,6 @@ class AttentionEngine(wiring.Component):
             p_write.data.eq(Cat(*[Mux(w_entry_valid, softmax.o.payload.data[:8], 0)] * B)),
             p_write.en.eq(Mux(w_step, 1 << w_row, 0)),
         ]
-        rows_written = Signal()
-        m.d.sync += rows_written.eq(0)
         with m.If(w_step):
             m.d.sync += w_lane.eq(Mux(w_lane == B - 1, 0, w_lane + 1))
             with m.If(w_lane == B - 1):
@@ -475,18 +496,22 @@ class AttentionEngine(wiring.Component):
                 with m.If(w_n_final):
                     m.d.sync += w_row.eq(w_row + 1)
                     with m.If(w_row == B - 1):
-                        m.d.sync += [writing.eq(0), rows_written.eq(1)]
+                        m.d.sync += [writing.eq(0), probs_done.eq(1)]
+        # P.V may take key x once every row's probability of x is written: the slices of the
+        # first tile trail the last row's probabilities.
+        w_key = Cat(w_lane, w_n) if log_b else w_n
+        m.d.comb += probs_ready.eq(probs_done | (writing & (w_row == B - 1) & (pv_key < w_key)))
 
         # ---- phases ------------------------------------------------------------------------
         # (If/Elif rather than Switch: Amaranth's Verilog drops the cases that do not assign a
         # signal, and Verilator rejects the incomplete case statements, CASEINCOMPLETE.)
+        with m.If(take & self.cmd.payload.last):
+            m.d.sync += [streaming.eq(1), priming.eq(1), writing.eq(1), s_addr.eq(0),
+                         v_issuing.eq(1)]
         with m.If(phase == Phase.SCORES):
             with m.If(last_seen & (out_tile == n_cmds) & (params_sent == n_cmds)):
-                m.d.sync += [phase.eq(Phase.SOFTMAX), streaming.eq(1), priming.eq(1),
-                             writing.eq(1), s_addr.eq(0), params_sent.eq(0)]
-        with m.Elif(phase == Phase.SOFTMAX):
-            with m.If(rows_written):
-                m.d.sync += [phase.eq(Phase.PV), v_issuing.eq(1), out_tile.eq(0)]
+                m.d.sync += [phase.eq(Phase.PV), scores_done.eq(1), out_tile.eq(0),
+                             params_sent.eq(0)]
         with m.Elif(phase == Phase.PV):
             with m.If((out_tile == chunks) & ~out_valid):
                 m.d.sync += phase.eq(Phase.DONE)
@@ -495,6 +520,6 @@ class AttentionEngine(wiring.Component):
             m.d.comb += row_reset.eq(self.done_ready)
         with m.If(row_reset):
             m.d.sync += [phase.eq(Phase.SCORES), started.eq(0), n_cmds.eq(0),
-                         last_seen.eq(0), q_full.eq(0), k_filled.eq(0), params_sent.eq(0),
-                         out_tile.eq(0), query_valid.eq(0)]
+                         last_seen.eq(0), q_chunks.eq(0), params_sent.eq(0), out_tile.eq(0),
+                         query_valid.eq(0), scores_done.eq(0), probs_done.eq(0)]
         return m

@@ -103,18 +103,6 @@ class _Derived:
         """Multiply-accumulates per clock of one engine's GEMM core."""
         return self.block * self.block
 
-    def row_cycles(self, pairs: int) -> int:
-        """Cycles of one row (one head) of ``pairs`` key blocks on an engine whose reads are
-        never delayed, from its first command to its ``done`` (a model of the RTL, checked
-        within a few percent by the tests): Q fetch, scores (``head_dim`` per key block), the
-        softmax over ``block`` rows of ``pairs x block`` keys (one key a clock), P.V
-        (``head_dim`` per key block) and the pipelines' drains."""
-        keys = pairs * self.block
-        gemm_drain = 3 + self.block + 4 + 9 + self.block * self.block // self.out_lanes
-        softmax = self.block * keys + keys + 30
-        return self.chunks * self.block + 2 * pairs * self.head_dim + softmax \
-            + 2 * gemm_drain + 8
-
 
 @dataclass(frozen=True)
 class EngineParams(_Derived):
@@ -132,7 +120,7 @@ class EngineParams(_Derived):
                           choices=SOFTMAX_METHODS)
     softmax_scale: float = _param(0.25, "softmax input scale (fixes its tables)",
                                   lo=2.0 ** -12, hi=4.0)
-    out_lanes: int = _param(1, "GEMM output elements per clock (requantizer lanes, 4 DSPs "
+    out_lanes: int = _param(2, "GEMM output elements per clock (requantizer lanes, 4 DSPs "
                             "each); divides block", lo=1, hi=16)
     seq_width: int = _param(8, "bits of the command's sequence id", lo=1, hi=16)
 
@@ -166,7 +154,7 @@ class UnitParams(_Derived):
                           choices=SOFTMAX_METHODS)
     softmax_scale: float = _param(0.25, "softmax input scale (fixes its tables)",
                                   lo=2.0 ** -12, hi=4.0)
-    out_lanes: int = _param(1, "GEMM output elements per clock per engine (4 DSPs each); "
+    out_lanes: int = _param(2, "GEMM output elements per clock per engine (4 DSPs each); "
                             "divides block", lo=1, hi=16)
     lookahead: int = _param(16, "rows held in the scheduler's dispatch window", lo=1, hi=64)
     longest_first: bool = _param(True, "longest row first in the window (else FIFO)")
