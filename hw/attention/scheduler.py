@@ -4,7 +4,7 @@ The policy is specified, cycle by cycle, by ``sim/golden/attention.py`` (``sched
 component reproduces it exactly when every engine takes a fixed number of cycles per command.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -198,15 +198,21 @@ class AttentionScheduler(wiring.Component):
         # dispatched in the previous cycle and leave now; `waiting` rows can be dispatched,
         # a count kept as a thermometer so that no adder or comparator follows the dispatch.
         slots = [Signal(row_layout, name=f"slot_{n}") for n in range(D)]
-        holes = Signal(range(K + 1))
         holes_is = Signal(K + 1, init=1)        # one-hot holes
         waiting_gt = Signal(D)                  # waiting_gt[n]: waiting > n
-        # moved[n]: slot n once the holes are gone (a shift selected by a register).
+        # moved[n]: slot n once the holes are gone (a shift selected by a register). The
+        # select drives every bit of the window: one copy of `holes` per group of 8 slots,
+        # each stored XOR its group number so that synthesis does not merge the copies again.
+        holes_width = Shape.cast(range(K + 1)).width
+        holes_copy = [Signal(holes_width, name=f"holes_{g}", init=g % (1 << holes_width))
+                      for g in range(-(-D // 8))]
         moved = []
         for n in range(D):
+            g = n // 8
+            index = holes_copy[g] ^ (g % (1 << holes_width))
             candidate = Signal(row_layout, name=f"moved_{n}")
             m.d.comb += candidate.eq(
-                _select([slots[min(n + t, D - 1)] for t in range(K + 1)], holes))
+                _select([slots[min(n + t, D - 1)] for t in range(K + 1)], index))
             moved.append(candidate)
 
         # ---- engine slots: the row each engine is working on -------------------------------
@@ -426,7 +432,7 @@ class AttentionScheduler(wiring.Component):
         # Room for the next row: waiting + staged_valid < lookahead after this cycle.
         full_with_new = waiting_gt_next[D - 2] if D >= 2 else Const(1, 1)
         m.d.sync += [
-            holes.eq(n_taken),
+            *(copy.eq(n_taken ^ (g % (1 << holes_width))) for g, copy in enumerate(holes_copy)),
             holes_is.eq(Cat(*taken_is)),
             waiting_gt.eq(waiting_gt_next),
             room.eq(Mux(generate, ~full_with_new, ~waiting_gt_next[D - 1])),
