@@ -7,11 +7,20 @@
   sums per sequence.
 * :func:`simulate`: the accelerator in the Amaranth simulator, the weight image behind its read
   port (:class:`sim.encoder_image.ExternalMemory`), random stalls on every stream.
+* :func:`build_harness` / :func:`run_harness`: the generated Verilog under Verilator with a C++
+  harness (``sim/tb/encoder_harness.cpp``) as the token source, the external memory and the
+  output sink: ``lutra run encoder`` and the RTL benchmark, where a MiniLM layer takes millions
+  of cycles.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +30,8 @@ from .encoder_image import ExternalMemory, build_image, embedding_sums
 from .golden import encoder as enc
 from .stalls import Stalls
 
-__all__ = ["MODELS", "load_model", "tiny_model", "expected", "simulate", "random_batch", "DEBUG_STAGES"]
+__all__ = ["MODELS", "load_model", "tiny_model", "float_weights", "expected", "simulate",
+           "random_batch", "DEBUG_STAGES", "build_harness", "run_harness"]
 
 #: Stage boundaries the debug stream carries (scores and probabilities stay inside the
 #: attention unit; the tests compare its context output instead).
@@ -41,20 +51,45 @@ MODELS = ("tiny", "minilm")
 
 
 @functools.cache
-def load_model(name: str, layers: int = 0) -> enc.QuantizedEncoder:
-    """The quantized encoder ``name`` (``tiny`` or ``minilm``: all-MiniLM-L6-v2 calibrated on
-    ``sim.minilm.CALIBRATION``); ``layers`` > 0 keeps only its first ``layers`` layers."""
-    import dataclasses
+def _full_model(name: str) -> enc.QuantizedEncoder:
     if name == "tiny":
-        model = tiny_model()
-    elif name == "minilm":
+        return tiny_model()
+    if name == "minilm":
         from .minilm import CALIBRATION, load_weights, token_ids
-        model = enc.quantize(load_weights(), [token_ids(s) for s in CALIBRATION])
-    else:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}, not {name!r}")
+        return enc.quantize(load_weights(), [token_ids(s) for s in CALIBRATION])
+    raise ValueError(f"model must be one of {', '.join(MODELS)}, not {name!r}")
+
+
+@functools.cache
+def load_model(name: str, layers: int = 0, max_len: int = 0) -> enc.QuantizedEncoder:
+    """The quantized encoder ``name`` (``tiny`` or ``minilm``: all-MiniLM-L6-v2 calibrated on
+    ``sim.minilm.CALIBRATION``); ``layers`` > 0 keeps only its first ``layers`` layers (the
+    specification truncated to them); ``max_len`` > 0 lowers the longest sequence (MiniLM's
+    512 positions do not fit the on-chip activations)."""
+    import dataclasses
+    model = _full_model(name)
     if layers:
         model = dataclasses.replace(model, layers=model.layers[:layers])
+    if max_len:
+        if max_len > model.max_len:
+            raise ValueError(f"max_len must be at most the model's {model.max_len}, "
+                             f"not {max_len!r}")
+        model = dataclasses.replace(model, max_len=max_len)
     return model
+
+
+def float_weights(name: str, layers: int = 0) -> dict:
+    """The float weights of model ``name`` (``layers`` > 0: only the first ``layers``), for
+    ``sim.golden.encoder.forward_float``."""
+    if name == "tiny":
+        weights = enc.random_weights(layers=2, seed=0)      # tiny_model()'s
+    else:
+        from .minilm import load_weights
+        weights = dict(load_weights())
+    if layers:
+        weights = {k: v for k, v in weights.items() if not k.startswith("encoder.layer.")
+                   or int(k.split(".")[2]) < layers}
+    return weights
 
 
 def random_batch(rng: np.random.Generator, model, lengths) -> list[np.ndarray]:
@@ -205,3 +240,79 @@ def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, se
     sim.run()
     result["memory"] = memory
     return result
+
+
+# ---- Verilator with a C++ harness -------------------------------------------------------------
+
+HARNESS = Path(__file__).parent / "tb" / "encoder_harness.cpp"
+
+
+def build_harness(verilog: Path, top: str, build_dir: Path) -> Path:
+    """Verilate ``verilog`` (top module ``top``) with the C++ harness into ``build_dir``; an
+    executable built from the same Verilog and harness is reused. Returns its path.
+    ``build_dir`` must not contain ``=`` (make takes it for an assignment)."""
+    from .runner import VERILATOR_MAKE_FIX, VERILATOR_WAIVERS, verilator_bin
+
+    digest = hashlib.sha256(Path(verilog).read_bytes() + HARNESS.read_bytes()).hexdigest()[:16]
+    exe = Path(build_dir) / f"harness-{digest}"
+    if exe.exists():
+        return exe
+    obj = Path(build_dir) / f"obj-{digest}"
+    env = dict(os.environ, PATH=f"{verilator_bin()}{os.pathsep}{os.environ['PATH']}",
+               MAKEFLAGS=" ".join(filter(None, [os.environ.get("MAKEFLAGS"),
+                                                VERILATOR_MAKE_FIX])))
+    # -O1: a run is millions of cycles, so the C++ optimiser pays for itself (unlike the
+    # cocotb regressions' -O0).
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", top,
+           "--prefix", "Vtop", "-Mdir", str(obj), "-o", str(exe.resolve()),
+           "-CFLAGS", "-O1", *[f"-Wno-{name}" for name in VERILATOR_WAIVERS],
+           str(Path(verilog).resolve()), str(HARNESS)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        log = Path(build_dir) / "harness-build.log"
+        log.write_text(done.stdout + done.stderr)
+        raise RuntimeError(f"Verilator build failed (log: {log})")
+    return exe
+
+
+def run_harness(exe: Path, model, params: EncoderParams, batches: list[list[np.ndarray]], *,
+                latency: int = 1, max_cycles: int = 2_000_000_000, workdir: Path) -> list[dict]:
+    """Run ``batches`` (lists of token-id arrays) one after the other through the harness.
+
+    Per batch: ``cycles`` (from its first offered beat to its last pooled element taken),
+    ``words`` and ``requests`` read from the image, ``passes`` (``(descriptor index, cycle of
+    its fetch)``), ``pooled`` (per sequence) and ``seconds`` (wall time of the batch)."""
+    image = build_image(model, params)
+    workdir = Path(workdir)
+    image_path = workdir / "image.bin"
+    image_path.write_bytes(image.to_bytes())
+    lines = [str(len(batches))]
+    for batch in batches:
+        xs = np.concatenate([embedding_sums(model, ids).ravel() for ids in batch])
+        lines += [f"{len(batch)} " + " ".join(str(len(ids)) for ids in batch), str(xs.size),
+                  " ".join(map(str, xs.tolist()))]
+    inputs = workdir / "batches.txt"
+    inputs.write_text("\n".join(lines) + "\n")
+    seq_last_bit = params.max_len.bit_length()     # SequenceIn: length, then last
+    cmd = [str(exe), str(image_path), str(params.port_width // 8), str(seq_last_bit),
+           str(latency), str(max_cycles), str(len(image.descriptors()))]
+    results: list[dict] = []
+    with inputs.open() as stdin, subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
+                                                  stderr=subprocess.PIPE, text=True) as proc:
+        start = time.perf_counter()
+        for line in proc.stdout:
+            word, *values = line.split()
+            if word == "batch":
+                now = time.perf_counter()
+                cycles, words, requests = map(int, values)
+                results.append({"cycles": cycles, "words": words, "requests": requests,
+                                "passes": [], "pooled": [], "seconds": now - start})
+                start = now
+            elif word == "pass":
+                results[-1]["passes"].append(tuple(map(int, values)))
+            elif word == "pooled":
+                results[-1]["pooled"].append([int(v) for v in values])
+        error = proc.stderr.read()
+        if proc.wait() != 0 or len(results) != len(batches):
+            raise RuntimeError(f"the Verilator harness failed: {error.strip() or proc.returncode}")
+    return results

@@ -21,7 +21,9 @@ def _params() -> tuple[Param, ...]:
     out = [Param("model", str, "tiny", "the quantized encoder: tiny (random, 2 layers, "
                  "hidden 32) or minilm (all-MiniLM-L6-v2)", choices=MODELS),
            Param("model_layers", int, 0, "keep only the model's first N layers (0: all)",
-                 lo=0, hi=255)]
+                 lo=0, hi=255),
+           Param("model_max_len", int, 0, "lower the model's longest sequence to N tokens "
+                 "(0: the model's own; MiniLM's 512 do not fit on chip)", lo=0, hi=512)]
     for f in fields(EncoderParams):
         if f.name in _MODEL_FIELDS:
             continue
@@ -32,8 +34,17 @@ def _params() -> tuple[Param, ...]:
 
 
 def encoder_params(p: dict) -> EncoderParams:
-    config = {k: v for k, v in p.items() if k not in ("model", "model_layers")}
-    return EncoderParams.for_model(load_model(p["model"], p["model_layers"]), **config)
+    config = {k: v for k, v in p.items() if k not in _CONFIG_MODEL}
+    return EncoderParams.for_model(encoder_model(p), **config)
+
+
+#: The block parameters that choose the model rather than the array.
+_CONFIG_MODEL = ("model", "model_layers", "model_max_len")
+
+
+def encoder_model(p: dict):
+    """The ``QuantizedEncoder`` that the block parameters ``p`` name."""
+    return load_model(p["model"], p["model_layers"], p.get("model_max_len", 0))
 
 
 def _build(p: dict) -> EncoderAccelerator:

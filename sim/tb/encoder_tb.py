@@ -29,7 +29,8 @@ class TB:
         self.dut = dut
         self.manifest = load_manifest()
         config = dict(self.manifest["config"])
-        self.model = load_model(config.pop("model"), config.pop("model_layers"))
+        self.model = load_model(config.pop("model"), config.pop("model_layers"),
+                                config.pop("model_max_len", 0))
         self.params = EncoderParams.for_model(self.model, **config)
         self.memory = ExternalMemory(build_image(self.model, self.params), latency=(1, 6),
                                      gap_prob=stall_prob, seed=seed)
@@ -63,6 +64,10 @@ class TB:
         await start_clock_reset(self.dut)
         cocotb.start_soon(self.serve())
         cocotb.start_soon(self.count())
+        return await self.next_batch(batch)
+
+    async def next_batch(self, batch) -> dict:
+        """Stream ``batch`` in and collect its outputs (after :meth:`run` started the TB)."""
         debug = []
 
         async def watch():
@@ -107,3 +112,21 @@ async def batch_with_stalls(dut):
     compare(expected(tb.model, batch), result["debug"], result["pooled"])
     dut._log.info(f"{len(batch)} sequences, {sum(map(len, batch))} tokens: "
                   f"{result['cycles']} cycles")
+
+
+@cocotb.test(skip="LUTRA_ENCODER_RUN" not in os.environ)
+async def run_batches(dut):
+    """``lutra run encoder --simulator icarus``: the batches of ``LUTRA_ENCODER_RUN`` (JSON: a
+    list of batches of token-id lists) one after the other, no stalls; the pooled sums and
+    cycles per batch written to ``LUTRA_ENCODER_RESULT``."""
+    import json
+    from pathlib import Path
+    batches = json.loads(Path(os.environ["LUTRA_ENCODER_RUN"]).read_text())
+    tb = TB(dut, stall_prob=0.0, seed=seed())
+    tb.memory.latency = (1, 1)
+    results = []
+    for n, batch in enumerate(batches):
+        start = tb.cycles
+        result = await (tb.run if n == 0 else tb.next_batch)([np.asarray(b) for b in batch])
+        results.append({"cycles": result["cycles"] - start, "pooled": result["pooled"]})
+    Path(os.environ["LUTRA_ENCODER_RESULT"]).write_text(json.dumps(results))

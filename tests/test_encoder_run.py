@@ -1,0 +1,52 @@
+"""``lutra run encoder`` (gen/cli_run.py): sentences through the simulated RTL, bit-exact to the
+integer specification; its one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gen.cli import main
+from sim.runner import missing_reason
+
+
+@pytest.mark.cocotb
+@pytest.mark.skipif(missing_reason("verilator") is not None, reason="no Verilator")
+def test_run_tiny_verilator(tmp_path, capsys):
+    """The tiny model under Verilator: text and token ids, pooled sums bit-exact."""
+    ids = tmp_path / "ids.npy"
+    np.save(ids, np.array([[1, 7, 42, 99], [3, 3, 3, 3]]))
+    status = main(["run", "encoder", "--model", "tiny", "--text", "A sentence.",
+                   "--token-ids", str(ids), "--json", "--build-dir", str(tmp_path / "b")])
+    out = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert [s["text"] for s in out["sentences"]] == ["A sentence.", None, None]
+    assert out["sentences"][1]["tokens"] == [1, 7, 42, 99]
+    for s in out["sentences"]:
+        assert s["bit_exact"] is True, s
+        assert s["cosine"] > 0.95 and s["cycles"] > 1000, s
+    assert out["layers"] == 2 and out["simulator"] == "verilator"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--text", " "], "--text 1: empty sentence"),
+    (["--text", "word " * 20], "sentence 1 is 22 tokens long; this configuration takes at most "
+                               "16 (max_len)"),
+    ([], "give at least one --text or --token-ids"),
+    (["--text", "A.", "--layers", "3"], "--layers must be at most 2 for tiny, not 3"),
+    (["--text", "A.", "--model-layers", "1"], "use --model and --layers to choose the model"),
+    (["--token-ids", "{missing}"], "No such file or directory"),
+    (["--token-ids", "{bad}"], "not a NumPy .npy file"),
+    (["--token-ids", "{floats}"], "expected a non-empty 1-D or 2-D integer array, not float64"),
+    (["--token-ids", "{range}"], "token ids must be in [0, 99]"),
+])
+def test_run_errors(argv, message, tmp_path, capsys):
+    files = {"missing": tmp_path / "none.npy", "bad": tmp_path / "bad.npy",
+             "floats": tmp_path / "floats.npy", "range": tmp_path / "range.npy"}
+    files["bad"].write_text("not numpy")
+    np.save(files["floats"], np.zeros(3))
+    np.save(files["range"], np.array([1, 100]))
+    argv = [a.format(**files) for a in argv]
+    assert main(["run", "encoder", "--model", "tiny", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lutra: error: ") and message in err and err.count("\n") == 1, err
