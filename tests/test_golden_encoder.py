@@ -381,3 +381,18 @@ def test_lutra_bench_encoder_defaults(capsys):
     assert main(["bench", "encoder", "--sentences", "1"]) == 2
     assert capsys.readouterr().err.strip() == \
         "lutra: error: --sentences must be in [3, 41], not 1"
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: enc.random_weights(hidden=8.0), TypeError, "hidden must be an integer, not 8.0"),
+    (lambda: enc.random_weights(heads=0), ValueError, "heads must be >= 1, not 0"),
+    (lambda: enc.random_weights(hidden=32, heads=3), ValueError,
+     "heads must divide hidden=32, not 3"),
+    (lambda: quantize_multiplier("x"), TypeError, "real multiplier must be a number, not 'x'"),
+    (lambda: norm_scale("x"), TypeError, "hidden must be an integer, not 'x'"),
+    (lambda: norm_scale(0), ValueError, "hidden must be in [1, 1024], not 0"),
+])
+def test_golden_helpers_name_bad_arguments(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message

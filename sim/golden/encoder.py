@@ -788,6 +788,14 @@ def quantize(weights: dict, calibration, *, softmax: str = "recip", gelu: str = 
 def random_weights(*, layers: int = 2, hidden: int = 32, heads: int = 2, ffn: int = 64,
                    vocab: int = 100, max_len: int = 16, seed: int = 0) -> dict:
     """A tiny random BERT-style encoder in HuggingFace naming (for fast RTL tests)."""
+    for name, value, lo in (("layers", layers, 0), ("hidden", hidden, 1), ("heads", heads, 1),
+                            ("ffn", ffn, 1), ("vocab", vocab, 1), ("max_len", max_len, 1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+        if value < lo:
+            raise ValueError(f"{name} must be >= {lo}, not {value!r}")
+    if hidden % heads:
+        raise ValueError(f"heads must divide hidden={hidden}, not {heads!r}")
     rng = np.random.default_rng(seed)
 
     def mat(rows, cols, s):

@@ -117,6 +117,8 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     Returns ``(multiplier, shift)`` with ``multiplier`` a Q31 value in [2**30, 2**31) (or 0) and
     ``shift`` in TFLite's convention (positive = left). ``real == 0`` gives ``(0, 0)``.
     """
+    if isinstance(real, bool) or not isinstance(real, (int, float, np.integer, np.floating)):
+        raise TypeError(f"real multiplier must be a number, not {real!r}")
     real = float(real)
     if not math.isfinite(real) or real < 0:
         raise ValueError(f"real multiplier must be a finite non-negative number, not {real!r}")

@@ -167,6 +167,10 @@ def layer_norm_int(x, *, multiplier, shift, bias, negate=False, out_zero_point: 
 
 def norm_scale(hidden: int) -> float:
     """``S' = sqrt(hidden) / 2**NORM_FRAC_BITS``: the real value of one unit of ``norm``."""
+    if isinstance(hidden, bool) or not isinstance(hidden, (int, np.integer)):
+        raise TypeError(f"hidden must be an integer, not {hidden!r}")
+    if not 1 <= hidden <= MAX_HIDDEN:
+        raise ValueError(f"hidden must be in [1, {MAX_HIDDEN}], not {hidden!r}")
     return math.sqrt(hidden) / (1 << NORM_FRAC_BITS)
 
 
