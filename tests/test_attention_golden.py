@@ -86,6 +86,7 @@ def test_key_block_valid():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"length": 0}, ValueError, "length must be >= 1, not 0"),
+    ({"length": 1 << 70}, ValueError, f"length must be <= 65536, not {1 << 70}"),
     ({"length": 4, "block": 0}, ValueError, "block must be >= 1, not 0"),
     ({"length": 4, "window": -1}, ValueError, "window must be >= 0, not -1"),
     ({"length": 4, "n_global": 1.5}, TypeError, "n_global must be an integer, not 1.5"),
@@ -280,3 +281,13 @@ def test_lost_row_is_visible():
     q = np.ones((16, 4))
     out = execute_schedule(s, [q], [q], [q], [16], block=8)[0]
     assert np.isnan(out[8:]).all() and not np.isnan(out[:8]).any()
+
+
+def test_row_keys_and_key_block_valid_name_bad_arguments():
+    with pytest.raises(ValueError) as info:
+        row_keys(8, 5, block=4)
+    assert str(info.value) == "query_block must be in [0, 1], not 5"
+    with pytest.raises(TypeError) as info:
+        key_block_valid(8, "a", 8)
+    assert str(info.value) == "key_block must be an integer, not 'a'"
+    assert key_block_valid(8, 3, 4) == 0                # a block past the sequence

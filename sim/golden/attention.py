@@ -67,6 +67,10 @@ __all__ = [
 ]
 
 
+#: Longest sequence the reference functions accept (their masks are dense NumPy matrices).
+MAX_LENGTH = 1 << 16
+
+
 def _check_pattern(block: int, window: int, n_global: int, causal: bool) -> None:
     for name, value, lo in (("block", block, 1), ("window", window, 0),
                             ("n_global", n_global, 0)):
@@ -83,6 +87,8 @@ def _check_length(name: str, length) -> None:
         raise TypeError(f"{name} must be an integer, not {length!r}")
     if length < 1:
         raise ValueError(f"{name} must be >= 1, not {length!r}")
+    if length > MAX_LENGTH:
+        raise ValueError(f"{name} must be <= {MAX_LENGTH}, not {length!r}")
 
 
 def block_mask(length: int, *, block: int = 8, window: int = 1, n_global: int = 1,
@@ -116,7 +122,13 @@ def token_mask(length: int, *, block: int = 8, window: int = 1, n_global: int = 
 
 def row_keys(length: int, query_block: int, **pattern) -> list[int]:
     """Key blocks of one row, increasing."""
-    return [int(j) for j in np.flatnonzero(block_mask(length, **pattern)[query_block])]
+    if isinstance(query_block, bool) or not isinstance(query_block, (int, np.integer)):
+        raise TypeError(f"query_block must be an integer, not {query_block!r}")
+    mask = block_mask(length, **pattern)
+    n_blocks = mask.shape[0]
+    if not 0 <= query_block < n_blocks:
+        raise ValueError(f"query_block must be in [0, {n_blocks - 1}], not {query_block!r}")
+    return [int(j) for j in np.flatnonzero(mask[query_block])]
 
 
 def rows_of(length: int, **pattern) -> list[list[int]]:
@@ -132,7 +144,13 @@ def total_pairs(lengths, **pattern) -> int:
 
 def key_block_valid(length: int, key_block: int, block: int) -> int:
     """Bit ``t`` set when token ``t`` of the key block lies inside the sequence."""
-    valid = min(block, int(length) - key_block * block)
+    _check_length("length", length)
+    for name, value, lo in (("key_block", key_block, 0), ("block", block, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not lo <= value <= MAX_LENGTH:
+            raise ValueError(f"{name} must be in [{lo}, {MAX_LENGTH}], not {value!r}")
+    valid = max(0, min(block, int(length) - key_block * block))
     return (1 << valid) - 1
 
 
