@@ -18,10 +18,11 @@ from amaranth import Cat, Const, Module, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sim.golden.layernorm import RECIP_BITS
+from sim.golden.layernorm import MAX_HIDDEN, RECIP_BITS
 
 from ..common.arith import signed_width, unsigned_width
-from .steps import StepUnit
+from ..common.checks import check_choice, check_int
+from .steps import DIVIDERS, StepUnit
 
 __all__ = ["StatWidths", "stat_widths", "RowSums", "RowStatsOut", "RowStats"]
 
@@ -95,6 +96,9 @@ class RowStats(wiring.Component):
     """
 
     def __init__(self, *, hidden: int, in_width: int, divider: str):
+        check_int("hidden", hidden, 1, MAX_HIDDEN)
+        check_choice("in_width", in_width, (8, 16))
+        check_choice("divider", divider, DIVIDERS)
         self._hidden, self._in_width, self._divider = hidden, in_width, divider
         super().__init__({"i": In(stream.Signature(RowSums(hidden, in_width))),
                           "o": Out(stream.Signature(RowStatsOut(in_width)))})
