@@ -313,6 +313,7 @@ COMMANDS = {
 from . import cli_build  # noqa: E402,F401  (registers the build and report subcommands)
 from . import cli_prove  # noqa: E402,F401  (registers the prove subcommand)
 from . import cli_run  # noqa: E402,F401  (registers the run subcommand)
+from . import cli_soak  # noqa: E402,F401  (registers the soak subcommand)
 
 
 def _one_line(text: str) -> str:

@@ -35,7 +35,7 @@ from .outputs import MARKER, OutputDir, write_file
 
 __all__ = ["argv_strategy", "check_argv", "stand_ins", "toml_strategy", "main"]
 
-SUBCOMMANDS = ("generate", "sim", "bench", "list", "demo", "build", "report")
+SUBCOMMANDS = ("generate", "sim", "bench", "list", "demo", "build", "report", "soak")
 SLOW_SECONDS = 5.0      # inputs taking longer are named on stderr
 _known: dict[str, BlockSpec] = {}
 
@@ -238,6 +238,16 @@ def _fake_run_cocotb(config, simulator, *, build_root, primitives="generic", **k
     return SimResult(simulator, 1, 0, build_dir, build_dir / "results.xml", None)
 
 
+def _fake_soak_block(config, simulator, *, beats, build_root, **kwargs):
+    from gen.cli_soak import SoakResult
+    build_dir = Path(build_root) / f"{config.key()}-{simulator}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    report = {"block": config.name, "beats_in": beats, "beats_out": beats,
+              "expected_out": beats, "mismatches": 0, "lost": 0, "repeated": 0, "cycles": beats,
+              "sim_seconds": 1.0, "first_error": None}
+    return SoakResult(report, 1.0, build_dir)
+
+
 def _fake_bench(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench stand-in")
     parser.add_argument("--out", type=Path, default=Path("build/reports"))
@@ -253,6 +263,7 @@ def stand_ins():
     simulations and benchmarks by quick stand-ins."""
     import fpga.flow
     import gen.cli
+    import gen.cli_soak
     import gen.resources
     import gen.verilog
     import sim.runner
@@ -270,7 +281,8 @@ def stand_ins():
                 (fpga.flow, "tool_version", lambda tool: "stand-in"),
                 (fpga.flow, "build_selftest", _fake_selftest),
                 (fpga.flow, "demo", lambda block, out, **kwargs: ""),
-                (sim.runner, "run_cocotb", _fake_run_cocotb), (gen.cli, "get_block", get_block)]:
+                (sim.runner, "run_cocotb", _fake_run_cocotb), (gen.cli, "get_block", get_block),
+                (gen.cli_soak, "soak_block", _fake_soak_block)]:
             stack.enter_context(mock.patch.object(module, name, value))
         # Model benchmarks (``lutra bench encoder``) are modules with a ``main``: this one's.
         stack.enter_context(mock.patch.dict(gen.cli.MODEL_BENCHES,

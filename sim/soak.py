@@ -1,0 +1,367 @@
+"""Soak: a long random-stall run of one block's generated Verilog against its golden model.
+
+The cocotb test :func:`soak` streams at least ``LUTRA_SOAK_BEATS`` input beats through the
+design named by the manifest (``LUTRA_MANIFEST``): random data with the extremes mixed in, random
+stalls on every stream (the stall probability changes every few hundred beats, from none to
+heavy), and new run-time parameters where the block takes them. A per-block *workload* makes the
+input in chunks, each with its expected output beats from the golden model, and the existing
+manifest-driven drivers stream them. The :class:`Scoreboard` compares every output beat, in
+order, with the expected ones and tells a wrong beat from a lost or a repeated one. The counts
+go to the JSON file named by ``LUTRA_SOAK_REPORT``; ``lutra soak`` prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cocotb
+import numpy as np
+
+__all__ = ["BEATS_ENV", "REPORT_ENV", "WORKLOADS", "Chunk", "Scoreboard", "PhasedStalls",
+           "soak"]
+
+BEATS_ENV = "LUTRA_SOAK_BEATS"
+REPORT_ENV = "LUTRA_SOAK_REPORT"
+
+#: A repeated or lost beat is recognised when the stream is this many beats out of step at most.
+RESYNC_WINDOW = 4
+
+
+@dataclass
+class Chunk:
+    """Input beats of one piece of work and the output beats the golden model expects.
+
+    ``feeds`` holds one list of ``(stream, payload)`` per feeder: a feeder sends its beats in
+    order (a parameter load before the data it applies to), feeders run concurrently.
+    ``expected`` output beats are compared with the received ones on their own keys.
+    """
+
+    feeds: list[list[tuple[str, dict]]]
+    expected: list[dict] = field(default_factory=list)
+
+    @property
+    def beats_in(self) -> int:
+        return sum(len(feed) for feed in self.feeds)
+
+
+class Scoreboard:
+    """Ordered comparison of output beats with the expected ones.
+
+    A received beat equal to the expected one is a match. Otherwise, equal to the beat just
+    matched, it is a *repeated* beat (the expected one is still awaited); equal to one of the
+    next ``RESYNC_WINDOW`` expected beats, the ones in between are *lost*; else a *mismatch*.
+    Beats still expected at the end are lost; beats beyond the expected ones are repeated.
+    """
+
+    def __init__(self) -> None:
+        self.expected: deque[dict] = deque()
+        self.previous: dict | None = None
+        self.received = 0
+        self.matched = 0
+        self.mismatches = 0
+        self.lost = 0
+        self.repeated = 0
+        self.first_error: str | None = None
+
+    def expect(self, beats: list[dict]) -> None:
+        self.expected.extend(beats)
+
+    @staticmethod
+    def _same(got: dict, want: dict) -> bool:
+        return all(got.get(key) == value for key, value in want.items())
+
+    def _note(self, what: str) -> None:
+        if self.first_error is None:
+            self.first_error = what
+
+    def push(self, got: dict) -> None:
+        n = self.received
+        self.received += 1
+        if not self.expected:
+            self.repeated += 1
+            self._note(f"output beat {n}: {got} after the last expected beat")
+            return
+        want = self.expected[0]
+        if self._same(got, want):
+            self.previous = self.expected.popleft()
+            self.matched += 1
+            return
+        if self.previous is not None and self._same(got, self.previous):
+            self.repeated += 1
+            self._note(f"output beat {n}: {got} repeats the previous beat")
+            return
+        for skip in range(1, min(RESYNC_WINDOW, len(self.expected) - 1) + 1):
+            if self._same(got, self.expected[skip]):
+                self._note(f"output beat {n}: {skip} expected beat(s) lost, e.g. {want}")
+                for _ in range(skip):
+                    self.expected.popleft()
+                self.lost += skip
+                self.previous = self.expected.popleft()
+                self.matched += 1
+                return
+        self.mismatches += 1
+        self._note(f"output beat {n}: {got} != {want}")
+        self.previous = self.expected.popleft()
+
+    def finish(self) -> None:
+        """Count what was never received as lost."""
+        if self.expected:
+            self._note(f"{len(self.expected)} expected beat(s) never came, first {self.expected[0]}")
+        self.lost += len(self.expected)
+        self.expected.clear()
+
+    @property
+    def clean(self) -> bool:
+        return self.mismatches == 0 and self.lost == 0 and self.repeated == 0
+
+
+class PhasedStalls:
+    """Random idle cycles before each beat, with a probability redrawn every ``phase`` beats
+    from ``levels`` (no stalls, some, heavy), so full-rate and throttled stretches alternate."""
+
+    def __init__(self, seed: int, *, levels=(0.0, 0.1, 0.3, 0.7), phase: int = 400,
+                 max_cycles: int = 6):
+        self._rng = random.Random(seed)
+        self._levels, self._phase, self._max = levels, phase, max_cycles
+        self._left = 0
+        self._prob = 0.0
+
+    def cycles(self) -> int:
+        if self._left == 0:
+            self._prob = self._rng.choice(self._levels)
+            self._left = self._rng.randint(1, 2 * self._phase)
+        self._left -= 1
+        if self._prob and self._rng.random() < self._prob:
+            return self._rng.randint(1, self._max)
+        return 0
+
+
+# ---- workloads: per block, an endless iterator of chunks --------------------------------------
+
+def _beats_of(rows: list[np.ndarray], lanes: int) -> list[dict]:
+    """Row-major beats of ``lanes`` values, ``last`` on each row's final beat."""
+    from .gelu_driver import to_beats
+    return to_beats([np.asarray(r, np.int64) for r in rows], lanes)
+
+
+def _gemm(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
+    """Single-tile problems (no padding), each with its own K (1 .. 2 * output beats, and
+    sometimes a long one) and its own parameters: a parameter change on every tile."""
+    from .gemm_driver import plan, random_problem
+    cfg, figures = manifest["config"], manifest["figures"]
+    rows, cols, lanes = cfg["rows"], cfg["cols"], cfg["out_lanes"]
+    widths = {"a_width": cfg["a_width"], "out_width": cfg["out_width"]}
+    per_tile = figures["output_beats_per_tile"]
+    n = 0
+    while True:
+        n += 1
+        kind = n % 16
+        if kind == 7:
+            k = int(rng.integers(per_tile, min(figures["max_k"], 300) + 1))
+        else:
+            k = int(rng.integers(1, 2 * per_tile + 1))
+        problem = random_problem(rng, rows, k, cols, extreme=kind == 5, **widths)
+        if kind == 9:                   # saturating requantization
+            problem.multiplier = np.full(cols, (1 << 31) - 1)
+            problem.shift = np.full(cols, 31)
+        (tile,) = plan(problem, rows, cols, cfg["requantize"], **widths)
+        want = problem.expected(cfg["requantize"]).reshape(-1, lanes)
+        yield Chunk([[("i", s) for s in tile.slices], [("params", tile.params)]],
+                    [{"data": [int(v) for v in beat], "last": int(b == len(want) - 1)}
+                     for b, beat in enumerate(want)])
+
+
+def _gelu(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
+    from .gelu_driver import expected, random_rows, to_beats
+    cfg = manifest["config"]
+    while True:
+        rows = random_rows(rng, cfg, 6, max_len=256)
+        yield Chunk([[("i", b) for b in to_beats(rows, cfg["lanes"])]],
+                    _beats_of(expected(cfg, rows), cfg["lanes"]))
+
+
+def _softmax(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
+    from .tb.softmax_tb import golden
+    cfg = manifest["config"]
+    bits, max_len = cfg["in_bits"], cfg["max_len"]
+    lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
+    n = 0
+    while True:
+        n += 1
+        length = int(rng.integers(1, max_len + 1))
+        kind = n % 8
+        if kind == 1:
+            row = np.full(length, lo)                   # all equal, at the minimum
+        elif kind == 2:
+            row = np.array([hi - 1] + [lo] * (length - 1))
+        elif kind == 3:
+            row = np.full(1, int(rng.integers(lo, hi)))  # length 1
+        elif kind == 4:
+            row = rng.choice([lo, hi - 1], length)
+        else:
+            row = rng.integers(lo, hi, length)
+        beats = [{"data": int(v), "last": int(j == len(row) - 1)} for j, v in enumerate(row)]
+        want = golden(row, cfg)
+        yield Chunk([[("i", b) for b in beats]],
+                    [{"data": int(v), "last": int(j == len(want) - 1)}
+                     for j, v in enumerate(want)])
+
+
+def _add(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
+    """Tensors of every kind, 1..9 beats; a parameter reload before about one in three."""
+    from .add_driver import expected, param_beat, random_params, random_tensor, tensor_beats
+    cfg = manifest["config"]
+    n, w, ow, lanes = cfg["inputs"], cfg["in_width"], cfg["out_width"], cfg["lanes"]
+    params = random_params(rng, n, w, ow)
+    t = 0
+    first = True
+    while True:
+        t += 1
+        feed = []
+        if first or rng.random() < 0.35:
+            params = random_params(rng, n, w, ow, extreme=t % 5 == 0)
+            feed.append(("params", param_beat(params, w)))
+            first = False
+        x = random_tensor(rng, n, int(rng.integers(1, 10)), lanes, w, t)
+        feed += [("i", b) for b in tensor_beats(x)]
+        (want,) = expected([("load", params), ("tensor", x)], n, w, ow)
+        yield Chunk([feed], [{"data": [int(v) for v in beat], "last": int(b == len(want) - 1)}
+                             for b, beat in enumerate(want)])
+
+
+def _layernorm(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
+    """A few rows at a time; the per-channel parameters reloaded before about one chunk in
+    three (the first load before any row)."""
+    from .layernorm_driver import expected, param_beats, random_params, random_rows, row_beats
+    cfg = manifest["config"]
+    hidden, w, ow = cfg["hidden"], cfg["in_width"], cfg["out_width"]
+    params = None
+    while True:
+        feed = []
+        if params is None or rng.random() < 0.35:
+            params = random_params(rng, hidden, ow)
+            feed += [("params", b) for b in param_beats(params)]
+        rows = random_rows(rng, hidden, w, int(rng.integers(1, 4)))
+        feed += [("i", b) for b in row_beats(rows)]
+        want = expected([("load", params), ("rows", rows)], hidden, ow)
+        yield Chunk([feed], [{"data": int(v), "last": int(j == hidden - 1)}
+                             for row in want for j, v in enumerate(row)])
+
+
+#: block name -> ``workload(manifest, rng)``, an endless iterator of :class:`Chunk`.
+WORKLOADS: dict[str, Callable[[dict, np.random.Generator], Iterator[Chunk]]] = {
+    "gemm": _gemm,
+    "gelu": _gelu,
+    "softmax": _softmax,
+    "add": _add,
+    "layernorm": _layernorm,
+}
+
+
+# ---- the cocotb test ------------------------------------------------------------------------
+
+async def _soak(dut) -> dict:
+    from cocotb.triggers import ReadOnly, RisingEdge
+
+    from .cocotb_streams import StreamSource, decode, load_manifest, seed, start_clock_reset
+
+    manifest = load_manifest()
+    block = manifest["block"]
+    target = int(os.environ.get(BEATS_ENV, "1000"))
+    base = seed()
+    chunks = WORKLOADS[block](manifest, np.random.default_rng(base))
+    inputs = [n for n, s in manifest["streams"].items() if s["direction"] == "in"]
+    sources = {n: StreamSource(dut, manifest, n, PhasedStalls(base + 1 + k))
+               for k, n in enumerate(inputs)}
+    out = manifest["streams"]["o"]
+    valid, ready = getattr(dut, out["valid"]), getattr(dut, out["ready"])
+    payload, layout = getattr(dut, out["payload"]), out["layout"]
+    ready.value = 0
+    board = Scoreboard()
+    await start_clock_reset(dut)
+
+    queues: list[deque] = []
+    state = {"generated": 0, "feeding": 0}
+
+    def refill() -> bool:
+        """Generate the next chunk into every feeder's queue; ``False`` once enough."""
+        if state["generated"] >= target:
+            return False
+        chunk = next(chunks)
+        while len(queues) < len(chunk.feeds):
+            queues.append(deque())
+        for queue, feed in zip(queues, chunk.feeds):
+            queue.extend(feed)
+        board.expect(chunk.expected)
+        state["generated"] += chunk.beats_in
+        return True
+
+    async def feeder(index: int) -> None:
+        queue = queues[index]
+        while queue or refill():
+            if not queue:
+                continue
+            name, value = queue.popleft()
+            await sources[name].send(value)
+        state["feeding"] -= 1
+
+    refill()
+    state["feeding"] = len(queues)
+    start = time.perf_counter()
+    tasks = [cocotb.start_soon(feeder(i)) for i in range(len(queues))]
+
+    sink_stalls = PhasedStalls(base + 99)
+    figures = manifest["figures"]
+    latency = figures.get("latency_cycles") or 0
+    quiet_after_done = 2 * latency + 200        # no extra beat may come in this window
+    give_up = 20 * latency + 20000              # no progress at all: lost or deadlocked
+    hold, idle, cycles, progress = sink_stalls.cycles(), 0, 0, -1
+    while True:
+        ready.value = 0 if hold else 1
+        await ReadOnly()
+        taken = hold == 0 and bool(valid.value)
+        if taken:
+            board.push(decode(layout, int(payload.value)))
+        await RisingEdge(dut.clk)
+        cycles += 1
+        if hold:
+            hold -= 1
+        elif taken:
+            hold = sink_stalls.cycles()
+        now = board.received + sum(s.sent for s in sources.values())
+        idle = 0 if now != progress else idle + 1
+        progress = now
+        if state["feeding"] == 0 and not board.expected and idle >= quiet_after_done:
+            break
+        if idle >= give_up:
+            break
+    ready.value = 0
+    elapsed = time.perf_counter() - start
+    for task in tasks:
+        task.cancel()
+    board.finish()
+    return {"block": block, "beats_in": sum(s.sent for s in sources.values()),
+            "beats_out": board.received, "expected_out": board.matched + board.mismatches
+            + board.lost, "mismatches": board.mismatches, "lost": board.lost,
+            "repeated": board.repeated, "cycles": cycles, "sim_seconds": round(elapsed, 3),
+            "first_error": board.first_error, "seed": base}
+
+
+@cocotb.test()
+async def soak(dut):
+    """At least LUTRA_SOAK_BEATS input beats with random data, stalls and parameters; every
+    output beat compared in order with the golden model."""
+    report = await _soak(dut)
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        Path(path).write_text(json.dumps(report) + "\n")
+    assert report["mismatches"] == report["lost"] == report["repeated"] == 0, (
+        f"{report['mismatches']} mismatches, {report['lost']} lost, {report['repeated']} "
+        f"repeated; first: {report['first_error']}")

@@ -1,0 +1,108 @@
+"""``lutra soak`` at a few hundred beats, its scoreboard, and a harness that can fail.
+
+The 1e5-beat runs of every block are measurements (docs/soak.md), not tests.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gen.blocks import get_block
+from gen.cli import main
+from gen.cli_soak import soak_block
+from gen.config import validate_params
+from sim.runner import missing_reason
+from sim.soak import Scoreboard
+
+
+def _needs(simulator: str):
+    reason = missing_reason(simulator)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory):
+    """One build directory for the file: the wrong-golden run reuses the GELU build."""
+    return tmp_path_factory.mktemp("soak")
+
+
+def _counts(text: str) -> dict[str, int]:
+    return {name: int(value) for name, value in re.findall(
+        r"(beats in|beats out|mismatches|lost|repeated) (\d+)", text)}
+
+
+@pytest.mark.parametrize("block, simulator", [
+    pytest.param("gelu", "verilator", marks=_needs("verilator")),
+    pytest.param("softmax", "verilator", marks=_needs("verilator")),
+    pytest.param("gelu", "icarus", marks=_needs("icarus")),
+])
+def test_soak_command(block, simulator, build_dir, capsys):
+    status = main(["soak", block, "--beats", "300", "--simulator", simulator,
+                   "--build-dir", str(build_dir), "--force"])
+    out = capsys.readouterr().out
+    counts = _counts(out)
+    assert status == 0, out
+    assert counts["beats in"] >= 300, out
+    assert counts["beats out"] > 0, out
+    assert (counts["mismatches"], counts["lost"], counts["repeated"]) == (0, 0, 0), out
+    assert "beats/s" in out and out.rstrip().endswith("PASS"), out
+
+
+WRONG_GOLDEN = """\
+import numpy as np
+
+import sim.gelu_driver
+
+_expected = sim.gelu_driver.expected
+
+
+def _wrong(params, rows):
+    # the first value of every third row off by one
+    out = [np.array(row, dtype=np.int64) for row in _expected(params, rows)]
+    for row in out[::3]:
+        row[0] += 1
+    return out
+
+
+sim.gelu_driver.expected = _wrong
+
+from sim.soak import soak  # noqa: E402,F401
+"""
+
+
+@_needs("verilator")
+def test_wrong_golden_fails(build_dir):
+    """A golden model that is wrong on some rows: the soak counts mismatches and fails."""
+    config = validate_params(get_block("gelu"), {})
+    test_dir = build_dir / f"{config.key()}-verilator"   # cocotb imports test modules from it
+    test_dir.mkdir(parents=True, exist_ok=True)
+    (test_dir / "soak_wrong_golden.py").write_text(WRONG_GOLDEN)
+    result = soak_block(config, "verilator", beats=300, build_root=build_dir,
+                        tb_module="soak_wrong_golden")
+    assert not result.clean
+    assert result.report["mismatches"] > 0, result.report
+    assert result.lines()[-1] == "FAIL"
+
+
+def test_scoreboard_tells_lost_from_repeated():
+    board = Scoreboard()
+    board.expect([{"data": n} for n in range(10)])
+    for n in (0, 1, 1, 2, 4, 5, 99, 7, 8):          # 1 repeated, 3 lost, 6 -> 99 wrong
+        board.push({"data": n, "last": 0})
+    board.finish()                                    # 9 never came
+    assert (board.matched, board.repeated, board.lost, board.mismatches) == (7, 1, 2, 1)
+    assert not board.clean
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["soak", "nosuch"], "nosuch"),
+    (["soak", "encoder"], "too slow"),
+    (["soak", "gelu", "--beats", "0"], "--beats"),
+    (["soak", "gelu", "--lanes", "banana"], "--lanes"),
+])
+def test_bad_input(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
