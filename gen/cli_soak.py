@@ -25,7 +25,7 @@ DEFAULT_SOAK_DIR = Path("build/soak")
 DEFAULT_BEATS = 100_000
 
 #: Blocks with a soak workload (``sim.soak.WORKLOADS``) and, for the others, why not.
-SOAK_BLOCKS = ("gemm", "softmax", "gelu", "layernorm", "add")
+SOAK_BLOCKS = ("gemm", "softmax", "gelu", "layernorm", "add", "winograd", "winograd_fm")
 NOT_SOAKED = {
     "attention_unit": "too slow per beat under cocotb for 1e5 beats (a composite engine)",
     "encoder": "too slow per beat under cocotb for 1e5 beats (the whole encoder)",

@@ -255,6 +255,82 @@ def _layernorm(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
                              for row in want for j, v in enumerate(row)])
 
 
+def _winograd_setup(cfg: dict) -> dict:
+    """The keyword arguments of the Winograd driver's plans for this configuration."""
+    from .golden.winograd import parse_tap_shifts
+    m, mode = cfg["m"], cfg["mode"]
+    return {"m": m, "mode": mode, "taps_per_clock": cfg["taps_per_clock"] or (m + 2) ** 2,
+            "requantize": cfg["requantize"],
+            "tap_shifts": parse_tap_shifts(cfg["tap_shifts"], m) if mode == "tapwise" else None}
+
+
+def _winograd_problem(rng, n: int, *, chans: int, height: int, width: int, padding: int):
+    """A random problem of one or two images and output channels; every eighth at -128."""
+    from .winograd_driver import random_problem
+    return random_problem(rng, n_img=int(rng.integers(1, 3)), chans=chans,
+                          out_chans=int(rng.integers(1, 3)), height=height, width=width,
+                          padding=padding, extreme=n % 8 == 5)
+
+
+def _pass_feeds(passes, inputs: str) -> list[list[tuple[str, dict]]]:
+    """Per pass its params beat then its weights on one feeder; the inputs on another."""
+    control = [b for ps in passes for b in [("params", ps.params)]
+               + [("weights", w) for w in ps.weights]]
+    return [control, [(inputs, b) for ps in passes for b in ps.tiles]]
+
+
+def _winograd(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
+    """Whole feature maps whose output is a whole number of tiles (so every output beat has a
+    golden value), both paddings; new per-pass parameters and weights on every pass."""
+    from .winograd_driver import plan
+    cfg = manifest["config"]
+    kw = _winograd_setup(cfg)
+    m = kw["m"]
+    lanes = cfg["out_lanes"] or m
+    per_tile = m * m // lanes
+    n = 0
+    while True:
+        n += 1
+        padding = int(rng.integers(0, 2))
+        ty, tx = (int(v) for v in rng.integers(1, 4, 2))
+        problem = _winograd_problem(rng, n, chans=int(rng.integers(1, cfg["in_channels"] + 1)),
+                                    height=ty * m + 2 - 2 * padding,
+                                    width=tx * m + 2 - 2 * padding, padding=padding)
+        y = problem.expected(m=m, mode=kw["mode"], requantize=kw["requantize"],
+                             tap_shifts=kw["tap_shifts"])
+        n_img, k = y.shape[:2]
+        tiles = y.reshape(n_img, k, ty, m, tx, m).transpose(1, 0, 2, 4, 3, 5)
+        words = tiles.reshape(-1, lanes)
+        yield Chunk(_pass_feeds(plan(problem, **kw), "i"),
+                    [{"data": [int(v) for v in word], "last": int(b % per_tile == per_tile - 1)}
+                     for b, word in enumerate(words)])
+
+
+def _winograd_fm(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
+    """Whole maps of random sizes up to the largest (output down to 1 x 1), both paddings; the
+    frame shape and the per-pass parameters change on every pass."""
+    from .winograd_driver import plan_feature_map
+    cfg = manifest["config"]
+    kw = _winograd_setup(cfg)
+    n = 0
+    while True:
+        n += 1
+        padding = int(rng.integers(0, 2))
+        low = 3 - 2 * padding
+        height = int(rng.integers(low, cfg["max_height"] + 1))
+        width = int(rng.integers(low, cfg["max_width"] + 1))
+        problem = _winograd_problem(rng, n, chans=cfg["in_channels"], height=height,
+                                    width=width, padding=padding)
+        y = problem.expected(m=kw["m"], mode=kw["mode"], requantize=kw["requantize"],
+                             tap_shifts=kw["tap_shifts"])
+        out_h, out_w = y.shape[2:]
+        yield Chunk(_pass_feeds(plan_feature_map(problem, **kw), "i"),
+                    [{"data": int(v), "last": int(col == out_w - 1),
+                      "end": int(col == out_w - 1 and row == out_h - 1)}
+                     for plane in y.reshape(-1, out_h, out_w)
+                     for row in range(out_h) for col, v in enumerate(plane[row])])
+
+
 #: block name -> ``workload(manifest, rng)``, an endless iterator of :class:`Chunk`.
 WORKLOADS: dict[str, Callable[[dict, np.random.Generator], Iterator[Chunk]]] = {
     "gemm": _gemm,
@@ -262,6 +338,8 @@ WORKLOADS: dict[str, Callable[[dict, np.random.Generator], Iterator[Chunk]]] = {
     "softmax": _softmax,
     "add": _add,
     "layernorm": _layernorm,
+    "winograd": _winograd,
+    "winograd_fm": _winograd_fm,
 }
 
 
