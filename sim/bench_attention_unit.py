@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=1)
     p.add_argument("--n-global", type=int, default=1)
     p.add_argument("--softmax", default="recip")
+    p.add_argument("--read-ports", type=int, default=1,
+                   help="read ports of each Q, K, V memory (at most the smallest P)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--probe", action="store_true",
                    help="count each engine's read requests and arbiter waits (slower)")
@@ -94,7 +96,7 @@ def measure(args) -> dict:
     common = {"heads": args.heads, "head_dim": args.head_dim, "block": args.block,
               "max_len": args.max_len, "max_tokens": args.batch * args.max_len,
               "max_seqs": args.batch, "softmax": args.softmax,
-              "lookahead": 16}
+              "lookahead": 16, "read_ports": args.read_ports}
     sparse = {**common, "window": args.window, "n_global": args.n_global}
     dense = {**common, "window": n_blocks, "n_global": 0}
     pattern = {"block": args.block, "window": args.window, "n_global": args.n_global,

@@ -266,13 +266,16 @@ def test_unit_params_wrong():
         UnitParams(engines=0)
     with pytest.raises(ValueError, match=r"^head_dim must be a multiple of block \(4\), not 6$"):
         UnitParams(head_dim=6)
+    with pytest.raises(ValueError, match=r"^read_ports must be <= engines \(2\), not 3$"):
+        UnitParams(engines=2, read_ports=3)
     with pytest.raises(TypeError, match="params must be a UnitParams, not 1"):
         AttentionUnit(1)
 
 
 @pytest.mark.parametrize("overrides, batches", [
     ({}, [[16, 5, 1, 12], [3]]),
-    ({"n_global": 0, "window": 1, "causal": True, "engines": 3}, [[13, 4, 9]]),
+    ({"n_global": 0, "window": 1, "causal": True, "engines": 3, "read_ports": 2},
+     [[13, 4, 9]]),
     ({"engines": 1, "heads": 1, "softmax": "shiftmax"}, [[7, 8]]),
 ])
 def test_unit_matches_golden_with_stalls(overrides, batches):
@@ -289,13 +292,13 @@ def test_unit_matches_golden_with_stalls(overrides, batches):
 COCOTB_CONFIGS = [
     UNIT_SMALL,
     {**UNIT_SMALL, "n_global": 0, "window": 1, "causal": True, "engines": 3, "heads": 1,
-     "softmax": "lut2d"},
+     "softmax": "lut2d", "read_ports": 2},
 ]
 
 
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("params", COCOTB_CONFIGS, ids=["small", "causal-lut2d"])
+@pytest.mark.parametrize("params", COCOTB_CONFIGS, ids=["small", "causal-lut2d-2ports"])
 def test_cocotb(params, simulator, tmp_path):
     cocotb_run("attention_unit", params, simulator, tmp_path, testcase="test_random_batches",
                LUTRA_ATTN_UNIT_BATCHES=2)

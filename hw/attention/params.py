@@ -156,12 +156,17 @@ class UnitParams(_Derived):
                                   lo=2.0 ** -12, hi=4.0)
     out_lanes: int = _param(2, "GEMM output elements per clock per engine (4 DSPs each); "
                             "divides block", lo=1, hi=16)
+    read_ports: int = _param(1, "read ports of each of the Q, K, V memories (each a copy of "
+                             "its block RAM); engine e uses port e % read_ports", lo=1, hi=16)
     lookahead: int = _param(16, "rows held in the scheduler's dispatch window", lo=1, hi=64)
     longest_first: bool = _param(True, "longest row first in the window (else FIFO)")
 
     def __post_init__(self):
         _validate(self)
         self.engine             # checks head_dim, out_lanes against block
+        if self.read_ports > self.engines:
+            raise ValueError(f"read_ports must be <= engines ({self.engines}), "
+                             f"not {self.read_ports!r}")
         if self.max_len > self.max_tokens:
             raise ValueError(f"max_len must be <= max_tokens ({self.max_tokens}), "
                              f"not {self.max_len!r}")
@@ -191,8 +196,8 @@ class UnitParams(_Derived):
 
     @property
     def memory_bits(self) -> int:
-        """Q, K, V and O together."""
-        return 4 * self.memory_words * self.block * 8
+        """Q, K, V (``read_ports`` copies each) and O together."""
+        return (3 * self.read_ports + 1) * self.memory_words * self.block * 8
 
     @property
     def engine(self) -> EngineParams:

@@ -50,10 +50,12 @@ class AttentionUnit(wiring.Component):
     at a time (:class:`hw.attention.engine.AttentionEngine`) and writes its context words into
     the O memory. *Output*: once every word of O is written, O streams out in token order.
 
-    Each of the Q, K, V memories has one read port shared by the engines through a
-    round-robin arbiter (one request a clock, answered ``READ_LATENCY`` cycles later, in order
-    per engine; tokens past a sequence's length read as zeros); the O memory's write port is
-    shared the same way. An engine waits at most ``engines - 1`` cycles for a grant.
+    Each of the Q, K, V memories has ``read_ports`` read ports (copies of its block RAM);
+    engine ``e`` uses port ``e % read_ports``, shared with the other engines of its group
+    through a round-robin arbiter (one request a clock, answered ``READ_LATENCY`` cycles later,
+    in order per engine; tokens past a sequence's length read as zeros). The O memory's write
+    port is shared by all engines the same way. An engine waits at most ``engines /
+    read_ports - 1`` cycles for a grant.
 
     Parameters
     ----------
@@ -169,48 +171,54 @@ class AttentionUnit(wiring.Component):
         def round_robin(name, requests):
             """Index of the granted request (the first at or after the rotating priority)
             and whether any is granted; the priority moves past each grant."""
-            first = Signal(range(max(E, 2)), name=f"{name}_priority")
-            grant = Signal(range(max(E, 2)), name=f"{name}_grant")
+            n = len(requests)
+            first = Signal(range(max(n, 2)), name=f"{name}_priority")
+            grant = Signal(range(max(n, 2)), name=f"{name}_grant")
             any_ = Signal(name=f"{name}_granted")
             m.d.comb += any_.eq(Cat(*requests).any())
             # (If chains, not Switch: Verilator wants complete case statements)
-            for start in range(E):
+            for start in range(n):
                 with m.If(first == start):
-                    for offset in reversed(range(E)):
-                        e = (start + offset) % E
+                    for offset in reversed(range(n)):
+                        e = (start + offset) % n
                         with m.If(requests[e]):
                             m.d.comb += grant.eq(e)
             with m.If(any_):
-                m.d.sync += first.eq(Mux(grant == E - 1, 0, grant + 1))
+                m.d.sync += first.eq(Mux(grant == n - 1, 0, grant + 1))
             return grant, any_
 
+        # Engine e reads through port e % read_ports of each memory (each port a copy of
+        # the memory's block RAM when there are several).
         for t, name in enumerate(("q", "k", "v")):
-            reqs = [getattr(engine, f"{name}_req") for engine in engines]
-            resps = [getattr(engine, f"{name}_resp") for engine in engines]
-            grant, granted = round_robin(name, [r.valid for r in reqs])
-            for e, req in enumerate(reqs):
-                m.d.comb += req.ready.eq(granted & (grant == e))
-            # stage 1: the granted request, registered
-            valid1 = Signal(name=f"{name}_valid1")
-            engine1 = Signal.like(grant, name=f"{name}_engine1")
-            req1 = Signal.like(reqs[0].payload, name=f"{name}_req1")
-            m.d.sync += [valid1.eq(granted), engine1.eq(grant)]
-            for e, req in enumerate(reqs):
-                with m.If(grant == e):
-                    m.d.sync += req1.eq(req.payload)
-            # stage 2: address from the sequence table; the block RAM reads it
-            entry, head = lookup(req1.seq)
-            read = memories[t].read_port()
-            m.d.comb += read.addr.eq(address(entry, head, req1.token, req1.chunk))
-            valid2 = Signal(name=f"{name}_valid2")
-            engine2 = Signal.like(grant, name=f"{name}_engine2")
-            outside = Signal(name=f"{name}_outside")
-            m.d.sync += [valid2.eq(valid1), engine2.eq(engine1),
-                         outside.eq(req1.token >= entry.length)]
-            # stage 3: the answer (engines always have room for what they asked)
-            for e, resp in enumerate(resps):
-                m.d.comb += [resp.valid.eq(valid2 & (engine2 == e)),
-                             resp.payload.eq(Mux(outside, 0, read.data))]
+            for port in range(p.read_ports):
+                group = engines[port::p.read_ports]
+                tag = f"{name}{port}"
+                reqs = [getattr(engine, f"{name}_req") for engine in group]
+                resps = [getattr(engine, f"{name}_resp") for engine in group]
+                grant, granted = round_robin(tag, [r.valid for r in reqs])
+                for e, req in enumerate(reqs):
+                    m.d.comb += req.ready.eq(granted & (grant == e))
+                # stage 1: the granted request, registered
+                valid1 = Signal(name=f"{tag}_valid1")
+                engine1 = Signal.like(grant, name=f"{tag}_engine1")
+                req1 = Signal.like(reqs[0].payload, name=f"{tag}_req1")
+                m.d.sync += [valid1.eq(granted), engine1.eq(grant)]
+                for e, req in enumerate(reqs):
+                    with m.If(grant == e):
+                        m.d.sync += req1.eq(req.payload)
+                # stage 2: address from the sequence table; the block RAM reads it
+                entry, head = lookup(req1.seq)
+                read = memories[t].read_port()
+                m.d.comb += read.addr.eq(address(entry, head, req1.token, req1.chunk))
+                valid2 = Signal(name=f"{tag}_valid2")
+                engine2 = Signal.like(grant, name=f"{tag}_engine2")
+                outside = Signal(name=f"{tag}_outside")
+                m.d.sync += [valid2.eq(valid1), engine2.eq(engine1),
+                             outside.eq(req1.token >= entry.length)]
+                # stage 3: the answer (engines always have room for what they asked)
+                for e, resp in enumerate(resps):
+                    m.d.comb += [resp.valid.eq(valid2 & (engine2 == e)),
+                                 resp.payload.eq(Mux(outside, 0, read.data))]
 
         # ---- writes of the context into O ------------------------------------------------
         m.submodules.o_memory = o_memory = Memory(shape=Word(B), depth=depth, init=[])

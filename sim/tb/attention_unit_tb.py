@@ -182,6 +182,7 @@ async def bench_batches(dut):
                             waits[(e, name)] += not bool(ready.value)
                 await RisingEdge(dut.clk)
         else:
+            await ReadOnly()                # values after the previous batch's last edge
             while not bool(dut.o__valid.value):
                 await RisingEdge(dut.o__valid)
                 await ReadOnly()
