@@ -12,9 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from .blocks import BlockSpec, blocks, get_block
+from .blocks import blocks, get_block
 from .config import BlockConfig, ConfigError, load_config, validate_params
 from .outputs import OutputDir, OutputError
+from . import cli_build, cli_prove, cli_run, cli_soak
+from .cli_common import (Parser, UsageError, add_block_flags, add_force, configs_from_args)
 
 __all__ = ["main", "UsageError", "add_block_flags", "add_force", "configs_from_args"]
 
@@ -22,75 +24,6 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.toml
 #: Default output directories: Lutra's own, so they need no --force.
 DEFAULT_SIM_DIR = Path("build/sim")
 DEFAULT_DEMO_DIR = Path("build/demo")
-
-
-class UsageError(Exception):
-    """Bad command-line input: printed as one line, exit status 2."""
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-
-
-def add_block_flags(parser: argparse.ArgumentParser, block: BlockSpec) -> None:
-    """One ``--flag`` per parameter of ``block`` (defaults left unset: only given ones count)."""
-    group = parser.add_argument_group(f"{block.name} parameters")
-    for p in block.params:
-        kind = _bool if p.kind is bool else p.kind
-        extra = f" (one of {', '.join(map(str, p.choices))})" if p.choices else ""
-        group.add_argument(p.flag, dest=f"param_{p.name}", type=kind, default=None,
-                           metavar=p.kind.__name__.upper(),
-                           help=f"{p.help}{extra}; default {p.default}")
-
-
-def _parse_block_flags(block: BlockSpec, argv: list[str], prog: str) -> dict:
-    parser = _Parser(prog=f"{prog} {block.name}", add_help=False)
-    add_block_flags(parser, block)
-    namespace = parser.parse_args(argv)
-    return {p.name: getattr(namespace, f"param_{p.name}") for p in block.params
-            if getattr(namespace, f"param_{p.name}") is not None}
-
-
-def configs_from_args(args, prog: str) -> list[BlockConfig]:
-    """Configurations named by ``BLOCK [--param V ...]`` and/or ``--config FILE``."""
-    if args.config is not None:
-        configs = load_config(args.config)
-        if args.block is not None:
-            configs = [c for c in configs if c.name == args.block]
-            if not configs:
-                raise UsageError(f"{args.config}: has no [{args.block}] table")
-        if args.block is not None and args.params:
-            overrides = _parse_block_flags(configs[0].block, args.params, prog)
-            merged = {**configs[0].params, **overrides}
-            configs = [validate_params(configs[0].block, merged)]
-        elif args.params:
-            raise UsageError("parameter flags need a block name, e.g. 'gemm --rows 4'")
-        return configs
-    if args.block is None:
-        raise UsageError("name a block (one of: " + ", ".join(blocks()) + ") or give --config")
-    try:
-        block = get_block(args.block)
-    except KeyError as error:
-        raise UsageError(error.args[0]) from None
-    return [validate_params(block, _parse_block_flags(block, args.params, prog))]
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as ``UsageError`` (one line, status 2)."""
-
-    def error(self, message):
-        raise UsageError(message)
-
-
-def add_force(parser: argparse.ArgumentParser) -> None:
-    """The ``--force`` flag of every command that writes an output directory."""
-    parser.add_argument("--force", action="store_true",
-                        help="write into a non-empty directory Lutra has not written before "
-                             "(files of other names there are left alone)")
 
 
 def _add_block_selection(parser):
@@ -239,7 +172,7 @@ def _run_bench(args) -> int:
     # The benchmarks are argparse programs of their own; under lutra their usage errors are
     # one line and exit status 2, like every other command's.
     error = argparse.ArgumentParser.error
-    argparse.ArgumentParser.error = _Parser.error
+    argparse.ArgumentParser.error = Parser.error
     try:
         return bench(list(args.args))
     finally:
@@ -285,12 +218,17 @@ def _run_demo(args) -> int:
             print(f"   {config.name:<10} {info['top']}.v"
                   + (f"  latency {latency} cycles" if latency is not None else ""))
         simulators = _simulators("all")
-        # Every block under the quickest simulator to build (Icarus when present); the GEMM,
-        # the main job, under every simulator. `make test` runs every block under both.
-        print(f"== simulate (every block: {simulators[0]}; gemm: {', '.join(simulators)})",
-              flush=True)
+        # Every block under the quickest simulator to build (Icarus when present) or the one
+        # its registry entry names; the GEMM, the main job, under every simulator. `make test`
+        # runs every block under both.
+        print(f"== simulate (every block: {simulators[0]} unless it names another; gemm: "
+              f"{', '.join(simulators)})", flush=True)
         sim_dir = out.claim("sim")
-        results = run_sims(configs, simulators[:1], build_dir=sim_dir, force=force)
+        results = []
+        for config in configs:
+            chosen = config.block.demo_simulator
+            chosen = chosen if chosen in simulators else simulators[0]
+            results += run_sims([config], [chosen], build_dir=sim_dir, force=force)
         gemm = [c for c in configs if c.name == "gemm"]
         results += run_sims(gemm, simulators[1:], build_dir=sim_dir, force=force)
         failed = sum(not r.passed for _, r in results)
@@ -303,17 +241,18 @@ def _run_demo(args) -> int:
     return 1 if failed else 0
 
 
+#: Every subcommand: ``name -> (add_parser(subparsers), run(args) -> exit status)``.
 COMMANDS = {
     "generate": (_add_generate, _run_generate),
     "sim": (_add_sim, _run_sim),
     "bench": (_add_bench, _run_bench),
     "list": (_add_list, _run_list),
     "demo": (_add_demo, _run_demo),
+    **cli_build.COMMANDS,
+    **cli_prove.COMMANDS,
+    **cli_run.COMMANDS,
+    **cli_soak.COMMANDS,
 }
-from . import cli_build  # noqa: E402,F401  (registers the build and report subcommands)
-from . import cli_prove  # noqa: E402,F401  (registers the prove subcommand)
-from . import cli_run  # noqa: E402,F401  (registers the run subcommand)
-from . import cli_soak  # noqa: E402,F401  (registers the soak subcommand)
 
 
 def _one_line(text: str) -> str:
@@ -323,8 +262,8 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    parser = _Parser(prog="lutra", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = Parser(prog="lutra", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (add, _) in COMMANDS.items():
         add(sub)
     try:

@@ -1,6 +1,6 @@
 """``lutra build`` and ``lutra report``: FPGA builds of a block and the table of their reports.
 
-Importing this module registers both subcommands in :data:`gen.cli.COMMANDS`. Bad input, an
+Its ``COMMANDS`` table is joined into :data:`gen.cli.COMMANDS`. Bad input, an
 unknown target, a configuration that cannot fit, a missing tool or a design nextpnr cannot place
 are one-line errors with exit status 2; a missed timing target is a result (exit status 0) that
 the report states.
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import COMMANDS, UsageError, add_force, configs_from_args
+from .cli_common import UsageError, add_force, configs_from_args
 
 __all__ = ["add_build_parser", "add_report_parser", "run_build", "run_report"]
 
@@ -137,5 +137,6 @@ def run_report(args) -> int:
     return 0
 
 
-COMMANDS.update({"build": (add_build_parser, run_build),
-                 "report": (add_report_parser, run_report)})
+#: This group's subcommands, joined into ``gen.cli.COMMANDS``.
+COMMANDS = {"build": (add_build_parser, run_build),
+            "report": (add_report_parser, run_report)}

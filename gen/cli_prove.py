@@ -1,6 +1,6 @@
 """``lutra prove``: formal proofs of each block's stream contract (SymbiYosys, k-induction).
 
-Importing this module registers the subcommand in :data:`gen.cli.COMMANDS`. Each block has a
+Its ``COMMANDS`` table is joined into :data:`gen.cli.COMMANDS`. Each block has a
 plan: a small configuration (one of its regression configurations, shrunk where a size only
 lengthens the proof), its fixed-ratio stream relations and latency bounds read from the same
 figures as its manifest. Every property runs on its own: output stability in ``sby`` prove mode
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .blocks import BlockSpec, blocks, get_block
-from .cli import COMMANDS, UsageError, add_force, configs_from_args
+from .cli_common import UsageError, add_force, configs_from_args
 from .config import BlockConfig, validate_params
 from .outputs import OutputDir
 
@@ -261,4 +261,5 @@ def run_prove(args) -> int:
     return 1 if failed else 0
 
 
-COMMANDS.update({"prove": (add_prove_parser, run_prove)})
+#: This group's subcommands, joined into ``gen.cli.COMMANDS``.
+COMMANDS = {"prove": (add_prove_parser, run_prove)}

@@ -1,6 +1,6 @@
 """``lutra run encoder``: sentences through the simulated RTL of the encoder accelerator.
 
-Importing this module registers the subcommand in :data:`gen.cli.COMMANDS`. The host tokenizes
+Its ``COMMANDS`` table is joined into :data:`gen.cli.COMMANDS`. The host tokenizes
 (all-MiniLM-L6-v2's WordPiece tokenizer) and looks the embedding rows up (the design takes the
 int16 embedding sums, ``docs/blocks/encoder.md``); the generated Verilog runs under Verilator
 with a C++ harness as token source, external memory (the weight image) and output sink
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import COMMANDS, UsageError, _parse_block_flags
+from .cli_common import UsageError, parse_block_flags
 
 __all__ = ["add_run_parser", "run_run", "run_config"]
 
@@ -149,7 +149,7 @@ def run_run(args) -> int:
     from .blocks.encoder import encoder_model, encoder_params
     if args.layers < 0:
         raise UsageError(f"--layers must be >= 0, not {args.layers}")
-    flags = _parse_block_flags(get_block("encoder"), args.params, "lutra run")
+    flags = parse_block_flags(get_block("encoder"), args.params, "lutra run")
     if {"model", "model_layers"} & set(flags):
         raise UsageError("use --model and --layers to choose the model")
     full = load_model(args.model)
@@ -191,4 +191,5 @@ def run_run(args) -> int:
     return 0 if all(s["bit_exact"] for s in sentences) else 1
 
 
-COMMANDS.update({"run": (add_run_parser, run_run)})
+#: This group's subcommands, joined into ``gen.cli.COMMANDS``.
+COMMANDS = {"run": (add_run_parser, run_run)}

@@ -1,6 +1,6 @@
 """``lutra soak``: a long random-stall run of one block's generated Verilog (``sim.soak``).
 
-Importing this module registers the subcommand in :data:`gen.cli.COMMANDS`. The block's Verilog
+Its ``COMMANDS`` table is joined into :data:`gen.cli.COMMANDS`. The block's Verilog
 is simulated under Verilator (default) or Icarus with the cocotb test of :mod:`sim.soak`; the
 command prints beats in and out, mismatches, lost and repeated beats, the wall time and the
 simulated input beats per second. Exit status 0 when every output beat matched, 1 otherwise,
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import COMMANDS, UsageError, add_force, configs_from_args
+from .cli_common import UsageError, add_force, configs_from_args
 from .config import BlockConfig
 from .outputs import OutputDir
 
@@ -118,4 +118,5 @@ def run_soak(args) -> int:
     return 0 if result.clean else 1
 
 
-COMMANDS.update({"soak": (add_soak_parser, run_soak)})
+#: This group's subcommands, joined into ``gen.cli.COMMANDS``.
+COMMANDS = {"soak": (add_soak_parser, run_soak)}

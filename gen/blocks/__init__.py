@@ -61,6 +61,10 @@ class BlockSpec:
     bench: Callable | None = None
     resources: Callable | None = None
     selftest: Callable | None = None
+    #: The simulator ``lutra demo`` runs this block's regression under; ``None``: the quickest
+    #: to build (Icarus when present). Whole designs (the attention unit, the encoder) name
+    #: Verilator, whose compiled model runs them in seconds where Icarus takes many minutes.
+    demo_simulator: str | None = None
     extra: dict = field(default_factory=dict)
 
     def defaults(self) -> dict:

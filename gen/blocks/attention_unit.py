@@ -85,4 +85,5 @@ BLOCK = BlockSpec(
                   "max_seqs": 4, "engines": 2, "lookahead": 4},),
     bench=_bench,
     resources=_resources,
+    demo_simulator="verilator",
 )

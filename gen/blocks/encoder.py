@@ -90,4 +90,5 @@ BLOCK = BlockSpec(
     tb_module="sim.tb.encoder_tb",
     sim_configs=({"model_layers": 1, "max_tokens": 16, "max_seqs": 2},),
     resources=netlist_hook(_build, lut_factor=1.0),
+    demo_simulator="verilator",
 )

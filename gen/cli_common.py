@@ -1,0 +1,87 @@
+"""What every ``lutra`` command group shares: the one-line usage error, an argparse that raises
+it, block parameter flags, block configurations from a command line, ``--force``.
+
+Each command group (``gen/cli.py``'s core commands, ``cli_build``, ``cli_prove``, ``cli_run``,
+``cli_soak``) imports this module and exports a ``COMMANDS`` table; ``gen/cli.py`` joins them, so
+no module imports the command line it belongs to.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .blocks import BlockSpec, blocks, get_block
+from .config import BlockConfig, load_config, validate_params
+
+__all__ = ["UsageError", "Parser", "add_block_flags", "parse_block_flags", "configs_from_args",
+           "add_force"]
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors as ``UsageError`` (one line, status 2)."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def add_block_flags(parser: argparse.ArgumentParser, block: BlockSpec) -> None:
+    """One ``--flag`` per parameter of ``block`` (defaults left unset: only given ones count)."""
+    group = parser.add_argument_group(f"{block.name} parameters")
+    for p in block.params:
+        kind = _bool if p.kind is bool else p.kind
+        extra = f" (one of {', '.join(map(str, p.choices))})" if p.choices else ""
+        group.add_argument(p.flag, dest=f"param_{p.name}", type=kind, default=None,
+                           metavar=p.kind.__name__.upper(),
+                           help=f"{p.help}{extra}; default {p.default}")
+
+
+def parse_block_flags(block: BlockSpec, argv: list[str], prog: str) -> dict:
+    """Parse ``--param value`` flags of ``block`` into a dict of the given ones."""
+    parser = Parser(prog=f"{prog} {block.name}", add_help=False)
+    add_block_flags(parser, block)
+    namespace = parser.parse_args(argv)
+    return {p.name: getattr(namespace, f"param_{p.name}") for p in block.params
+            if getattr(namespace, f"param_{p.name}") is not None}
+
+
+def configs_from_args(args, prog: str) -> list[BlockConfig]:
+    """Configurations named by ``BLOCK [--param V ...]`` and/or ``--config FILE``."""
+    if args.config is not None:
+        configs = load_config(args.config)
+        if args.block is not None:
+            configs = [c for c in configs if c.name == args.block]
+            if not configs:
+                raise UsageError(f"{args.config}: has no [{args.block}] table")
+        if args.block is not None and args.params:
+            overrides = parse_block_flags(configs[0].block, args.params, prog)
+            merged = {**configs[0].params, **overrides}
+            configs = [validate_params(configs[0].block, merged)]
+        elif args.params:
+            raise UsageError("parameter flags need a block name, e.g. 'gemm --rows 4'")
+        return configs
+    if args.block is None:
+        raise UsageError("name a block (one of: " + ", ".join(blocks()) + ") or give --config")
+    try:
+        block = get_block(args.block)
+    except KeyError as error:
+        raise UsageError(error.args[0]) from None
+    return [validate_params(block, parse_block_flags(block, args.params, prog))]
+
+
+def add_force(parser: argparse.ArgumentParser) -> None:
+    """The ``--force`` flag of every command that writes an output directory."""
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty directory Lutra has not written before "
+                             "(files of other names there are left alone)")
