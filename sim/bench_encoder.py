@@ -70,7 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defaults-only", action="store_true",
                         help="only the default configuration (seconds instead of minutes)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
-    args = parser.parse_args(argv)
+    parser.add_argument("--rtl", action="store_true",
+                        help="instead: cycles of the accelerator's RTL and its cycle model "
+                             "against the MAC and weight-bandwidth bounds (sim.bench_encoder_rtl; "
+                             "its options follow)")
+    args, rest = parser.parse_known_args(argv)
+    if args.rtl:
+        from .bench_encoder_rtl import main as rtl_main
+        return rtl_main([a for a in (argv or []) if a != "--rtl"])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if not 3 <= args.sentences <= len(SENTENCES):
         parser.error(f"--sentences must be in [3, {len(SENTENCES)}], not {args.sentences}")
 

@@ -1,0 +1,224 @@
+"""``lutra bench encoder --rtl``: cycles of the encoder accelerator's RTL against its bounds.
+
+For batches of 1, 8 and 32 sentences with the token lengths of ``sim.minilm.SENTENCES`` (cycled
+in order; batch 1: the median-length sentence), prints cycles from the RTL (the generated Verilog
+under Verilator, ``sim.encoder_driver.run_harness``) where simulation is affordable and from
+:func:`cycle_model` otherwise, against both lower bounds: total MACs / array MACs per clock, and
+weight bytes / read-port bytes per clock; where the design sits between them; the GEMM array
+utilisation per stage. The model is checked against every RTL run it prints (``model err``).
+
+The cycle model follows the sequencer (``hw/encoder/core.py``): a GEMM pass, per column tile of
+``cols`` channels, fetches the tile's parameter rows and ``K`` weight rows, then streams
+``ceil(T / rows)`` row tiles of ``K`` k-slices: fetch and compute do not overlap (one tile
+buffer). Element passes take one element per clock. The attention pass is fitted to RTL runs
+(``ATTENTION_FIT``; it is a few per cent of a layer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["cycle_model", "bounds", "main", "batch_lengths"]
+
+#: Cycles per GEMM column tile beyond its three parameter rows, weight rows and k-slices
+#: (request latency, drain), and per LayerNorm pass beyond its channel records and elements:
+#: from the RTL per-pass counts (MiniLM layer 0, 8 x 8 array, port 32).
+GEMM_TILE_OVERHEAD = 8
+LAYERNORM_OVERHEAD = 519
+#: Attention pass of one layer: ``a * sum(t^2) + b * sum(t)`` cycles over the batch's sequence
+#: lengths ``t``, by configuration (heads, head_dim, block, engines). MiniLM's: through the RTL
+#: per-pass counts of batches (9) and (9, 6) tokens; the tiny model's is fitted on each run.
+ATTENTION_FIT = {(12, 32, 4, 2): (95.7, 2052.0)}
+
+BATCHES = (1, 8, 32)
+
+
+def batch_lengths(lengths: list[int], size: int) -> list[int]:
+    """``size`` sentence lengths: the median one for 1, else ``lengths`` cycled in order."""
+    if size == 1:
+        return [int(np.median(lengths))]
+    return [lengths[n % len(lengths)] for n in range(size)]
+
+
+def _gemms(p) -> list[tuple[str, int, int]]:
+    h, f = p.hidden, p.ffn
+    return [("q", h, h), ("k", h, h), ("v", h, h), ("attn_out", h, h), ("ffn1", h, f),
+            ("ffn2", f, h)]
+
+
+def cycle_model(p, lengths: list[int], attention: tuple[float, float]) -> dict:
+    """Modelled cycles of one batch (sequence ``lengths``) on ``p`` (``EncoderParams``): per
+    stage of a layer, per layer, and in all (embedding LayerNorm, layers, pooling)."""
+    t = sum(lengths)
+    tiles = math.ceil(t / p.rows)
+    stages = {}
+    for name, k, n in _gemms(p):
+        stages[name] = n // p.cols * (3 * p.param_row_words + k * p.weight_row_words
+                                      + GEMM_TILE_OVERHEAD + tiles * k)
+    a, b = attention
+    stages["attention"] = sum(a * s * s + b * s for s in lengths)
+    layernorm = t * p.hidden + p.hidden * p.ln_row_words + LAYERNORM_OVERHEAD
+    stages["add"] = 2 * (t * p.hidden + 44)
+    stages["layernorm"] = 2 * layernorm
+    stages["gelu"] = t * p.ffn + 35
+    layer = sum(stages.values())
+    return {"stages": stages, "layer": layer,
+            "total": p.layers * layer + layernorm + t * p.hidden}
+
+
+def bounds(p, lengths: list[int]) -> dict:
+    """Lower bounds of a batch: MACs / (rows x cols), weight bytes / port bytes per clock."""
+    h, f = p.hidden, p.ffn
+    per_token = 4 * h * h + 2 * h * f
+    macs = p.layers * (sum(lengths) * per_token + sum(2 * s * s * h for s in lengths))
+    weight_bytes = p.layers * per_token
+    return {"macs": macs, "mac_bound": macs / p.gemm_macs,
+            "weight_bytes": weight_bytes, "weight_bound": weight_bytes / (p.port_width / 8)}
+
+
+def _rtl_stages(result: dict, descriptors: list[dict]) -> dict:
+    """Cycles per pass of a harness run, summed by stage name over the layers."""
+    from hw.encoder.params import OPS
+    names = {v: k for k, v in OPS.items()}
+    gemm_names = ("q", "k", "v", "attn_out", "ffn1", "ffn2")
+    starts = [c for _, c in result["passes"]] + [result["cycles"]]
+    out: dict[str, int] = {}
+    gemm = 0
+    for (index, cycle), end in zip(result["passes"], starts[1:]):
+        op = names[descriptors[index]["op"]]
+        if op == "gemm":
+            op = gemm_names[gemm % 6]
+            gemm += 1
+        out[op] = out.get(op, 0) + end - cycle
+    return out
+
+
+def _run(model_name: str, layers: int, flags: dict, batches: list[list[int]], build: Path):
+    """RTL runs of ``batches`` (lists of lengths) on a configuration: (params, results)."""
+    from gen.blocks.encoder import encoder_model, encoder_params
+    from gen.cli_run import run_config
+    from gen.verilog import top_name, write_outputs
+
+    from .encoder_driver import build_harness, random_batch, run_harness
+    config = run_config(model_name, layers, flags)
+    model, params = encoder_model(config.params), encoder_params(config.params)
+    work = build / f"{config.key()}-verilator".replace("=", "_")
+    work.mkdir(parents=True, exist_ok=True)
+    info = write_outputs(config, work)
+    exe = build_harness(work / info["verilog"], top_name(config), work)
+    from .golden.encoder import forward
+    rng = np.random.default_rng(1)
+    ids = [random_batch(rng, model, b) for b in batches]
+    results = run_harness(exe, model, params, ids, workdir=work)
+    for batch, result in zip(ids, results):
+        result["bit_exact"] = all(list(forward(model, seq)["pooled"]) == got
+                                  for seq, got in zip(batch, result["pooled"]))
+    return model, params, results
+
+
+def _report(label: str, p, lengths, attention, rtl: dict | None, descriptors) -> dict:
+    model = cycle_model(p, lengths, attention)
+    b = bounds(p, lengths)
+    cycles = rtl["cycles"] if rtl else model["total"]
+    lo, hi = sorted((b["mac_bound"], b["weight_bound"]))
+    row = {"label": label, "sentences": len(lengths), "tokens": sum(lengths),
+           "cycles": cycles, "source": "RTL" if rtl else "model", "model": model["total"],
+           **b, "vs_mac_bound": cycles / b["mac_bound"],
+           "vs_weight_bound": cycles / b["weight_bound"],
+           "vs_sum_of_bounds": cycles / (lo + hi)}
+    err = f"{model['total'] / cycles - 1:+.1%}" if rtl else "-"
+    if rtl:
+        row["bit_exact"] = rtl["bit_exact"]
+        label += "" if rtl["bit_exact"] else " (NOT bit-exact)"
+    print(f"| {label} | {len(lengths)} | {sum(lengths)} | {cycles:,.0f} ({row['source']}) | "
+          f"{err} | {b['mac_bound']:,.0f} | {b['weight_bound']:,.0f} | "
+          f"{row['vs_mac_bound']:.2f} | {row['vs_weight_bound']:.2f} | "
+          f"{row['vs_sum_of_bounds']:.2f} |")
+    stages = (_rtl_stages(rtl, descriptors) if rtl else
+              {name: c * p.layers for name, c in model["stages"].items()})
+    t = sum(lengths)
+    util = {name: t * k * n * p.layers / (stages[name] * p.gemm_macs)
+            for name, k, n in _gemms(p) if stages.get(name)}
+    row["gemm_utilisation"] = util
+    row["stage_cycles"] = stages
+    return row
+
+
+HEADER = ("| run | sentences | tokens | cycles | model err | MAC bound | weight bound | "
+          "x MAC bound | x weight bound | x (sum of bounds) |\n|---|---|---|---|---|---|---|"
+          "---|---|---|")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .minilm import SENTENCES, token_ids
+
+    parser = argparse.ArgumentParser(prog="lutra bench encoder --rtl",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minilm-layers", type=int, default=1,
+                        help="MiniLM layers run through the RTL for batch 1 (0: none; a "
+                             "layer is ~1 M cycles, ~30 s, after a ~8 minute Verilator build)")
+    parser.add_argument("--build-dir", type=Path, default=Path("build/run"),
+                        help="Verilator builds, shared with 'lutra run encoder' (default "
+                             "build/run)")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    if not 0 <= args.minilm_layers <= 6:
+        parser.error(f"--minilm-layers must be in [0, 6], not {args.minilm_layers}")
+    lengths = [len(token_ids(s)) for s in SENTENCES]
+    rows = []
+    print("Cycles per batch against the lower bounds (sentence lengths of sim.minilm.SENTENCES; "
+          "'x' = cycles / bound)\n")
+    print(HEADER)
+
+    # The tiny model (2 layers, hidden 32, 4 x 4 array): every batch through the RTL, lengths
+    # clipped to its max_len of 16; the attention fit is made on these runs.
+    tiny_batches = [[min(n, 16) for n in batch_lengths(lengths, b)] for b in BATCHES]
+    tiny_flags = {"max_tokens": 16 * 32, "max_seqs": 32}
+    model, p, results = _run("tiny", 0, tiny_flags, tiny_batches, args.build_dir)
+    from .encoder_image import build_image
+    descriptors = build_image(model, p).descriptors()
+    att = [(sum(s * s for s in b), sum(b), _rtl_stages(r, descriptors)["attention"] / p.layers)
+           for b, r in zip(tiny_batches, results)]
+    fit = np.linalg.lstsq(np.array([[a, b] for a, b, _ in att], float),
+                          np.array([c for _, _, c in att], float), rcond=None)[0]
+    for size, batch, r in zip(BATCHES, tiny_batches, results):
+        rows.append(_report(f"tiny, batch {size}", p, batch, tuple(fit), r, descriptors))
+
+    # MiniLM (6 layers, 8 x 8 array, port 32, 2 engines).
+    from .encoder_driver import load_model
+    from hw.encoder.params import EncoderParams
+    mini = EncoderParams.for_model(load_model("minilm", 0, 64), rows=8, cols=8, engines=2,
+                                   max_tokens=32 * 64, max_seqs=32, debug=False)
+    attention = ATTENTION_FIT[(mini.heads, mini.head_dim, mini.block, mini.engines)]
+    if args.minilm_layers:
+        batch = batch_lengths(lengths, 1)
+        model1, p1, (r,) = _run("minilm", args.minilm_layers, {}, [batch], args.build_dir)
+        rows.append(_report(f"MiniLM, {args.minilm_layers} layer(s), batch 1", p1, batch,
+                            attention, r, build_image(model1, p1).descriptors()))
+    for size in BATCHES:
+        rows.append(_report(f"MiniLM, 6 layers, batch {size}", mini,
+                            batch_lengths(lengths, size), attention, None, None))
+
+    print("\nRTL runs are checked bit-exact (pooled sums) against the specification; the tiny "
+          f"model's attention fit: {fit[0]:.1f} t^2 + {fit[1]:.1f} t cycles per sequence")
+    print("\nGEMM array utilisation per stage (MACs / (cycles x rows x cols))\n")
+    print("| run | " + " | ".join(g for g, _, _ in _gemms(mini)) + " |\n|---|"
+          + "---|" * 6)
+    for row in rows:
+        print(f"| {row['label']} | "
+              + " | ".join(f"{row['gemm_utilisation'].get(g, 0):.2f}" for g, _, _ in
+                           _gemms(mini)) + " |")
+    if args.json is not None:
+        import json
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
