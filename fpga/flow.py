@@ -2,7 +2,8 @@
 
 ``build_ooc(config, target)`` synthesises the block inside :class:`fpga.ooc.OocWrapper`, places
 and routes it, and returns the report dict (also written as ``report.json`` / ``report.md``).
-``build_selftest(config, board)`` builds the self-test top for a board down to a bitstream.
+``fpga.selftest.build_selftest(config, board)`` builds the self-test top for a board down to a
+bitstream.
 
 nextpnr runs with ``--timing-allow-fail``: a missed frequency is a result in the report
 ("achieved 93.4 MHz of 100 MHz requested"), not an error. A design that does not place or route
@@ -25,18 +26,15 @@ from gen.verilog import PRIMITIVES, VERSION, convert, manifest, top_name
 from . import report as rpt
 from .fit import check_fit, fitting_config
 from .ooc import OOC_TOP, OocWrapper
-from .targets import Board, Device, get_target
+from .targets import Device, get_target
 from .tools import ToolError, first_error, run_tool, tool_version
 
 __all__ = [
     "DEFAULT_FREQ_MHZ",
     "BuildError",
     "build_ooc",
-    "build_selftest",
     "demo",
     "describe_config",
-    "timing_summary",
-    "worst_clocked_path",
 ]
 
 DEFAULT_FREQ_MHZ = {"ice40": 50.0, "ecp5": 150.0}
@@ -49,15 +47,6 @@ class BuildError(Exception):
 def describe_config(config: BlockConfig) -> str:
     """``gemm rows=4 cols=4 ...``: the block and every parameter."""
     return " ".join([config.name, *(f"{k}={v}" for k, v in config.params.items())])
-
-
-def timing_summary(clocks: list[dict]) -> str:
-    parts = []
-    for c in clocks:
-        verdict = "met" if c["met"] else "MISSED"
-        parts.append(f"{c['domain']}: achieved {c['achieved_mhz']:.1f} MHz of "
-                     f"{c['requested_mhz']:.1f} MHz requested ({verdict})")
-    return "; ".join(parts) if parts else "no clock constrained"
 
 
 _SYNTH = {"ice40": "synth_ice40", "ecp5": "synth_ecp5"}
@@ -101,13 +90,6 @@ def source_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty.strip() else "")
-
-
-def worst_clocked_path(paths: list[dict]) -> dict | None:
-    """The longest register-to-register path (nextpnr also lists pin-to-register paths, which
-    the OOC wrapper's ``rst`` and ``out`` pins create and which do not limit Fmax)."""
-    clocked = [p for p in paths if "posedge" in p["from_clock"] and "posedge" in p["to_clock"]]
-    return max(clocked, key=lambda p: p["delay_ns"], default=None)
 
 
 def _clock_domains(clocks: list[dict]) -> list[dict]:
@@ -225,8 +207,8 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
             "primitives": primitives,
             "clocks": clocks,
             "timing_met": all(c["met"] for c in clocks),
-            "timing_summary": timing_summary(clocks),
-            "critical_path": worst_clocked_path(placed["critical_paths"]),
+            "timing_summary": rpt.timing_summary(clocks),
+            "critical_path": rpt.worst_clocked_path(placed["critical_paths"]),
             "resources": rpt.resources(placed["utilization"], total, device.family),
             "synth": synth,
             "synth_cells": stat,
@@ -272,14 +254,3 @@ def demo(block: str, out: Path, targets: tuple[str, ...] = ("ice40-up5k", "ecp5-
         reports.append(build_ooc(config, device, Path(out) / target / config.key(),
                                  target_name=target, force=force))
     return rpt.table(reports)
-
-
-def build_selftest(config: BlockConfig, board: Board, out: Path, *, seed: int = 1,
-                   transactions_seed: int = 1, freq_mhz: float | None = None,
-                   force: bool = False) -> dict:
-    """Board self-test bitstream of ``config`` (see :mod:`fpga.selftest`) into ``out``."""
-    from .selftest import build_selftest_bitstream
-    return build_selftest_bitstream(config, board, Path(out), seed=seed,
-                                    vectors_seed=transactions_seed, freq_mhz=freq_mhz,
-                                    force=force)
-

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 __all__ = [
+    "timing_summary",
+    "worst_clocked_path",
     "REPORT_NAME",
     "critical_path",
     "gather",
@@ -227,3 +229,20 @@ def table(reports: list[dict], *, fmt: str = "markdown") -> str:
         lines.append("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row)
                      + " |")
     return "\n".join(lines) + "\n"
+
+
+def timing_summary(clocks: list[dict]) -> str:
+    """One line: each clock domain's achieved and requested frequency, met or missed."""
+    parts = []
+    for c in clocks:
+        verdict = "met" if c["met"] else "MISSED"
+        parts.append(f"{c['domain']}: achieved {c['achieved_mhz']:.1f} MHz of "
+                     f"{c['requested_mhz']:.1f} MHz requested ({verdict})")
+    return "; ".join(parts) if parts else "no clock constrained"
+
+
+def worst_clocked_path(paths: list[dict]) -> dict | None:
+    """The longest register-to-register path (nextpnr also lists pin-to-register paths, which
+    the OOC wrapper's ``rst`` and ``out`` pins create and which do not limit Fmax)."""
+    clocked = [p for p in paths if "posedge" in p["from_clock"] and "posedge" in p["to_clock"]]
+    return max(clocked, key=lambda p: p["delay_ns"], default=None)

@@ -32,7 +32,6 @@ from gen.outputs import OutputDir
 from gen.verilog import VERSION
 
 from . import report as rpt
-from .flow import timing_summary, worst_clocked_path
 from .lfsr import add_lfsr, misr, misr_next
 from .targets import Board
 from .tools import amaranth_tool_env, tool_version
@@ -41,7 +40,7 @@ __all__ = [
     "MISR_INIT",
     "BoardSelfTest",
     "SelfTest",
-    "build_selftest_bitstream",
+    "build_selftest",
     "selftest_vectors",
 ]
 
@@ -255,7 +254,7 @@ class BoardSelfTest(Elaboratable):
         return m
 
 
-def build_selftest_bitstream(config: BlockConfig, board: Board, out: Path, *, seed: int = 1,
+def build_selftest(config: BlockConfig, board: Board, out: Path, *, seed: int = 1,
                              vectors_seed: int = 1, freq_mhz: float | None = None,
                              force: bool = False) -> dict:
     """Self-test bitstream for ``board`` through the amaranth-boards platform build.
@@ -294,8 +293,8 @@ def build_selftest_bitstream(config: BlockConfig, board: Board, out: Path, *, se
                 "device": device.describe(), "family": device.family, "tools": tools,
                 "seed": seed, "vectors_seed": vectors_seed, "clocks": clocks,
                 "timing_met": all(c["met"] for c in clocks),
-                "timing_summary": timing_summary(clocks),
-                "critical_path": worst_clocked_path(placed["critical_paths"]),
+                "timing_summary": rpt.timing_summary(clocks),
+                "critical_path": rpt.worst_clocked_path(placed["critical_paths"]),
                 "resources": rpt.resources(placed["utilization"], None, device.family),
                 "selftest": {"outputs": vectors["outputs"],
                              "input_beats": {k: len(v) for k, v in vectors["inputs"].items()},

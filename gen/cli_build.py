@@ -44,7 +44,8 @@ def add_build_parser(sub) -> argparse.ArgumentParser:
 
 def run_build(args) -> int:
     from fpga.fit import FitError
-    from fpga.flow import BuildError, build_ooc, build_selftest
+    from fpga.flow import BuildError, build_ooc
+    from fpga.selftest import build_selftest
     from fpga.targets import TargetError, get_target, list_targets
     from fpga.tools import ToolError
 

@@ -262,6 +262,7 @@ def stand_ins():
     """Replace elaboration (Verilog and the netlist-counted fit estimates), FPGA tools,
     simulations and benchmarks by quick stand-ins."""
     import fpga.flow
+    import fpga.selftest
     import gen.cli
     import gen.cli_soak
     import gen.resources
@@ -279,7 +280,7 @@ def stand_ins():
                 (gen.resources, "netlist_resources", _fake_netlist_resources),
                 (fpga.flow, "run_tool", _fake_run_tool),
                 (fpga.flow, "tool_version", lambda tool: "stand-in"),
-                (fpga.flow, "build_selftest", _fake_selftest),
+                (fpga.selftest, "build_selftest", _fake_selftest),
                 (fpga.flow, "demo", lambda block, out, **kwargs: ""),
                 (sim.runner, "run_cocotb", _fake_run_cocotb), (gen.cli, "get_block", get_block),
                 (gen.cli_soak, "soak_block", _fake_soak_block)]:

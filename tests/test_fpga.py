@@ -332,7 +332,7 @@ def test_cli_report_empty(capsys, tmp_path):
 
 def test_critical_path_is_register_to_register():
     # The captured report also lists the rst pin -> FF and FF -> out pin paths of the wrapper.
-    from fpga.flow import worst_clocked_path
+    from fpga.report import worst_clocked_path
     placed = rpt.parse_nextpnr(json.loads((DATA / "nextpnr_ecp5-85f_gemm4x4.json").read_text()))
     assert len(placed["critical_paths"]) == 3
     path = worst_clocked_path(placed["critical_paths"])
