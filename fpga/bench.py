@@ -49,7 +49,7 @@ def largest_candidates(block: str, target: str, base: dict | None = None) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpga.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lutra bench fpga", description=__doc__)
     parser.add_argument("block", nargs="?", default="gemm")
     parser.add_argument("--out", type=Path, help=f"default {DEFAULT_OUT}")
     parser.add_argument("--targets", nargs="*", default=list(DEVICES))

@@ -145,14 +145,15 @@ def _run_sim(args) -> int:
 
 # ---- bench ------------------------------------------------------------------------------------
 
-#: Benchmarks of whole models rather than one block: name -> module with ``main(argv)``.
-MODEL_BENCHES = {"encoder": "sim.bench_encoder"}
+#: Benchmarks beyond one block: name -> module with ``main(argv)`` (the integer encoder on
+#: all-MiniLM-L6-v2; the FPGA sweep of the largest GEMM per target).
+MODEL_BENCHES = {"encoder": "sim.bench_encoder", "fpga": "fpga.bench"}
 
 
 def _add_bench(sub):
     p = sub.add_parser("bench", help="print a block's measured figures (cycles, accuracy, ...)")
     p.add_argument("block", help="block name, or 'encoder' (the integer encoder on "
-                                 "all-MiniLM-L6-v2)")
+                                 "all-MiniLM-L6-v2), or 'fpga' (largest GEMM per FPGA target)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of that block's benchmark")
     return p
 
