@@ -6,12 +6,13 @@ modules are discovered here, so adding a block never edits a shared list.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Param", "BlockSpec", "blocks", "get_block"]
+__all__ = ["Param", "BlockSpec", "blocks", "get_block", "params_from"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,15 @@ class Param:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+def params_from(cls) -> tuple[Param, ...]:
+    """The ``Param`` of every field of a block's parameter dataclass (``hw/<block>/params.py``):
+    name, type, default, help text and bounds, declared once there."""
+    from hw.common.params import field_kind
+    return tuple(Param(f.name, field_kind(f), f.default, f.metadata["help"],
+                       lo=f.metadata["lo"], hi=f.metadata["hi"], choices=f.metadata["choices"])
+                 for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,10 @@
 """The residual adder (TFLite ``ADD``) as a Lutra block; its parameters come from
 ``AddUnitParams``."""
 
-from dataclasses import fields
-
 from hw.add import AddUnit, AddUnitParams
 
 from ..resources import netlist_hook
-from . import BlockSpec, Param
-
-
-def _params() -> tuple[Param, ...]:
-    return tuple(Param(f.name, f.type, f.default, f.metadata["help"], lo=f.metadata["lo"],
-                       hi=f.metadata["hi"], choices=f.metadata["choices"])
-                 for f in fields(AddUnitParams))
+from . import BlockSpec, params_from
 
 
 def _build(p: dict) -> AddUnit:
@@ -42,7 +34,7 @@ BLOCK = BlockSpec(
     name="add",
     summary="Residual adder: TFLite int8/int16 ADD of 2 or 3 tensors (the encoder's residual "
             "sums and embedding sum), requantization loaded at run time",
-    params=_params(),
+    params=params_from(AddUnitParams),
     build=_build,
     figures=_figures,
     ports={

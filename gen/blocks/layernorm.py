@@ -1,17 +1,9 @@
 """The integer LayerNorm as a Lutra block; its parameters come from ``LayerNormParams``."""
 
-from dataclasses import fields
-
 from hw.layernorm import LayerNorm, LayerNormParams
 
 from ..resources import netlist_hook
-from . import BlockSpec, Param
-
-
-def _params() -> tuple[Param, ...]:
-    return tuple(Param(f.name, f.type, f.default, f.metadata["help"], lo=f.metadata["lo"],
-                       hi=f.metadata["hi"], choices=f.metadata["choices"])
-                 for f in fields(LayerNormParams))
+from . import BlockSpec, params_from
 
 
 def _build(p: dict) -> LayerNorm:
@@ -44,7 +36,7 @@ BLOCK = BlockSpec(
     name="layernorm",
     summary="Integer LayerNorm (exact mean, variance, isqrt, reciprocal; gamma/beta folded "
             "into a per-channel requantization loaded at run time)",
-    params=_params(),
+    params=params_from(LayerNormParams),
     build=_build,
     figures=_figures,
     ports={

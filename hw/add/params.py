@@ -1,20 +1,15 @@
 """The residual adder's parameters, their bounds and help text, and every derived figure."""
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 from sim.golden.add import ADD_LEFT_SHIFT
 
-from ..common.checks import check_choice, check_int
+from ..common.params import param, validate_fields
 
 __all__ = ["AddUnitParams", "WIDTHS"]
 
 #: Element widths of the input and output streams (int8 or int16).
 WIDTHS = (8, 16)
-
-
-def _param(default, help: str, *, lo=None, hi=None, choices=None):
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi,
-                                            "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -27,21 +22,15 @@ class AddUnitParams:
     the block's ``params`` stream.
     """
 
-    in_width: int = _param(16, "input element bits (int8 or int16; TFLite's left shift is 20 "
+    in_width: int = param(16, "input element bits (int8 or int16; TFLite's left shift is 20 "
                            "for int8, 15 for int16)", choices=WIDTHS)
-    out_width: int = _param(16, "output element bits (int8 or int16)", choices=WIDTHS)
-    inputs: int = _param(2, "tensors summed element-wise (2: residual add, 3: embedding sum)",
+    out_width: int = param(16, "output element bits (int8 or int16)", choices=WIDTHS)
+    inputs: int = param(2, "tensors summed element-wise (2: residual add, 3: embedding sum)",
                          lo=2, hi=3)
-    lanes: int = _param(1, "elements of each tensor per beat", lo=1, hi=16)
+    lanes: int = param(1, "elements of each tensor per beat", lo=1, hi=16)
 
     def __post_init__(self):
-        for f in fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            if f.type is int:
-                check_int(f.name, value, meta["lo"] if meta["lo"] is not None else
-                          -(1 << 64), meta["hi"])
-            if meta["choices"] is not None:
-                check_choice(f.name, value, meta["choices"])
+        validate_fields(self)
 
     # ---- derived figures ---------------------------------------------------------------------
 

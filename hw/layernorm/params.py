@@ -1,19 +1,14 @@
 """The LayerNorm block's parameters, their bounds and help text, and every derived figure."""
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
-from ..common.checks import check_choice, check_int
+from ..common.params import param, validate_fields
 from .steps import DIVIDERS
 
 __all__ = ["LayerNormParams", "WIDTHS"]
 
 #: Element widths of the input and output streams (int8 or int16).
 WIDTHS = (8, 16)
-
-
-def _param(default, help: str, *, lo=None, hi=None, choices=None):
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi,
-                                            "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -25,22 +20,16 @@ class LayerNormParams:
     (``gen/blocks/layernorm.py``).
     """
 
-    hidden: int = _param(384, "elements per row (channels), n", lo=1, hi=1024)
-    in_width: int = _param(16, "input element bits (int8 or int16)", choices=WIDTHS)
-    out_width: int = _param(16, "output element bits (int8 or int16; the encoder recipe: 16)",
+    hidden: int = param(384, "elements per row (channels), n", lo=1, hi=1024)
+    in_width: int = param(16, "input element bits (int8 or int16)", choices=WIDTHS)
+    out_width: int = param(16, "output element bits (int8 or int16; the encoder recipe: 16)",
                             choices=WIDTHS)
-    divider: str = _param("iterative", "mean division, isqrt and reciprocal: iterative (one "
+    divider: str = param("iterative", "mean division, isqrt and reciprocal: iterative (one "
                           "step per clock, one row per 34 clocks) or pipelined (one row per "
                           "clock)", choices=DIVIDERS)
 
     def __post_init__(self):
-        for f in fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            if f.type is int:
-                check_int(f.name, value, meta["lo"] if meta["lo"] is not None else
-                          -(1 << 64), meta["hi"])
-            if meta["choices"] is not None:
-                check_choice(f.name, value, meta["choices"])
+        validate_fields(self)
 
     # ---- derived figures ---------------------------------------------------------------------
 

@@ -1,0 +1,49 @@
+"""Block parameters declared once: a frozen dataclass per block whose fields carry their help
+text and bounds; validation of every field from that metadata (messages from
+:mod:`hw.common.checks`). ``gen/blocks`` derives the CLI flags, the TOML schema and
+``lutra list`` from the same fields (``gen.blocks.params_from``)."""
+
+import math
+from dataclasses import field, fields
+
+from .checks import check_bool, check_choice, check_int
+
+__all__ = ["param", "field_kind", "validate_fields"]
+
+_KINDS = {"int": int, "bool": bool, "float": float, "str": str}
+
+
+def param(default, help: str, *, lo=None, hi=None, choices=None):
+    """A dataclass field with its default, its help text and its bounds (``lo``/``hi``
+    inclusive) or ``choices``."""
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi,
+                                            "choices": choices})
+
+
+def field_kind(f) -> type:
+    """The Python type of a parameter field (annotations may be strings)."""
+    return _KINDS[f.type] if isinstance(f.type, str) else f.type
+
+
+def validate_fields(obj) -> None:
+    """Check every field of the parameter dataclass ``obj`` against its metadata: type, bounds,
+    choices; ``TypeError``/``ValueError`` name the field and echo the value."""
+    for f in fields(obj):
+        value, meta = getattr(obj, f.name), f.metadata
+        kind = field_kind(f)
+        if kind is int:
+            check_int(f.name, value, -(1 << 64) if meta["lo"] is None else meta["lo"],
+                      meta["hi"])
+        elif kind is bool:
+            check_bool(f.name, value)
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{f.name} must be a number, not {value!r}")
+            lo = -math.inf if meta["lo"] is None else meta["lo"]
+            hi = math.inf if meta["hi"] is None else meta["hi"]
+            if not (math.isfinite(value) and lo <= value <= hi):
+                raise ValueError(f"{f.name} must be in [{lo}, {hi}], not {value!r}")
+        elif kind is str and meta["choices"] is None and not isinstance(value, str):
+            raise TypeError(f"{f.name} must be a string, not {value!r}")
+        if meta["choices"] is not None:
+            check_choice(f.name, value, meta["choices"])
