@@ -32,13 +32,14 @@ class Param:
         return "--" + self.name.replace("_", "-")
 
 
-def params_from(cls) -> tuple[Param, ...]:
-    """The ``Param`` of every field of a block's parameter dataclass (``hw/<block>/params.py``):
-    name, type, default, help text and bounds, declared once there."""
+def params_from(cls, *, exclude=()) -> tuple[Param, ...]:
+    """The ``Param`` of every field of a block's parameter dataclass (``hw/<block>/params.py``)
+    but those named in ``exclude``: name, type, default, help text and bounds, declared once
+    there."""
     from hw.common.params import field_kind
     return tuple(Param(f.name, field_kind(f), f.default, f.metadata["help"],
                        lo=f.metadata["lo"], hi=f.metadata["hi"], choices=f.metadata["choices"])
-                 for f in dataclasses.fields(cls))
+                 for f in dataclasses.fields(cls) if f.name not in exclude)
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,12 @@
 """The attention unit (scheduler + attention engines + Q/K/V/O memories) as a Lutra block; its
 parameters come from ``UnitParams``."""
 
-from dataclasses import fields
 
 from hw.attention.params import UnitParams
 from hw.attention.unit import READ_LATENCY, AttentionUnit
 
 from ..resources import netlist_resources
-from . import BlockSpec, Param
-
-_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
-
-
-def _params() -> tuple[Param, ...]:
-    return tuple(Param(f.name, _KINDS[f.type], f.default, f.metadata["help"],
-                       lo=f.metadata["lo"], hi=f.metadata["hi"], choices=f.metadata["choices"])
-                 for f in fields(UnitParams))
-
+from . import BlockSpec, params_from
 
 def _build(p: dict) -> AttentionUnit:
     return AttentionUnit(UnitParams(**p))
@@ -66,7 +56,7 @@ BLOCK = BlockSpec(
     name="attention_unit",
     summary="Block-sparse multi-head attention of variable-length batches: scheduler, "
             "engines (GEMM core + softmax), Q/K/V/O block RAM",
-    params=_params(),
+    params=params_from(UnitParams),
     build=_build,
     figures=_figures,
     ports={

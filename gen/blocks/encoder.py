@@ -4,13 +4,12 @@ fixes the dimensions and the table scales; the array configuration comes from
 
 from __future__ import annotations
 
-from dataclasses import fields
 
 from hw.encoder import EncoderAccelerator, EncoderParams
 from sim.encoder_driver import MODELS, load_model
 
 from ..resources import netlist_hook
-from . import BlockSpec, Param
+from . import BlockSpec, Param, params_from
 
 #: The model fields of EncoderParams: read from the model, not configured.
 _MODEL_FIELDS = ("hidden", "heads", "ffn", "layers", "max_len", "softmax", "softmax_scale",
@@ -24,12 +23,7 @@ def _params() -> tuple[Param, ...]:
                  lo=0, hi=255),
            Param("model_max_len", int, 0, "lower the model's longest sequence to N tokens "
                  "(0: the model's own; MiniLM's 512 do not fit on chip)", lo=0, hi=512)]
-    for f in fields(EncoderParams):
-        if f.name in _MODEL_FIELDS:
-            continue
-        kind = {"int": int, "bool": bool, "str": str, "float": float}[f.type]
-        out.append(Param(f.name, kind, f.default, f.metadata["help"], lo=f.metadata["lo"],
-                         hi=f.metadata["hi"], choices=f.metadata["choices"]))
+    out += params_from(EncoderParams, exclude=_MODEL_FIELDS)
     return tuple(out)
 
 

@@ -4,10 +4,10 @@ entry, the fit check and the benchmark read them without building a component.""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
-from ..common.checks import check_bool, check_choice, check_int
+from ..common.params import param, validate_fields
+
 
 __all__ = ["EngineParams", "UnitParams", "BLOCKS", "SOFTMAX_METHODS", "V_FIFO_DEPTH",
            "block_width", "token_width"]
@@ -20,11 +20,6 @@ SOFTMAX_METHODS = ("recip", "lut2d", "shiftmax")
 V_FIFO_DEPTH = 8
 
 
-def _param(default, help: str, *, lo=None, hi=None, choices=None):
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi,
-                                            "choices": choices})
-
-
 def block_width(max_len: int, block: int) -> int:
     """Bits of a block index in the scheduler's commands (``AttentionScheduler``'s formula: its
     length field holds ``2**bits(max_len) - 1``)."""
@@ -35,24 +30,6 @@ def block_width(max_len: int, block: int) -> int:
 def token_width(max_len: int, block: int) -> int:
     """Bits of a token position: a block index and a position in the block."""
     return block_width(max_len, block) + block.bit_length() - 1
-
-
-def _validate(obj) -> None:
-    for f in fields(obj):
-        value, meta = getattr(obj, f.name), f.metadata
-        if f.type == "int":
-            check_int(f.name, value, -(1 << 64) if meta["lo"] is None else meta["lo"],
-                      meta["hi"])
-        elif f.type == "bool":
-            check_bool(f.name, value)
-        elif f.type == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{f.name} must be a number, not {value!r}")
-            if not (math.isfinite(value) and meta["lo"] <= value <= meta["hi"]):
-                raise ValueError(f"{f.name} must be in [{meta['lo']}, {meta['hi']}], "
-                                 f"not {value!r}")
-        if meta["choices"] is not None:
-            check_choice(f.name, value, meta["choices"])
 
 
 class _Derived:
@@ -109,23 +86,23 @@ class EngineParams(_Derived):
     """Generation-time parameters of :class:`hw.attention.engine.AttentionEngine`, checked on
     construction. Field metadata holds the help text and bounds."""
 
-    block: int = _param(4, "tokens per block; the engine's GEMM core is block x block PEs",
+    block: int = param(4, "tokens per block; the engine's GEMM core is block x block PEs",
                         choices=BLOCKS)
-    head_dim: int = _param(32, "elements per head (a multiple of block)", lo=2, hi=256)
-    max_len: int = _param(128, "longest sequence in tokens", lo=1, hi=4096)
-    window: int = _param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
-    n_global: int = _param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
-    causal: bool = _param(False, "keep keys at or before the query position only")
-    softmax: str = _param("recip", "softmax method of the engine",
+    head_dim: int = param(32, "elements per head (a multiple of block)", lo=2, hi=256)
+    max_len: int = param(128, "longest sequence in tokens", lo=1, hi=4096)
+    window: int = param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
+    n_global: int = param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
+    causal: bool = param(False, "keep keys at or before the query position only")
+    softmax: str = param("recip", "softmax method of the engine",
                           choices=SOFTMAX_METHODS)
-    softmax_scale: float = _param(0.25, "softmax input scale (fixes its tables)",
+    softmax_scale: float = param(0.25, "softmax input scale (fixes its tables)",
                                   lo=2.0 ** -12, hi=4.0)
-    out_lanes: int = _param(2, "GEMM output elements per clock (requantizer lanes, 4 DSPs "
+    out_lanes: int = param(2, "GEMM output elements per clock (requantizer lanes, 4 DSPs "
                             "each); divides block", lo=1, hi=16)
-    seq_width: int = _param(8, "bits of the command's sequence id", lo=1, hi=16)
+    seq_width: int = param(8, "bits of the command's sequence id", lo=1, hi=16)
 
     def __post_init__(self):
-        _validate(self)
+        validate_fields(self)
         if self.head_dim % self.block:
             raise ValueError(f"head_dim must be a multiple of block ({self.block}), "
                              f"not {self.head_dim!r}")
@@ -138,31 +115,31 @@ class EngineParams(_Derived):
 class UnitParams(_Derived):
     """Generation-time parameters of :class:`hw.attention.unit.AttentionUnit`."""
 
-    engines: int = _param(4, "attention engines", lo=1, hi=16)
-    heads: int = _param(12, "attention heads (hidden = heads x head_dim)", lo=1, hi=64)
-    head_dim: int = _param(32, "elements per head (a multiple of block)", lo=2, hi=256)
-    block: int = _param(4, "tokens per block; each engine's GEMM core is block x block PEs",
+    engines: int = param(4, "attention engines", lo=1, hi=16)
+    heads: int = param(12, "attention heads (hidden = heads x head_dim)", lo=1, hi=64)
+    head_dim: int = param(32, "elements per head (a multiple of block)", lo=2, hi=256)
+    block: int = param(4, "tokens per block; each engine's GEMM core is block x block PEs",
                         choices=BLOCKS)
-    max_len: int = _param(128, "longest sequence in tokens", lo=1, hi=4096)
-    max_tokens: int = _param(128, "tokens of a batch (depth of the Q, K, V, O memories)",
+    max_len: int = param(128, "longest sequence in tokens", lo=1, hi=4096)
+    max_tokens: int = param(128, "tokens of a batch (depth of the Q, K, V, O memories)",
                              lo=1, hi=65536)
-    max_seqs: int = _param(16, "sequences of a batch", lo=1, hi=1024)
-    window: int = _param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
-    n_global: int = _param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
-    causal: bool = _param(False, "keep keys at or before the query position only")
-    softmax: str = _param("recip", "softmax method of the engines",
+    max_seqs: int = param(16, "sequences of a batch", lo=1, hi=1024)
+    window: int = param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
+    n_global: int = param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
+    causal: bool = param(False, "keep keys at or before the query position only")
+    softmax: str = param("recip", "softmax method of the engines",
                           choices=SOFTMAX_METHODS)
-    softmax_scale: float = _param(0.25, "softmax input scale (fixes its tables)",
+    softmax_scale: float = param(0.25, "softmax input scale (fixes its tables)",
                                   lo=2.0 ** -12, hi=4.0)
-    out_lanes: int = _param(2, "GEMM output elements per clock per engine (4 DSPs each); "
+    out_lanes: int = param(2, "GEMM output elements per clock per engine (4 DSPs each); "
                             "divides block", lo=1, hi=16)
-    read_ports: int = _param(1, "read ports of each of the Q, K, V memories (each a copy of "
+    read_ports: int = param(1, "read ports of each of the Q, K, V memories (each a copy of "
                              "its block RAM); engine e uses port e % read_ports", lo=1, hi=16)
-    lookahead: int = _param(16, "rows held in the scheduler's dispatch window", lo=1, hi=64)
-    longest_first: bool = _param(True, "longest row first in the window (else FIFO)")
+    lookahead: int = param(16, "rows held in the scheduler's dispatch window", lo=1, hi=64)
+    longest_first: bool = param(True, "longest row first in the window (else FIFO)")
 
     def __post_init__(self):
-        _validate(self)
+        validate_fields(self)
         self.engine             # checks head_dim, out_lanes against block
         if self.read_ports > self.engines:
             raise ValueError(f"read_ports must be <= engines ({self.engines}), "

@@ -5,10 +5,10 @@ without building a component."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 
-from ..common.checks import check_bool, check_choice, check_int
+from ..common.params import param, validate_fields
+
 
 __all__ = ["EncoderParams", "OPS", "MEMORIES", "DESCRIPTOR_FIELDS", "DESCRIPTOR_BITS",
            "LN_RECORD_BITS", "PORT_WIDTHS", "TAG_BITS", "INPUT_TAG", "EMBEDDING_LN_TAG",
@@ -53,11 +53,6 @@ def stage_tag(layer: int, stage: str) -> int:
     return layer * 16 + STAGES.index(stage)
 
 
-def _param(default, help: str, *, lo=None, hi=None, choices=None):
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi,
-                                            "choices": choices})
-
-
 @dataclass(frozen=True)
 class EncoderParams:
     """Generation-time parameters of :class:`hw.encoder.EncoderAccelerator`, checked on
@@ -65,47 +60,33 @@ class EncoderParams:
     rest is the array configuration. Field metadata holds the help text and bounds."""
 
     # ---- the model (from the QuantizedEncoder) ------------------------------------------------
-    hidden: int = _param(32, "model width H (from the model)", lo=2, hi=1024)
-    heads: int = _param(2, "attention heads (from the model)", lo=1, hi=64)
-    ffn: int = _param(64, "FFN width F (from the model)", lo=2, hi=4096)
-    layers: int = _param(2, "encoder layers (from the model)", lo=1, hi=(1 << TAG_BITS) // 16 - 1)
-    max_len: int = _param(16, "longest sequence in tokens (from the model)", lo=1, hi=512)
-    softmax: str = _param("recip", "softmax method (from the model)",
+    hidden: int = param(32, "model width H (from the model)", lo=2, hi=1024)
+    heads: int = param(2, "attention heads (from the model)", lo=1, hi=64)
+    ffn: int = param(64, "FFN width F (from the model)", lo=2, hi=4096)
+    layers: int = param(2, "encoder layers (from the model)", lo=1, hi=(1 << TAG_BITS) // 16 - 1)
+    max_len: int = param(16, "longest sequence in tokens (from the model)", lo=1, hi=512)
+    softmax: str = param("recip", "softmax method (from the model)",
                           choices=("recip", "lut2d", "shiftmax"))
-    softmax_scale: float = _param(0.25, "shared softmax input scale (from the model)",
+    softmax_scale: float = param(0.25, "shared softmax input scale (from the model)",
                                   lo=2.0 ** -12, hi=4.0)
-    gelu_scale: float = _param(2.0 ** -6, "shared GELU input scale, a power of two (from the "
+    gelu_scale: float = param(2.0 ** -6, "shared GELU input scale, a power of two (from the "
                                "model)", lo=2.0 ** -24, hi=16.0)
     # ---- the array configuration --------------------------------------------------------------
-    rows: int = _param(4, "GEMM array rows (tokens per tile)", lo=1, hi=32)
-    cols: int = _param(4, "GEMM array columns (output channels per tile)", lo=1, hi=32)
-    port_width: int = _param(32, "bits of the external read port's data stream",
+    rows: int = param(4, "GEMM array rows (tokens per tile)", lo=1, hi=32)
+    cols: int = param(4, "GEMM array columns (output channels per tile)", lo=1, hi=32)
+    port_width: int = param(32, "bits of the external read port's data stream",
                              choices=PORT_WIDTHS)
-    max_tokens: int = _param(32, "tokens of a batch (activation memory depth)", lo=1, hi=4096)
-    max_seqs: int = _param(8, "sequences of a batch", lo=1, hi=256)
-    block: int = _param(4, "attention block (tokens); each engine is block x block PEs",
+    max_tokens: int = param(32, "tokens of a batch (activation memory depth)", lo=1, hi=4096)
+    max_seqs: int = param(8, "sequences of a batch", lo=1, hi=256)
+    block: int = param(4, "attention block (tokens); each engine is block x block PEs",
                         choices=(2, 4, 8, 16))
-    engines: int = _param(1, "attention engines", lo=1, hi=16)
-    ln_divider: str = _param("iterative", "LayerNorm statistics: iterative or pipelined",
+    engines: int = param(1, "attention engines", lo=1, hi=16)
+    ln_divider: str = param("iterative", "LayerNorm statistics: iterative or pipelined",
                              choices=("iterative", "pipelined"))
-    debug: bool = _param(True, "debug stream: every stage boundary's elements, tagged")
+    debug: bool = param(True, "debug stream: every stage boundary's elements, tagged")
 
     def __post_init__(self):
-        for f in fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            if f.type == "int":
-                check_int(f.name, value, -(1 << 64) if meta["lo"] is None else meta["lo"],
-                          meta["hi"])
-            elif f.type == "bool":
-                check_bool(f.name, value)
-            elif f.type == "float":
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise TypeError(f"{f.name} must be a number, not {value!r}")
-                if not (math.isfinite(value) and meta["lo"] <= value <= meta["hi"]):
-                    raise ValueError(f"{f.name} must be in [{meta['lo']}, {meta['hi']}], "
-                                     f"not {value!r}")
-            if meta["choices"] is not None:
-                check_choice(f.name, value, meta["choices"])
+        validate_fields(self)
         if self.hidden % self.heads:
             raise ValueError(f"heads must divide hidden ({self.hidden}), not {self.heads!r}")
         if self.head_dim % self.block:
