@@ -11,7 +11,7 @@ from amaranth.lib import data
 
 from .stalls import Stalls
 
-__all__ = ["stream_put", "stream_get", "Stalls", "to_python"]
+__all__ = ["stream_put", "stream_get", "handshake_monitor", "Stalls", "to_python"]
 
 
 def to_python(value):
@@ -44,3 +44,18 @@ async def stream_get(ctx, stream, stalls: Stalls | None = None):
     (payload,) = await ctx.tick().sample(stream.payload).until(stream.valid)
     ctx.set(stream.ready, 0)
     return to_python(payload)
+
+
+def handshake_monitor(i, o, accepted: list, produced: list):
+    """A testbench (add it with ``background=True``) that appends the cycle of every handshake
+    on the input stream ``i`` to ``accepted`` and on the output stream ``o`` to ``produced``."""
+    async def monitor(ctx):
+        cycle = 0
+        async for _, _, i_valid, i_ready, o_valid, o_ready in ctx.tick().sample(
+                i.valid, i.ready, o.valid, o.ready):
+            if i_valid and i_ready:
+                accepted.append(cycle)
+            if o_valid and o_ready:
+                produced.append(cycle)
+            cycle += 1
+    return monitor

@@ -15,7 +15,7 @@ from sim.add_driver import (expected, from_beats, param_beat, plan_inputs, rando
 from sim.golden.add import AddParams, add_int
 from sim.golden.gemm import INT32_MAX, INT32_MIN
 from sim.stalls import Stalls
-from sim.streams import stream_get, stream_put
+from sim.streams import handshake_monitor, stream_get, stream_put
 
 # ---- parameters --------------------------------------------------------------------------------
 
@@ -189,21 +189,11 @@ def simulate(params: dict, plan, *, stall_prob: float, seed: int, sink_max_stall
             assert not ctx.get(dut.o.valid), "extra output beat"
             await ctx.tick()
 
-    async def monitor(ctx):
-        cycle = 0
-        async for _, _, i_valid, i_ready, o_valid, o_ready in ctx.tick().sample(
-                dut.i.valid, dut.i.ready, dut.o.valid, dut.o.ready):
-            if i_valid and i_ready:
-                accepted.append(cycle)
-            if o_valid and o_ready:
-                produced.append(cycle)
-            cycle += 1
-
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
-    sim.add_testbench(monitor, background=True)
+    sim.add_testbench(handshake_monitor(dut.i, dut.o, accepted, produced), background=True)
     sim.run()
     want = expected(plan, params["inputs"], w, params["out_width"])
     for t, (got, ref) in enumerate(zip(from_beats(beats, plan), want)):

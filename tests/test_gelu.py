@@ -11,7 +11,7 @@ from hw.gelu.shift import Divider, RowBuffer
 from sim.gelu_driver import expected, from_beats, random_rows, to_beats
 from sim.golden.gelu import i_gelu_constants, shift_gelu_constants
 from sim.stalls import Stalls
-from sim.streams import stream_get, stream_put
+from sim.streams import handshake_monitor, stream_get, stream_put
 
 DEFAULTS = get_block("gelu").defaults()
 
@@ -126,21 +126,11 @@ def simulate(params: dict, rows: list[np.ndarray], *, stall_prob: float, seed: i
             assert not ctx.get(dut.o.valid), "extra output beat"
             await ctx.tick()
 
-    async def monitor(ctx):
-        cycle = 0
-        async for _, _, i_valid, i_ready, o_valid, o_ready in ctx.tick().sample(
-                dut.i.valid, dut.i.ready, dut.o.valid, dut.o.ready):
-            if i_valid and i_ready:
-                accepted.append(cycle)
-            if o_valid and o_ready:
-                produced.append(cycle)
-            cycle += 1
-
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
-    sim.add_testbench(monitor, background=True)
+    sim.add_testbench(handshake_monitor(dut.i, dut.o, accepted, produced), background=True)
     sim.run()
     return from_beats(beats, [len(r) for r in rows], params["lanes"]), accepted, produced
 

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from hw.softmax import SoftmaxEngine
 from sim.golden.softmax import (lut2d_log_num, lut2d_log_sum, lut2d_pow, lut_softmax, shift_exp,
                                 shiftmax, softmax_tables, table_bytes)
-from sim.streams import Stalls, stream_get, stream_put
+from sim.streams import Stalls, handshake_monitor, stream_get, stream_put
 
 S = 0.125
 
@@ -213,21 +213,11 @@ def simulate(dut, rows, *, in_stalls=None, out_stalls=None):
             assert not ctx.get(dut.o.valid), "extra output beat"
             await ctx.tick()
 
-    async def monitor(ctx):
-        cycle = 0
-        async for _, _, iv, ir, ov, orr in ctx.tick().sample(dut.i.valid, dut.i.ready,
-                                                             dut.o.valid, dut.o.ready):
-            if iv and ir:
-                in_cycles.append(cycle)
-            if ov and orr:
-                out_cycles.append(cycle)
-            cycle += 1
-
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
-    sim.add_process(monitor)
+    sim.add_process(handshake_monitor(dut.i, dut.o, in_cycles, out_cycles))
     sim.run()
     return beats, in_cycles, out_cycles
 
