@@ -18,7 +18,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from .stalls import Stalls
 
 __all__ = ["encode", "decode", "StreamSource", "StreamSink", "load_manifest", "start_clock_reset",
-           "seed", "check_equal"]
+           "seed", "check_equal", "watch_handshakes"]
 
 
 def encode(desc: dict, value) -> int:
@@ -160,3 +160,21 @@ class StreamSink:
             await ReadOnly()
             assert not self.valid.value, f"unexpected extra beat {n} cycles after the last"
             await RisingEdge(self.clk)
+
+
+async def watch_handshakes(dut, manifest: dict, count: int, *, source: str = "i",
+                           sink: str = "o") -> tuple[list[int], list[int]]:
+    """The cycle of every handshake on the streams ``source`` and ``sink`` (port names from the
+    manifest), until ``count`` beats have left ``sink``: ``(accepted, produced)``."""
+    ports = [getattr(dut, manifest["streams"][name][role])
+             for name in (source, sink) for role in ("valid", "ready")]
+    accepted, produced, cycle = [], [], 0
+    while len(produced) < count:
+        await ReadOnly()
+        if ports[0].value and ports[1].value:
+            accepted.append(cycle)
+        if ports[2].value and ports[3].value:
+            produced.append(cycle)
+        await RisingEdge(dut.clk)
+        cycle += 1
+    return accepted, produced

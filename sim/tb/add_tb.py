@@ -12,11 +12,11 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge
 
 from sim.add_driver import expected, from_beats, param_beat, random_params, random_tensor, \
     tensor_beats
-from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, start_clock_reset
+from sim.cocotb_streams import (StreamSink, StreamSource, load_manifest, seed, start_clock_reset,
+                                 watch_handshakes)
 from sim.stalls import Stalls
 
 
@@ -93,22 +93,9 @@ async def full_rate_and_latency(dut):
     n, w, lanes = tb.inputs, tb.in_width, tb.lanes
     plan = [("load", random_params(rng, n, w, tb.out_width)),
             ("tensor", random_tensor(rng, n, 40, lanes, w, 0))]
-    accepted, produced = [], []
-
-    async def watch():
-        cycle = 0
-        while len(produced) < 40:
-            await ReadOnly()
-            if dut.i__valid.value and dut.i__ready.value:
-                accepted.append(cycle)
-            if dut.o__valid.value and dut.o__ready.value:
-                produced.append(cycle)
-            await RisingEdge(dut.clk)
-            cycle += 1
-
-    watcher = cocotb.start_soon(watch())
+    watcher = cocotb.start_soon(watch_handshakes(dut, tb.manifest, 40))
     await tb.run(plan)
-    await watcher
+    accepted, produced = await watcher
     latencies = {o - i for i, o in zip(accepted, produced)}
     assert latencies == {tb.figures["latency_cycles"]}, (
         f"latencies {sorted(latencies)} != manifest {tb.figures['latency_cycles']}")

@@ -11,9 +11,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, start_clock_reset
+from sim.cocotb_streams import (StreamSink, StreamSource, load_manifest, seed, start_clock_reset,
+                                 watch_handshakes)
 from sim.gelu_driver import expected, from_beats, random_rows, to_beats
 from sim.stalls import Stalls
 
@@ -85,22 +85,9 @@ async def full_rate_and_latency(dut):
     rng = np.random.default_rng(seed() + 20)
     rows = [rng.integers(-(1 << (width - 1)), 1 << (width - 1), row_len) for _ in range(6)]
     total = 6 * row_len // lanes
-    accepted, produced = [], []
-
-    async def watch():
-        cycle = 0
-        while len(produced) < total:
-            await ReadOnly()
-            if dut.i__valid.value and dut.i__ready.value:
-                accepted.append(cycle)
-            if dut.o__valid.value and dut.o__ready.value:
-                produced.append(cycle)
-            await RisingEdge(dut.clk)
-            cycle += 1
-
-    watcher = cocotb.start_soon(watch())
+    watcher = cocotb.start_soon(watch_handshakes(dut, tb.manifest, total))
     got = await tb.run(rows)
-    await watcher
+    accepted, produced = await watcher
     tb.check(rows, got)
     period = tb.figures["beat_period_cycles"]
     # An iterative divider lets the pipeline ahead of it take the first beats faster.

@@ -12,9 +12,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, start_clock_reset
+from sim.cocotb_streams import (StreamSink, StreamSource, load_manifest, seed, start_clock_reset,
+                                 watch_handshakes)
 from sim.layernorm_driver import (expected, folded_params, from_beats, minilm_embedding_rows,
                                   param_beats, random_params, random_rows, row_beats)
 from sim.stalls import Stalls
@@ -108,22 +108,9 @@ async def full_rate_and_latency(dut):
     n = tb.hidden
     load = random_params(rng, n, tb.out_width)
     rows = random_rows(rng, n, tb.in_width, 8)
-    accepted, produced = [], []
-
-    async def watch():
-        cycle = 0
-        while len(produced) < 8 * n:
-            await ReadOnly()
-            if dut.i__valid.value and dut.i__ready.value:
-                accepted.append(cycle)
-            if dut.o__valid.value and dut.o__ready.value:
-                produced.append(cycle)
-            await RisingEdge(dut.clk)
-            cycle += 1
-
-    watcher = cocotb.start_soon(watch())
+    watcher = cocotb.start_soon(watch_handshakes(dut, tb.manifest, 8 * n))
     await tb.run([("load", load), ("rows", rows)])
-    await watcher
+    accepted, produced = await watcher
     latency = produced[0] - accepted[n - 1]
     assert latency == tb.figures["latency_cycles"], (
         f"latency {latency} != manifest {tb.figures['latency_cycles']}")

@@ -12,9 +12,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, start_clock_reset
+from sim.cocotb_streams import (StreamSink, StreamSource, load_manifest, seed, start_clock_reset,
+                                 watch_handshakes)
 from sim.golden.softmax import lut_softmax, shiftmax
 from sim.stalls import Stalls
 
@@ -93,22 +93,9 @@ async def full_rate_and_latency(dut):
     rng = np.random.default_rng(seed() + 7)
     rows = tb.random_rows(rng, _rows())
     total = sum(len(r) for r in rows)
-    accepted, delivered = [], []
-
-    async def watch():
-        cycle = 0
-        while len(delivered) < total:
-            await ReadOnly()
-            if dut.i__valid.value and dut.i__ready.value:
-                accepted.append(cycle)
-            if dut.o__valid.value and dut.o__ready.value:
-                delivered.append(cycle)
-            await RisingEdge(dut.clk)
-            cycle += 1
-
-    watcher = cocotb.start_soon(watch())
+    watcher = cocotb.start_soon(watch_handshakes(dut, tb.manifest, total))
     await tb.run(rows)
-    await watcher
+    accepted, delivered = await watcher
     span = accepted[-1] - accepted[0] + 1
     assert span == total, f"{total} elements took {span} input cycles (bubbles)"
     first_len = len(rows[0])
