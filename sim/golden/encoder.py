@@ -74,7 +74,7 @@ import numpy as np
 
 from .add import AddParams, add_int
 from .attention import token_mask
-from .gelu import i_gelu, lut_gelu, shift_gelu
+from .gelu import gelu_exact, i_gelu, lut_gelu, shift_gelu
 from .gemm import gemm_accumulate, quantize_multiplier, requantize
 from .layernorm import LayerNormFold, fold_layer_norm, layer_norm_int
 from .softmax import lut_softmax, shiftmax
@@ -390,7 +390,8 @@ def embed_int(model: QuantizedEncoder, ids: np.ndarray) -> tuple[np.ndarray, np.
     """The int16 embedding sum of each token and its integer LayerNorm."""
     e = model.embeddings
     length = len(ids)
-    rows = (e.word[ids], e.position[:length], np.broadcast_to(e.token_type[0], e.word[ids].shape))
+    word = e.word[ids]
+    rows = (word, e.position[:length], np.broadcast_to(e.token_type[0], word.shape))
     total = add_int(rows, e.add)
     return total, e.ln(total)
 
@@ -475,7 +476,6 @@ def _float_ln(x, in_scale, ln: LayerNormQ, out_scale) -> np.ndarray:
 
 
 def _float_gelu(x, g: GeluQ, out_scale) -> np.ndarray:
-    from .gelu import gelu_exact
     return _quant(gelu_exact(x * g.scale), out_scale, g.out.bits)
 
 
@@ -528,11 +528,6 @@ def encoder_dims(weights: dict, heads: int | None = None) -> dict:
     return {"hidden": hidden, "heads": heads, "ffn": ffn, "layers": layers,
             "vocab": int(word.shape[0]),
             "max_len": int(weights["embeddings.position_embeddings.weight"].shape[0])}
-
-
-def _erf_gelu(x):
-    from .gelu import gelu_exact
-    return gelu_exact(x)
 
 
 def _dynamic_uint8(x: np.ndarray) -> np.ndarray:
@@ -597,7 +592,7 @@ def forward_float(weights: dict, token_ids, *, heads: int | None = None,
         r1 = attn + x
         h1 = ln(r1, f"{p}.attention.output.LayerNorm")
         f1 = dense(h1, f"{p}.intermediate.dense")
-        g = _erf_gelu(f1)
+        g = gelu_exact(f1)
         f2 = dense(g, f"{p}.output.dense")
         r2 = f2 + h1
         x = ln(r2, f"{p}.output.LayerNorm")
