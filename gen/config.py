@@ -72,8 +72,9 @@ def _check_value(where: str, p: Param, value):
 def validate_params(block: BlockSpec, raw: dict, *, source: str = "") -> BlockConfig:
     """Check ``raw`` (possibly partial) against the block's parameters; fill defaults.
 
-    Cross-parameter constraints are checked by building the component, whose constructor names
-    the parameter; its message is returned as a ``ConfigError``.
+    Cross-parameter constraints are checked by constructing the block's parameter dataclass
+    (``BlockSpec.param_class``), whose messages name the parameter; they are returned as a
+    ``ConfigError``. A block without one is checked by building its component.
     """
     prefix = f"{source}: " if source else ""
     known = {p.name: p for p in block.params}
@@ -84,8 +85,14 @@ def validate_params(block: BlockSpec, raw: dict, *, source: str = "") -> BlockCo
                               f"(known: {', '.join(known)})")
         params[key] = _check_value(f"{prefix}{block.name}.{key}", known[key], value)
     config = BlockConfig(block, params)
-    probe = build_component(config, source=source)   # cross-parameter checks
-    probe._MustUse__silence = True                    # built only to validate, never elaborated
+    if block.param_class is not None:
+        try:
+            block.parameters(params)                 # cross-parameter checks
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{prefix}{block.name}: {error}") from None
+    else:
+        probe = build_component(config, source=source)   # cross-parameter checks
+        probe._MustUse__silence = True                    # built only to validate, never elaborated
     return config
 
 

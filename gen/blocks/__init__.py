@@ -56,6 +56,10 @@ class BlockSpec:
     ``resources(params) -> dict`` estimates what a configuration needs on an FPGA, for
     ``lutra build``'s fit check: ``multipliers`` (a list of ``(a_bits, b_bits, count)``),
     ``ram_bits`` and ``lcs`` (LUT4-sized logic cells), if the block gives one.
+    ``param_class`` is the block's parameter dataclass (``hw/<block>/params.py``): the
+    configuration is validated by constructing it (``parameters(params)``), never by building a
+    component; ``make_params(params)`` builds it when the parameter dict holds more than its
+    fields (the encoder's model choice).
     ``selftest(params, seed) -> dict`` gives ``{"inputs": {stream: [payload, ...]},
     "outputs": {stream: [payload, ...]}}`` computed by the golden model, for the board
     self-test bitstream, if the block gives one.
@@ -76,7 +80,18 @@ class BlockSpec:
     #: to build (Icarus when present). Whole designs (the attention unit, the encoder) name
     #: Verilator, whose compiled model runs them in seconds where Icarus takes many minutes.
     demo_simulator: str | None = None
+    param_class: type | None = None
+    make_params: Callable | None = None
     extra: dict = field(default_factory=dict)
+
+    def parameters(self, params: dict):
+        """The block's parameter dataclass for the parameter dict ``params`` (validated on
+        construction: ``TypeError``/``ValueError`` name the parameter)."""
+        if self.make_params is not None:
+            return self.make_params(dict(params))
+        if self.param_class is None:
+            raise TypeError(f"block {self.name!r} has no parameter dataclass")
+        return self.param_class(**params)
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}

@@ -36,6 +36,7 @@ BLOCK = BlockSpec(
             "sums and embedding sum), requantization loaded at run time",
     params=params_from(AddUnitParams),
     build=_build,
+    param_class=AddUnitParams,
     figures=_figures,
     ports={
         "i": "lanes signed in_width-bit elements of each input tensor per beat (data[input]"

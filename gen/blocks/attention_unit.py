@@ -58,6 +58,7 @@ BLOCK = BlockSpec(
             "engines (GEMM core + softmax), Q/K/V/O block RAM",
     params=params_from(UnitParams),
     build=_build,
+    param_class=UnitParams,
     figures=_figures,
     ports={
         "desc": "one beat per sequence of the batch: length (1..max_len tokens); last on the "

@@ -70,6 +70,8 @@ BLOCK = BlockSpec(
             "LayerNorm, GELU and ADD, activations on chip, weights from a read port",
     params=_params(),
     build=_build,
+    param_class=EncoderParams,
+    make_params=encoder_params,
     figures=_figures,
     ports={
         "seq": "one beat per sequence of the batch: its length in tokens; last ends the batch",

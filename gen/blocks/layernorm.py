@@ -38,6 +38,7 @@ BLOCK = BlockSpec(
             "into a per-channel requantization loaded at run time)",
     params=params_from(LayerNormParams),
     build=_build,
+    param_class=LayerNormParams,
     figures=_figures,
     ports={
         "i": "one signed in_width-bit element per beat; a row is hidden consecutive beats",
