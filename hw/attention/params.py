@@ -4,20 +4,21 @@ entry, the fit check and the benchmark read them without building a component.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..common.params import param, validate_fields
 
 
-__all__ = ["EngineParams", "UnitParams", "BLOCKS", "SOFTMAX_METHODS", "V_FIFO_DEPTH",
-           "block_width", "token_width"]
+__all__ = ["RowParams", "EngineParams", "UnitParams", "BLOCKS", "SOFTMAX_METHODS",
+           "V_FIFO_DEPTH", "block_width", "token_width"]
 
 #: Tokens per block: the GEMM core of an engine is ``block x block`` PEs.
 BLOCKS = (2, 4, 8, 16)
 SOFTMAX_METHODS = ("recip", "lut2d", "shiftmax")
 #: Words of V an engine may have requested and not yet given to its GEMM core: covers the
-#: unit's read round trip (arbitration, address, block RAM read, zeroing) at one word a clock.
-V_FIFO_DEPTH = 8
+#: unit's read round trip (grant, table, address, block RAM read, answer register: 5 cycles,
+#: ``hw.attention.unit.READ_LATENCY``) and the arbiter's waits at one word a clock.
+V_FIFO_DEPTH = 16
 
 
 def block_width(max_len: int, block: int) -> int:
@@ -32,8 +33,34 @@ def token_width(max_len: int, block: int) -> int:
     return block_width(max_len, block) + block.bit_length() - 1
 
 
-class _Derived:
-    """Figures shared by the engine and unit parameter sets (both have these fields)."""
+@dataclass(frozen=True)
+class RowParams:
+    """The parameters of one row's computation, shared by the engine and the unit (declared
+    here once), and every figure derived from them. Field metadata holds the help text and
+    bounds."""
+
+    block: int = param(4, "tokens per block; each engine's GEMM core is block x block PEs",
+                        choices=BLOCKS)
+    head_dim: int = param(32, "elements per head (a multiple of block)", lo=2, hi=256)
+    max_len: int = param(128, "longest sequence in tokens", lo=1, hi=4096)
+    window: int = param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
+    n_global: int = param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
+    causal: bool = param(False, "keep keys at or before the query position only")
+    softmax: str = param("recip", "softmax method of the engines",
+                          choices=SOFTMAX_METHODS)
+    softmax_scale: float = param(0.25, "softmax input scale (fixes its tables)",
+                                  lo=2.0 ** -12, hi=4.0)
+    out_lanes: int = param(2, "GEMM output elements per clock per engine (requantizer lanes, "
+                            "4 DSPs each); divides block", lo=1, hi=16)
+
+    def __post_init__(self):
+        validate_fields(self)
+        if self.head_dim % self.block:
+            raise ValueError(f"head_dim must be a multiple of block ({self.block}), "
+                             f"not {self.head_dim!r}")
+        if self.block % self.out_lanes:
+            raise ValueError(f"out_lanes must divide block ({self.block}), "
+                             f"not {self.out_lanes!r}")
 
     @property
     def n_blocks(self) -> int:
@@ -82,65 +109,30 @@ class _Derived:
 
 
 @dataclass(frozen=True)
-class EngineParams(_Derived):
-    """Generation-time parameters of :class:`hw.attention.engine.AttentionEngine`, checked on
-    construction. Field metadata holds the help text and bounds."""
+class EngineParams(RowParams):
+    """Generation-time parameters of :class:`hw.attention.engine.AttentionEngine`: the row's
+    (:class:`RowParams`) and the width of the command's sequence id."""
 
-    block: int = param(4, "tokens per block; the engine's GEMM core is block x block PEs",
-                        choices=BLOCKS)
-    head_dim: int = param(32, "elements per head (a multiple of block)", lo=2, hi=256)
-    max_len: int = param(128, "longest sequence in tokens", lo=1, hi=4096)
-    window: int = param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
-    n_global: int = param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
-    causal: bool = param(False, "keep keys at or before the query position only")
-    softmax: str = param("recip", "softmax method of the engine",
-                          choices=SOFTMAX_METHODS)
-    softmax_scale: float = param(0.25, "softmax input scale (fixes its tables)",
-                                  lo=2.0 ** -12, hi=4.0)
-    out_lanes: int = param(2, "GEMM output elements per clock (requantizer lanes, 4 DSPs "
-                            "each); divides block", lo=1, hi=16)
     seq_width: int = param(8, "bits of the command's sequence id", lo=1, hi=16)
-
-    def __post_init__(self):
-        validate_fields(self)
-        if self.head_dim % self.block:
-            raise ValueError(f"head_dim must be a multiple of block ({self.block}), "
-                             f"not {self.head_dim!r}")
-        if self.block % self.out_lanes:
-            raise ValueError(f"out_lanes must divide block ({self.block}), "
-                             f"not {self.out_lanes!r}")
 
 
 @dataclass(frozen=True)
-class UnitParams(_Derived):
-    """Generation-time parameters of :class:`hw.attention.unit.AttentionUnit`."""
+class UnitParams(RowParams):
+    """Generation-time parameters of :class:`hw.attention.unit.AttentionUnit`: the row's
+    (:class:`RowParams`, every engine gets them) and the unit's own."""
 
     engines: int = param(4, "attention engines", lo=1, hi=16)
     heads: int = param(12, "attention heads (hidden = heads x head_dim)", lo=1, hi=64)
-    head_dim: int = param(32, "elements per head (a multiple of block)", lo=2, hi=256)
-    block: int = param(4, "tokens per block; each engine's GEMM core is block x block PEs",
-                        choices=BLOCKS)
-    max_len: int = param(128, "longest sequence in tokens", lo=1, hi=4096)
     max_tokens: int = param(128, "tokens of a batch (depth of the Q, K, V, O memories)",
                              lo=1, hi=65536)
     max_seqs: int = param(16, "sequences of a batch", lo=1, hi=1024)
-    window: int = param(1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255)
-    n_global: int = param(1, "global blocks (see and are seen by all)", lo=0, hi=255)
-    causal: bool = param(False, "keep keys at or before the query position only")
-    softmax: str = param("recip", "softmax method of the engines",
-                          choices=SOFTMAX_METHODS)
-    softmax_scale: float = param(0.25, "softmax input scale (fixes its tables)",
-                                  lo=2.0 ** -12, hi=4.0)
-    out_lanes: int = param(2, "GEMM output elements per clock per engine (4 DSPs each); "
-                            "divides block", lo=1, hi=16)
     read_ports: int = param(1, "read ports of each of the Q, K, V memories (each a copy of "
                              "its block RAM); engine e uses port e % read_ports", lo=1, hi=16)
     lookahead: int = param(16, "rows held in the scheduler's dispatch window", lo=1, hi=64)
     longest_first: bool = param(True, "longest row first in the window (else FIFO)")
 
     def __post_init__(self):
-        validate_fields(self)
-        self.engine             # checks head_dim, out_lanes against block
+        super().__post_init__()
         if self.read_ports > self.engines:
             raise ValueError(f"read_ports must be <= engines ({self.engines}), "
                              f"not {self.read_ports!r}")
@@ -179,8 +171,5 @@ class UnitParams(_Derived):
     @property
     def engine(self) -> EngineParams:
         """The parameters every engine of the unit gets."""
-        return EngineParams(block=self.block, head_dim=self.head_dim, max_len=self.max_len,
-                            window=self.window, n_global=self.n_global, causal=self.causal,
-                            softmax=self.softmax, softmax_scale=self.softmax_scale,
-                            out_lanes=self.out_lanes,
-                            seq_width=self.seq_bits + self.head_bits)
+        row = {f.name: getattr(self, f.name) for f in fields(RowParams)}
+        return EngineParams(**row, seq_width=self.seq_bits + self.head_bits)

@@ -9,15 +9,18 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.arith import times_constant
 from .engine import AttentionEngine, Quant, Word
 from .params import UnitParams
 from .scheduler import AttentionScheduler
 
 __all__ = ["SequenceIn", "ContextOut", "AttentionUnit", "READ_LATENCY"]
 
-#: Cycles from an engine's read request handshake to its answer: the registered grant, then
-#: the address computed from the sequence table and the block RAM read.
-READ_LATENCY = 2
+#: Cycles from an engine's read request handshake to its answer: the registered grant; the
+#: sequence-table entry looked up (token position in the batch, head and chunk offset, past
+#: the length or not); the word address (a constant product by ``hidden / block``, shifted
+#: adds); the block RAM read; the answer registered. Each stage reads registers only.
+READ_LATENCY = 5
 
 
 def SequenceIn(max_len: int) -> data.StructLayout:
@@ -129,16 +132,31 @@ class AttentionUnit(wiring.Component):
             m.d.comb += port.addr.eq(seq_id[hb:])
             return port.data, (seq_id[:hb] if hb else Const(0, 1))
 
-        def address(entry, head, token, chunk):
-            """Word address of ``chunk`` of ``head`` of ``token`` of a sequence."""
-            return (entry.base + token) * wpt + head * chunks + chunk
+        def locate(name, entry, head, token, chunk):
+            """Registered: the token's row in the batch, the head's chunk in the row and
+            whether the token is past the sequence (the address's first stage)."""
+            row = Signal(tokens_shape, name=f"{name}_row")
+            column = Signal(range(wpt), name=f"{name}_column")
+            outside = Signal(name=f"{name}_outside")
+            m.d.sync += [row.eq(entry.base + token), column.eq(times_constant(head, chunks) + chunk),
+                         outside.eq(token >= entry.length)]
+            return row, column, outside
+
+        def word_address(name, row, column):
+            """Registered: ``row x hidden / block + column`` (shifted adds, no multiplier)."""
+            addr = Signal(range(depth), name=f"{name}_addr")
+            m.d.sync += addr.eq(times_constant(row, wpt) + column)
+            return addr
 
         # ---- load ----------------------------------------------------------------------
         n_seqs = Signal(range(p.max_seqs + 1))
         n_tokens = Signal(tokens_shape)
         all_desc = Signal()
+        # the batch's words, a register a cycle behind n_tokens: the room check below uses
+        # it from the cycle after the last descriptor on (all_words), none in that cycle
         total_words = Signal(range(depth + 1))
-        m.d.comb += total_words.eq(n_tokens * wpt)
+        all_words = Signal()
+        m.d.sync += [total_words.eq(times_constant(n_tokens, wpt)), all_words.eq(all_desc)]
         desc_fire = self.desc.valid & self.desc.ready
         m.d.comb += [
             self.desc.ready.eq((state == State.LOAD) & ~all_desc),
@@ -158,7 +176,7 @@ class AttentionUnit(wiring.Component):
             m.submodules[f"{name}_memory"] = mem
             port, write = getattr(self, name), mem.write_port()
             count = Signal(range(depth + 1), name=f"{name}_words")
-            room = Mux(all_desc, count != total_words, count != depth)
+            room = Mux(all_words, count != total_words, ~all_desc & (count != depth))
             m.d.comb += [port.ready.eq((state == State.LOAD) & room),
                          write.addr.eq(count), write.data.eq(port.payload),
                          write.en.eq(port.valid & port.ready)]
@@ -206,19 +224,28 @@ class AttentionUnit(wiring.Component):
                 for e, req in enumerate(reqs):
                     with m.If(grant == e):
                         m.d.sync += req1.eq(req.payload)
-                # stage 2: address from the sequence table; the block RAM reads it
+                # stage 2: the sequence-table entry; stage 3: the word address
                 entry, head = lookup(req1.seq)
+                row, column, outside2 = locate(f"{tag}_2", entry, head, req1.token, req1.chunk)
+                addr = word_address(f"{tag}_3", row, column)
                 read = memories[t].read_port()
-                m.d.comb += read.addr.eq(address(entry, head, req1.token, req1.chunk))
-                valid2 = Signal(name=f"{tag}_valid2")
-                engine2 = Signal.like(grant, name=f"{tag}_engine2")
-                outside = Signal(name=f"{tag}_outside")
+                m.d.comb += read.addr.eq(addr)
+                valid2, valid3, valid4, valid5 = (Signal(name=f"{tag}_valid{n}")
+                                                  for n in range(2, 6))
+                engine2, engine3, engine4, engine5 = (Signal.like(grant, name=f"{tag}_engine{n}")
+                                                      for n in range(2, 6))
+                outside3, outside4 = Signal(name=f"{tag}_outside3"), Signal(name=f"{tag}_outside4")
+                answer = Signal(Word(B), name=f"{tag}_answer")
                 m.d.sync += [valid2.eq(valid1), engine2.eq(engine1),
-                             outside.eq(req1.token >= entry.length)]
-                # stage 3: the answer (engines always have room for what they asked)
+                             valid3.eq(valid2), engine3.eq(engine2), outside3.eq(outside2),
+                             valid4.eq(valid3), engine4.eq(engine3), outside4.eq(outside3),
+                             valid5.eq(valid4), engine5.eq(engine4),
+                             answer.eq(Mux(outside4, 0, read.data))]
+                # stage 4: the block RAM read; stage 5: the answer, registered (engines always
+                # have room for what they asked)
                 for e, resp in enumerate(resps):
-                    m.d.comb += [resp.valid.eq(valid2 & (engine2 == e)),
-                                 resp.payload.eq(Mux(outside, 0, read.data))]
+                    m.d.comb += [resp.valid.eq(valid5 & (engine5 == e)),
+                                 resp.payload.eq(answer)]
 
         # ---- writes of the context into O ------------------------------------------------
         m.submodules.o_memory = o_memory = Memory(shape=Word(B), depth=depth, init=[])
@@ -234,10 +261,15 @@ class AttentionUnit(wiring.Component):
             with m.If(grant == e):
                 m.d.sync += o_word1.eq(o.payload)
         entry, head = lookup(o_word1.seq)
+        o_row, o_column, _ = locate("o_2", entry, head, o_word1.token, o_word1.chunk)
+        o_addr = word_address("o_3", o_row, o_column)
+        o_valid2, o_valid3 = Signal(), Signal()
+        o_data2, o_data3 = Signal(Word(B)), Signal(Word(B))
+        m.d.sync += [o_valid2.eq(o_valid1), o_data2.eq(o_word1.data),
+                     o_valid3.eq(o_valid2), o_data3.eq(o_data2)]
         written = Signal(range(depth + 1))
-        m.d.comb += [o_write.addr.eq(address(entry, head, o_word1.token, o_word1.chunk)),
-                     o_write.data.eq(o_word1.data), o_write.en.eq(o_valid1)]
-        with m.If(o_valid1):
+        m.d.comb += [o_write.addr.eq(o_addr), o_write.data.eq(o_data3), o_write.en.eq(o_valid3)]
+        with m.If(o_valid3):
             m.d.sync += written.eq(written + 1)
 
         # ---- compute: every (sequence, head) to the scheduler --------------------------
@@ -284,7 +316,7 @@ class AttentionUnit(wiring.Component):
 
         # ---- batch states ------------------------------------------------------------------
         with m.If(state == State.LOAD):
-            with m.If(all_desc & (loaded[0] == total_words) & (loaded[1] == total_words)
+            with m.If(all_words & (loaded[0] == total_words) & (loaded[1] == total_words)
                       & (loaded[2] == total_words)):
                 m.d.sync += [state.eq(State.COMPUTE), feeding.eq(n_seqs != 0),
                              feed_seq.eq(0), feed_head.eq(0), written.eq(0)]
@@ -293,5 +325,5 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [state.eq(State.OUTPUT), read_addr.eq(0)]
         with m.Elif(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += [state.eq(State.LOAD), n_seqs.eq(0), n_tokens.eq(0),
-                         all_desc.eq(0)] + [count.eq(0) for count in loaded]
+                         all_desc.eq(0), all_words.eq(0)] + [count.eq(0) for count in loaded]
         return m
