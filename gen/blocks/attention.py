@@ -1,39 +1,38 @@
 """The length-aware block-sparse attention scheduler as a Lutra block."""
 
-from hw.attention import AttentionScheduler
+from hw.attention import AttentionScheduler, SchedulerParams
 
 from ..resources import netlist_hook
-from . import BlockSpec, Param
+from . import BlockSpec, params_from
 
 
 def _build(p: dict) -> AttentionScheduler:
-    return AttentionScheduler(engines=p["engines"], block=p["block"], window=p["window"],
-                              n_global=p["n_global"], causal=p["causal"],
-                              max_len=p["max_len"], seq_width=p["seq_width"],
-                              lookahead=p["lookahead"], longest_first=p["longest_first"])
+    return AttentionScheduler(SchedulerParams(**p))
 
 
 def _figures(dut: AttentionScheduler) -> dict:
+    cfg = dut.parameters
     return {
-        "engines": dut.engines,
-        "first_command_cycle": 4,
+        "engines": cfg.engines,
+        "first_command_cycle": cfg.FIRST_COMMAND_CYCLE,
         "first_command_meaning": "cycles from the first descriptor handshake to the first "
                                  "command handshake (engine 0 ready)",
-        "row_latency_cycles": 2,
+        "row_latency_cycles": cfg.ROW_LATENCY,
         "row_latency_meaning": "a row generated in cycle t (staged, then inserted into the "
-                               "window) can be dispatched from cycle t + 2",
-        "handover_cycles": 1,
+                               f"window) can be dispatched from cycle t + {cfg.ROW_LATENCY}",
+        "handover_cycles": cfg.HANDOVER,
         "handover_meaning": "an engine whose done is taken in cycle t receives its next row's "
-                            "first command in cycle t + 1 (if a row is in the window)",
+                            f"first command in cycle t + {cfg.HANDOVER} (if a row is in the "
+                            "window)",
         "row_engine_cycles": "pairs x cost_per_pair + 1 with an engine of cost_per_pair cycles "
                              "per command",
         "rows_per_cycle_generated": 1,
-        "rows_per_cycle_dispatched": min(dut.engines, dut.lookahead),
-        "commands_per_cycle": f"up to {dut.engines} (one per engine whose stream is ready)",
-        "lookahead_rows": dut.lookahead,
+        "rows_per_cycle_dispatched": cfg.dispatch_width,
+        "commands_per_cycle": f"up to {cfg.engines} (one per engine whose stream is ready)",
+        "lookahead_rows": cfg.lookahead,
         "policy": ("longest row first within the window, ties in descriptor order"
-                   if dut.longest_first else "descriptor order"),
-        "pairs_per_row_max_non_global": dut.n_global + 2 * dut.window + 1,
+                   if cfg.longest_first else "descriptor order"),
+        "pairs_per_row_max_non_global": cfg.max_pairs_non_global,
         "golden": "sim.golden.attention.schedule (cycle-exact with exact-cost engines)",
     }
 
@@ -43,23 +42,10 @@ def _bench(argv: list[str]) -> int:
     return main(argv)
 
 
-
 BLOCK = BlockSpec(
     name="attention",
     summary="Length-aware scheduler of block-sparse attention rows onto P engines",
-    params=(
-        Param("engines", int, 4, "attention engines (one command stream each)", lo=1, hi=16),
-        Param("block", int, 8, "tokens per block (power of two)",
-              choices=(1, 2, 4, 8, 16, 32, 64)),
-        Param("window", int, 1, "band half-width in blocks: |i - j| <= window", lo=0, hi=255),
-        Param("n_global", int, 1, "global blocks (see and are seen by all)", lo=0, hi=255),
-        Param("causal", bool, False, "keep key blocks j <= i only"),
-        Param("max_len", int, 256, "longest sequence in tokens (sizes the length field)",
-              lo=1, hi=65535),
-        Param("seq_width", int, 8, "bits of the sequence id", lo=1, hi=16),
-        Param("lookahead", int, 32, "rows held in the dispatch window", lo=1, hi=64),
-        Param("longest_first", bool, True, "longest row first in the window (else FIFO)"),
-    ),
+    params=params_from(SchedulerParams),
     build=_build,
     figures=_figures,
     ports={

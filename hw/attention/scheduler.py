@@ -8,11 +8,9 @@ from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.checks import check_bool, check_choice, check_int
+from .scheduler_params import SchedulerParams
 
 __all__ = ["AttentionScheduler", "Command", "Descriptor"]
-
-BLOCK_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def Descriptor(seq_width: int, length_width: int) -> data.StructLayout:
@@ -89,6 +87,8 @@ class AttentionScheduler(wiring.Component):
 
     Parameters
     ----------
+    params : SchedulerParams
+        All the parameters below at once (or give them as keywords).
     engines : int
         Attention engines, 1..16.
     block : int
@@ -120,78 +120,72 @@ class AttentionScheduler(wiring.Component):
         a zero-width stream payload as a malformed ``[-1:0]`` Verilog port.)
     """
 
-    def __init__(self, *, engines: int = 4, block: int = 8, window: int = 1, n_global: int = 1,
-                 causal: bool = False, max_len: int = 256, seq_width: int = 8,
-                 lookahead: int = 32, longest_first: bool = True):
-        check_int("engines", engines, 1, 16)
-        check_int("block", block, 1, 64)
-        check_choice("block", block, BLOCK_SIZES)
-        check_int("window", window, 0, 255)
-        check_int("n_global", n_global, 0, 255)
-        check_bool("causal", causal)
-        check_int("max_len", max_len, 1, 65535)
-        check_int("seq_width", seq_width, 1, 16)
-        check_int("lookahead", lookahead, 1, 64)
-        check_bool("longest_first", longest_first)
-        self._engines, self._block = engines, block
-        self._window, self._n_global, self._causal = window, n_global, causal
-        self._max_len, self._seq_width = max_len, seq_width
-        self._lookahead, self._longest_first = lookahead, longest_first
-        self._length_width = max_len.bit_length()
-        longest = (1 << self._length_width) - 1
-        self._block_width = max(1, (-(-longest // block) - 1).bit_length())
-        members = {"desc": In(stream.Signature(Descriptor(seq_width, self._length_width)))}
-        for e in range(engines):
+    def __init__(self, params: SchedulerParams | None = None, **kwargs):
+        if params is None:
+            params = SchedulerParams(**kwargs)
+        elif kwargs:
+            raise TypeError("give either params or keyword parameters, not both")
+        if not isinstance(params, SchedulerParams):
+            raise TypeError(f"params must be a SchedulerParams, not {params!r}")
+        self._params = params
+        members = {"desc": In(stream.Signature(Descriptor(params.seq_width,
+                                                          params.length_width)))}
+        for e in range(params.engines):
             members[f"cmd_{e}"] = Out(stream.Signature(self.command_layout))
             members[f"done_{e}"] = In(1)
             members[f"done_ready_{e}"] = Out(1)
         super().__init__(members)
 
-    engines = property(lambda self: self._engines)
-    block = property(lambda self: self._block)
-    window = property(lambda self: self._window)
-    n_global = property(lambda self: self._n_global)
-    causal = property(lambda self: self._causal)
-    max_len = property(lambda self: self._max_len)
-    seq_width = property(lambda self: self._seq_width)
-    lookahead = property(lambda self: self._lookahead)
-    longest_first = property(lambda self: self._longest_first)
+    @property
+    def parameters(self) -> SchedulerParams:
+        """The validated parameters with every derived figure."""
+        return self._params
+
+    engines = property(lambda self: self._params.engines)
+    block = property(lambda self: self._params.block)
+    window = property(lambda self: self._params.window)
+    n_global = property(lambda self: self._params.n_global)
+    causal = property(lambda self: self._params.causal)
+    max_len = property(lambda self: self._params.max_len)
+    seq_width = property(lambda self: self._params.seq_width)
+    lookahead = property(lambda self: self._params.lookahead)
+    longest_first = property(lambda self: self._params.longest_first)
 
     @property
     def command_layout(self) -> data.StructLayout:
-        return Command(self._seq_width, self._block_width, self._block)
+        return Command(self._params.seq_width, self._params.block_width, self._params.block)
 
     @property
     def cmd(self) -> list:
         """The engines' command streams, by engine index."""
-        return [getattr(self, f"cmd_{e}") for e in range(self._engines)]
+        return [getattr(self, f"cmd_{e}") for e in range(self._params.engines)]
 
     @property
     def done(self) -> list:
-        return [getattr(self, f"done_{e}") for e in range(self._engines)]
+        return [getattr(self, f"done_{e}") for e in range(self._params.engines)]
 
     @property
     def done_ready(self) -> list:
-        return [getattr(self, f"done_ready_{e}") for e in range(self._engines)]
+        return [getattr(self, f"done_ready_{e}") for e in range(self._params.engines)]
 
     # Constant comparisons (``x < 0``, ``x >= 0``) are resolved here rather than emitted:
     # Verilator rejects them as always-true/false (UNSIGNED).
     def _minus_window(self, block):
         """``max(block - window, 0)``: first block of the band around ``block``."""
-        w = self._window
+        w = self._params.window
         return block if w == 0 else Mux(block >= w, block - w, 0)
 
     def _below_globals(self, block):
         """``block < n_global``."""
-        return block < self._n_global if self._n_global else Const(0, 1)
+        return block < self._params.n_global if self._params.n_global else Const(0, 1)
 
     def elaborate(self, platform):
         m = Module()
-        P, D, B = self._engines, self._lookahead, self._block
-        bw = self._block_width
-        store_first = self._n_global == 0
-        row_layout = _Row(self._seq_width, bw, B, first=store_first)
-        K = min(P, D)                            # most rows dispatched in one cycle
+        P, D, B = self._params.engines, self._params.lookahead, self._params.block
+        bw = self._params.block_width
+        store_first = self._params.n_global == 0
+        row_layout = _Row(self._params.seq_width, bw, B, first=store_first)
+        K = self._params.dispatch_width         # most rows dispatched in one cycle
         full_mask = (1 << B) - 1
 
         # ---- the window: slots[0..holes + waiting), of which the first `holes` were
@@ -277,7 +271,7 @@ class AttentionScheduler(wiring.Component):
 
         # ---- row generator: the current descriptor's query blocks, in order --------------
         cur_valid = Signal()
-        cur_seq = Signal(self._seq_width)
+        cur_seq = Signal(self._params.seq_width)
         cur_last_block = Signal(bw)
         cur_missing = Signal(max(1, B.bit_length() - 1))
         qb = Signal(bw)
@@ -298,7 +292,7 @@ class AttentionScheduler(wiring.Component):
         #   global (q < n_global): q + 1 with causal, else L + 1;
         #   otherwise: min(q + 1, window + n_global + 1) [the band's part left of q, itself
         #   and the global blocks] + (0 with causal, else min(window, L - q)).
-        w, g, causal = self._window, self._n_global, self._causal
+        w, g, causal = self._params.window, self._params.n_global, self._params.causal
         cap = w + g + 1
         length = self.desc.payload.length
         log_b = B.bit_length() - 1
@@ -314,7 +308,7 @@ class AttentionScheduler(wiring.Component):
         # Size of query block 0 of the offered sequence.
         if causal:
             pairs_first = Const(1)
-        elif g or w * B >= (1 << self._length_width) - 1:
+        elif g or w * B >= (1 << self._params.length_width) - 1:
             pairs_first = desc_blocks
         else:
             pairs_first = Mux(length > w * B, w + 1, desc_blocks)
@@ -337,7 +331,7 @@ class AttentionScheduler(wiring.Component):
                 cur_last_block.eq((length - 1) >> log_b),
                 cur_missing.eq(missing),
                 qb.eq(0),
-                at_last.eq(length <= B if B < (1 << self._length_width) - 1 else 1),
+                at_last.eq(length <= B if B < (1 << self._params.length_width) - 1 else 1),
                 gen_pairs.eq(pairs_first),
                 blocks.eq(desc_blocks),
                 next_base.eq(min(2, cap)),
@@ -396,7 +390,7 @@ class AttentionScheduler(wiring.Component):
         # thermometer, and the staged row's insertion, wherever it lands, only moves that
         # thermometer by one slot when the staged row is itself ahead: bit n is then the bit
         # of slot n - 1. So the routes below depend on registers only, not on the dispatch.
-        if self._longest_first:
+        if self._params.longest_first:
             ge = Signal(D)                       # ge[j]: slot j against the generator's row
             for j in range(D):
                 m.d.comb += ge[j].eq(slots[j].pairs >= gen_pairs)
