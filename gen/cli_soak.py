@@ -25,7 +25,8 @@ DEFAULT_SOAK_DIR = Path("build/soak")
 DEFAULT_BEATS = 100_000
 
 #: Blocks with a soak workload (``sim.soak.WORKLOADS``) and, for the others, why not.
-SOAK_BLOCKS = ("gemm", "softmax", "gelu", "layernorm", "add", "winograd", "winograd_fm")
+SOAK_BLOCKS = ("gemm", "softmax", "gelu", "layernorm", "add", "winograd", "winograd_fm",
+               "attention")
 NOT_SOAKED = {
     "attention_unit": "too slow per beat under cocotb for 1e5 beats (a composite engine)",
     "encoder": "too slow per beat under cocotb for 1e5 beats (the whole encoder)",
@@ -43,14 +44,17 @@ class SoakResult:
     @property
     def clean(self) -> bool:
         r = self.report
-        return r["mismatches"] == 0 and r["lost"] == 0 and r["repeated"] == 0
+        return r["mismatches"] == 0 and r["lost"] == 0 and r["repeated"] == 0 \
+            and not r.get("errors")
 
     def lines(self) -> list[str]:
         r = self.report
         rate = r["beats_in"] / r["sim_seconds"] if r["sim_seconds"] else 0.0
         out = [f"{r['block']}: beats in {r['beats_in']}, beats out {r['beats_out']} "
                f"(expected {r['expected_out']}), {r['cycles']} cycles",
-               f"mismatches {r['mismatches']}, lost {r['lost']}, repeated {r['repeated']}",
+               *([r["detail"]] if r.get("detail") else []),
+               f"mismatches {r['mismatches']}, lost {r['lost']}, repeated {r['repeated']}"
+               + (f", other errors {r['errors']}" if r.get("errors") else ""),
                f"wall time {self.wall_seconds:.1f} s (simulation {r['sim_seconds']:.1f} s), "
                f"{rate:.0f} simulated beats/s"]
         if r.get("first_error"):

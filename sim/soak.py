@@ -343,6 +343,171 @@ WORKLOADS: dict[str, Callable[[dict, np.random.Generator], Iterator[Chunk]]] = {
 }
 
 
+# ---- the attention scheduler: a closed loop with stalling engines -------------------------------
+
+def _attention_lengths(rng: np.random.Generator, n: int, batch: int, cfg: dict) -> list[int]:
+    """``n`` sequence lengths in 1..max_len: uniform, or (one batch kind in eight each) all
+    the longest, all single tokens, around block boundaries, or bimodal (short and long)."""
+    max_len, block = cfg["max_len"], cfg["block"]
+    kind = batch % 8
+    if kind == 1:
+        return [max_len] * n
+    if kind == 2:
+        return [1] * n
+    if kind == 3:
+        edges = {max(1, min(max_len, block * k + d))
+                 for k in range(-(-max_len // block) + 1) for d in (-1, 0, 1)}
+        return [int(v) for v in rng.choice(sorted(edges), n)]
+    if kind == 4:
+        short = rng.integers(1, max(2, max_len // 8) + 1, n)
+        long = rng.integers(max(1, 3 * max_len // 4), max_len + 1, n)
+        return [int(v) for v in np.where(rng.random(n) < 0.7, short, long)]
+    return [int(v) for v in rng.integers(1, max_len + 1, n)]
+
+
+class _Gaps:
+    """Descriptor gaps drawn in advance: the first call gives the wait before the first
+    descriptor, each later one the gap after an acceptance (``sim.attention_driver.Harness``)."""
+
+    def __init__(self, gaps: list[int]):
+        self._gaps = deque(gaps)
+
+    def cycles(self) -> int:
+        return self._gaps.popleft() if self._gaps else 0
+
+
+async def _soak_attention(dut, manifest: dict) -> dict:
+    """Batches of descriptors through the scheduler, each engine a behavioural model that
+    stalls its command stream and its ``done`` at random; the golden ``schedule``, given the
+    same stall draws, predicts every command (fields, engine and cycle) and the makespan.
+
+    A *beat in* is a handshake on an input stream: a descriptor, or an engine's ``done``
+    (one per row). Output beats are the commands. Every engine's commands are compared in
+    order on their fields (mismatched, lost or repeated) and then on their cycles (a command
+    in the wrong cycle is a mismatch: the policy decides the cycle); the batch's makespan too.
+    """
+    from cocotb.triggers import ReadOnly, RisingEdge
+
+    from .attention_driver import EngineModel, Harness, check_invariants
+    from .cocotb_streams import decode, encode, seed, start_clock_reset
+    from .golden.attention import schedule
+    from .stalls import Stalls
+
+    class Engine(EngineModel):
+        """The driver's engine model with its extra busy cycles from a stall source."""
+
+        def __init__(self, cost: int, stalls: Stalls):
+            super().__init__(cost)
+            self._stalls = stalls
+
+        def _extra(self) -> int:
+            return self._stalls.cycles()
+
+    cfg = manifest["config"]
+    engines = cfg["engines"]
+    pattern = {k: cfg[k] for k in ("block", "window", "n_global", "causal")}
+    policy = {"lookahead": cfg["lookahead"], "longest_first": cfg["longest_first"]}
+    streams = manifest["streams"]
+    desc_layout, cmd_layout = streams["desc"]["layout"], streams["cmd_0"]["layout"]
+    cmd = [(getattr(dut, f"cmd_{e}__valid"), getattr(dut, f"cmd_{e}__ready"),
+            getattr(dut, f"cmd_{e}__payload")) for e in range(engines)]
+    done = [getattr(dut, f"done_{e}") for e in range(engines)]
+    done_ready = [getattr(dut, f"done_ready_{e}") for e in range(engines)]
+    dut.desc__valid.value = 0
+    for e in range(engines):
+        cmd[e][1].value = 0
+        done[e].value = 0
+    target = int(os.environ.get(BEATS_ENV, "1000"))
+    base = seed()
+    rng = np.random.default_rng(base)
+    boards = [Scoreboard() for _ in range(engines)]
+    counts = {"descriptors": 0, "rows": 0, "batches": 0, "timing": 0, "cycles": 0}
+    errors: list[str] = []
+    await start_clock_reset(dut)
+    start = time.perf_counter()
+
+    while counts["descriptors"] + counts["rows"] < target:
+        batch = counts["batches"]
+        n = int(rng.integers(1, 13))
+        lengths = _attention_lengths(rng, n, batch, cfg)
+        ids = [int(v) for v in rng.choice(1 << cfg["seq_width"], n, replace=False)]
+        cost = int(rng.integers(1, 5))
+        levels = (0.0, 0.1, 0.3, 0.7)
+        probs = [float(rng.choice(levels)) for _ in range(engines + 1)]
+        seeds = [int(v) for v in rng.integers(0, 1 << 30, engines + 1)]
+        gap_stalls = Stalls(probs[engines], 6, seeds[engines])
+        gaps = [gap_stalls.cycles() for _ in range(n)]
+        want = schedule(lengths, engines=engines, cost_per_pair=cost, **pattern, **policy,
+                        engine_stalls=[Stalls(probs[e], 6, seeds[e]).cycles
+                                       for e in range(engines)], desc_gaps=gaps[1:])
+        models = [Engine(cost, Stalls(probs[e], 6, seeds[e])) for e in range(engines)]
+        harness = Harness(lengths, ids, models, _Gaps(gaps))
+        limit = 4 * want.makespan + 500
+        cycle = 0
+        while not harness.over and cycle < limit:
+            desc, ready, raised = harness.drive(cycle)
+            dut.desc__valid.value = int(desc is not None)
+            if desc is not None:
+                dut.desc__payload.value = encode(desc_layout, desc)
+            for e in range(engines):
+                cmd[e][1].value = int(ready[e])
+                done[e].value = int(raised[e])
+            await ReadOnly()
+            harness.observe(cycle, bool(dut.desc__ready.value),
+                            [bool(c[0].value) for c in cmd],
+                            lambda e: decode(cmd_layout, int(cmd[e][2].value)),
+                            [bool(r.value) for r in done_ready])
+            await RisingEdge(dut.clk)
+            cycle += 1
+        counts["cycles"] += cycle
+        counts["batches"] += 1
+        counts["descriptors"] += harness.sent
+        counts["rows"] += sum(len(m.done_cycles) for m in models)
+        if not harness.over:
+            errors.append(f"batch {batch} {lengths}: no end after {limit} cycles")
+        got = harness.commands() if harness.origin is not None else [[] for _ in models]
+        for e, (board, mine, golden) in enumerate(zip(boards, got, want.engines)):
+            fields = [{"seq": ids[c.seq], "query_block": c.query_block,
+                       "key_block": c.key_block, "last": int(c.last), "valid": c.valid}
+                      for c in golden]
+            board.expect(fields)
+            for c in mine:
+                board.push({"seq": c.seq, "query_block": c.query_block,
+                            "key_block": c.key_block, "last": int(c.last), "valid": c.valid})
+            board.finish()
+            if [c[1:] for c in mine] == [(ids[c.seq], *c[2:]) for c in golden]:
+                late = [(g.cycle, w.cycle) for g, w in zip(mine, golden) if g.cycle != w.cycle]
+                counts["timing"] += len(late)
+                if late:
+                    errors.append(f"batch {batch} engine {e}: {len(late)} commands off their "
+                                  f"cycle, first at {late[0][0]} instead of {late[0][1]}")
+        if harness.origin is not None and harness.over and harness.makespan() != want.makespan:
+            errors.append(f"batch {batch}: makespan {harness.makespan()} != {want.makespan}")
+        try:
+            check_invariants(models, lengths, ids, **pattern)
+        except AssertionError as error:
+            errors.append(f"batch {batch}: {error}")
+        if not harness.over:
+            break                   # the design's state is unknown: stop here
+    elapsed = time.perf_counter() - start
+    for board in boards:
+        if board.first_error:
+            errors.insert(0, board.first_error)
+    sums = {k: sum(getattr(b, k) for b in boards)
+            for k in ("received", "matched", "mismatches", "lost", "repeated")}
+    return {"block": "attention", "beats_in": counts["descriptors"] + counts["rows"],
+            "beats_out": sums["received"],
+            "expected_out": sums["matched"] + sums["mismatches"] + sums["lost"],
+            "mismatches": sums["mismatches"] + counts["timing"],
+            "lost": sums["lost"], "repeated": sums["repeated"],
+            "cycles": counts["cycles"], "sim_seconds": round(elapsed, 3),
+            "first_error": errors[0] if errors else None, "seed": base,
+            "errors": len(errors),
+            "detail": f"{counts['batches']} batches, {counts['descriptors']} descriptors, "
+                      f"{counts['rows']} rows (done beats), {sums['received']} commands, "
+                      f"{counts['timing']} commands off their golden cycle"}
+
+
 # ---- the cocotb test ------------------------------------------------------------------------
 
 async def _soak(dut) -> dict:
@@ -436,10 +601,16 @@ async def _soak(dut) -> dict:
 async def soak(dut):
     """At least LUTRA_SOAK_BEATS input beats with random data, stalls and parameters; every
     output beat compared in order with the golden model."""
-    report = await _soak(dut)
+    from .cocotb_streams import load_manifest
+    manifest = load_manifest()
+    if manifest["block"] == "attention":
+        report = await _soak_attention(dut, manifest)
+    else:
+        report = await _soak(dut)
     path = os.environ.get(REPORT_ENV)
     if path:
         Path(path).write_text(json.dumps(report) + "\n")
-    assert report["mismatches"] == report["lost"] == report["repeated"] == 0, (
+    assert report["mismatches"] == report["lost"] == report["repeated"] == 0 and not report.get(
+        "errors"), (
         f"{report['mismatches']} mismatches, {report['lost']} lost, {report['repeated']} "
         f"repeated; first: {report['first_error']}")

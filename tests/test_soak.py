@@ -36,6 +36,7 @@ def _counts(text: str) -> dict[str, int]:
 @pytest.mark.parametrize("block, simulator", [
     pytest.param("gelu", "verilator", marks=_needs("verilator")),
     pytest.param("softmax", "verilator", marks=_needs("verilator")),
+    pytest.param("attention", "verilator", marks=_needs("verilator")),
     pytest.param("gelu", "icarus", marks=_needs("icarus")),
 ])
 def test_soak_command(block, simulator, build_dir, capsys):
@@ -81,6 +82,40 @@ def test_wrong_golden_fails(build_dir):
     (test_dir / "soak_wrong_golden.py").write_text(WRONG_GOLDEN)
     result = soak_block(config, "verilator", beats=300, build_root=build_dir,
                         tb_module="soak_wrong_golden")
+    assert not result.clean
+    assert result.report["mismatches"] > 0, result.report
+    assert result.lines()[-1] == "FAIL"
+
+
+WRONG_POLICY = """\
+import sim.golden.attention
+
+_schedule = sim.golden.attention.schedule
+
+
+def _wrong(lengths, **kwargs):
+    # the opposite window order: descriptor order instead of longest row first
+    kwargs["longest_first"] = not kwargs["longest_first"]
+    return _schedule(lengths, **kwargs)
+
+
+sim.golden.attention.schedule = _wrong
+
+from sim.soak import soak  # noqa: E402,F401
+"""
+
+
+@_needs("verilator")
+def test_attention_wrong_policy_fails(build_dir):
+    """The scheduler's soak compares the policy, not only the set of commands: a golden
+    schedule with the other window order fails it (commands on other engines, in other
+    cycles), while every command still comes exactly once."""
+    config = validate_params(get_block("attention"), {})
+    test_dir = build_dir / f"{config.key()}-verilator"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    (test_dir / "soak_wrong_policy.py").write_text(WRONG_POLICY)
+    result = soak_block(config, "verilator", beats=300, build_root=build_dir,
+                        tb_module="soak_wrong_policy")
     assert not result.clean
     assert result.report["mismatches"] > 0, result.report
     assert result.lines()[-1] == "FAIL"

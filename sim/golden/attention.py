@@ -43,6 +43,18 @@ cycle 0 the cycle in which the first sequence descriptor is accepted:
 
 The makespan is the cycle of the last ``done``. Every row costs its engine ``n * cost_per_pair
 + 1`` cycles (the extra cycle is the registered hand-over from ``done`` to the next command).
+
+Stalling neighbours
+-------------------
+The same policy with engines and a descriptor source that stall (``schedule``'s
+``engine_stalls`` and ``desc_gaps``): after the handshake of each command in cycle ``c``, an
+engine's command stream is ready again in cycle ``c + cost_per_pair + x`` and, after a row's
+last command, it raises ``done`` ``x'`` cycles after that (``x``, ``x'`` >= 0 drawn in that
+order from the engine's stall source); ``done`` is taken, and the engine freed, in the cycle
+it is raised. Descriptor ``n >= 1`` is offered ``g_n`` idle cycles after the cycle following
+its predecessor's acceptance, and is accepted in the later of that cycle and the cycle its
+predecessor's last row is generated; its first row can be generated from the cycle after.
+With no stalls this is the schedule above.
 """
 
 from __future__ import annotations
@@ -174,12 +186,16 @@ class Schedule(NamedTuple):
 
 def schedule(lengths, *, engines: int, block: int = 8, window: int = 1, n_global: int = 1,
              causal: bool = False, cost_per_pair: int, lookahead: int = 16,
-             longest_first: bool = True) -> Schedule:
+             longest_first: bool = True, engine_stalls=None, desc_gaps=None) -> Schedule:
     """Run the scheduler policy of this module's docstring on a batch of sequence lengths.
 
     Sequence ids are the indices in ``lengths``. ``lookahead`` is the dispatch window (rows
     held ready for free engines). Exact command for command and cycle for cycle with the RTL
     when every engine takes exactly ``cost_per_pair`` cycles per command.
+
+    ``engine_stalls``, one zero-argument callable per engine, and ``desc_gaps``, the idle
+    cycles before each descriptor after the first, describe stalling neighbours (the module
+    docstring's last section); by default none stall.
     """
     _check_pattern(block, window, n_global, causal)
     for name, value in (("engines", engines), ("cost_per_pair", cost_per_pair),
@@ -195,10 +211,20 @@ def schedule(lengths, *, engines: int, block: int = 8, window: int = 1, n_global
         raise ValueError("lengths must not be empty")
     for n, length in enumerate(lengths):
         _check_length(f"lengths[{n}]", length)
+    if engine_stalls is None:
+        engine_stalls = [lambda: 0] * engines
+    engine_stalls = list(engine_stalls)
+    if len(engine_stalls) != engines or not all(callable(f) for f in engine_stalls):
+        raise TypeError(f"engine_stalls must be {engines} callables, not {engine_stalls!r}")
+    gaps = [0] * (len(lengths) - 1) if desc_gaps is None else list(desc_gaps)
+    if len(gaps) != len(lengths) - 1 or not all(
+            isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gaps):
+        raise ValueError(f"desc_gaps must be {len(lengths) - 1} integers >= 0, not {desc_gaps!r}")
     pattern = {"block": block, "window": window, "n_global": n_global, "causal": causal}
 
     rows = [(seq, qb, keys, int(length)) for seq, length in enumerate(lengths)
             for qb, keys in enumerate(rows_of(length, **pattern))]
+    accepted = [0] + [None] * (len(lengths) - 1)   # each descriptor's acceptance cycle
     out: list[list[Command]] = [[] for _ in range(engines)]
     free_at = [0] * engines            # cycle from which each engine is free
     pending: list[int] = []            # the dispatch window: indices into `rows`, by priority
@@ -211,10 +237,12 @@ def schedule(lengths, *, engines: int, block: int = 8, window: int = 1, n_global
         free = [e for e in range(engines) if free_at[e] <= t]
         for e, r in zip(free, pending):
             seq, qb, keys, length = rows[r]
+            cycle = t + 1
             for k, kb in enumerate(keys):
-                out[e].append(Command(t + 1 + k * cost_per_pair, seq, qb, kb,
-                                      k == len(keys) - 1, key_block_valid(length, kb, block)))
-            free_at[e] = t + 1 + len(keys) * cost_per_pair
+                out[e].append(Command(cycle, seq, qb, kb, k == len(keys) - 1,
+                                      key_block_valid(length, kb, block)))
+                cycle += cost_per_pair + engine_stalls[e]()
+            free_at[e] = cycle + engine_stalls[e]()
         del pending[:len(free)]
         if staged is not None:
             size = len(rows[staged][2])
@@ -224,10 +252,14 @@ def schedule(lengths, *, engines: int, block: int = 8, window: int = 1, n_global
                 pos = sum(len(rows[r][2]) >= size for r in pending)
             pending.insert(pos, staged)
             staged = None
-        # The generator starts in cycle 1: the descriptor accepted in cycle 0 is registered.
-        if t >= 1 and next_row < len(rows) and room:
+        # A row is generated from the cycle after its descriptor is accepted (the descriptor
+        # is registered); the next descriptor is accepted with the last row, or when offered.
+        if next_row < len(rows) and room and t > accepted[rows[next_row][0]]:
             staged = next_row
+            seq = rows[next_row][0]
             next_row += 1
+            if seq + 1 < len(lengths) and (next_row == len(rows) or rows[next_row][0] != seq):
+                accepted[seq + 1] = max(t, accepted[seq] + 1 + gaps[seq])
         if next_row == len(rows) and not pending and staged is None:
             return Schedule(out, max(free_at))
         if staged is not None or (next_row < len(rows) and len(pending) < lookahead):
