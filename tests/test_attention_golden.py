@@ -106,6 +106,10 @@ def test_block_mask_wrong(kwargs, error, message):
      "cost_per_pair must be an integer, not '2'"),
     ({"lengths": [4], "lookahead": 0}, ValueError, "lookahead must be >= 1, not 0"),
     ({"lengths": [4], "longest_first": 1}, TypeError, "longest_first must be a bool, not 1"),
+    ({"lengths": [4, 4], "desc_gaps": [-1]}, ValueError,
+     "desc_gaps must be 1 integers >= 0, not [-1]"),
+    ({"lengths": [4], "engine_stalls": [None, None]}, TypeError,
+     "engine_stalls must be 2 callables, not [None, None]"),
 ])
 def test_schedule_wrong(kwargs, error, message):
     args = {"engines": 2, "cost_per_pair": 2} | kwargs
@@ -139,6 +143,22 @@ def test_schedule_two_engines_by_hand():
     assert got == [[(4, 0, 0, 0, False), (6, 0, 0, 1, True), (9, 1, 0, 0, True)],
                    [(5, 0, 1, 0, False), (7, 0, 1, 1, True)]]
     assert s.makespan == 11
+
+
+def test_stalling_engines_and_descriptor_gap_by_hand():
+    # The rows of test_schedule_two_engines_by_hand, with stalls. Descriptor 1 is offered 5
+    # idle cycles after the cycle following descriptor 0's acceptance: in 6, so C = (1, 0) is
+    # generated in 7, dispatchable from 9. Engine 0 draws 1, 0, 3, 0, 0: A's commands in 4 and
+    # 4 + 2 + 1 = 7, ready again in 9, done 3 cycles later in 12. Engine 1 draws 0, 2, 1: B's
+    # commands in 5 and 7, ready in 11, done in 12. C goes to engine 0, the lowest free index
+    # in 12: command 13, done 15.
+    draws = [iter([1, 0, 3, 0, 0]), iter([0, 2, 1])]
+    s = schedule([9, 1], engines=2, cost_per_pair=2, desc_gaps=[5],
+                 engine_stalls=[d.__next__ for d in draws])
+    got = [[(c.cycle, c.seq, c.query_block, c.key_block, c.last) for c in e] for e in s.engines]
+    assert got == [[(4, 0, 0, 0, False), (7, 0, 0, 1, True), (13, 1, 0, 0, True)],
+                   [(5, 0, 1, 0, False), (7, 0, 1, 1, True)]]
+    assert s.makespan == 15
 
 
 def test_staged_rows_and_registered_room_by_hand():
