@@ -41,8 +41,19 @@ def _add_generate(sub):
                    help="output directory (only Lutra's own files there are replaced)")
     add_force(p)
     _add_primitives(p)
+    _add_bus(p)
     _add_block_selection(p)
     return p
+
+
+def _add_bus(p):
+    from .verilog import BUSES
+    p.add_argument("--bus", choices=BUSES, default="native",
+                   help="top-level streams: the block's own valid/ready/payload ports (native, "
+                        "default) or AXI4-Stream interfaces (axi-stream; docs/axi-stream.md)")
+    p.add_argument("--aresetn", action="store_true",
+                   help="with --bus axi-stream: reset port aresetn, active low (default areset, "
+                        "active high)")
 
 
 def _add_primitives(p):
@@ -54,10 +65,12 @@ def _add_primitives(p):
 
 def _run_generate(args) -> int:
     from .verilog import generate
+    if args.aresetn and args.bus != "axi-stream":
+        raise UsageError("--aresetn needs --bus axi-stream")
     configs = configs_from_args(args, "lutra generate")
     per_block = args.config is not None and args.block is None
     infos = generate(configs, args.out, per_block_dirs=per_block, primitives=args.primitives,
-                     force=args.force)
+                     force=args.force, bus=args.bus, aresetn=args.aresetn)
     for config, info in zip(configs, infos):
         where = args.out / config.name if per_block else args.out
         figures = info["figures"]
@@ -197,19 +210,44 @@ def _run_list(args) -> int:
 # ---- demo -------------------------------------------------------------------------------------
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="generate, simulate and summarise the default configuration")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p = sub.add_parser(
+        "demo", help="the encoder accelerator on all-MiniLM-L6-v2: two sentences through its "
+                     "RTL (or, with --block, one block's generate, simulate and FPGA flow)",
+        usage="lutra demo [--model minilm|tiny] | lutra demo --block NAME|all [--config FILE]")
+    p.add_argument("--model", choices=("minilm", "tiny"), default="minilm",
+                   help="the encoder demo's model: all-MiniLM-L6-v2 (default) or the tests' "
+                        "tiny random encoder")
+    p.add_argument("--block", help="instead, the single-block flow for this block of --config "
+                                   "('all': every block there)")
+    p.add_argument("--config", type=Path,
+                   help=f"with --block: the configuration (default {DEFAULT_CONFIG.name})")
     p.add_argument("--out", type=Path, help=f"default {DEFAULT_DEMO_DIR}")
     add_force(p)
     return p
 
 
 def _run_demo(args) -> int:
+    force = args.force or args.out is None      # the default directory is Lutra's own
+    if args.block is None and args.config is None:
+        from .progress import Progress
+        with OutputDir(args.out or DEFAULT_DEMO_DIR, owner="demo", force=force) as out, \
+                Progress("lutra demo") as progress:
+            return cli_run.demo(args.model, out, progress=progress)
+    return _run_block_demo(args, force)
+
+
+def _run_block_demo(args, force: bool) -> int:
+    """The single-block flow: generate every block of the configuration (or ``--block``),
+    simulate each, and build the GEMM out of context for two FPGAs."""
     from fpga.flow import demo
 
     from .verilog import generate
+    args.config = args.config or DEFAULT_CONFIG
     configs = load_config(args.config)
-    force = args.force or args.out is None      # the default directory is Lutra's own
+    if args.block not in (None, "all"):
+        configs = [c for c in configs if c.name == args.block]
+        if not configs:
+            raise UsageError(f"{args.config}: has no [{args.block}] table")
     with OutputDir(args.out or DEFAULT_DEMO_DIR, owner="demo", force=force) as out:
         verilog = out.claim("verilog")
         print(f"== generate ({args.config.name}) -> {verilog}", flush=True)

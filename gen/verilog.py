@@ -14,12 +14,17 @@ from .config import BlockConfig, build_component
 from .layout import describe_shape, flatten_shape
 from .outputs import OutputDir
 
-__all__ = ["PRIMITIVES", "PrimitiveTarget", "top_name", "convert", "manifest", "write_outputs",
-           "generate"]
+__all__ = ["PRIMITIVES", "BUSES", "PrimitiveTarget", "top_name", "wrap", "convert",
+           "manifest", "write_outputs", "generate"]
 
 #: Vendor primitive sets the Verilog may instantiate: ``generic`` (portable Verilog, what the
 #: simulators run) or a device family whose DSP primitives blocks use directly.
 PRIMITIVES = ("generic", "ecp5")
+
+#: Stream conventions of the top level: the block's own ``lib.stream`` ports (``native``:
+#: ``<name>__valid/ready/payload``, ``clk``/``rst``) or AXI4-Stream interfaces (``axi-stream``,
+#: see ``hw/common/axis.py`` and docs/axi-stream.md).
+BUSES = ("native", "axi-stream")
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,20 @@ class PrimitiveTarget:
 VERSION = "0.1.0"
 
 
-def top_name(config: BlockConfig) -> str:
-    return f"lutra_{config.name}"
+def top_name(config: BlockConfig, bus: str = "native") -> str:
+    return f"lutra_{config.name}" + ("_axis" if bus == "axi-stream" else "")
+
+
+def wrap(component, *, bus: str = "native", aresetn: bool = False):
+    """``component`` as the top level of ``bus`` (an ``AxiStreamTop`` for ``axi-stream``)."""
+    if bus not in BUSES:
+        raise ValueError(f"bus must be one of {', '.join(BUSES)}, not {bus!r}")
+    if aresetn and bus != "axi-stream":
+        raise ValueError("aresetn needs bus 'axi-stream'")
+    if bus == "native":
+        return component
+    from hw.common.axis import AxiStreamTop
+    return AxiStreamTop(component, aresetn=aresetn)
 
 
 def convert(component, name: str, *, primitives: str = "generic") -> str:
@@ -92,35 +109,52 @@ def _ports(component, meanings: dict) -> tuple[list, dict]:
 
 
 def manifest(config: BlockConfig, component, *, primitives: str = "generic") -> dict:
-    """Everything needed to integrate the Verilog: configuration, ports, timing figures."""
-    ports, streams = _ports(component, config.block.ports)
+    """Everything needed to integrate the Verilog: configuration, ports, timing figures.
+
+    For an AXI4-Stream top level (``wrap(..., bus="axi-stream")``) the streams are under
+    ``axi_streams`` (port names and ``tdata`` field layout) instead of ``streams``.
+    """
+    from hw.common.axis import AxiStreamTop
+    bus = "axi-stream" if isinstance(component, AxiStreamTop) else "native"
+    if bus == "axi-stream":
+        from .axis import axis_ports
+        ports, streams = axis_ports(component, config.block.ports)
+        block = component.block
+    else:
+        ports, streams = _ports(component, config.block.ports)
+        block = component
     return {
         "primitives": primitives,
         "lutra_version": VERSION,
         "block": config.name,
         "summary": config.block.summary,
-        "top": top_name(config),
-        "verilog": f"{top_name(config)}.v",
+        "bus": bus,
+        "top": top_name(config, bus),
+        "verilog": f"{top_name(config, bus)}.v",
         "config": dict(config.params),
         "ports": ports,
-        "streams": streams,
-        "figures": config.block.figures(component),
+        "axi_streams" if bus == "axi-stream" else "streams": streams,
+        "figures": config.block.figures(block),
     }
 
 
-def write_outputs(config: BlockConfig, directory: Path, *, primitives: str = "generic") -> dict:
-    """Write ``<top>.v`` and ``<top>.json`` for ``config`` into ``directory``."""
-    component = build_component(config)
+def write_outputs(config: BlockConfig, directory: Path, *, primitives: str = "generic",
+                  bus: str = "native", aresetn: bool = False) -> dict:
+    """Write ``<top>.v`` and ``<top>.json`` for ``config`` into ``directory``; ``bus`` and
+    ``aresetn`` as :func:`wrap` takes them."""
+    component = wrap(build_component(config), bus=bus, aresetn=aresetn)
     info = manifest(config, component, primitives=primitives)
-    text = convert(component, top_name(config), primitives=primitives)
+    text = convert(component, info["top"], primitives=primitives)
     (directory / info["verilog"]).write_text(text)
     (directory / f"{info['top']}.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
 def generate(configs: list[BlockConfig], out: Path, *, per_block_dirs: bool,
-             primitives: str = "generic", force: bool = False) -> list[dict]:
-    """Generate every configuration into ``out`` (``out/<block>/`` when ``per_block_dirs``).
+             primitives: str = "generic", force: bool = False, bus: str = "native",
+             aresetn: bool = False) -> list[dict]:
+    """Generate every configuration into ``out`` (``out/<block>/`` when ``per_block_dirs``)
+    with the top level of ``bus``.
 
     Only Lutra's own outputs in ``out`` are replaced, once all are written (see
     :mod:`gen.outputs`; ``force`` writes into a directory Lutra has not written before).
@@ -131,5 +165,6 @@ def generate(configs: list[BlockConfig], out: Path, *, per_block_dirs: bool,
         for config in configs:
             directory = tmp / config.name if per_block_dirs else tmp
             directory.mkdir(exist_ok=True)
-            infos.append(write_outputs(config, directory, primitives=primitives))
+            infos.append(write_outputs(config, directory, primitives=primitives, bus=bus,
+                                       aresetn=aresetn))
     return infos

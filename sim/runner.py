@@ -88,16 +88,18 @@ class SimResult:
 def run_cocotb(config, simulator: str, *, build_root: Path = Path("sim_build"),
                waves: bool = False, testcase: str | None = None, seed: int = 1,
                extra_env: dict | None = None, quiet: bool = False,
-               tb_module: str | None = None, primitives: str = "generic") -> SimResult:
+               tb_module: str | None = None, primitives: str = "generic",
+               bus: str = "native", aresetn: bool = False) -> SimResult:
     """Generate ``config``'s Verilog into its own build directory and run its cocotb module.
 
     ``extra_env`` reaches the testbench; ``tb_module`` replaces the block's cocotb module (e.g.
     a benchmark) on the same build. ``primitives`` other than ``"generic"`` simulates the Verilog
     written for that FPGA family, with behavioural models of its primitives (``PRIMITIVE_MODELS``).
+    ``bus``/``aresetn`` choose the top level as ``lutra generate`` does (``gen.verilog.wrap``).
     """
     from cocotb_tools.runner import get_results, get_runner
 
-    from gen.verilog import top_name, write_outputs
+    from gen.verilog import write_outputs
 
     reason = missing_reason(simulator)
     if reason is not None:
@@ -106,11 +108,12 @@ def run_cocotb(config, simulator: str, *, build_root: Path = Path("sim_build"),
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
     suffix = "" if primitives == "generic" else f"-{primitives}"
+    suffix += "" if bus == "native" else "-axis" + ("n" if aresetn else "")
     build_dir = (Path(build_root) / f"{config.key()}{suffix}-{simulator}").resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    info = write_outputs(config, build_dir, primitives=primitives)
+    info = write_outputs(config, build_dir, primitives=primitives, bus=bus, aresetn=aresetn)
     manifest_path = build_dir / f"{info['top']}.json"
-    top = top_name(config)
+    top = info["top"]
 
     runner = get_runner(simulator)
     build_args = []
