@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 from conftest import SIMULATORS, cocotb_run
 
 from gen.blocks import get_block
-from hw.gelu import Gelu
+from hw.gelu import Gelu, GeluParams
 from hw.gelu.shift import Divider, RowBuffer
 from sim.gelu_driver import expected, from_beats, random_rows, to_beats
 from sim.golden.gelu import i_gelu_constants, shift_gelu_constants
@@ -188,8 +188,7 @@ def test_full_rate_and_latency(overrides):
     """Unstalled, rows of the longest length back to back: one beat of ``lanes`` elements per
     clock in and out (``beat_period`` with the iterative divider), latency as stated."""
     params = params_of(**overrides)
-    gelu = get_block("gelu").build(params)
-    gelu._MustUse__silence = True
+    gelu = GeluParams(**params)
     lanes = params["lanes"]
     row_len = min(params["max_row"], 8 * lanes)
     rng = np.random.default_rng(5)

@@ -12,16 +12,15 @@ from amaranth.lib.wiring import In, Out
 
 from sim.golden.gelu import DIV_NUMERATOR, ShiftGeluConstants, shift_exp
 
-from ..common.checks import check_choice, check_int
 from ..common.arith import signed_width, unsigned_width
+from ..common.checks import check_choice, check_int
+from ..common.ivit import (DIVISOR_WIDTH, division_first_remainder, division_step, exp_offset,
+                           shift_exp_restoring, shift_exp_restoring_latency)
 from ..common.pipeline import StallPipeline
 from .pipeline import GeluBeat
 
 __all__ = ["RowBeat", "FrontOut", "DivOut", "RowBuffer", "ShiftFront", "Divider", "ShiftBack",
-           "exp_k", "exp_quotient_bits"]
-
-DIVISOR_WIDTH = DIV_NUMERATOR.bit_length()       # 31
-_SATURATING_SHIFT = 32                           # see sim.golden.gelu.shift_exp
+           "exp_quotient_bits"]
 
 
 def _check_constants(constants) -> None:
@@ -186,63 +185,9 @@ class RowBuffer(wiring.Component):
         return m
 
 
-def exp_k(k: ShiftGeluConstants, t_hi: int) -> int:
-    """Multiples of ``-x0`` added so the floor division's dividend is never negative."""
-    t1_hi = t_hi + (t_hi >> 1) - (t_hi >> 4)
-    return -(-max(t1_hi, 0) // -k.x0)
-
-
 def exp_quotient_bits(k: ShiftGeluConstants) -> int:
     """Quotient bits of ``x // x0`` shared by both exponentials (so their latencies match)."""
-    return (k.n + exp_k(k, -k.row_max_range[0])).bit_length()
-
-
-class _ShiftExp:
-    """Gateware of :func:`sim.golden.gelu.shift_exp` for arguments in ``[t_lo, t_hi]``, built
-    into a :class:`StallPipeline`; ``latency(qbits)`` stages from argument to result, at most
-    about two adders deep each."""
-
-    @staticmethod
-    def latency(qbits: int) -> int:
-        return qbits + 6
-
-    @staticmethod
-    def build(pipe: StallPipeline, name: str, t, t_lo: int, t_hi: int,
-              k: ShiftGeluConstants, qbits: int, saturate: bool):
-        d, n = -k.x0, k.n
-        offset = exp_k(k, t_hi)
-
-        def log2e(v):
-            return v + (v >> 1) - (v >> 4)     # non-decreasing, so its range is [f(lo), f(hi)]
-
-        # s1: the argument; s2: x * log2(e) by shifts and adds.
-        t = pipe.reg(f"{name}_t", signed(signed_width(t_lo, t_hi)), t)
-        t1 = pipe.reg(f"{name}_t1", signed(signed_width(log2e(t_lo), log2e(t_hi))), log2e(t))
-        # s3: the clamp at n * x0, then u = offset * d - x >= 0.
-        clamped = Mux(t1 < n * k.x0, n * k.x0, t1)
-        u = pipe.reg(f"{name}_u", unsigned(unsigned_width((n + offset) * d)),
-                     offset * d - clamped)
-        # s4..: restoring division by the constant d, one quotient bit per stage.
-        q = Const(0, 0)
-        for bit in reversed(range(qbits)):
-            step = d << bit
-            take = u >= step
-            u = pipe.reg(f"{name}_u{bit}", u.shape(), Mux(take, u - step, u))
-            q = pipe.reg(f"{name}_q{bit}", unsigned(qbits - bit), Cat(take, q))
-        # The golden model's q is q' - offset and r = -remainder; v = r - 2 x0, s = n - q.
-        v_width = unsigned_width(2 * d)
-        v = pipe.reg(f"{name}_v", unsigned(v_width), 2 * d - u)
-        s = pipe.reg(f"{name}_s", unsigned(unsigned_width(n + offset)), n + offset - q)
-        # Then the shift, and (saturating) the clamp, each in a stage of its own.
-        if saturate:
-            shifted = pipe.reg(f"{name}_shifted", unsigned(v_width + _SATURATING_SHIFT - 1),
-                               (v << s)[:v_width + _SATURATING_SHIFT] >> 1)
-            beyond = pipe.reg(f"{name}_beyond", 1, s > _SATURATING_SHIFT)
-            value = Mux(beyond | (shifted > DIV_NUMERATOR), DIV_NUMERATOR, shifted)
-            return pipe.reg(f"{name}_exp", unsigned(DIVISOR_WIDTH), value)
-        width = unsigned_width(2 * d << (n + offset)) - 1
-        shifted = pipe.reg(f"{name}_shifted", unsigned(width), ((v << s) >> 1)[:width])
-        return pipe.reg(f"{name}_exp", unsigned(width), shifted)
+    return (k.n + exp_offset(k.x0, -k.row_max_range[0])).bit_length()
 
 
 class ShiftFront(wiring.Component):
@@ -282,7 +227,7 @@ class ShiftFront(wiring.Component):
     @staticmethod
     def latency_for(constants: ShiftGeluConstants) -> int:
         """Cycles from an accepted beat to its result (no stalls)."""
-        return _ShiftExp.latency(exp_quotient_bits(constants)) + 1
+        return shift_exp_restoring_latency(exp_quotient_bits(constants)) + 1
 
     @property
     def latency(self) -> int:
@@ -295,19 +240,20 @@ class ShiftFront(wiring.Component):
         lo, hi = -(1 << (w - 1)), (1 << (w - 1)) - 1
         qbits = exp_quotient_bits(k)
         pipe = StallPipeline(m, self.i, self.o)
-        exp_latency = _ShiftExp.latency(qbits)
+        exp_latency = shift_exp_restoring_latency(qbits)
 
         if k.max_mode == "row":
             row_max = self.i.payload.max
-            em = _ShiftExp.build(pipe, "em", -row_max, -hi, -lo, k, qbits, saturate=True)
+            em = shift_exp_restoring(pipe, "em", -row_max, -hi, -lo, x0=k.x0, n=k.n,
+                                     qbits=qbits, saturate=True)
         else:
             row_max = Const(hi, signed(w))
             em = Const(int(shift_exp(-hi, k.x0, k.n, saturate=True)), unsigned(DIVISOR_WIDTH))
 
         for lane in range(lanes):
             x = self.i.payload.data[lane]
-            e = _ShiftExp.build(pipe, f"l{lane}_e", x - row_max, lo - hi, 0, k, qbits,
-                                saturate=False)
+            e = shift_exp_restoring(pipe, f"l{lane}_e", x - row_max, lo - hi, 0, x0=k.x0,
+                                    n=k.n, qbits=qbits, saturate=False)
             total = e + em
             divisor = Mux(total > DIV_NUMERATOR, DIV_NUMERATOR, total)
             m.d.comb += [
@@ -364,17 +310,11 @@ class Divider(wiring.Component):
         """Cycles between accepted beats at full rate."""
         return 1 if self._divider == "pipelined" else self._k.quotient_bits + 1
 
-    def _step(self, remainder, divisor):
-        # The numerator's bits below 2**31 are all ones, so each step shifts in a 1.
-        shifted = Cat(Const(1, 1), remainder)
-        take = shifted >= divisor
-        return Mux(take, shifted - divisor, shifted)[:DIVISOR_WIDTH], take
-
     def elaborate(self, platform):
         m = Module()
         k, lanes = self._k, self._lanes
         qbits = k.quotient_bits
-        first_remainder = DIV_NUMERATOR >> qbits       # < divisor_min: no quotient bit above
+        first_remainder = division_first_remainder(qbits)     # < divisor_min
         payload = self.i.payload
 
         if self._divider == "pipelined":
@@ -384,7 +324,7 @@ class Divider(wiring.Component):
                 remainder = Const(first_remainder, DIVISOR_WIDTH)
                 quotient = Const(0, 0)
                 for bit in reversed(range(qbits)):
-                    remainder, take = self._step(remainder, divisor)
+                    remainder, take = division_step(remainder, divisor)
                     remainder = pipe.reg(f"l{lane}_rem{bit}", unsigned(DIVISOR_WIDTH),
                                          remainder)
                     quotient = pipe.reg(f"l{lane}_quot{bit}", unsigned(qbits - bit),
@@ -432,7 +372,7 @@ class Divider(wiring.Component):
                 m.d.sync += [remainders[lane].eq(first_remainder), held.f[lane].eq(0)]
         with m.Elif(running):
             for lane in range(lanes):
-                remainder, take = self._step(remainders[lane], divisors[lane])
+                remainder, take = division_step(remainders[lane], divisors[lane])
                 m.d.sync += [
                     remainders[lane].eq(remainder),
                     held.f[lane].eq(Cat(take, held.f[lane])),

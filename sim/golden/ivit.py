@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DIV_NUMERATOR", "shift_exp"]
+__all__ = ["DIV_NUMERATOR", "SATURATING_SHIFT", "shift_exp"]
 
 #: The Q31 numerator I-ViT divides by its exponential sums, ``2**31 - 1``.
 DIV_NUMERATOR = (1 << 31) - 1
 
-# Shifts beyond this make any exponent exceed DIV_NUMERATOR (the shifted value is >= 2), so
-# clipping the shift here keeps int64 exact wherever the clamp does not hide the value.
-_SATURATING_SHIFT = 32
+#: Shifts beyond this make any exponent exceed DIV_NUMERATOR (the shifted value is >= 2), so
+#: clipping the shift here keeps int64 exact wherever the clamp does not hide the value.
+SATURATING_SHIFT = 32
 
 
 def shift_exp(x, x0: int, n: int, *, saturate: bool = False) -> np.ndarray:
@@ -43,7 +43,7 @@ def shift_exp(x, x0: int, n: int, *, saturate: bool = False) -> np.ndarray:
     r = x - x0 * q                           # r in (x0, 0]
     shift = n - q
     if saturate:
-        shift = np.minimum(shift, _SATURATING_SHIFT)
+        shift = np.minimum(shift, SATURATING_SHIFT)
         return np.minimum(((r - 2 * x0) << shift) >> 1, DIV_NUMERATOR)
     if np.any(shift > 62 - int(-2 * x0).bit_length()):
         raise OverflowError("shift_exp of a positive argument needs saturate=True")
