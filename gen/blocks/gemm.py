@@ -1,9 +1,9 @@
 """The systolic GEMM core (int8 or int16 activations, int8 weights) as a Lutra block."""
 
 from hw.gemm import GemmCore
-from hw.gemm.params import pe_product_width
+from hw.gemm.params import GemmParams
 
-from . import BlockSpec, Param
+from . import BlockSpec, params_from
 
 
 def _bench(argv: list[str]) -> int:
@@ -12,32 +12,31 @@ def _bench(argv: list[str]) -> int:
 
 
 def _build(p: dict) -> GemmCore:
-    return GemmCore(rows=p["rows"], cols=p["cols"], acc_width=p["acc_width"],
-                    requantize=p["requantize"], out_lanes=p["out_lanes"],
-                    a_width=p["a_width"], out_width=p["out_width"])
+    return GemmCore(GemmParams(**p))
 
 
 def _figures(core: GemmCore) -> dict:
+    cfg = core.parameters
     return {
-        "macs": core.rows * core.cols,
-        "multipliers": core.multipliers,
-        "latency_cycles": core.latency,
+        "macs": cfg.macs,
+        "multipliers": cfg.multipliers,
+        "latency_cycles": cfg.latency,
         "latency_meaning": "cycles from the handshake of a tile's last k-slice to its first "
                            "output beat, sink always ready",
-        "min_tile_cycles": core.min_tile_cycles,
+        "min_tile_cycles": cfg.min_tile_cycles,
         "input_rate": "one k-slice per clock; a tile of K k-slices occupies max(K, "
                       "min_tile_cycles) input cycles",
-        "output_beats_per_tile": core.beats_per_tile,
-        "output_rate": f"{core.out_lanes} element(s) per clock; sustained input rate needs "
-                       f"K >= {core.beats_per_tile} per tile",
-        "max_k": core.max_k,
+        "output_beats_per_tile": cfg.beats_per_tile,
+        "output_rate": f"{cfg.out_lanes} element(s) per clock; sustained input rate needs "
+                       f"K >= {cfg.beats_per_tile} per tile",
+        "max_k": cfg.max_k,
         "max_k_meaning": f"largest K whose worst-case sum of (a + a_offset) * b fits the "
-                         f"{core.acc_width}-bit accumulator (exact up to it); beyond it the "
-                         f"sum wraps modulo 2**{core.acc_width}, like the golden model's int32 "
+                         f"{cfg.acc_width}-bit accumulator (exact up to it); beyond it the "
+                         f"sum wraps modulo 2**{cfg.acc_width}, like the golden model's int32 "
                          f"sum when acc_width is 32",
-        "a_offset_range": list(core.a_offset_range),
-        "offset_multipliers": core.cols if core.a_width == 16 else 0,
-        "row_fifo_depth": core.row_fifo_depth,
+        "a_offset_range": list(cfg.a_offset_range),
+        "offset_multipliers": cfg.offset_multipliers,
+        "row_fifo_depth": cfg.row_fifo_depth,
     }
 
 
@@ -56,25 +55,24 @@ def _resources(p: dict) -> dict:
     (operand, product, accumulator, result and held sum: ~140 FFs) and a read-out subtractor;
     those terms are counted from the widths, not fitted.
     """
-    core = _build(p)
-    core._MustUse__silence = True          # inspected for its sizes, never elaborated
-    rows, cols, lanes = core.rows, core.cols, core.out_lanes
-    operand = pe_product_width(core.a_width) - 8
+    cfg = GemmParams(**p)
+    rows, cols, lanes = cfg.rows, cfg.cols, cfg.out_lanes
+    operand = cfg.operand_a_width
     products = [(operand, 8, rows * cols)]
-    if core.a_width == 16:
+    if cfg.a_width == 16:
         products.append((16, 8, cols))
-    if core.requantize:
+    if cfg.requantize:
         products.append((32, 32, lanes))
-    tile_bits = 32 * cols + ((32 + 6) * cols + 3 * core.out_width if core.requantize else 0)
-    memories = [(core.row_fifo_depth - 1, cols * core.acc_width + 1),
-                (core.row_fifo_depth // rows - 1, tile_bits)]
-    requant = lanes if core.requantize else 0
+    tile_bits = 32 * cols + ((32 + 6) * cols + 3 * cfg.out_width if cfg.requantize else 0)
+    memories = [(cfg.row_fifo_depth - 1, cols * cfg.acc_width + 1),
+                (cfg.tile_fifo_depth - 1, tile_bits)]
+    requant = lanes if cfg.requantize else 0
     luts = 600 + 40 * rows * cols + 330 * cols + 300 * (requant - 1)
     ffs = 850 + 106 * rows * cols + 330 * cols + 300 * (requant - 1)
-    if core.a_width == 16:
+    if cfg.a_width == 16:
         wide = 2 * (operand - 10)                   # wider operand and product registers
-        luts += (core.acc_width + 2 * core.acc_width) * cols
-        ffs += wide * rows * cols + (16 + 24 + 3 * core.acc_width) * cols
+        luts += (cfg.acc_width + 2 * cfg.acc_width) * cols
+        ffs += wide * rows * cols + (16 + 24 + 3 * cfg.acc_width) * cols
     return {"multipliers": products, "memories": memories,
             "ram_bits": sum(d * w for d, w in memories), "luts": luts, "ffs": ffs}
 
@@ -89,14 +87,13 @@ def _selftest(p: dict, seed: int) -> dict:
 
     from sim.gemm_driver import plan, random_problem
 
-    core = _build(p)
-    core._MustUse__silence = True
-    rows, cols, lanes = core.rows, core.cols, core.out_lanes
-    widths = {"a_width": core.a_width, "out_width": core.out_width}
+    cfg = GemmParams(**p)
+    rows, cols, lanes = cfg.rows, cfg.cols, cfg.out_lanes
+    widths = {"a_width": cfg.a_width, "out_width": cfg.out_width}
     rng = np.random.default_rng(seed)
     problem = random_problem(rng, 2 * rows, 2 * max(rows, cols), 2 * cols, **widths)
-    tiles = plan(problem, rows, cols, core.requantize, **widths)
-    expected = problem.expected(core.requantize)
+    tiles = plan(problem, rows, cols, cfg.requantize, **widths)
+    expected = problem.expected(cfg.requantize)
     outputs = []
     for tile in tiles:
         block = expected[tile.row0:tile.row0 + rows, tile.col0:tile.col0 + cols]
@@ -114,19 +111,9 @@ def _selftest(p: dict, seed: int) -> dict:
 BLOCK = BlockSpec(
     name="gemm",
     summary="Output-stationary systolic GEMM, int8/int16 x int8, TFLite requantization",
-    params=(
-        Param("rows", int, 4, "PE rows (rows of A and C per tile)", lo=1, hi=32),
-        Param("cols", int, 4, "PE columns (columns of B and C per tile)", lo=1, hi=32),
-        Param("acc_width", int, 32, "accumulator bits (at least 24 with a_width 16)",
-              lo=18, hi=32),
-        Param("requantize", bool, True, "requantize (false: raw int32 out)"),
-        Param("out_lanes", int, 1, "output elements per beat (divides cols)", lo=1, hi=32),
-        Param("a_width", int, 8, "activation bits (weights stay int8); 16: a_offset in "
-              "[-32767, 32768], offset applied per column", choices=(8, 16)),
-        Param("out_width", int, 8, "requantized output bits (zero point, act_min/max too); "
-              "8 with requantize false", choices=(8, 16)),
-    ),
+    params=params_from(GemmParams),
     build=_build,
+    param_class=GemmParams,
     figures=_figures,
     ports={
         "i": "k-slices: a[rows] = A[:, k] (a_width bits), b[cols] = B[k, :] (int8), last = "

@@ -25,10 +25,14 @@ def field_kind(f) -> type:
     return _KINDS[f.type] if isinstance(f.type, str) else f.type
 
 
-def validate_fields(obj) -> None:
-    """Check every field of the parameter dataclass ``obj`` against its metadata: type, bounds,
-    choices; ``TypeError``/``ValueError`` name the field and echo the value."""
+def validate_fields(obj, *, exclude=()) -> None:
+    """Check every field of the parameter dataclass ``obj`` but those named in ``exclude``
+    against its metadata: type, bounds, choices; ``TypeError``/``ValueError`` name the field and
+    echo the value. (A field whose bound depends on another is excluded and checked by the
+    dataclass itself, with the tighter bound in its message.)"""
     for f in fields(obj):
+        if f.name in exclude:
+            continue
         value, meta = getattr(obj, f.name), f.metadata
         kind = field_kind(f)
         if kind is int:

@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_choice, check_int
 from .mul import PipelinedMultiplier
 
-__all__ = ["RequantIn", "RequantOut", "Requantizer", "REQUANT_LATENCY", "OUT_WIDTHS",
-           "RAW_WIDTH"]
+__all__ = ["RequantIn", "RequantOut", "Requantizer", "requant_sequencer", "REQUANT_LATENCY",
+           "OUT_WIDTHS", "RAW_WIDTH"]
 
 #: Pipeline registers between an accepted input and its output beat (no stalls).
 REQUANT_LATENCY = 9
@@ -214,3 +214,55 @@ class Requantizer(wiring.Component):
                 result = stage(p + "result", signed(w), clamped[:w].as_signed())
             m.d.comb += self.o.payload.data[lane].eq(result)
         return m
+
+
+def requant_sequencer(m: Module, o, *, count: int, lanes: int, valid, value, last=1,
+                      requantize: bool, out_width: int = 8, multiplier=None, shift=None,
+                      out_zero_point=None, act_min=None, act_max=None):
+    """The output sequencer of a block that ends in a :class:`Requantizer`: a vector of
+    ``count`` int32 results leaves as ``count / lanes`` beats of ``lanes`` values, through a
+    requantizer (added to ``m`` as ``requant``) when ``requantize``, else straight to ``o``.
+
+    ``value(index)``, ``multiplier(index)`` and ``shift(index)`` give the element at an
+    Amaranth index (``segment * lanes + lane``), ``out_zero_point``, ``act_min``, ``act_max``
+    the values shared by the beat; all are read while ``valid`` says the vector is held and
+    are registered with the beat (one register stage, the beat's ``last`` being ``last`` on the
+    vector's final beat). ``o`` is the block's output (``RequantOut`` with ``requantize``, else
+    a ``data``/``last`` stream of int32). Returns the (combinational) value that is high when
+    the vector's final beat is taken: the source may then move on.
+    """
+    segments = count // lanes
+    segment = Signal(range(max(segments, 2)))
+    final_segment = segment == segments - 1
+    if requantize:
+        m.submodules.requant = requant = Requantizer(lanes=lanes, out_width=out_width)
+        seq = requant.i
+        wiring.connect(m, requant.o, wiring.flipped(o))
+    else:
+        seq = o
+    seq_valid = Signal()
+    seq_payload = Signal(seq.payload.shape(), reset_less=True)    # qualified by seq_valid
+    advance = ~seq_valid | seq.ready
+    take = Signal()
+    m.d.comb += [
+        seq.valid.eq(seq_valid),
+        seq.payload.eq(seq_payload),
+        take.eq(advance & valid),
+    ]
+    with m.If(advance):
+        m.d.sync += seq_valid.eq(take)
+    with m.If(take):
+        m.d.sync += [segment.eq(Mux(final_segment, 0, segment + 1)),
+                     seq_payload.last.eq(last & final_segment)]
+        for lane in range(lanes):
+            index = segment * lanes + lane
+            if requantize:
+                m.d.sync += [seq_payload.acc[lane].eq(value(index)),
+                             seq_payload.multiplier[lane].eq(multiplier(index)),
+                             seq_payload.shift[lane].eq(shift(index))]
+            else:
+                m.d.sync += seq_payload.data[lane].eq(value(index))
+        if requantize:
+            m.d.sync += [seq_payload.out_zero_point.eq(out_zero_point),
+                         seq_payload.act_min.eq(act_min), seq_payload.act_max.eq(act_max)]
+    return take & final_segment

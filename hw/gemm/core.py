@@ -6,12 +6,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..common.checks import check_int
 from ..common.mul import PipelinedMultiplier
 from ..common.pipeline import delayed
-from ..common.requant import REQUANT_LATENCY, RequantIn, Requantizer
-from .params import (B_WIDTH, a_offset_range, a_offset_width, check_widths, max_k,
-                     pe_product_width)
+from ..common.requant import requant_sequencer
+from .params import B_WIDTH, GemmParams, a_offset_width
 
 __all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore"]
 
@@ -70,6 +68,9 @@ class GemmCore(wiring.Component):
 
     Parameters
     ----------
+    parameters : GemmParams
+        The generation-time parameters (``hw/gemm/params.py``); or its fields as keyword
+        arguments, ``GemmCore(rows=8, cols=8)``. They are:
     rows, cols : int
         Array size, 1..32 each.
     acc_width : int
@@ -103,96 +104,53 @@ class GemmCore(wiring.Component):
         The tile's result row by row, ``cols // out_lanes`` beats per row.
     """
 
-    def __init__(self, *, rows: int = 4, cols: int = 4, acc_width: int = 32,
-                 requantize: bool = True, out_lanes: int = 1, a_width: int = 8,
-                 out_width: int = 8):
-        check_int("rows", rows, 1, 32)
-        check_int("cols", cols, 1, 32)
-        check_widths(acc_width=acc_width, requantize=requantize, a_width=a_width,
-                     out_width=out_width)
-        check_int("out_lanes", out_lanes, 1, cols)
-        if cols % out_lanes:
-            raise ValueError(f"out_lanes must divide cols ({cols}), not {out_lanes!r}")
-        self._rows, self._cols = rows, cols
-        self._acc_width = acc_width
-        self._requantize = requantize
-        self._out_lanes = out_lanes
-        self._a_width, self._out_width = a_width, out_width
+    def __init__(self, parameters: GemmParams | None = None, **kwargs):
+        if parameters is None:
+            parameters = GemmParams(**kwargs)
+        elif kwargs or not isinstance(parameters, GemmParams):
+            raise TypeError(f"parameters must be a GemmParams (and no keyword arguments), not "
+                            f"{parameters!r}")
+        self._params = p = parameters
         super().__init__({
-            "i": In(stream.Signature(KSlice(rows, cols, a_width))),
-            "params": In(stream.Signature(TileParams(cols, requantize, a_width, out_width))),
-            "o": Out(stream.Signature(GemmOut(out_lanes, requantize, out_width))),
+            "i": In(stream.Signature(KSlice(p.rows, p.cols, p.a_width))),
+            "params": In(stream.Signature(TileParams(p.cols, p.requantize, p.a_width,
+                                                     p.out_width))),
+            "o": Out(stream.Signature(GemmOut(p.out_lanes, p.requantize, p.out_width))),
         })
 
-    rows = property(lambda self: self._rows)
-    cols = property(lambda self: self._cols)
-    acc_width = property(lambda self: self._acc_width)
-    requantize = property(lambda self: self._requantize)
-    out_lanes = property(lambda self: self._out_lanes)
-    a_width = property(lambda self: self._a_width)
-    out_width = property(lambda self: self._out_width)
-
     @property
-    def max_k(self) -> int:
-        """Largest K for which no partial sum can overflow ``acc_width`` bits (any operands and
-        ``a_offset`` in range): results are exact up to it. Beyond it a 32-bit accumulator
-        wraps modulo 2**32, exactly as the golden model's int32 sum does."""
-        return max_k(self._acc_width, self._a_width)
+    def parameters(self) -> GemmParams:
+        """The generation-time parameters and every figure derived from them."""
+        return self._params
 
-    @property
-    def a_offset_range(self) -> tuple[int, int]:
-        """Inclusive range of the run-time ``a_offset`` the results are exact for."""
-        return a_offset_range(self._a_width)
-
-    @property
-    def multipliers(self) -> int:
-        """DSP products: one per PE, one per column for the offset with ``a_width=16``, four per
-        requantizer lane (its 32 x 32 product in 17 x 17 parts)."""
-        offset = self._cols if self._a_width == 16 else 0
-        requant = 4 * self._out_lanes if self._requantize else 0
-        return self._rows * self._cols + offset + requant
-
-    @property
-    def min_tile_cycles(self) -> int:
-        """Minimum spacing in cycles between the last k-slices of consecutive tiles."""
-        return max(self._rows, self._cols)
-
-    @property
-    def row_read_delay(self) -> int:
-        """Cycles from a tile's last k-slice to the read of its first result row."""
-        return 3 + self._cols
-
-    @property
-    def row_fifo_depth(self) -> int:
-        """Rows of result buffering: enough that a sink that is always ready never throttles
-        the input. A tile holds its reservation from its last k-slice until its last row leaves
-        the FIFO; tiles end at most once per ``max(min_tile_cycles, beats_per_tile)`` cycles."""
-        period = max(self.min_tile_cycles, self.beats_per_tile)
-        lifetime = self.row_read_delay + 4 + self.beats_per_tile
-        return self._rows * (-(-lifetime // period) + 1)
-
-    @property
-    def latency(self) -> int:
-        """Cycles from accepting a tile's last k-slice to its first output beat (unstalled)."""
-        # row read + row register + FIFO (write, then buffered read) + output sequencer.
-        cycles = self.row_read_delay + 1 + 2 + 1
-        return cycles + (REQUANT_LATENCY if self._requantize else 0)
-
-    @property
-    def beats_per_tile(self) -> int:
-        return self._rows * self._cols // self._out_lanes
+    rows = property(lambda self: self._params.rows)
+    cols = property(lambda self: self._params.cols)
+    acc_width = property(lambda self: self._params.acc_width)
+    requantize = property(lambda self: self._params.requantize)
+    out_lanes = property(lambda self: self._params.out_lanes)
+    a_width = property(lambda self: self._params.a_width)
+    out_width = property(lambda self: self._params.out_width)
+    # Derived figures (documented on GemmParams).
+    max_k = property(lambda self: self._params.max_k)
+    a_offset_range = property(lambda self: self._params.a_offset_range)
+    multipliers = property(lambda self: self._params.multipliers)
+    min_tile_cycles = property(lambda self: self._params.min_tile_cycles)
+    row_read_delay = property(lambda self: self._params.row_read_delay)
+    row_fifo_depth = property(lambda self: self._params.row_fifo_depth)
+    latency = property(lambda self: self._params.latency)
+    beats_per_tile = property(lambda self: self._params.beats_per_tile)
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols, width = self._rows, self._cols, self._acc_width
-        lanes = self._out_lanes
-        spacing = self.min_tile_cycles
-        depth = self.row_fifo_depth
-        a_width, out_width = self._a_width, self._out_width
-        tile_layout = TileParams(cols, self._requantize, a_width, out_width)
+        p = self._params
+        rows, cols, width = p.rows, p.cols, p.acc_width
+        spacing = p.min_tile_cycles
+        depth = p.row_fifo_depth
+        a_width, out_width = p.a_width, p.out_width
+        tile_layout = TileParams(cols, p.requantize, a_width, out_width)
         # int8: each PE multiplies a + a_offset; int16: a alone, the offset is applied per column.
         offset_per_column = a_width == 16
-        operand_a_width = pe_product_width(a_width) - B_WIDTH
+        operand_a_width = p.operand_a_width
 
         # ---- tile parameters and input acceptance --------------------------------------
         params = Signal(tile_layout)
@@ -205,7 +163,7 @@ class GemmCore(wiring.Component):
         out_fields = {name: field.shape for name, field in tile_layout if name != "a_offset"}
         out_layout = data.StructLayout(out_fields)
         m.submodules.tile_fifo = tile_fifo = SyncFIFOBuffered(
-            width=out_layout.size, depth=depth // rows)
+            width=out_layout.size, depth=p.tile_fifo_depth)
 
         # Whether a tile may end now, registered: computed a cycle ahead for both outcomes of
         # this cycle's handshake, so the input's ready (and through it the wide parameter
@@ -332,7 +290,7 @@ class GemmCore(wiring.Component):
         # A token travelling down a delay line marks the rows being read; a row index that
         # restarts one cycle before the first row selects them (a binary mux is cheaper than a
         # one-hot AND-OR on ECP5's PFUMX slices).
-        before_first = delayed(m, "row_token", ends, self.row_read_delay - 1, shape=1)
+        before_first = delayed(m, "row_token", ends, p.row_read_delay - 1, shape=1)
         token = [delayed(m, "row_token0", before_first, 1, shape=1)]
         for r in range(1, rows):
             token.append(delayed(m, f"row_token{r}", token[-1], 1, shape=1))
@@ -362,55 +320,20 @@ class GemmCore(wiring.Component):
             row_fifo.w_data.eq(Cat(row_data, row_last)),
         ]
 
-        # ---- output sequencer: row -> beats of `lanes`, bias added, params attached --------
+        # ---- output sequencer: row -> beats of `out_lanes`, bias added, params attached ----
         head_row = data.View(data.ArrayLayout(signed(width), cols), row_fifo.r_data[:cols * width])
         head_last = row_fifo.r_data[-1]
         tile = data.View(out_layout, tile_fifo.r_data)
-        segments = cols // lanes
-        segment = Signal(range(max(segments, 2)))
-        final_segment = segment == segments - 1
-
-        if self._requantize:
-            m.submodules.requant = requant = Requantizer(lanes=lanes, out_width=out_width)
-            seq, seq_layout = requant.i, RequantIn(lanes, out_width)
-            wiring.connect(m, requant.o, wiring.flipped(self.o))
-        else:
-            seq, seq_layout = self.o, GemmOut(lanes, False)
-
-        seq_valid = Signal()
-        seq_payload = Signal(seq_layout, reset_less=True)     # qualified by seq_valid
-        advance = ~seq_valid | seq.ready
-        take = Signal()
+        requant = {"multiplier": lambda col: tile.multiplier[col],
+                   "shift": lambda col: tile.shift[col],
+                   "out_zero_point": tile.out_zero_point, "act_min": tile.act_min,
+                   "act_max": tile.act_max} if p.requantize else {}
         m.d.comb += [
-            seq.valid.eq(seq_valid),
-            seq.payload.eq(seq_payload),
-            take.eq(advance & row_fifo.r_rdy & tile_fifo.r_rdy),
-            row_pop.eq(take & final_segment),
+            row_pop.eq(requant_sequencer(
+                m, self.o, count=cols, lanes=p.out_lanes, requantize=p.requantize,
+                out_width=out_width, valid=row_fifo.r_rdy & tile_fifo.r_rdy, last=head_last,
+                value=lambda col: (head_row[col] + tile.bias[col])[:32].as_signed(), **requant)),
             row_fifo.r_en.eq(row_pop),
             tile_fifo.r_en.eq(row_pop & head_last),
         ]
-        with m.If(advance):
-            m.d.sync += seq_valid.eq(take)
-        with m.If(take):
-            m.d.sync += [
-                segment.eq(Mux(final_segment, 0, segment + 1)),
-                seq_payload.last.eq(head_last & final_segment),
-            ]
-            for lane in range(lanes):
-                col = segment * lanes + lane
-                with_bias = (head_row[col] + tile.bias[col])[:32].as_signed()
-                if self._requantize:
-                    m.d.sync += [
-                        seq_payload.acc[lane].eq(with_bias),
-                        seq_payload.multiplier[lane].eq(tile.multiplier[col]),
-                        seq_payload.shift[lane].eq(tile.shift[col]),
-                    ]
-                else:
-                    m.d.sync += seq_payload.data[lane].eq(with_bias)
-            if self._requantize:
-                m.d.sync += [
-                    seq_payload.out_zero_point.eq(tile.out_zero_point),
-                    seq_payload.act_min.eq(tile.act_min),
-                    seq_payload.act_max.eq(tile.act_max),
-                ]
         return m

@@ -1,10 +1,14 @@
-"""Operand widths and the bounds derived from them, for the GEMM core, its driver and its block
-entry (plain Python: no Amaranth, so the tiling driver and the fit check can use it)."""
+"""The GEMM core's parameters (``GemmParams``: bounds, help text, every derived figure), its
+operand widths and the bounds derived from them, for the core, its driver and its block entry
+(plain Python: no Amaranth, so the tiling driver and the fit check can use it)."""
 
-__all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "a_offset_width", "a_offset_range",
-           "max_abs_product", "max_k", "pe_product_width", "check_widths"]
+from dataclasses import dataclass
 
-from ..common.checks import check_bool, check_choice, check_int
+from ..common.checks import check_int
+from ..common.params import param, validate_fields
+
+__all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "GemmParams", "a_offset_width",
+           "a_offset_range", "max_abs_product", "max_k", "pe_product_width"]
 
 #: Bits of the activation operand ``a``: int8 (default) or int16.
 A_WIDTHS = (8, 16)
@@ -50,22 +54,112 @@ def pe_product_width(a_width: int) -> int:
     return {8: 10, 16: 16}[a_width] + B_WIDTH
 
 
-def check_widths(*, acc_width: int, requantize: bool, a_width: int, out_width: int) -> None:
-    """Validate the width parameters of the core, with messages naming the parameter."""
-    for name, value, choices in (("a_width", a_width, A_WIDTHS),
-                                 ("out_width", out_width, OUT_WIDTHS)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an integer, not {value!r}")
-        check_choice(name, value, choices)
-    check_bool("requantize", requantize)
-    lo = pe_product_width(a_width)
-    if a_width == 8:
-        check_int("acc_width", acc_width, lo, 32)
-    else:
-        check_int("acc_width", acc_width, 18, 32)
-        if acc_width < lo:
-            raise ValueError(f"acc_width must be in [{lo}, 32] when a_width is {a_width}, "
-                             f"not {acc_width!r}")
-    if not requantize and out_width != 8:
-        raise ValueError(f"out_width must be 8 when requantize is False (the raw output is "
-                         f"int32), not {out_width!r}")
+@dataclass(frozen=True)
+class GemmParams:
+    """Generation-time parameters of :class:`hw.gemm.GemmCore`, checked on construction, and
+    every figure derived from them (latency, FIFO depths, ``max_k``, multipliers).
+
+    Each field's metadata holds its help text and bounds (``lo``/``hi``, or ``choices``); the
+    command line, the TOML schema and ``lutra list`` are derived from them
+    (``gen/blocks/gemm.py``). The run-time tile parameters are not here: they arrive on the
+    core's ``params`` stream.
+    """
+
+    rows: int = param(4, "PE rows (rows of A and C per tile)", lo=1, hi=32)
+    cols: int = param(4, "PE columns (columns of B and C per tile)", lo=1, hi=32)
+    acc_width: int = param(32, "accumulator bits (at least 24 with a_width 16)", lo=18, hi=32)
+    requantize: bool = param(True, "requantize (false: raw int32 out)")
+    out_lanes: int = param(1, "output elements per beat (divides cols)", lo=1, hi=32)
+    a_width: int = param(8, "activation bits (weights stay int8); 16: a_offset in "
+                         "[-32767, 32768], offset applied per column", choices=A_WIDTHS)
+    out_width: int = param(8, "requantized output bits (zero point, act_min/max too); 8 with "
+                           "requantize false", choices=OUT_WIDTHS)
+
+    def __post_init__(self):
+        # out_lanes is bounded by cols, checked below with that bound in the message.
+        validate_fields(self, exclude=("out_lanes",))
+        lo = pe_product_width(self.a_width)
+        if self.acc_width < lo:
+            raise ValueError(f"acc_width must be in [{lo}, 32] when a_width is "
+                             f"{self.a_width}, not {self.acc_width!r}")
+        if not self.requantize and self.out_width != 8:
+            raise ValueError(f"out_width must be 8 when requantize is False (the raw output "
+                             f"is int32), not {self.out_width!r}")
+        check_int("out_lanes", self.out_lanes, 1, self.cols)
+        if self.cols % self.out_lanes:
+            raise ValueError(f"out_lanes must divide cols ({self.cols}), not "
+                             f"{self.out_lanes!r}")
+
+    # ---- derived figures ---------------------------------------------------------------------
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulate cells: ``rows * cols``."""
+        return self.rows * self.cols
+
+    @property
+    def max_k(self) -> int:
+        """Largest K for which no partial sum can overflow ``acc_width`` bits (any operands and
+        ``a_offset`` in range): results are exact up to it. Beyond it a 32-bit accumulator
+        wraps modulo 2**32, exactly as the golden model's int32 sum does."""
+        return max_k(self.acc_width, self.a_width)
+
+    @property
+    def a_offset_range(self) -> tuple[int, int]:
+        """Inclusive range of the run-time ``a_offset`` the results are exact for."""
+        return a_offset_range(self.a_width)
+
+    @property
+    def operand_a_width(self) -> int:
+        """Bits of a PE's ``a`` operand: ``a + a_offset`` (int8) or ``a`` alone (int16)."""
+        return pe_product_width(self.a_width) - B_WIDTH
+
+    @property
+    def offset_multipliers(self) -> int:
+        """Products of the per-column offset cells: ``cols`` with ``a_width=16``, else 0."""
+        return self.cols if self.a_width == 16 else 0
+
+    @property
+    def multipliers(self) -> int:
+        """DSP products: one per PE, one per column for the offset with ``a_width=16``, four per
+        requantizer lane (its 32 x 32 product in 17 x 17 parts)."""
+        requant = 4 * self.out_lanes if self.requantize else 0
+        return self.macs + self.offset_multipliers + requant
+
+    @property
+    def min_tile_cycles(self) -> int:
+        """Minimum spacing in cycles between the last k-slices of consecutive tiles."""
+        return max(self.rows, self.cols)
+
+    @property
+    def beats_per_tile(self) -> int:
+        """Output beats of one tile: ``rows * cols / out_lanes``."""
+        return self.rows * self.cols // self.out_lanes
+
+    @property
+    def row_read_delay(self) -> int:
+        """Cycles from a tile's last k-slice to the read of its first result row."""
+        return 3 + self.cols
+
+    @property
+    def row_fifo_depth(self) -> int:
+        """Rows of result buffering: enough that a sink that is always ready never throttles
+        the input. A tile holds its reservation from its last k-slice until its last row leaves
+        the FIFO; tiles end at most once per ``max(min_tile_cycles, beats_per_tile)`` cycles."""
+        period = max(self.min_tile_cycles, self.beats_per_tile)
+        lifetime = self.row_read_delay + 4 + self.beats_per_tile
+        return self.rows * (-(-lifetime // period) + 1)
+
+    @property
+    def tile_fifo_depth(self) -> int:
+        """Tiles whose output-side parameters wait for their rows: one per ``rows`` rows."""
+        return self.row_fifo_depth // self.rows
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a tile's last k-slice to its first output beat (unstalled):
+        row read, row register, FIFO (write, then buffered read), output sequencer, and the
+        requantizer."""
+        from ..common.requant import REQUANT_LATENCY
+        cycles = self.row_read_delay + 1 + 2 + 1
+        return cycles + (REQUANT_LATENCY if self.requantize else 0)
