@@ -116,7 +116,7 @@ def _figures(config: BlockConfig, component, synth_block: dict, clocks: list[dic
 def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
               freq_mhz: float | None = None, seed: int = 1, allow_lut_multipliers: bool = False,
               fit_check: bool = True, target_name: str | None = None,
-              force: bool = False) -> dict:
+              force: bool = False, progress=None) -> dict:
     """Out-of-context build of ``config`` on ``device`` into ``out``.
 
     The tools run in a staging directory inside ``out``; only a successful build replaces
@@ -125,7 +125,9 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
     ``device`` is a :class:`~fpga.targets.Device` or a target name (``"ecp5-85f"``, or a
     board, whose device is used). Returns the report dict. Raises ``FitError`` before any tool
     runs if the block's estimate does not fit, ``ToolError`` for a missing tool, ``BuildError``
-    if synthesis fails or nextpnr cannot place or route the design.
+    if synthesis fails or nextpnr cannot place or route the design. ``progress`` (a
+    :class:`gen.progress.Progress`) is told each step: generation, synthesis, placement,
+    routing (read from nextpnr's log as it runs).
     """
     if isinstance(device, str):
         target_name = target_name or device
@@ -140,6 +142,7 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
     with OutputDir(out, owner="build", force=force) as staged:
         tmp = staged.stage
         start = time.monotonic()
+        _step(progress, "generating Verilog")
         component = build_component(config)
         # The block's own Verilog, written for the family: on ECP5 its multipliers are
         # MULT18X18D instances with their pipeline registers (see hw/common/mul.py).
@@ -164,9 +167,10 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
             "opt_clean",
             "write_json synth.json",
         ]) + "\n")
+        _step(progress, "synthesis (yosys)")
         try:
             steps["synth"] = run_tool("yosys", ["-q", "-l", "synth.log", "synth.ys"], cwd=tmp,
-                                      log=tmp / "synth.out")
+                                      log=tmp / "synth.out", tick=progress.tick if progress else None)
         except ToolError as error:
             kept = _keep_log(tmp / "synth.out", out, "synth", force)
             raise BuildError(f"synthesis failed: {first_error(tmp / 'synth.out')} "
@@ -176,9 +180,11 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
                     "--log", "pnr.log", "--quiet"]
         if device.family == "ice40":
             pnr_args.append("--pcf-allow-unconstrained")
+        _step(progress, "placement (nextpnr)")
         try:
             steps["pnr"] = run_tool(f"nextpnr-{device.family}", pnr_args, cwd=tmp,
-                                    log=tmp / "pnr.out")
+                                    log=tmp / "pnr.out",
+                                    tick=_pnr_ticker(progress, tmp / "pnr.log") if progress else None)
         except ToolError as error:
             log = tmp / "pnr.log" if (tmp / "pnr.log").exists() else tmp / "pnr.out"
             failure = _pnr_failure(log, error)
@@ -231,6 +237,31 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
         (tmp / "report.md").write_text(rpt.markdown_report(report))
     report["_path"] = str(out)
     return report
+
+
+def _step(progress, name: str) -> None:
+    if progress is not None:
+        progress.step(name)
+
+
+def _pnr_ticker(progress, log: Path):
+    """A tick for the nextpnr run that tells placement from routing by its log so far."""
+    read = {"offset": 0, "tail": b"\n"}
+
+    def tick():
+        try:
+            with open(log, "rb") as text:
+                text.seek(read["offset"])
+                new = text.read()
+        except OSError:
+            new = b""
+        read["offset"] += len(new)
+        seen = read["tail"] + new           # a line may be split between two reads
+        read["tail"] = seen[-32:]
+        if b"\nInfo: Routing" in seen:
+            progress.step("routing (nextpnr)")
+        progress.tick()
+    return tick
 
 
 def _keep_log(log: Path, out: Path, step: str, force: bool) -> Path:

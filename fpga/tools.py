@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -54,16 +55,29 @@ def find_tool(tool: str) -> str:
     return found
 
 
-def run_tool(tool: str, args: list[str], *, cwd: Path, log: Path) -> float:
+def run_tool(tool: str, args: list[str], *, cwd: Path, log: Path,
+             tick: Callable[[], None] | None = None) -> float:
     """Run ``tool`` in ``cwd`` with its output in ``log``; return the wall time in seconds.
 
-    A non-zero exit raises ``ToolError`` with the tool's first error line.
+    ``tick`` (progress display) is called about twice a second while the tool runs. A non-zero
+    exit raises ``ToolError`` with the tool's first error line.
     """
     exe = find_tool(tool)
     start = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.run([exe, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                              check=False)
+        proc = subprocess.Popen([exe, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if tick is not None:
+                        tick()
+        finally:
+            if proc.poll() is None:         # interrupted: do not leave the tool running
+                proc.kill()
+                proc.wait()
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         raise ToolError(f"{tool} failed (exit {proc.returncode}): {first_error(log)}")

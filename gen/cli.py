@@ -10,11 +10,13 @@ import argparse
 import importlib
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from .blocks import blocks, get_block
 from .config import BlockConfig, ConfigError, load_config, validate_params
 from .outputs import OutputDir, OutputError
+from .progress import Progress
 from . import cli_build, cli_prove, cli_run, cli_soak
 from .cli_common import (Parser, UsageError, add_block_flags, add_force, configs_from_args)
 
@@ -99,10 +101,11 @@ def _add_sim(sub):
 
 def run_sims(configs: list[BlockConfig], simulators: list[str], *, build_dir: Path,
              waves: bool = False, seed: int = 1, primitives: str = "generic",
-             force: bool = False) -> list[tuple[BlockConfig, object]]:
+             force: bool = False, progress=None) -> list[tuple[BlockConfig, object]]:
     """Run every configuration under every simulator, printing one line per run.
 
     Each run has its own subdirectory of ``build_dir`` (owned by Lutra, kept between runs).
+    ``progress`` (a :class:`gen.progress.Progress` counting the runs) is advanced per run.
     """
     from sim.runner import run_cocotb
     results = []
@@ -110,8 +113,9 @@ def run_sims(configs: list[BlockConfig], simulators: list[str], *, build_dir: Pa
         for config, simulator in [(c, s) for c in configs for s in simulators]:
             suffix = "" if primitives == "generic" else f"-{primitives}"  # as sim.runner does
             out.claim(f"{config.key()}{suffix}-{simulator}")
-            result = run_cocotb(config, simulator, build_root=build_dir, waves=waves,
-                                seed=seed, quiet=True, primitives=primitives)
+            with progress.ticking() if progress else nullcontext():
+                result = run_cocotb(config, simulator, build_root=build_dir, waves=waves,
+                                    seed=seed, quiet=True, primitives=primitives)
             status = "PASS" if result.passed else "FAIL"
             line = (f"{status} {config.key():<40} {simulator:<9} "
                     f"{result.tests - result.failed}/{result.tests} tests")
@@ -120,6 +124,8 @@ def run_sims(configs: list[BlockConfig], simulators: list[str], *, build_dir: Pa
             if waves and result.waves is not None:
                 line += f"  waves: {result.waves}"
             print(line, flush=True)
+            if progress is not None:
+                progress.advance(1, f"{status} {config.key()} {simulator}")
             results.append((config, result))
     return results
 
@@ -148,9 +154,11 @@ def _run_sim(args) -> int:
                    for c in configs for extra in c.block.sim_configs]
     simulators = _simulators(args.simulator)
     # Lutra's default directory is its own; a directory the user names must pass the checks.
-    results = run_sims(configs, simulators, build_dir=args.build_dir or DEFAULT_SIM_DIR,
-                       waves=args.waves, seed=args.seed, primitives=args.primitives,
-                       force=args.force or args.build_dir is None)
+    with Progress(f"lutra sim {configs[0].name}",
+                  total=len(configs) * len(simulators)) as progress:
+        results = run_sims(configs, simulators, build_dir=args.build_dir or DEFAULT_SIM_DIR,
+                           waves=args.waves, seed=args.seed, primitives=args.primitives,
+                           force=args.force or args.build_dir is None, progress=progress)
     failed = sum(not r.passed for _, r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
@@ -188,7 +196,8 @@ def _run_bench(args) -> int:
     error = argparse.ArgumentParser.error
     argparse.ArgumentParser.error = Parser.error
     try:
-        return bench(list(args.args))
+        with Progress(f"lutra bench {args.block}") as progress, progress.ticking():
+            return bench(list(args.args))
     finally:
         argparse.ArgumentParser.error = error
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from .cli_common import UsageError, add_force, configs_from_args
 from .config import BlockConfig
 from .outputs import OutputDir
+from .progress import Progress
 
 __all__ = ["SOAK_BLOCKS", "SoakResult", "add_soak_parser", "run_soak", "soak_block"]
 
@@ -115,8 +116,10 @@ def run_soak(args) -> int:
     with OutputDir(build_dir, owner="soak", force=args.force or args.build_dir is None,
                    prune=False) as out:
         out.claim(f"{config.key()}-{args.simulator}")
-        result = soak_block(config, args.simulator, beats=args.beats, seed=args.seed,
-                            build_root=build_dir)
+        with Progress(f"lutra soak {config.name}") as progress, progress.ticking():
+            progress.step(f"{args.beats} beats under {args.simulator}")
+            result = soak_block(config, args.simulator, beats=args.beats, seed=args.seed,
+                                build_root=build_dir)
     for line in result.lines():
         print(line)
     return 0 if result.clean else 1
