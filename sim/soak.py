@@ -45,6 +45,8 @@ class Chunk:
 
     feeds: list[list[tuple[str, dict]]]
     expected: list[dict] = field(default_factory=list)
+    #: Plain (non-stream) inputs, set before reset and held: the first chunk's only.
+    inputs: dict[str, int] = field(default_factory=dict)
 
     @property
     def beats_in(self) -> int:
@@ -331,6 +333,57 @@ def _winograd_fm(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
                      for row in range(out_h) for col, v in enumerate(plane[row])])
 
 
+def _attention_unit(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
+    """Batches of sequences (a batch of one at max_len, of single tokens, then random ones up
+    to ``max_tokens``) with int8 Q, K, V (uniform, or every fourth batch only -128 and 127);
+    one random requantization of the scores and the context for the run (``quant`` is a plain
+    input, held). Every output word is compared, ``last`` on the batch's final word."""
+    from hw.attention.engine import Quant
+
+    from .attention_unit_driver import (expected_context, quant_payload, random_layer,
+                                        random_qkv, to_words)
+    cfg = manifest["config"]
+    hidden, block = cfg["heads"] * cfg["head_dim"], cfg["block"]
+    pattern = {k: cfg[k] for k in ("block", "window", "n_global", "causal")}
+    layer = random_layer(rng, cfg["head_dim"], softmax_scale=cfg["softmax_scale"])
+    quant = quant_payload(layer)
+    packed = 0
+    for name, member in Quant:
+        packed |= (quant[name] & ((1 << member.width) - 1)) << member.offset
+    n = 0
+    while True:
+        n += 1
+        if n % 8 == 1:
+            lengths = [cfg["max_len"]]
+        elif n % 8 == 2:
+            lengths = [1] * cfg["max_seqs"]
+        else:
+            lengths, total = [], 0
+            while len(lengths) < cfg["max_seqs"]:
+                length = int(rng.integers(1, cfg["max_len"] + 1))
+                if total + length > cfg["max_tokens"]:
+                    break
+                lengths.append(length)
+                total += length
+            lengths = lengths or [1]
+        if n % 4 == 3:
+            batch = [tuple(rng.choice([-128, 127], (t, hidden)) for _ in range(3))
+                     for t in lengths]
+        else:
+            batch = [random_qkv(rng, t, hidden) for t in lengths]
+        want = np.concatenate([expected_context(q, k, v, layer, heads=cfg["heads"],
+                                                softmax=cfg["softmax"], pattern=pattern)
+                               for q, k, v in batch])
+        words = to_words(want, block)
+        feeds = [[("desc", {"length": t, "last": int(i == len(lengths) - 1)})
+                  for i, t in enumerate(lengths)]]
+        feeds += [[(name, w) for x in batch for w in to_words(x[index], block)]
+                  for index, name in enumerate("qkv")]
+        yield Chunk(feeds, [{"data": w, "last": int(j == len(words) - 1)}
+                            for j, w in enumerate(words)],
+                    inputs={"quant": packed} if n == 1 else {})
+
+
 #: block name -> ``workload(manifest, rng)``, an endless iterator of :class:`Chunk`.
 WORKLOADS: dict[str, Callable[[dict, np.random.Generator], Iterator[Chunk]]] = {
     "gemm": _gemm,
@@ -340,6 +393,7 @@ WORKLOADS: dict[str, Callable[[dict, np.random.Generator], Iterator[Chunk]]] = {
     "layernorm": _layernorm,
     "winograd": _winograd,
     "winograd_fm": _winograd_fm,
+    "attention_unit": _attention_unit,
 }
 
 
@@ -528,8 +582,6 @@ async def _soak(dut) -> dict:
     payload, layout = getattr(dut, out["payload"]), out["layout"]
     ready.value = 0
     board = Scoreboard()
-    await start_clock_reset(dut)
-
     queues: list[deque] = []
     state = {"generated": 0, "feeding": 0}
 
@@ -538,6 +590,9 @@ async def _soak(dut) -> dict:
         if state["generated"] >= target:
             return False
         chunk = next(chunks)
+        assert not chunk.inputs or not state["generated"], "plain inputs change mid-run"
+        for name, value in chunk.inputs.items():
+            getattr(dut, name).value = value
         while len(queues) < len(chunk.feeds):
             queues.append(deque())
         for queue, feed in zip(queues, chunk.feeds):
@@ -555,7 +610,8 @@ async def _soak(dut) -> dict:
             await sources[name].send(value)
         state["feeding"] -= 1
 
-    refill()
+    refill()                    # the first chunk's plain inputs are set before reset
+    await start_clock_reset(dut)
     state["feeding"] = len(queues)
     start = time.perf_counter()
     tasks = [cocotb.start_soon(feeder(i)) for i in range(len(queues))]
