@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.softmax import SoftmaxEngine
+from hw.softmax import SoftmaxEngine, SoftmaxParams
 from sim.golden.softmax import (lut2d_log_num, lut2d_log_sum, lut2d_pow, lut_softmax, shift_exp,
                                 shiftmax, softmax_tables, table_bytes)
 from sim.streams import Stalls, handshake_monitor, stream_get, stream_put
@@ -49,6 +49,9 @@ def test_init_defaults():
     ({"scale": -1}, ValueError, "scale must be a positive finite number, not -1"),
     ({"scale": math.inf}, ValueError, "scale must be a positive finite number, not inf"),
     ({"scale": "1/8"}, TypeError, "scale must be a positive number, not '1/8'"),
+    # one bound for the engine, the command line and the TOML schema (SoftmaxParams.scale)
+    ({"scale": 1e-7}, ValueError, "scale must be in [1e-06, 1000000.0], not 1e-07"),
+    ({"scale": 2e6}, ValueError, "scale must be in [1e-06, 1000000.0], not 2000000.0"),
     ({"in_bits": 1}, ValueError, "in_bits must be in [2, 16], not 1"),
     ({"n": 0, "method": "shiftmax"}, ValueError, "n must be in [1, 30], not 0"),
     # 512 * (8 << n) <= 2**31 - 1 holds up to n = 18
@@ -67,6 +70,20 @@ def test_init_wrong(kwargs, error, message):
     with pytest.raises(error) as info:
         SoftmaxEngine(**kwargs)
     assert str(info.value) == message
+
+
+def test_init_from_params():
+    params = SoftmaxParams(method="lut2d", max_len=16)
+    dut = SoftmaxEngine(params)
+    assert dut.parameters is params and (dut.method, dut.max_len) == ("lut2d", 16)
+    # the figures come from the parameters alone, no component built
+    assert params.table_bytes == 260 and SoftmaxParams(method="shiftmax").tables is None
+    with pytest.raises(TypeError) as info:
+        SoftmaxEngine(params, max_len=8)
+    assert str(info.value) == "give either params or keyword parameters, not both"
+    with pytest.raises(TypeError) as info:
+        SoftmaxEngine("recip")
+    assert str(info.value) == "params must be a SoftmaxParams, not 'recip'"
 
 
 # ---- golden model from first principles -------------------------------------------------

@@ -1,5 +1,6 @@
 """Streaming softmax engine: LUT methods (recip, lut2d) and I-ViT's ShiftMax."""
 
-from .engine import SoftmaxEngine, SoftmaxIn, SoftmaxOut
+from .core import SoftmaxEngine, SoftmaxIn, SoftmaxOut
+from .params import SoftmaxParams
 
-__all__ = ["SoftmaxEngine", "SoftmaxIn", "SoftmaxOut"]
+__all__ = ["SoftmaxEngine", "SoftmaxIn", "SoftmaxOut", "SoftmaxParams"]
