@@ -8,7 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 from conftest import SIMULATORS, cocotb_run
 
-from hw.attention import AttentionScheduler
+from hw.attention import AttentionScheduler, SchedulerParams
 from sim.attention_driver import EngineModel, Harness, check_invariants
 from sim.golden.attention import schedule
 from sim.stalls import Stalls
@@ -50,6 +50,17 @@ def test_init_wrong(kwargs, error, message):
 def test_init_is_keyword_only():
     with pytest.raises(TypeError):
         AttentionScheduler(4)
+
+
+def test_init_from_params():
+    params = SchedulerParams(engines=2, lookahead=1)
+    dut = AttentionScheduler(params)
+    assert dut.parameters is params and len(dut.cmd) == 2
+    # 256 needs 9 bits; the longest length they hold (511) has 64 blocks of 8: 6 bits
+    assert (params.length_width, params.block_width, params.dispatch_width) == (9, 6, 1)
+    with pytest.raises(TypeError) as info:
+        AttentionScheduler(params, engines=3)
+    assert str(info.value) == "give either params or keyword parameters, not both"
 
 
 def test_properties_are_read_only():

@@ -78,6 +78,17 @@ def test_init_is_keyword_only():
         Gelu("shift")
 
 
+def test_init_from_params():
+    params = GeluParams(method="lut", lanes=2)
+    gelu = Gelu(params)
+    assert gelu.parameters is params and gelu.lanes == 2
+    # the table's output scale S * 2**-(out_bits - 1); a table needs no row buffer
+    assert params.out_scale == 2.0 ** -4 * 2.0 ** -7 and params.row_buffer_depth == 0
+    with pytest.raises(TypeError) as info:
+        Gelu(params, lanes=1)
+    assert str(info.value) == "give either params or keyword parameters, not both"
+
+
 def test_parts_init_wrong():
     k = shift_gelu_constants(2.0 ** -4)
     with pytest.raises(ValueError) as info:

@@ -47,6 +47,7 @@ BLOCK = BlockSpec(
     summary="Length-aware scheduler of block-sparse attention rows onto P engines",
     params=params_from(SchedulerParams),
     build=_build,
+    param_class=SchedulerParams,
     figures=_figures,
     ports={
         "desc": "sequence descriptors: seq (id), length (tokens; 0 = skipped)",

@@ -47,6 +47,7 @@ BLOCK = BlockSpec(
     summary="Integer GELU: I-ViT ShiftGELU (default), I-BERT i-GELU (poly) or a table (lut)",
     params=params_from(GeluParams),
     build=_build,
+    param_class=GeluParams,
     figures=_figures,
     ports={
         "i": "lanes signed in_width-bit inputs at scale S; last ends a row",

@@ -181,13 +181,20 @@ class AttentionScheduler(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P, D, B = self._params.engines, self._params.lookahead, self._params.block
-        bw = self._params.block_width
-        store_first = self._params.n_global == 0
-        row_layout = _Row(self._params.seq_width, bw, B, first=store_first)
-        K = self._params.dispatch_width         # most rows dispatched in one cycle
-        full_mask = (1 << B) - 1
+        row_layout = _Row(self._params.seq_width, self._params.block_width, self._params.block,
+                          first=self._params.n_global == 0)
+        window = self._window(m, row_layout)
+        engines = self._engine_slots(m, row_layout)
+        taken, n_taken = self._dispatch(m, row_layout, window, engines)
+        generator = self._generator(m, row_layout)
+        self._window_update(m, row_layout, window, taken, n_taken, generator)
+        return m
 
+    def _window(self, m: Module, row_layout) -> dict:
+        """The window's slots and its registered counts; ``moved[n]``: slot ``n`` once the
+        previous cycle's dispatches (the holes) are gone."""
+        D = self._params.lookahead
+        K = self._params.dispatch_width         # most rows dispatched in one cycle
         # ---- the window: slots[0..holes + waiting), of which the first `holes` were
         # dispatched in the previous cycle and leave now; `waiting` rows can be dispatched,
         # a count kept as a thermometer so that no adder or comparator follows the dispatch.
@@ -209,6 +216,15 @@ class AttentionScheduler(wiring.Component):
                 _select([slots[min(n + t, D - 1)] for t in range(K + 1)], index))
             moved.append(candidate)
 
+        return {"slots": slots, "holes_is": holes_is, "waiting_gt": waiting_gt,
+                "holes_width": holes_width, "holes_copy": holes_copy, "moved": moved}
+
+    def _engine_slots(self, m: Module, row_layout) -> dict:
+        """Per engine, the row it works on, its next key block and its commands left; drives
+        the command streams and ``done_ready``."""
+        P, B = self._params.engines, self._params.block
+        bw = self._params.block_width
+        full_mask = (1 << B) - 1
         # ---- engine slots: the row each engine is working on -------------------------------
         active = [Signal(name=f"active_{e}") for e in range(P)]      # row given, done not seen
         issuing = [Signal(name=f"issuing_{e}") for e in range(P)]    # commands left to issue
@@ -245,6 +261,17 @@ class AttentionScheduler(wiring.Component):
             with m.If(finished):
                 m.d.sync += active[e].eq(0)
 
+        return {"active": active, "issuing": issuing, "rows": rows, "key": key, "left": left,
+                "free": free}
+
+    def _dispatch(self, m: Module, row_layout, window: dict, engines: dict):
+        """The ``n``-th free engine takes the ``n``-th waiting row. Returns ``taken`` (a prefix
+        of ones: the ``(n + 1)``-th waiting row leaves in this cycle) and its count."""
+        P, K = self._params.engines, self._params.dispatch_width
+        store_first = self._params.n_global == 0
+        moved, waiting_gt = window["moved"], window["waiting_gt"]
+        free, rows, left, key = engines["free"], engines["rows"], engines["left"], engines["key"]
+        active, issuing = engines["active"], engines["issuing"]
         # ---- dispatch: the n-th free engine takes the n-th waiting row ---------------------
         rank = []                                # free engines below e
         running = Const(0, range(P + 1))
@@ -269,6 +296,14 @@ class AttentionScheduler(wiring.Component):
         n_taken = Signal(range(K + 1))
         m.d.comb += n_taken.eq(sum(taken))
 
+        return taken, n_taken
+
+    def _generator(self, m: Module, row_layout) -> dict:
+        """The current descriptor's query blocks, one row per clock, each registered (staged)
+        before it enters the window, with its size registered a cycle ahead."""
+        B = self._params.block
+        bw = self._params.block_width
+        store_first = self._params.n_global == 0
         # ---- row generator: the current descriptor's query blocks, in order --------------
         cur_valid = Signal()
         cur_seq = Signal(self._params.seq_width)
@@ -360,6 +395,18 @@ class AttentionScheduler(wiring.Component):
             if store_first:
                 m.d.sync += staged.first.eq(self._minus_window(qb))
 
+        return {"staged": staged, "staged_valid": staged_valid, "generate": generate,
+                "room": room, "gen_pairs": gen_pairs}
+
+    def _window_update(self, m: Module, row_layout, window: dict, taken, n_taken,
+                       generator: dict) -> None:
+        """Drops the holes, inserts the staged row by priority and updates the counts."""
+        D, K = self._params.lookahead, self._params.dispatch_width
+        slots, moved, waiting_gt = window["slots"], window["moved"], window["waiting_gt"]
+        holes_is, holes_copy = window["holes_is"], window["holes_copy"]
+        holes_width = window["holes_width"]
+        staged, staged_valid = generator["staged"], generator["staged_valid"]
+        generate, room, gen_pairs = generator["generate"], generator["room"], generator["gen_pairs"]
         # ---- window update: drop the holes, insert the staged row by priority -------------
         # Each row carries `ahead`: it has at least as many key blocks as the staged row, so
         # it stays ahead of it (ties in generation order). The bit is computed against the
@@ -431,4 +478,3 @@ class AttentionScheduler(wiring.Component):
             waiting_gt.eq(waiting_gt_next),
             room.eq(Mux(generate, ~full_with_new, ~waiting_gt_next[D - 1])),
         ]
-        return m
