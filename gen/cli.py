@@ -17,7 +17,7 @@ from .blocks import blocks, get_block
 from .config import BlockConfig, ConfigError, load_config, validate_params
 from .outputs import OutputDir, OutputError
 from .progress import Progress
-from . import cli_build, cli_prove, cli_run, cli_soak
+from . import cli_build, cli_explore, cli_prove, cli_run, cli_soak
 from .cli_common import (Parser, UsageError, add_block_flags, add_force, configs_from_args)
 
 __all__ = ["main", "UsageError", "add_block_flags", "add_force", "configs_from_args"]
@@ -300,6 +300,7 @@ COMMANDS = {
     **cli_prove.COMMANDS,
     **cli_run.COMMANDS,
     **cli_soak.COMMANDS,
+    **cli_explore.COMMANDS,
 }
 
 
