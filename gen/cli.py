@@ -238,9 +238,10 @@ def _add_demo(sub):
 def _run_demo(args) -> int:
     force = args.force or args.out is None      # the default directory is Lutra's own
     if args.block is None and args.config is None:
-        from .progress import Progress
-        with OutputDir(args.out or DEFAULT_DEMO_DIR, owner="demo", force=force) as out, \
-                Progress("lutra demo") as progress:
+        # Its own writer name, and no pruning: the block flow's outputs and the other model's
+        # cached Verilator build stay.
+        with OutputDir(args.out or DEFAULT_DEMO_DIR, owner="demo-encoder", force=force,
+                       prune=False) as out, Progress("lutra demo") as progress:
             return cli_run.demo(args.model, out, progress=progress)
     return _run_block_demo(args, force)
 

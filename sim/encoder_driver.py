@@ -20,18 +20,19 @@ import hashlib
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from hw.encoder.params import EMBEDDING_LN_TAG, INPUT_TAG, EncoderParams, stage_tag
 
-from .encoder_image import ExternalMemory, build_image, embedding_sums
+from .encoder_image import ExternalMemory, Image, build_image, embedding_sums
 from .golden import encoder as enc
 from .stalls import Stalls
 
 __all__ = ["MODELS", "load_model", "tiny_model", "float_weights", "expected", "simulate",
-           "random_batch", "DEBUG_STAGES", "build_harness", "run_harness"]
+           "random_batch", "DEBUG_STAGES", "harness_exe", "build_harness", "run_harness"]
 
 #: Stage boundaries the debug stream carries (scores and probabilities stay inside the
 #: attention unit; the tests compare its context output instead).
@@ -247,25 +248,39 @@ def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, se
 HARNESS = Path(__file__).parent / "tb" / "encoder_harness.cpp"
 
 
+#: C++ optimisation of the harness, per part of Verilator's output (``verilated.mk``'s make
+#: variables, given in MAKEFLAGS so they override the makefile's own): the per-cycle code
+#: (OPT_FAST) at -O1; the initialisation and settle code (OPT_SLOW: run once, yet 4.4 MB of the
+#: MiniLM design's 7.1 MB of C++) at -O0; Verilator's runtime library (OPT_GLOBAL) at -O1.
+#: MiniLM 8 x 8 (max_len 32), measured on 2 cores: 12 s to build, ~150,000 cycles/s. ``-CFLAGS
+#: -O1``, which also applied -O1 to the settle code, took ~8 minutes to build.
+HARNESS_OPT = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1")
+
+
+def harness_exe(verilog: Path, build_dir: Path) -> Path:
+    """Where :func:`build_harness` puts (or finds) the executable for ``verilog``: named by a
+    hash of the Verilog, the harness source and the build flags."""
+    digest = hashlib.sha256(Path(verilog).read_bytes() + HARNESS.read_bytes()
+                            + " ".join(HARNESS_OPT).encode()).hexdigest()[:16]
+    return Path(build_dir) / f"harness-{digest}"
+
+
 def build_harness(verilog: Path, top: str, build_dir: Path) -> Path:
     """Verilate ``verilog`` (top module ``top``) with the C++ harness into ``build_dir``; an
-    executable built from the same Verilog and harness is reused. Returns its path.
+    executable built from the same Verilog, harness and flags is reused. Returns its path.
     ``build_dir`` must not contain ``=`` (make takes it for an assignment)."""
     from .runner import VERILATOR_MAKE_FIX, VERILATOR_WAIVERS, verilator_bin
 
-    digest = hashlib.sha256(Path(verilog).read_bytes() + HARNESS.read_bytes()).hexdigest()[:16]
-    exe = Path(build_dir) / f"harness-{digest}"
+    exe = harness_exe(verilog, build_dir)
     if exe.exists():
         return exe
-    obj = Path(build_dir) / f"obj-{digest}"
+    obj = exe.with_name(exe.name.replace("harness-", "obj-"))
     env = dict(os.environ, PATH=f"{verilator_bin()}{os.pathsep}{os.environ['PATH']}",
                MAKEFLAGS=" ".join(filter(None, [os.environ.get("MAKEFLAGS"),
-                                                VERILATOR_MAKE_FIX])))
-    # -O1: a run is millions of cycles, so the C++ optimiser pays for itself (unlike the
-    # cocotb regressions' -O0).
-    cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", top,
-           "--prefix", "Vtop", "-Mdir", str(obj), "-o", str(exe.resolve()),
-           "-CFLAGS", "-O1", *[f"-Wno-{name}" for name in VERILATOR_WAIVERS],
+                                                VERILATOR_MAKE_FIX, *HARNESS_OPT])))
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
+           "--top-module", top, "--prefix", "Vtop", "-Mdir", str(obj),
+           "-o", str(exe.resolve()), *[f"-Wno-{name}" for name in VERILATOR_WAIVERS],
            str(Path(verilog).resolve()), str(HARNESS)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -276,13 +291,18 @@ def build_harness(verilog: Path, top: str, build_dir: Path) -> Path:
 
 
 def run_harness(exe: Path, model, params: EncoderParams, batches: list[list[np.ndarray]], *,
-                latency: int = 1, max_cycles: int = 2_000_000_000, workdir: Path) -> list[dict]:
-    """Run ``batches`` (lists of token-id arrays) one after the other through the harness.
+                latency: int = 1, max_cycles: int = 2_000_000_000, workdir: Path,
+                on_pass: Callable[[int, int], None] | None = None,
+                image: Image | None = None) -> list[dict]:
+    """Run ``batches`` (lists of token-id arrays) one after the other through the harness;
+    the weight image is written to ``workdir / "image.bin"``.
 
     Per batch: ``cycles`` (from its first offered beat to its last pooled element taken),
     ``words`` and ``requests`` read from the image, ``passes`` (``(descriptor index, cycle of
-    its fetch)``), ``pooled`` (per sequence) and ``seconds`` (wall time of the batch)."""
-    image = build_image(model, params)
+    its fetch)``), ``pooled`` (per sequence) and ``seconds`` (wall time of the batch).
+    ``on_pass(index, cycle)`` is called as each pass starts (its descriptor is fetched).
+    ``image``: ``build_image(model, params)`` if the caller has it already."""
+    image = image or build_image(model, params)
     workdir = Path(workdir)
     image_path = workdir / "image.bin"
     image_path.write_bytes(image.to_bytes())
@@ -297,6 +317,7 @@ def run_harness(exe: Path, model, params: EncoderParams, batches: list[list[np.n
     cmd = [str(exe), str(image_path), str(params.port_width // 8), str(seq_last_bit),
            str(latency), str(max_cycles), str(len(image.descriptors()))]
     results: list[dict] = []
+    passes: list[tuple[int, int]] = []
     with inputs.open() as stdin, subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
                                                   stderr=subprocess.PIPE, text=True) as proc:
         start = time.perf_counter()
@@ -306,10 +327,12 @@ def run_harness(exe: Path, model, params: EncoderParams, batches: list[list[np.n
                 now = time.perf_counter()
                 cycles, words, requests = map(int, values)
                 results.append({"cycles": cycles, "words": words, "requests": requests,
-                                "passes": [], "pooled": [], "seconds": now - start})
-                start = now
+                                "passes": passes, "pooled": [], "seconds": now - start})
+                start, passes = now, []
             elif word == "pass":
-                results[-1]["passes"].append(tuple(map(int, values)))
+                passes.append((int(values[0]), int(values[1])))
+                if on_pass is not None:
+                    on_pass(*passes[-1])
             elif word == "pooled":
                 results[-1]["pooled"].append([int(v) for v in values])
         error = proc.stderr.read()

@@ -10,9 +10,10 @@
 // one word per clock (sim.encoder_image.ExternalMemory with a fixed latency and no gaps).
 // stdin: the number of batches, then per batch the number of sequences, their lengths, the
 // number of embedding sums and the int16 sums, token-major. A read of one descriptor inside
-// the program (its first DESCRIPTORS descriptors) marks the start of that pass. stdout per batch: "batch CYCLES WORDS REQUESTS", one
-// "pass INDEX CYCLE" per descriptor fetch (cycle counted from the batch's start), and one
-// "pooled v0 v1 ..." line per sequence. Every stream's sink is always ready.
+// the program (its first DESCRIPTORS descriptors) marks the start of that pass. stdout per batch:
+// one "pass INDEX CYCLE" line per descriptor fetch as it happens (flushed, so that the caller
+// can show progress; cycle counted from the batch's start), then "batch CYCLES WORDS REQUESTS"
+// and one "pooled v0 v1 ..." line per sequence. Every stream's sink is always ready.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -96,7 +97,6 @@ int main(int argc, char **argv) {
         for (auto &x : xs)
             if (std::scanf("%d", &x) != 1) return 2;
         std::deque<Request> requests;
-        std::vector<std::pair<uint64_t, uint64_t>> passes;
         std::vector<std::vector<int64_t>> pooled(1);
         size_t seq_sent = 0, x_sent = 0;
         uint64_t cycle = 0, words = 0, n_requests = 0;
@@ -150,8 +150,13 @@ int main(int argc, char **argv) {
                     return 1;
                 }
                 ++n_requests;
-                if (length == desc_words && addr % desc_words == 0 && addr / desc_words < descriptors)
-                    passes.emplace_back(addr / desc_words, cycle);
+                if (length == desc_words && addr % desc_words == 0
+                    && addr / desc_words < descriptors) {
+                    std::printf("pass %llu %llu\n",
+                                static_cast<unsigned long long>(addr / desc_words),
+                                static_cast<unsigned long long>(cycle));
+                    std::fflush(stdout);
+                }
                 requests.push_back({addr, length, cycle + latency});
             }
             if (o_fire) {
@@ -164,9 +169,6 @@ int main(int argc, char **argv) {
         std::printf("batch %llu %llu %llu\n", static_cast<unsigned long long>(cycle),
                     static_cast<unsigned long long>(words),
                     static_cast<unsigned long long>(n_requests));
-        for (auto &p : passes)
-            std::printf("pass %llu %llu\n", static_cast<unsigned long long>(p.first),
-                        static_cast<unsigned long long>(p.second));
         for (int s = 0; s < nseq; ++s) {
             std::printf("pooled");
             for (auto v : pooled[s]) std::printf(" %lld", static_cast<long long>(v));
