@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from sim.golden.ivit import DIV_NUMERATOR
-from sim.golden.softmax import (LUT_DEFAULTS, METHODS, SoftmaxTables, shiftmax_min_sum,
-                                shiftmax_x0, softmax_tables)
+from sim.golden.softmax import (LUT_DEFAULTS, METHODS, TABLE_PARAM_BOUNDS, SoftmaxTables,
+                                shiftmax_min_sum, shiftmax_x0, softmax_tables)
 
 from ..common.arith import constant_product_levels
 from ..common.params import param, validate_fields
@@ -19,6 +19,13 @@ __all__ = ["SoftmaxParams", "METHODS", "TABLE_PARAMS"]
 #: The table parameters of the LUT methods (``sim.golden.softmax.softmax_tables``).
 TABLE_PARAMS = ("exp_bits", "recip_index_bits", "recip_bits", "frac_bits", "log_steps",
                 "pow_index_bits", "pow_steps", "pow_bits")
+
+def _bounds(name: str) -> dict:
+    """``lo``/``hi`` of a width or table parameter, as the golden model's ``softmax_tables``
+    declares them."""
+    lo, hi = TABLE_PARAM_BOUNDS[name]
+    return {"lo": lo, "hi": hi}
+
 
 # Cycles each part of the engine adds, fixed by its passes (hw/softmax/core.py and the method
 # modules); the latency figures, the row buffer's slack and the output FIFO depth are derived
@@ -46,27 +53,31 @@ class SoftmaxParams:
                         "multiplier) or shiftmax (I-ViT, no tables)", choices=METHODS)
     scale: float = param(0.125, "input scale S: logit = x * S (fixes the tables)",
                          lo=1e-6, hi=1e6)
-    in_bits: int = param(8, "signed logit width", lo=2, hi=16)
-    out_bits: int = param(8, "probability width", lo=4, hi=16)
+    in_bits: int = param(8, "signed logit width", **_bounds("in_bits"))
+    out_bits: int = param(8, "probability width", **_bounds("out_bits"))
     max_len: int = param(512, "longest row (rows of 1..max_len chosen by last)",
                          lo=1, hi=65536)
     exp_bits: int = param(LUT_DEFAULTS["exp_bits"], "recip/lut2d: exp table entry bits",
-                          lo=4, hi=24)
+                          **_bounds("exp_bits"))
     recip_index_bits: int = param(LUT_DEFAULTS["recip_index_bits"], "recip: reciprocal table "
-                                  "index bits (1.5 * 2**bits entries)", lo=1, hi=12)
+                                  "index bits (1.5 * 2**bits entries)",
+                                  **_bounds("recip_index_bits"))
     recip_bits: int = param(LUT_DEFAULTS["recip_bits"], "recip: reciprocal entry bits",
-                            lo=3, hi=24)
+                            **_bounds("recip_bits"))
     frac_bits: int = param(LUT_DEFAULTS["frac_bits"],
-                           "lut2d: fraction bits of the log-domain quotient index", lo=4, hi=24)
+                           "lut2d: fraction bits of the log-domain quotient index",
+                           **_bounds("frac_bits"))
     log_steps: int = param(LUT_DEFAULTS["log_steps"],
-                           "lut2d: shift-and-add normalisation stages of log2(sum)", lo=1, hi=16)
+                           "lut2d: shift-and-add normalisation stages of log2(sum)",
+                           **_bounds("log_steps"))
     pow_index_bits: int = param(LUT_DEFAULTS["pow_index_bits"],
-                                "lut2d: exp2 table index bits (2**bits entries)", lo=1, hi=12)
+                                "lut2d: exp2 table index bits (2**bits entries)",
+                                **_bounds("pow_index_bits"))
     pow_steps: int = param(LUT_DEFAULTS["pow_steps"],
                            "lut2d: shift-and-add refinement stages after the exp2 table",
-                           lo=0, hi=12)
+                           **_bounds("pow_steps"))
     pow_bits: int = param(LUT_DEFAULTS["pow_bits"], "lut2d: exp2 table entry bits",
-                          lo=4, hi=24)
+                          **_bounds("pow_bits"))
     n: int = param(15, "shiftmax: I-ViT n (exponent range)", lo=1, hi=30)
 
     def __post_init__(self):

@@ -68,8 +68,9 @@ import numpy as np
 
 from .ivit import shift_exp
 
-__all__ = ["METHODS", "LUT_DEFAULTS", "SoftmaxTables", "softmax_tables", "table_bytes",
-           "lut_softmax", "recip_index", "lut2d_log_num", "lut2d_log_sum", "lut2d_pow", "shift_exp", "shiftmax", "shiftmax_x0", "shiftmax_min_sum"]
+__all__ = ["METHODS", "LUT_DEFAULTS", "TABLE_PARAM_BOUNDS", "SoftmaxTables", "softmax_tables",
+           "table_bytes", "lut_softmax", "recip_index", "lut2d_log_num", "lut2d_log_sum",
+           "lut2d_pow", "shift_exp", "shiftmax", "shiftmax_x0", "shiftmax_min_sum"]
 
 METHODS = ("recip", "lut2d", "shiftmax")
 
@@ -86,6 +87,14 @@ LOG_GUARD = 4
 POW_GUARD = 2
 #: ``lut2d``: fraction bits kept below ``frac_bits`` by the constant multiplications.
 CONST_SHIFT = 8
+
+
+#: Inclusive bounds of the widths and table parameters ``softmax_tables`` accepts; the engine's
+#: parameter declaration (``hw/softmax/params.py``) reads its bounds from here.
+TABLE_PARAM_BOUNDS = {"in_bits": (2, 16), "out_bits": (4, 16), "exp_bits": (4, 24),
+                      "recip_index_bits": (1, 12), "recip_bits": (3, 24), "frac_bits": (4, 24),
+                      "log_steps": (1, 16), "pow_index_bits": (1, 12), "pow_steps": (0, 12),
+                      "pow_bits": (4, 24)}
 
 
 def _round_half_up(v: float) -> int:
@@ -140,15 +149,12 @@ def _check_lut_params(method, scale, in_bits, out_bits, exp_bits, recip_index_bi
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
             math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number, not {scale!r}")
-    for name, value, lo, hi in (("in_bits", in_bits, 2, 16), ("out_bits", out_bits, 4, 16),
-                                ("exp_bits", exp_bits, 4, 24),
-                                ("recip_index_bits", recip_index_bits, 1, 12),
-                                ("recip_bits", recip_bits, 3, 24),
-                                ("frac_bits", frac_bits, 4, 24),
-                                ("log_steps", log_steps, 1, 16),
-                                ("pow_index_bits", pow_index_bits, 1, 12),
-                                ("pow_steps", pow_steps, 0, 12),
-                                ("pow_bits", pow_bits, 4, 24)):
+    values = {"in_bits": in_bits, "out_bits": out_bits, "exp_bits": exp_bits,
+              "recip_index_bits": recip_index_bits, "recip_bits": recip_bits,
+              "frac_bits": frac_bits, "log_steps": log_steps, "pow_index_bits": pow_index_bits,
+              "pow_steps": pow_steps, "pow_bits": pow_bits}
+    for name, (lo, hi) in TABLE_PARAM_BOUNDS.items():
+        value = values[name]
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an integer, not {value!r}")
         if not lo <= value <= hi:
