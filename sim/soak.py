@@ -477,6 +477,7 @@ async def _soak_attention(dut, manifest: dict) -> dict:
     boards = [Scoreboard() for _ in range(engines)]
     counts = {"descriptors": 0, "rows": 0, "batches": 0, "timing": 0, "cycles": 0}
     errors: list[str] = []
+    failed: list[str] = []          # how to rerun each failing batch (first 20)
     await start_clock_reset(dut)
     start = time.perf_counter()
 
@@ -519,6 +520,7 @@ async def _soak_attention(dut, manifest: dict) -> dict:
         counts["rows"] += sum(len(m.done_cycles) for m in models)
         if not harness.over:
             errors.append(f"batch {batch} {lengths}: no end after {limit} cycles")
+        before = (len(errors), sum(b.mismatches + b.lost + b.repeated for b in boards))
         got = harness.commands() if harness.origin is not None else [[] for _ in models]
         for e, (board, mine, golden) in enumerate(zip(boards, got, want.engines)):
             fields = [{"seq": ids[c.seq], "query_block": c.query_block,
@@ -541,6 +543,10 @@ async def _soak_attention(dut, manifest: dict) -> dict:
             check_invariants(models, lengths, ids, **pattern)
         except AssertionError as error:
             errors.append(f"batch {batch}: {error}")
+        after = (len(errors), sum(b.mismatches + b.lost + b.repeated for b in boards))
+        if after != before and len(failed) < 20:
+            failed.append(f"batch {batch}: lengths {lengths}, ids {ids}, cost {cost}, stall "
+                          f"probabilities (engines, descriptors) {probs}, seeds {seeds}")
         if not harness.over:
             break                   # the design's state is unknown: stop here
     elapsed = time.perf_counter() - start
@@ -556,7 +562,7 @@ async def _soak_attention(dut, manifest: dict) -> dict:
             "lost": sums["lost"], "repeated": sums["repeated"],
             "cycles": counts["cycles"], "sim_seconds": round(elapsed, 3),
             "first_error": errors[0] if errors else None, "seed": base,
-            "errors": len(errors),
+            "errors": len(errors), "failed_batches": failed,
             "detail": f"{counts['batches']} batches, {counts['descriptors']} descriptors, "
                       f"{counts['rows']} rows (done beats), {sums['received']} commands, "
                       f"{counts['timing']} commands off their golden cycle"}
