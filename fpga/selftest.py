@@ -8,6 +8,11 @@ whether each output stream is ready (random stalls on every stream); each output
 folded into a running MISR. When the expected number of output beats has arrived the signatures
 are compared: ``passed`` or ``failed``. A watchdog fails the test if the beats stop coming.
 
+A block with a read port to external memory (``req`` requests of ``addr`` + ``length`` words,
+``rdata`` the words back: the encoder accelerator and its weight image) gets that memory as a
+ROM (:class:`ReadPortRom`, :class:`RomBacked`) when its ``selftest`` hook gives the memory's
+words (``"memory"``); the self-test then drives and checks its other streams.
+
 On a board (:class:`BoardSelfTest`) the LEDs show it: with an RGB LED, blue blinks while running,
 green is pass, red is fail; with three or more LEDs, LED 0 blinks while running, LED 1 is pass,
 LED 2 is fail; with two (iCEBreaker), LED 1 (green) blinks while running and stays on for pass,
@@ -21,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from amaranth import ClockDomain, Const, Elaboratable, Module, Shape, Signal
+from amaranth import ClockDomain, Const, Elaboratable, Module, Shape, Signal, Value
 from amaranth.build import ResourceError
 from amaranth.lib import data, io, stream, wiring
 from amaranth.lib.memory import Memory
@@ -38,13 +43,19 @@ from .tools import amaranth_tool_env, tool_version
 
 __all__ = [
     "MISR_INIT",
+    "READ_PORT",
     "BoardSelfTest",
+    "ReadPortRom",
+    "RomBacked",
     "SelfTest",
     "build_selftest",
+    "selftest_design",
     "selftest_vectors",
 ]
 
 MISR_INIT = 0xFFFFFFFF
+#: Member names of a read port to external memory: the requests out, the words back in.
+READ_PORT = ("req", "rdata")
 
 
 def _streams(component) -> dict[str, tuple[bool, object]]:
@@ -69,14 +80,18 @@ def _pack(shape, payload) -> int:
 
 
 def selftest_vectors(config: BlockConfig, seed: int, component=None) -> dict:
-    """Packed input beats per input stream and the expected signature per output stream."""
+    """Packed input beats per input stream and the expected signature per output stream; with
+    the hook's ``"memory"`` (the words behind the block's read port), those words too."""
     if config.block.selftest is None:
         raise ValueError(f"block {config.name!r} has no self-test vectors (BlockSpec.selftest)")
     if component is None:
         component = build_component(config)
         component._MustUse__silence = True      # only its signature is read here
-    streams = _streams(component)
     vectors = config.block.selftest(dict(config.params), seed)
+    streams = _streams(component)
+    memory = vectors.get("memory")
+    if memory is not None:
+        streams = {k: v for k, v in streams.items() if k not in READ_PORT}
     inputs, outputs = {}, {}
     for name, (is_input, shape) in streams.items():
         beats = vectors["inputs" if is_input else "outputs"].get(name, [])
@@ -87,7 +102,121 @@ def selftest_vectors(config: BlockConfig, seed: int, component=None) -> dict:
             width = Shape.cast(shape).width
             outputs[name] = {"beats": len(packed), "width": width,
                              "signature": misr(packed, width, MISR_INIT)}
-    return {"inputs": inputs, "outputs": outputs}
+    return {"inputs": inputs, "outputs": outputs,
+            **({"memory": list(memory)} if memory is not None else {})}
+
+
+def selftest_design(config: BlockConfig, vectors_seed: int = 1) -> tuple[SelfTest, dict]:
+    """The :class:`SelfTest` of ``config`` (its read port, if the vectors give a memory, served
+    by a ROM of those words) and its vectors."""
+    component = build_component(config)
+    vectors = selftest_vectors(config, vectors_seed, component)
+    if "memory" in vectors:
+        request, answer = (getattr(component, name).payload for name in READ_PORT)
+        rom = ReadPortRom(words=vectors["memory"], request=request.shape(),
+                          width=len(answer))
+        component = RomBacked(component, rom)
+    return SelfTest(block=component, vectors=vectors), vectors
+
+
+class ReadPortRom(wiring.Component):
+    """A ROM behind a read port: takes one request at a time and returns its ``length`` words
+    from word address ``addr``, one per clock, honouring backpressure.
+
+    Parameters
+    ----------
+    words : list of int
+        The ROM's contents (block RAM initialised by the bitstream).
+    request : data.StructLayout
+        The request's layout: fields ``addr`` (word address) and ``length`` (words).
+    width : int
+        Bits per word.
+
+    Members
+    -------
+    req : In(stream.Signature(request))
+        Read requests (the block's ``req``).
+    rdata : Out(stream.Signature(unsigned(width)))
+        The words, in request order.
+    reading : Out(1)
+        A request is being answered (the self-test's watchdog counts it as activity).
+    """
+
+    def __init__(self, *, words: list[int], request: data.StructLayout, width: int):
+        if not words:
+            raise ValueError("words must not be empty")
+        if not isinstance(request, data.StructLayout) or \
+                {"addr", "length"} - {name for name, _ in request}:
+            raise TypeError(f"request must be a StructLayout with fields addr and length, not "
+                            f"{request!r}")
+        if not isinstance(width, int) or width < 1:
+            raise TypeError(f"width must be a positive integer, not {width!r}")
+        self._words = list(words)
+        self._width = width
+        super().__init__({"req": wiring.In(stream.Signature(request)),
+                          "rdata": Out(stream.Signature(width)), "reading": Out(1)})
+
+    @property
+    def words(self) -> list[int]:
+        return list(self._words)
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = max(len(self._words), 2)
+        m.submodules.rom = rom = Memory(shape=self._width, depth=depth, init=self._words)
+        read = rom.read_port()                  # synchronous: block RAM
+        addr = Signal(range(depth))
+        left = Signal.like(self.req.payload.length)
+        # ``rdata.valid``: read.data holds the next word. The ROM reads ahead whenever that word
+        # is taken or there is none.
+        advance = ~self.rdata.valid | self.rdata.ready
+        m.d.comb += [read.en.eq(advance), read.addr.eq(addr),
+                     self.rdata.payload.eq(read.data), self.req.ready.eq(left == 0),
+                     self.reading.eq(left != 0)]
+        with m.If(advance):
+            m.d.sync += self.rdata.valid.eq(left != 0)
+            with m.If(left != 0):
+                m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [addr.eq(self.req.payload.addr), left.eq(self.req.payload.length)]
+        return m
+
+
+class RomBacked(wiring.Component):
+    """``block`` with its read port (``READ_PORT``) answered by ``rom``; its other members
+    are this component's.
+
+    Members
+    -------
+    (every member of ``block`` but ``req`` and ``rdata``)
+    """
+
+    def __init__(self, block, rom: ReadPortRom):
+        self._block = block
+        self._rom = rom
+        members = {name: member for name, member in block.signature.members.items()
+                   if name not in READ_PORT}
+        super().__init__(members)
+
+    @property
+    def reading(self):
+        """The ROM is answering a request (activity for the watchdog)."""
+        return self._rom.reading
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.block = block = self._block
+        m.submodules.rom = rom = self._rom
+        request, answer = READ_PORT
+        wiring.connect(m, getattr(block, request), rom.req)
+        wiring.connect(m, rom.rdata, getattr(block, answer))
+        for name in self.signature.members:
+            ours, theirs = getattr(self, name), getattr(block, name)
+            if self.signature.members[name].flow == wiring.In:
+                wiring.connect(m, wiring.flipped(ours), theirs)
+            else:
+                wiring.connect(m, theirs, wiring.flipped(ours))
+        return m
 
 
 def _all(values):
@@ -152,7 +281,7 @@ class SelfTest(wiring.Component):
             port = getattr(block, name)
             if is_input:
                 beats = self._vectors["inputs"].get(name, [])
-                rom = Memory(shape=len(port.payload.as_value()), depth=max(len(beats), 2),
+                rom = Memory(shape=len(Value.cast(port.payload)), depth=max(len(beats), 2),
                              init=beats)
                 m.submodules[f"rom_{name}"] = rom
                 read = rom.read_port()               # synchronous: block RAM where possible
@@ -174,7 +303,7 @@ class SelfTest(wiring.Component):
                 fire = port.valid & port.ready
                 m.d.comb += port.ready.eq(random_bit())
                 with m.If(fire & (count < expect["beats"])):
-                    m.d.sync += [signature.eq(misr_next(signature, port.payload.as_value())),
+                    m.d.sync += [signature.eq(misr_next(signature, Value.cast(port.payload))),
                                  count.eq(count + 1)]
                 checks.append((count == expect["beats"], signature == expect["signature"]))
 
@@ -184,6 +313,8 @@ class SelfTest(wiring.Component):
                      all_match.eq(_all([match for _, match in checks]))]
         idle = Signal(range(self._timeout + 1))
         moved = [getattr(block, name).valid & getattr(block, name).ready for name in streams]
+        if isinstance(block, RomBacked):
+            moved.append(block.reading)     # it computes between its stream beats
         with m.If(_any(moved)):
             m.d.sync += idle.eq(0)
         with m.Elif(idle != self._timeout):
@@ -262,9 +393,12 @@ def build_selftest(config: BlockConfig, board: Board, out: Path, *, seed: int = 
     Written into ``out`` as :mod:`gen.outputs` describes (``force`` is passed to it).
     """
     device = board.device
-    component = build_component(config)
-    vectors = selftest_vectors(config, vectors_seed, component)
-    top = BoardSelfTest(SelfTest(block=component, vectors=vectors))
+    try:
+        selftest, vectors = selftest_design(config, vectors_seed)
+    except ValueError as error:         # the block's hook refuses this configuration
+        from .flow import BuildError
+        raise BuildError(f"{config.name} self-test: {error}") from None
+    top = BoardSelfTest(selftest)
     platform = board.platform_class()()
     freq = freq_mhz or platform.default_clk_frequency / 1e6
     nextpnr_opts = f"--report nextpnr.json --timing-allow-fail --seed {seed} --freq {freq}"
@@ -298,6 +432,7 @@ def build_selftest(config: BlockConfig, board: Board, out: Path, *, seed: int = 
                 "resources": rpt.resources(placed["utilization"], None, device.family),
                 "selftest": {"outputs": vectors["outputs"],
                              "input_beats": {k: len(v) for k, v in vectors["inputs"].items()},
+                             "rom_words": len(vectors.get("memory", ())),
                              "bitstream": bitstream},
                 "steps": {"platform build (synth + pnr + pack)": round(elapsed, 2)},
             }

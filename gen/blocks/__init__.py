@@ -62,7 +62,8 @@ class BlockSpec:
     fields (the encoder's model choice).
     ``selftest(params, seed) -> dict`` gives ``{"inputs": {stream: [payload, ...]},
     "outputs": {stream: [payload, ...]}}`` computed by the golden model, for the board
-    self-test bitstream, if the block gives one.
+    self-test bitstream, if the block gives one; a block with a read port (``req``/``rdata``)
+    adds ``"memory": [word, ...]``, served to it from a ROM (``fpga.selftest.RomBacked``).
     """
 
     name: str

@@ -64,6 +64,33 @@ def _figures(block: EncoderAccelerator) -> dict:
     }
 
 
+def _selftest(p: dict, seed: int) -> dict:
+    """A batch of two random sequences for the board self-test: the sequence lengths and
+    embedding sums in, the specification's pooled sums (``sim.golden.encoder.forward``) out,
+    and the weight image as the memory behind the read port."""
+    import numpy as np
+
+    from sim.encoder_driver import random_batch
+    from sim.encoder_image import build_image, embedding_sums
+    from sim.golden.encoder import forward
+    if p["debug"]:
+        raise ValueError("the encoder's self-test checks the pooled sums only: give --debug "
+                         "false")
+    model, params = encoder_model(p), encoder_params(p)
+    rng = np.random.default_rng(seed)
+    longest = max(1, min(params.max_len, params.max_tokens // 2))
+    batch = random_batch(rng, model, rng.integers(1, longest + 1, size=2))
+    pooled = [forward(model, ids)["pooled"] for ids in batch]
+    return {
+        "inputs": {"seq": [{"length": len(ids), "last": int(n == len(batch) - 1)}
+                           for n, ids in enumerate(batch)],
+                   "x": [int(v) for ids in batch for v in embedding_sums(model, ids).ravel()]},
+        "outputs": {"o": [{"data": int(v), "last": int(c == params.hidden - 1)}
+                          for sums in pooled for c, v in enumerate(sums)]},
+        "memory": build_image(model, params).words,
+    }
+
+
 BLOCK = BlockSpec(
     name="encoder",
     summary="Encoder accelerator: BERT-style layers on one GEMM core, the attention unit, "
@@ -87,4 +114,5 @@ BLOCK = BlockSpec(
     sim_configs=({"model_layers": 1, "max_tokens": 16, "max_seqs": 2},),
     resources=netlist_hook(_build, lut_factor=1.0),
     demo_simulator="verilator",
+    selftest=_selftest,
 )
