@@ -48,3 +48,15 @@ def test_demo_errors(argv, message, tmp_path, capsys):
     assert main(["demo", *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lutra: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_demo_block_flow_selects_the_block(tmp_path, capsys):
+    """``--block gemm``: the single-block flow on that block of the default configuration only
+    (generation, simulation and FPGA tools replaced by gen.fuzz's quick stand-ins)."""
+    from gen.fuzz import stand_ins
+    with stand_ins():
+        assert main(["demo", "--block", "gemm", "--out", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    assert "== generate (default.toml)" in text and "   gemm " in text, text
+    assert "softmax" not in text and "encoder" not in text, text
+    assert (tmp_path / "o" / "verilog" / "gemm").is_dir()
