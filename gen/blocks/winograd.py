@@ -1,29 +1,23 @@
 """The Winograd F(2x2,3x3) / F(4x4,3x3) convolution unit as a Lutra block."""
 
-from hw.winograd import WinogradUnit
-from hw.common.arith import signed_width
-from sim.golden.winograd import input_bounds, parse_tap_shifts
+from hw.winograd import WinogradParams, WinogradUnit
 
-from . import BlockSpec, Param
+from . import BlockSpec, params_from
 
 # LUT4 model (see unit_resources): LUTS_PER_ADD_BIT x (m+2)**3 x input_width, plus per lane.
 LUTS_PER_ADD_BIT, LUTS_PER_LANE = 3.5, 300
 
 
 def _build(p: dict) -> WinogradUnit:
-    n = p["m"] + 2
-    shifts = None
-    if p["mode"] == "tapwise":
-        shifts = parse_tap_shifts(p["tap_shifts"], p["m"])
-    elif p["tap_shifts"]:
-        raise ValueError(f"tap_shifts must be empty in exact mode, not {p['tap_shifts']!r}")
-    return WinogradUnit(m=p["m"], mode=p["mode"], in_channels=p["in_channels"],
-                        taps_per_clock=p["taps_per_clock"] or n * n,
-                        requantize=p["requantize"], out_lanes=p["out_lanes"] or p["m"],
-                        tap_shifts=shifts)
+    return WinogradUnit(WinogradParams(**p))
 
 
 def _figures(unit: WinogradUnit) -> dict:
+    return unit_figures(unit.parameters)
+
+
+def unit_figures(unit: WinogradParams) -> dict:
+    """The manifest figures of a unit's parameters (shared with the feature-map block)."""
     n = unit.tile_size
     return {
         "multipliers": unit.multipliers,
@@ -47,8 +41,9 @@ def _figures(unit: WinogradUnit) -> dict:
     }
 
 
-def unit_resources(unit: WinogradUnit, memories_extra: list | None = None) -> dict:
-    """FPGA needs of a ``WinogradUnit`` (plus further memories ``memories_extra``).
+def unit_resources(unit: WinogradParams, memories_extra: list | None = None) -> dict:
+    """FPGA needs of a ``WinogradUnit`` of parameters ``unit`` (plus further memories
+    ``memories_extra``).
 
     Multipliers: ``taps_per_clock`` products of ``input_width x weight_width`` bits and, with
     requantization, one 32 x 32 (Q31) per output lane. Memories: the weight memory. FFs: the
@@ -73,7 +68,7 @@ def unit_resources(unit: WinogradUnit, memories_extra: list | None = None) -> di
            + (70 * unit.out_lanes + 118 if unit.requantize else 32 * unit.out_lanes + 32)
            + 480 * lanes)
     # The input transform is computed at its exact width in both modes (then quantized).
-    vt = signed_width(*input_bounds(m))
+    vt = unit.exact_input_width
     luts = round(LUTS_PER_ADD_BIT * unit.tile_size ** 3 * vt) + LUTS_PER_LANE * lanes
     if unit.mode == "tapwise":
         luts += 2 * n2 * vt                 # per-tap rounding shift and saturation of V
@@ -82,24 +77,7 @@ def unit_resources(unit: WinogradUnit, memories_extra: list | None = None) -> di
 
 
 def _resources(p: dict) -> dict:
-    unit = _build(p)
-    unit._MustUse__silence = True           # inspected for its sizes, never elaborated
-    return unit_resources(unit)
-
-
-def unit_params(in_channels_help: str) -> tuple[Param, ...]:
-    """The unit's parameters, shared with the feature-map block that contains it."""
-    return (
-        Param("m", int, 2, "output tile size (2: F(2x2,3x3), 4: F(4x4,3x3))", choices=(2, 4)),
-        Param("mode", str, "exact", "exact (== direct conv) or tapwise (int8 per-tap scales)",
-              choices=("exact", "tapwise")),
-        Param("in_channels", int, 8, in_channels_help, lo=1, hi=1024),
-        Param("taps_per_clock", int, 0, "Winograd-domain multipliers (divides (m+2)^2; "
-              "0: all taps)", lo=0, hi=36),
-        Param("requantize", bool, True, "requantize to int8 (false: raw int32 out)"),
-        Param("tap_shifts", str, "", "tapwise: 2*(m+2)^2 comma-separated ints, V right shifts "
-              "then U exponents (sim.golden.winograd.format_tap_shifts); empty: data-free"),
-    )
+    return unit_resources(WinogradParams(**p))
 
 
 def _bench(argv: list[str]) -> int:
@@ -110,11 +88,9 @@ def _bench(argv: list[str]) -> int:
 BLOCK = BlockSpec(
     name="winograd",
     summary="Winograd F(2x2,3x3)/F(4x4,3x3) conv unit, exact or tap-wise quantized",
-    params=(
-        *unit_params("input channels per pass (weight memory depth)"),
-        Param("out_lanes", int, 0, "outputs per beat (divides m*m; 0: m)", lo=0, hi=16),
-    ),
+    params=params_from(WinogradParams),
     build=_build,
+    param_class=WinogradParams,
     figures=_figures,
     ports={
         "params": "one beat per pass (output channel): bias, multiplier (Q31), shift (TFLite, "

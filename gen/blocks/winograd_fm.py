@@ -1,32 +1,22 @@
 """The Winograd convolution of whole feature maps (tiler -> unit -> untiler) as a Lutra block."""
 
-from hw.winograd import WinogradFeatureMap
-from sim.golden.winograd import parse_tap_shifts
+from hw.winograd import WinogradFeatureMap, WinogradFMParams
 
-from . import BlockSpec, Param
-from .winograd import _figures as _unit_figures
-from .winograd import unit_params, unit_resources
+from . import BlockSpec, params_from
+from .winograd import unit_figures, unit_resources
 
 
 def _build(p: dict) -> WinogradFeatureMap:
-    shifts = None
-    if p["mode"] == "tapwise":
-        shifts = parse_tap_shifts(p["tap_shifts"], p["m"])
-    elif p["tap_shifts"]:
-        raise ValueError(f"tap_shifts must be empty in exact mode, not {p['tap_shifts']!r}")
-    n = p["m"] + 2
-    return WinogradFeatureMap(m=p["m"], mode=p["mode"], in_channels=p["in_channels"],
-                              taps_per_clock=p["taps_per_clock"] or n * n,
-                              requantize=p["requantize"], tap_shifts=shifts,
-                              max_height=p["max_height"], max_width=p["max_width"])
+    return WinogradFeatureMap(WinogradFMParams(**p))
 
 
 def _figures(fm: WinogradFeatureMap) -> dict:
-    unit, tiler = fm.unit, fm.tiler
+    p = fm.parameters
+    unit = p.unit
     m, n, cpb = unit.m, unit.tile_size, unit.cycles_per_beat
     chans = unit.in_channels
-    tile = max(chans * tiler.clocks_per_beat, chans * cpb + unit.beats_per_tile - 1)
-    figures = {k: v for k, v in _unit_figures(unit).items()
+    tile = max(chans * p.tiler_clocks_per_beat, chans * cpb + unit.beats_per_tile - 1)
+    figures = {k: v for k, v in unit_figures(unit).items()
                if k in ("multipliers", "winograd_multipliers", "multiplications_per_output_"
                         "per_channel", "weight_memory_words", "weight_width",
                         "input_tap_width", "accumulator_width")}
@@ -35,7 +25,7 @@ def _figures(fm: WinogradFeatureMap) -> dict:
                       "innermost (NHWC), once per output channel",
         "output_beat": "one value of the output channel's map, row by row",
         "input_rate": "one value per clock while the line buffers have room",
-        "tiler_clocks_per_tile_beat": tiler.clocks_per_beat,
+        "tiler_clocks_per_tile_beat": p.tiler_clocks_per_beat,
         "unit_clocks_per_tile": chans * cpb + unit.beats_per_tile - 1,
         "clocks_per_tile": tile,
         "pass_clocks": f"about max(H*W*{chans} input values, "
@@ -43,8 +33,8 @@ def _figures(fm: WinogradFeatureMap) -> dict:
                        "Ho*Wo output values) clocks per output channel with the three "
                        "overlapped, plus the pipeline fill of one tile row",
         "unit_latency_cycles": unit.latency,
-        "line_buffers": f"{tiler.line_buffers} x {tiler.buffer_depth} x 8 bits",
-        "output_buffer": f"{fm.untiler.depth} x {m * (8 if unit.requantize else 32)} bits",
+        "line_buffers": f"{p.line_buffers} x {p.line_buffer_depth} x 8 bits",
+        "output_buffer": f"{p.output_buffer_depth} x {m * p.output_value_bits} bits",
         "tile": f"{n}x{n} input, {m}x{m} output, 2-pixel overlap, partial edge tiles cropped",
     })
     return figures
@@ -54,11 +44,9 @@ def _resources(p: dict) -> dict:
     """FPGA needs, for ``lutra build``'s fit check: the unit's multipliers (the Winograd-domain
     ones, ``v_bits x u_bits``, and the requantizer's 32 x 32 per lane), the line and output
     buffers as memories, logic from the unit's registers (a rough count, not fitted)."""
-    fm = _build(p)
-    fm._MustUse__silence = True             # inspected for its sizes, never elaborated
-    return unit_resources(fm.unit, [(fm.tiler.buffer_depth, 8)] * fm.tiler.line_buffers
-                           + [(fm.untiler.depth, fm.unit.m * (8 if fm.unit.requantize
-                                                              else 32))])
+    fm = WinogradFMParams(**p)
+    return unit_resources(fm.unit, [(fm.line_buffer_depth, 8)] * fm.line_buffers
+                           + [(fm.output_buffer_depth, fm.m * fm.output_value_bits)])
 
 
 def _bench(argv: list[str]) -> int:
@@ -69,14 +57,9 @@ def _bench(argv: list[str]) -> int:
 BLOCK = BlockSpec(
     name="winograd_fm",
     summary="Winograd 3x3 conv of whole feature maps: line-buffer tiler, unit, untiler",
-    params=(
-        *unit_params("input channels of the map"),
-        Param("max_height", int, 32, "largest input map height (run-time height <= this)",
-              lo=1, hi=4096),
-        Param("max_width", int, 32, "largest input map width (line buffer length)",
-              lo=1, hi=4096),
-    ),
+    params=params_from(WinogradFMParams),
     build=_build,
+    param_class=WinogradFMParams,
     figures=_figures,
     ports={
         "params": "one beat per pass (output channel): height, width (run time, >= 1, <= the "

@@ -2,6 +2,8 @@
 
 from .core import InputTile, PassParams, WeightBeat, WinogradOut, WinogradUnit
 from .feature_map import FeatureMapParams, PixelIn, PixelOut, Tiler, Untiler, WinogradFeatureMap
+from .params import WinogradFMParams, WinogradParams
 
 __all__ = ["InputTile", "PassParams", "WeightBeat", "WinogradOut", "WinogradUnit",
-           "FeatureMapParams", "PixelIn", "PixelOut", "Tiler", "Untiler", "WinogradFeatureMap"]
+           "FeatureMapParams", "PixelIn", "PixelOut", "Tiler", "Untiler", "WinogradFeatureMap",
+           "WinogradParams", "WinogradFMParams"]

@@ -6,32 +6,17 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.golden.winograd import (
-    TapShifts,
-    default_tap_shifts,
-    exact_accumulator_width,
-    exact_divisor,
-    input_bounds,
-    integer_matrices,
-    odd_inverse_steps,
-    output_growth_bits,
-    rescale_shifts,
-    weight_bounds,
-)
+from sim.golden.winograd import exact_divisor, integer_matrices, odd_inverse_steps, rescale_shifts
 
-from ..common.arith import signed_width, times_constant
-from ..common.checks import check_bool, check_choice, check_int
-from ..common.requant import REQUANT_LATENCY, RequantIn, Requantizer
+from ..common.arith import times_constant
+from ..common.requant import requant_sequencer
+from .params import WinogradParams
 
 __all__ = ["InputTile", "WeightBeat", "PassParams", "WinogradOut", "WinogradUnit",
            "constant_matrix_product"]
 
 # Pass states: waiting for the params beat, loading weights, taking tiles.
 PARAMS, WEIGHTS, TILES = range(3)
-
-#: Front pipeline registers after the last tap group is issued: products, accumulated M,
-#: A^T M, A^T M A, scaled result, + bias, output sequencer.
-FRONT_STAGES = 7
 
 
 def InputTile(n: int) -> data.StructLayout:
@@ -113,18 +98,21 @@ class WinogradUnit(wiring.Component):
 
     Parameters
     ----------
+    parameters : WinogradParams
+        The generation-time parameters (``hw/winograd/params.py``); or, as keyword arguments,
+        ``WinogradUnit(m=4, taps_per_clock=9)``:
     m : int
         Output tile size, 2 or 4 (input tiles are (m+2) x (m+2)).
     mode : str
         ``"exact"`` or ``"tapwise"``.
     in_channels : int
         Input channels per pass the weight memory holds (1..1024).
-    taps_per_clock : int
-        Winograd-domain multipliers; divides ``(m+2)**2``.
+    taps_per_clock : int or None
+        Winograd-domain multipliers; divides ``(m+2)**2``; ``None``: all taps.
     requantize : bool
         Requantize to int8 (default) or stream the int32 results (bias included).
-    out_lanes : int
-        Output values per beat; divides ``m*m``. One requantizer lane each.
+    out_lanes : int or None
+        Output values per beat; divides ``m*m``; ``None``: ``m``. One requantizer lane each.
     tap_shifts : TapShifts or None
         ``tapwise`` only: per-tap V right shifts (0..15) and U exponents (-16..24); ``None``
         uses the data-free ``default_tap_shifts(m)``.
@@ -141,150 +129,60 @@ class WinogradUnit(wiring.Component):
         Output tiles, ``m*m / out_lanes`` beats each.
     """
 
-    def __init__(self, *, m: int = 2, mode: str = "exact", in_channels: int = 8,
-                 taps_per_clock: int | None = None, requantize: bool = True,
-                 out_lanes: int | None = None, tap_shifts: TapShifts | None = None):
-        check_choice("m", m, (2, 4))
-        check_choice("mode", mode, ("exact", "tapwise"))
-        check_int("in_channels", in_channels, 1, 1024)
-        n = m + 2
-        if taps_per_clock is None:
-            taps_per_clock = n * n
-        check_int("taps_per_clock", taps_per_clock, 1, n * n)
-        if (n * n) % taps_per_clock:
-            raise ValueError(f"taps_per_clock must divide {n * n}, not {taps_per_clock!r}")
-        check_bool("requantize", requantize)
-        if out_lanes is None:
-            out_lanes = m
-        check_int("out_lanes", out_lanes, 1, m * m)
-        if (m * m) % out_lanes:
-            raise ValueError(f"out_lanes must divide {m * m}, not {out_lanes!r}")
-        if mode == "exact" and tap_shifts is not None:
-            raise ValueError("tap_shifts must be None in exact mode, not "
-                             f"{type(tap_shifts).__name__}")
-        if mode == "tapwise":
-            tap_shifts = self._checked_shifts(tap_shifts, m)
-        self._m, self._n, self._mode = m, n, mode
-        self._in_channels = in_channels
-        self._taps = taps_per_clock
-        self._requantize = requantize
-        self._out_lanes = out_lanes
-        self._tap_shifts = tap_shifts
+    def __init__(self, parameters: WinogradParams | None = None, **kwargs):
+        if parameters is None:
+            parameters = WinogradParams.of(**kwargs)
+        elif kwargs or not isinstance(parameters, WinogradParams):
+            raise TypeError(f"parameters must be a WinogradParams (and no keyword arguments), "
+                            f"not {parameters!r}")
+        self._params = p = parameters
         super().__init__({
-            "params": In(stream.Signature(PassParams(requantize))),
-            "weights": In(stream.Signature(WeightBeat(taps_per_clock, self.weight_width))),
-            "i": In(stream.Signature(InputTile(n))),
-            "o": Out(stream.Signature(WinogradOut(out_lanes, requantize))),
+            "params": In(stream.Signature(PassParams(p.requantize))),
+            "weights": In(stream.Signature(WeightBeat(p.taps_per_clock, p.weight_width))),
+            "i": In(stream.Signature(InputTile(p.tile_size))),
+            "o": Out(stream.Signature(WinogradOut(p.out_lanes, p.requantize))),
         })
 
-    @staticmethod
-    def _checked_shifts(shifts, m: int) -> TapShifts:
-        if shifts is None:
-            shifts = default_tap_shifts(m)
-        if not isinstance(shifts, TapShifts):
-            raise TypeError(f"tap_shifts must be a TapShifts or None, not {shifts!r}")
-        n = m + 2
-        for name, values, lo, hi in (("v", shifts.v, 0, 15), ("u", shifts.u, -16, 24)):
-            rows = [list(r) for r in values]
-            if len(rows) != n or any(len(r) != n for r in rows):
-                raise ValueError(f"tap_shifts.{name} must be {n} x {n}, not {values!r}")
-            for value in (int(v) for r in rows for v in r):
-                if not lo <= value <= hi:
-                    raise ValueError(f"tap_shifts.{name} entries must be in [{lo}, {hi}], "
-                                     f"not {value!r}")
-        left, _ = rescale_shifts(shifts)
-        # The golden model works on int64: 32-bit accumulators, shifts and A^T M A growth.
-        limit = 62 - 32 - output_growth_bits(m)
-        if int(left.max()) > limit:
-            raise ValueError(f"tap_shifts span max(v - u) - min(v - u) = {int(left.max())} "
-                             f"must be <= {limit}")
-        return TapShifts(tuple(tuple(int(v) for v in r) for r in shifts.v),
-                         tuple(tuple(int(v) for v in r) for r in shifts.u))
-
-    m = property(lambda self: self._m)
-    mode = property(lambda self: self._mode)
-    in_channels = property(lambda self: self._in_channels)
-    taps_per_clock = property(lambda self: self._taps)
-    requantize = property(lambda self: self._requantize)
-    out_lanes = property(lambda self: self._out_lanes)
-    tap_shifts = property(lambda self: self._tap_shifts)
-
     @property
-    def tile_size(self) -> int:
-        """Input tile side, ``m + 2``."""
-        return self._n
+    def parameters(self) -> WinogradParams:
+        """The generation-time parameters and every figure derived from them."""
+        return self._params
 
-    @property
-    def cycles_per_beat(self) -> int:
-        """Clocks per accepted input-channel beat: ``(m+2)**2 / taps_per_clock``."""
-        return self._n * self._n // self._taps
-
-    @property
-    def input_width(self) -> int:
-        """Bits of a transformed input tap as multiplied (exact growth bound, or int8)."""
-        if self._mode == "tapwise":
-            return 8
-        return signed_width(*input_bounds(self._m))
-
-    @property
-    def weight_width(self) -> int:
-        """Bits of a Winograd-domain weight (exact growth bound of ``(sG) g (sG)^T``, or int8)."""
-        if self._mode == "tapwise":
-            return 8
-        return signed_width(*weight_bounds(self._m))
-
-    @property
-    def accumulator_width(self) -> int:
-        """Bits of each Winograd-domain accumulator."""
-        return exact_accumulator_width(self._m) if self._mode == "exact" else 32
-
-    @property
-    def transform_width(self) -> int:
-        """Bits of ``A^T M A`` as computed (exact: modulo ``2**accumulator_width``; tapwise:
-        the rescaled accumulators plus the output transform's growth)."""
-        if self._mode == "exact":
-            return self.accumulator_width
-        left, _ = rescale_shifts(self._tap_shifts)
-        return 32 + int(left.max()) + output_growth_bits(self._m)
-
-    @property
-    def weight_words(self) -> int:
-        """Depth of the weight memory (words of ``taps_per_clock`` weights)."""
-        return self._in_channels * self.cycles_per_beat
-
-    @property
-    def beats_per_tile(self) -> int:
-        return self._m * self._m // self._out_lanes
-
-    @property
-    def latency(self) -> int:
-        """Clocks from the handshake of a tile's last input-channel beat to its first output beat
-        (sink ready)."""
-        extra = REQUANT_LATENCY if self._requantize else 0
-        # The beat waits in the input register while the previous beat's groups issue
-        # (cycles_per_beat - 1 clocks when beats come back to back), then is loaded (1 clock)
-        # and its cycles_per_beat groups issue.
-        return 2 * self.cycles_per_beat + FRONT_STAGES + extra
-
-    @property
-    def multipliers(self) -> int:
-        """Hardware multipliers: the Winograd-domain ones plus the requantizer's (4 per lane)."""
-        return self._taps + (4 * self._out_lanes if self._requantize else 0)
+    m = property(lambda self: self._params.m)
+    mode = property(lambda self: self._params.mode)
+    in_channels = property(lambda self: self._params.in_channels)
+    taps_per_clock = property(lambda self: self._params.taps_per_clock)
+    requantize = property(lambda self: self._params.requantize)
+    out_lanes = property(lambda self: self._params.out_lanes)
+    # Derived figures (documented on WinogradParams).
+    tap_shifts = property(lambda self: self._params.shifts)
+    tile_size = property(lambda self: self._params.tile_size)
+    cycles_per_beat = property(lambda self: self._params.cycles_per_beat)
+    input_width = property(lambda self: self._params.input_width)
+    weight_width = property(lambda self: self._params.weight_width)
+    accumulator_width = property(lambda self: self._params.accumulator_width)
+    transform_width = property(lambda self: self._params.transform_width)
+    weight_words = property(lambda self: self._params.weight_words)
+    beats_per_tile = property(lambda self: self._params.beats_per_tile)
+    latency = property(lambda self: self._params.latency)
+    multipliers = property(lambda self: self._params.multipliers)
 
     def elaborate(self, platform):
         m = Module()
-        tm, n, taps = self._m, self._n, self._taps
-        groups = self.cycles_per_beat
-        vw, uw, aw = self.input_width, self.weight_width, self.accumulator_width
+        p = self._params
+        tm, n, taps = p.m, p.tile_size, p.taps_per_clock
+        groups = p.cycles_per_beat
+        vw, uw, aw = p.input_width, p.weight_width, p.accumulator_width
         at, _, bt, _ = integer_matrices(tm)
-        exact = self._mode == "exact"
+        exact = p.mode == "exact"
+        shifts = p.shifts
 
         # ---- pass control: params, then weights, then tiles -------------------------------
         state = Signal(range(3), init=PARAMS)
-        params = Signal(PassParams(self._requantize))
+        params = Signal(PassParams(p.requantize))
         busy = Signal()
         # No zero-width counters or addresses: Verilator rejects the [-1:0] ranges they produce.
-        words = max(self.weight_words, 2)
+        words = max(p.weight_words, 2)
         m.submodules.weight_mem = mem = Memory(
             shape=data.ArrayLayout(signed(uw), taps), depth=words, init=[])
         wr = mem.write_port()
@@ -303,7 +201,7 @@ class WinogradUnit(wiring.Component):
             m.d.sync += [params.eq(self.params.payload), state.eq(WEIGHTS)]
         with m.If(self.weights.valid & self.weights.ready):
             # Extra beats beyond the memory wrap around; the driver sends exactly one pass.
-            wrap = self.weights.payload.last | (wr_addr == self.weight_words - 1)
+            wrap = self.weights.payload.last | (wr_addr == p.weight_words - 1)
             m.d.sync += wr_addr.eq(Mux(wrap, 0, wr_addr + 1))
             with m.If(self.weights.payload.last):
                 m.d.sync += state.eq(TILES)
@@ -340,7 +238,7 @@ class WinogradUnit(wiring.Component):
         for t in range(n * n):
             value = v_full[t // n][t % n]
             if not exact:
-                value = self._quantize_tap(m, value, self._tap_shifts.v[t // n][t % n], t)
+                value = self._quantize_tap(m, value, shifts.v[t // n][t % n], t)
             v_taps.append(value)
         with m.If(advance):
             with m.If(load):
@@ -363,8 +261,7 @@ class WinogradUnit(wiring.Component):
         m.d.sync += rd_addr.eq(next_addr)
 
         # Stage B: products of one group of taps.
-        pw = signed_width(-(1 << (vw - 1)) * ((1 << (uw - 1)) - 1),
-                         (1 << (vw - 1)) * (1 << (uw - 1)))
+        pw = p.product_width
         b_valid, b_first, b_last, b_final = Signal(), Signal(), Signal(), Signal()
         b_prod = Signal(data.ArrayLayout(signed(pw), taps))
         with m.If(advance):
@@ -386,11 +283,11 @@ class WinogradUnit(wiring.Component):
                     m.d.sync += [d_m[t].eq(rotated[t]) for t in range(n * n)]
 
         # Stages E1, E2: output transform, rows then columns.
-        mw = self.transform_width
+        mw = p.transform_width
         if exact:
             m_taps = [[d_m[r * n + c] for c in range(n)] for r in range(n)]
         else:
-            left, frac = rescale_shifts(TapShifts(self._tap_shifts.v, self._tap_shifts.u))
+            left, frac = rescale_shifts(shifts)
             m_taps = [[d_m[r * n + c] << int(left[r][c]) for c in range(n)] for r in range(n)]
         e1_valid, e2_valid = Signal(), Signal()
         e1 = Signal(data.ArrayLayout(data.ArrayLayout(signed(mw), n), tm))
@@ -426,44 +323,21 @@ class WinogradUnit(wiring.Component):
                 y = Mux(y > (1 << 31) - 1, (1 << 31) - 1, Mux(y < -(1 << 31), -(1 << 31), y))
             scaled.append(y)
 
-        # ---- output sequencer: tile -> beats of `lanes` (-> requantizer) --------------------
-        lanes = self._out_lanes
-        segments = tm * tm // lanes
-        segment = Signal(range(max(segments, 2)))
-        final_segment = segment == segments - 1
-        if self._requantize:
-            m.submodules.requant = requant = Requantizer(lanes=lanes)
-            seq, seq_layout = requant.i, RequantIn(lanes)
-            wiring.connect(m, requant.o, wiring.flipped(self.o))
-        else:
-            seq, seq_layout = self.o, WinogradOut(lanes, False)
-        seq_valid = Signal()
-        seq_payload = Signal(seq_layout)
-        take = Signal()
+        # ---- output sequencer: tile -> beats of `out_lanes` (-> requantizer) ----------------
+        requant = {"multiplier": lambda _: params.multiplier, "shift": lambda _: params.shift,
+                   "out_zero_point": params.out_zero_point, "act_min": params.act_min,
+                   "act_max": params.act_max} if p.requantize else {}
+        tile_done = requant_sequencer(m, self.o, count=tm * tm, lanes=p.out_lanes,
+                                      requantize=p.requantize, valid=e3_valid,
+                                      value=lambda t: e3[t], **requant)
         m.d.comb += [
-            seq.valid.eq(seq_valid),
-            seq.payload.eq(seq_payload),
-            take.eq((~seq_valid | seq.ready) & e3_valid),
-            advance.eq(~e3_valid | (take & final_segment)),
+            advance.eq(~e3_valid | tile_done),
             busy.eq(i_valid | a_valid | b_valid | d_valid | e1_valid | e2_valid | s_valid | e3_valid),
         ]
         with m.If(advance):
             m.d.sync += [s_valid.eq(e2_valid), e3_valid.eq(s_valid)]
             m.d.sync += [s_y[t].eq(scaled[t]) for t in range(tm * tm)]
             m.d.sync += [e3[t].eq((s_y[t] + params.bias)[:32]) for t in range(tm * tm)]
-        with m.If(~seq_valid | seq.ready):
-            m.d.sync += seq_valid.eq(take)
-        with m.If(take):
-            m.d.sync += [segment.eq(Mux(final_segment, 0, segment + 1)),
-                         seq_payload.last.eq(final_segment)]
-            field = "acc" if self._requantize else "data"
-            m.d.sync += [seq_payload[field][j].eq(e3[segment * lanes + j]) for j in range(lanes)]
-            if self._requantize:
-                m.d.sync += [seq_payload.multiplier[j].eq(params.multiplier) for j in range(lanes)]
-                m.d.sync += [seq_payload.shift[j].eq(params.shift) for j in range(lanes)]
-                m.d.sync += [seq_payload.out_zero_point.eq(params.out_zero_point),
-                             seq_payload.act_min.eq(params.act_min),
-                             seq_payload.act_max.eq(params.act_max)]
         return m
 
     @staticmethod

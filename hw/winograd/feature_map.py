@@ -7,24 +7,20 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.golden.winograd import TapShifts
-
+from ..common.arith import unsigned_width
 from ..common.checks import check_bool, check_choice, check_int
 from .core import InputTile, PassParams, WeightBeat, WinogradOut, WinogradUnit
+from .params import (POINTS, WinogradFMParams, line_buffer_depth, line_buffers,
+                     output_buffer_depth, output_buffer_tile_bits)
 
 __all__ = ["FrameShape", "FeatureMapParams", "PixelIn", "PixelOut", "Tiler", "Untiler",
            "WinogradFeatureMap"]
 
 
-def _bits(value: int) -> int:
-    """Bits of an unsigned counter holding 0..value."""
-    return max(value.bit_length(), 1)
-
-
 def FrameShape(max_height: int, max_width: int) -> data.StructLayout:
     """Run-time size of the input feature map and its zero padding (0 or 1)."""
-    return data.StructLayout({"height": unsigned(_bits(max_height)),
-                              "width": unsigned(_bits(max_width)),
+    return data.StructLayout({"height": unsigned(unsigned_width(max_height)),
+                              "width": unsigned(unsigned_width(max_width)),
                               "padding": unsigned(1)})
 
 
@@ -48,7 +44,7 @@ def PixelOut(requantize: bool) -> data.StructLayout:
 
 
 def _check_frame_bounds(m: int, max_height: int, max_width: int) -> None:
-    check_choice("m", m, (2, 4))
+    check_choice("m", m, POINTS)
     check_int("max_height", max_height, 1, 4096)
     check_int("max_width", max_width, 1, 4096)
 
@@ -105,7 +101,7 @@ class Tiler(wiring.Component):
     @property
     def line_buffers(self) -> int:
         """Rows held: ``m + 2`` being read and ``m`` being written."""
-        return 2 * self._m + 2
+        return line_buffers(self._m)
 
     @property
     def channel_bits(self) -> int:
@@ -114,7 +110,7 @@ class Tiler(wiring.Component):
     @property
     def buffer_depth(self) -> int:
         """Bytes per line buffer (the channel index is the low address bits)."""
-        return self._max_width << self.channel_bits
+        return line_buffer_depth(self._max_width, self._channels)
 
     @property
     def clocks_per_beat(self) -> int:
@@ -125,7 +121,7 @@ class Tiler(wiring.Component):
         m = Module()
         tm, n, rows = self._m, self._m + 2, self.line_buffers
         chans, cb = self._channels, self.channel_bits
-        hb, wb = _bits(self._max_height + tm), _bits(self._max_width + tm)
+        hb, wb = unsigned_width(self._max_height + tm), unsigned_width(self._max_width + tm)
 
         height, width, pad = Signal(hb), Signal(wb), Signal()
         out_h, out_w = Signal(hb), Signal(wb)
@@ -306,18 +302,18 @@ class Untiler(wiring.Component):
     @property
     def tile_bits(self) -> int:
         """Address bits of a tile column."""
-        return (-(-self._max_width // self._m) - 1).bit_length()
+        return output_buffer_tile_bits(self._m, self._max_width)
 
     @property
     def depth(self) -> int:
         """Words (of ``m`` values) of the output buffer."""
-        return 2 * self._m << self.tile_bits
+        return output_buffer_depth(self._m, self._max_width)
 
     def elaborate(self, platform):
         m = Module()
         tm, tb = self._m, self.tile_bits
         lane_bits = tm.bit_length() - 1
-        hb, wb = _bits(self._max_height + tm), _bits(self._max_width + tm)
+        hb, wb = unsigned_width(self._max_height + tm), unsigned_width(self._max_width + tm)
         value_shape = signed(8) if self._requantize else signed(32)
 
         m.submodules.buffer = mem = Memory(shape=data.ArrayLayout(value_shape, tm),
@@ -418,6 +414,9 @@ class WinogradFeatureMap(wiring.Component):
 
     Parameters
     ----------
+    parameters : WinogradFMParams
+        The generation-time parameters (``hw/winograd/params.py``); or its fields as keyword
+        arguments (``taps_per_clock`` and ``tap_shifts`` as for ``WinogradUnit``). They are:
     m, mode, in_channels, taps_per_clock, requantize, tap_shifts
         As for ``WinogradUnit`` (``in_channels`` is the map's channel count; ``out_lanes`` is
         ``m``: one tile row per unit output beat).
@@ -436,36 +435,37 @@ class WinogradFeatureMap(wiring.Component):
         The output channel's map; ``last`` ends a row, ``end`` the map.
     """
 
-    def __init__(self, *, m: int = 2, mode: str = "exact", in_channels: int = 8,
-                 taps_per_clock: int | None = None, requantize: bool = True,
-                 tap_shifts: TapShifts | None = None, max_height: int = 32,
-                 max_width: int = 32):
-        self._unit = WinogradUnit(m=m, mode=mode, in_channels=in_channels,
-                                  taps_per_clock=taps_per_clock, requantize=requantize,
-                                  out_lanes=m, tap_shifts=tap_shifts)
-        self._tiler = Tiler(m=m, channels=in_channels, max_height=max_height,
-                            max_width=max_width)
-        self._untiler = Untiler(m=m, requantize=requantize, max_height=max_height,
-                                max_width=max_width)
-        # Elaborated by this component's elaborate(); when only this component's figures are
-        # wanted (it is never elaborated) the parts must not warn on their own.
-        for part in (self._unit, self._tiler, self._untiler):
-            part._MustUse__silence = True
-        self._max_height, self._max_width = max_height, max_width
+    def __init__(self, parameters: WinogradFMParams | None = None, **kwargs):
+        if parameters is None:
+            parameters = WinogradFMParams.of(**kwargs)
+        elif kwargs or not isinstance(parameters, WinogradFMParams):
+            raise TypeError(f"parameters must be a WinogradFMParams (and no keyword "
+                            f"arguments), not {parameters!r}")
+        self._params = p = parameters
+        # The parts are elaborated by this component's elaborate().
+        self._unit = WinogradUnit(p.unit)
+        self._tiler = Tiler(m=p.m, channels=p.in_channels, max_height=p.max_height,
+                            max_width=p.max_width)
+        self._untiler = Untiler(m=p.m, requantize=p.requantize, max_height=p.max_height,
+                                max_width=p.max_width)
         super().__init__({
-            "params": In(stream.Signature(FeatureMapParams(requantize, max_height,
-                                                           max_width))),
-            "weights": In(stream.Signature(WeightBeat(self._unit.taps_per_clock,
-                                                      self._unit.weight_width))),
+            "params": In(stream.Signature(FeatureMapParams(p.requantize, p.max_height,
+                                                           p.max_width))),
+            "weights": In(stream.Signature(WeightBeat(p.taps_per_clock, p.weight_width))),
             "i": In(stream.Signature(PixelIn())),
-            "o": Out(stream.Signature(PixelOut(requantize))),
+            "o": Out(stream.Signature(PixelOut(p.requantize))),
         })
+
+    @property
+    def parameters(self) -> WinogradFMParams:
+        """The generation-time parameters and every figure derived from them."""
+        return self._params
 
     unit = property(lambda self: self._unit)
     tiler = property(lambda self: self._tiler)
     untiler = property(lambda self: self._untiler)
-    max_height = property(lambda self: self._max_height)
-    max_width = property(lambda self: self._max_width)
+    max_height = property(lambda self: self._params.max_height)
+    max_width = property(lambda self: self._params.max_width)
 
     def elaborate(self, platform):
         m = Module()
