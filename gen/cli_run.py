@@ -307,6 +307,7 @@ def demo(model_name: str, out, *, progress) -> int:
     bit-exactness, their cosine to each other, the cycles and the latency at :data:`LAST_FMAX`.
     Returns the exit status (1 if a sentence is not bit-exact)."""
     from sim.encoder_driver import load_model
+    from sim.minilm import load_tokenizer, token_ids
 
     from .blocks.encoder import encoder_model, encoder_params
     from .progress import format_seconds
@@ -316,7 +317,6 @@ def demo(model_name: str, out, *, progress) -> int:
     config = run_config(model_name, 0, DEMO_CONFIGS[model_name])
     model, params = encoder_model(config.params), encoder_params(config.params)
     vocab = model.embeddings.word.shape[0]
-    from sim.minilm import load_tokenizer, token_ids
     seqs = [(text, token_ids(text) % vocab) for text in DEMO_TEXTS]
     work = out.claim(f"encoder-{model_name}")
     p = params
