@@ -5,6 +5,7 @@ Seeded and bounded (a few seconds); the long run is ``python -m gen.fuzz --examp
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -106,6 +107,13 @@ def _is_component(obj) -> bool:
     return inspect.isclass(obj) and issubclass(obj, Elaboratable)
 
 
+def _is_param_class(obj) -> bool:
+    """A block's parameter dataclass (``hw/<block>/params.py``): the components' keyword
+    arguments are its fields, so its validation is fuzzed directly."""
+    return (inspect.isclass(obj) and dataclasses.is_dataclass(obj)
+            and any("help" in f.metadata for f in dataclasses.fields(obj)))
+
+
 def _scalar_function(obj) -> bool:
     """Golden functions whose required arguments are all numbers, flags or names."""
     if not inspect.isfunction(obj):
@@ -123,8 +131,8 @@ _ELSEWHERE = {"hw.layernorm.stats.RowStats", "sim.golden.encoder.random_weights"
               "sim.golden.attention.row_keys", "sim.golden.attention.rows_of",
               "sim.golden.attention.token_mask",
               "sim.golden.gemm.quantize_multiplier", "sim.golden.layernorm.norm_scale"}
-_TARGETS = [p for p in _public(hw, _is_component) + _public(sim.golden, _scalar_function)
-            if p.id not in _ELSEWHERE]
+_TARGETS = [p for p in _public(hw, _is_component) + _public(hw, _is_param_class)
+            + _public(sim.golden, _scalar_function) if p.id not in _ELSEWHERE]
 
 
 @pytest.mark.parametrize("target", _TARGETS)
@@ -139,12 +147,10 @@ def test_bad_arguments_are_named(target, data):
             choices = [_BAD] + ([st.just(p.default)] if p.default is not p.empty else [])
             kwargs[p.name] = data.draw(st.one_of(*choices), label=p.name)
     try:
-        made = target(**kwargs)
+        target(**kwargs)
     except (TypeError, ValueError) as error:
         names = [p.name for p in params]
         assert any(name in str(error) for name in names), \
             f"{target.__qualname__}({kwargs!r}): {type(error).__name__} {error} names no " \
             f"argument of {names}"
         return
-    if _is_component(target):
-        made._MustUse__silence = True
