@@ -430,6 +430,7 @@ async def attention_unit(tb: AxisTB, rng) -> None:
                                                 softmax=cfg.softmax, pattern=pattern)
                                for q, k, v in batch])
         check_equal(got, want, f"batch {n} (lengths {lengths})")
+        tb.dut._log.info(f"batch {n} (lengths {lengths}) bit-exact")
     await tb.expect_idle(20)
 
 
@@ -482,10 +483,12 @@ SCENARIOS = {f.__name__: f for f in (add, gemm, softmax, gelu, layernorm, winogr
                                      attention, attention_unit, encoder)}
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=float(os.environ.get("LUTRA_AXIS_TIMEOUT_MS", "20")), timeout_unit="ms")
 async def golden_through_axi_stream(dut):
     """The block's regression data through cocotbext-axi sources and sinks with random pauses
-    on every interface: every output beat, ``tlast`` and the beat counts exact."""
+    on every interface: every output beat, ``tlast`` and the beat counts exact. A frame whose
+    ``tlast`` never comes fails at the simulated-time limit (``LUTRA_AXIS_TIMEOUT_MS``,
+    default 20 ms: 2,000,000 cycles)."""
     stall = float(os.environ.get("LUTRA_AXIS_STALL", "0.3"))
     block = load_manifest()["block"]
     assert block in SCENARIOS, f"no AXI4-Stream scenario for block {block!r}"
