@@ -432,6 +432,11 @@ class AttentionScheduler(wiring.Component):
             m.d.comb += update.eq(Mux(from_staged[n], staged,
                                       Mux(from_prev[n], moved[n - 1] if n else 0, moved[n])))
             m.d.sync += slots[n].eq(update)
+            # A slot without a row keeps no size: its `ge` below would otherwise compare a
+            # stale row, and the staged row, inserted at the end of the window, would take
+            # that stale row's `ahead` bit.
+            with m.If(~occupied[n]):
+                m.d.sync += slots[n].pairs.eq(0)
         # The new ahead bits, against the generator's row: ge[j] compares slot j before the
         # shift. Taken rows (the longest) count as ahead, so over the window the bits are a
         # thermometer, and the staged row's insertion, wherever it lands, only moves that
