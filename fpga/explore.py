@@ -160,22 +160,16 @@ class Study:
 
     def run_key(self, params: dict, target: str, seed: int) -> str:
         """A run's name in the table and its build directory under ``runs/``."""
-        config_key = validate_params(self.spec, params).key() if _valid(self.spec, params) \
-            else "-".join([self.block, *(f"{k}={v}" for k, v in params.items())])
+        try:
+            config_key = validate_params(self.spec, params).key()
+        except ConfigError:             # an invalid combination still needs a name
+            config_key = "-".join([self.block, *(f"{k}={v}" for k, v in params.items())])
         key = f"{config_key}@{target}-seed{seed}"
         if self.freq_mhz is not None:
             key += f"-{self.freq_mhz:g}MHz"
         if self.allow_lut_multipliers:
             key += "-lutmul"
         return key.replace("/", "_")
-
-
-def _valid(spec: BlockSpec, params: dict) -> bool:
-    try:
-        validate_params(spec, params)
-    except ConfigError:
-        return False
-    return True
 
 
 def _param(spec: BlockSpec, name: str) -> Param:
@@ -548,7 +542,8 @@ def _trial(config: dict, *, study: Study, runs_dir: str, done: dict) -> None:
         key = study.run_key(params, target, seed)
         row = done.get(key) or run_point(study, params, target, seed, Path(runs_dir))
         rows.append(row)
-        metrics = {"row": json.dumps(row)}
+        # Every row so far: the last report alone carries them all (see _run_trials).
+        metrics = {"rows": json.dumps(rows)}
         for objective in study.objectives:   # for the searcher: the median so far
             column = OBJECTIVES[objective].column
             got = [float(r[column]) for r in rows if r["status"] == OK and r[column] != ""]
@@ -675,7 +670,12 @@ def _run_trials(study, trials, searcher, results, tracker, directory, runs_dir, 
             run_config=tune.RunConfig(storage_path=str(storage), name="latest", verbose=0,
                                       callbacks=[_make_callback(tracker)],
                                       failure_config=tune.FailureConfig(max_failures=0)))
-        tuner.fit()
+        grid = tuner.fit()
+        # Through Ray Client (ray://) the Tuner runs on the cluster, where the callback has no
+        # tracker: the rows arrive here, with the trials' last reports, when the study ends.
+        for result in grid:
+            for row in json.loads((result.metrics or {}).get("rows", "[]")):
+                tracker.collect(row)
     finally:
         ray.shutdown()
 
@@ -714,6 +714,11 @@ class _Tracker:
                                   + (f" ({row['reason'][:60]})" if row["reason"] else ""))
             self._status()
 
+    def collect(self, row: dict) -> None:
+        """A row from the end of the study: counted only if no callback recorded it."""
+        if row["run"] not in self.results.rows:
+            self.finished(row)
+
     def best(self) -> str:
         objective = self.study.objectives[0]
         column, sense = OBJECTIVES[objective].column, OBJECTIVES[objective].sense
@@ -749,18 +754,22 @@ def _callback_class():
             self.tracker = None
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.tracker.trial_started()
+            if self.tracker is not None:
+                self.tracker.trial_started()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if "row" in result:
-                self.tracker.finished(json.loads(result["row"]))
+            if self.tracker is not None and "rows" in result:
+                self.tracker.finished(json.loads(result["rows"])[-1])
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.tracker.trial_ended()
+            if self.tracker is not None:
+                self.tracker.trial_ended()
 
         def on_trial_error(self, iteration, trials, trial, **info):
             # run_point turns every build failure into a row; this is Ray losing the trial
             # (a worker killed, out of memory): each of its runs without a row gets one.
+            if self.tracker is None:
+                return
             self.tracker.trial_ended()
             run = trial.config["run"]
             params = {**run.get("fixed", {}), **run.get("params", {})}

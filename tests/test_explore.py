@@ -199,6 +199,21 @@ def test_configurations_that_cannot_fit_run_no_tool(tmp_path, monkeypatch, capsy
     assert "2 runs: 0 ok, 2 does not fit" in out and "no Pareto front" in out, out
 
 
+def test_invalid_combination_is_a_row(tmp_path, monkeypatch):
+    # out_lanes must divide cols: 2 lanes over 3 columns is refused by the block, a row with
+    # its reason; 1 lane is fine but a 4x3 GEMM needs 15 SB_MAC16 of the UP5K's 8.
+    monkeypatch.setattr(explore, "_run_trials", _must_not_run)
+    study = Study(block="gemm", space={"cols": (3,), "out_lanes": (1, 2)},
+                  targets=("ice40-up5k",))
+    results = run_study(study, tmp_path / "out")
+    rows = _rows(tmp_path / "out")
+    by_lanes = {r["out_lanes"]: r for r in rows.values()}
+    assert by_lanes["2"]["status"] == "invalid", rows
+    assert by_lanes["2"]["reason"] == "gemm: out_lanes must divide cols (3), not 2"
+    assert by_lanes["1"]["status"] == "does not fit", rows
+    assert results.counts() == {"ok": 0, "does not fit": 1, "failed": 0, "invalid": 1}
+
+
 def _must_not_run(*args, **kwargs):
     raise AssertionError("a tool run was scheduled")
 
