@@ -234,6 +234,8 @@ def run_run(args) -> int:
     config = run_config(args.model, args.layers, flags)
     model, params = encoder_model(config.params), encoder_params(config.params)
     seqs = _sequences(args, model)
+    if args.batch:
+        _check_batch(params, [ids for _, ids in seqs])     # before anything is written
     start = time.perf_counter()
     # make cannot take a '=' in the path of its sources (config keys have them).
     work = (args.build_dir or DEFAULT_RUN_DIR) / \

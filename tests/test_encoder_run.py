@@ -39,6 +39,10 @@ def test_run_tiny_verilator(tmp_path, capsys):
     (["--token-ids", "{bad}"], "not a NumPy .npy file"),
     (["--token-ids", "{floats}"], "expected a non-empty 1-D or 2-D integer array, not float64"),
     (["--token-ids", "{range}"], "token ids must be in [0, 99]"),
+    (["--text", "A.", "--text", "B.", "--text", "C.", "--batch"],
+     "--batch: 3 sentences; this configuration takes at most 2 (max_seqs)"),
+    (["--text", "word " * 14, "--text", "word " * 3, "--batch"],
+     "--batch: 21 tokens; this configuration takes at most 16 (max_tokens)"),
 ])
 def test_run_errors(argv, message, tmp_path, capsys):
     files = {"missing": tmp_path / "none.npy", "bad": tmp_path / "bad.npy",
@@ -47,7 +51,9 @@ def test_run_errors(argv, message, tmp_path, capsys):
     np.save(files["floats"], np.zeros(3))
     np.save(files["range"], np.array([1, 100]))
     argv = [a.format(**files) for a in argv]
-    assert main(["run", "encoder", "--model", "tiny", *argv]) == 2
+    out = tmp_path / "out"
+    assert main(["run", "encoder", "--model", "tiny", "--build-dir", str(out), *argv]) == 2
+    assert not out.exists(), "a refused run wrote files"
     err = capsys.readouterr().err
     assert err.startswith("lutra: error: ") and message in err and err.count("\n") == 1, err
 
