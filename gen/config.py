@@ -74,7 +74,7 @@ def validate_params(block: BlockSpec, raw: dict, *, source: str = "") -> BlockCo
 
     Cross-parameter constraints are checked by constructing the block's parameter dataclass
     (``BlockSpec.param_class``), whose messages name the parameter; they are returned as a
-    ``ConfigError``. A block without one is checked by building its component.
+    ``ConfigError``. No component is built.
     """
     prefix = f"{source}: " if source else ""
     known = {p.name: p for p in block.params}
@@ -85,14 +85,10 @@ def validate_params(block: BlockSpec, raw: dict, *, source: str = "") -> BlockCo
                               f"(known: {', '.join(known)})")
         params[key] = _check_value(f"{prefix}{block.name}.{key}", known[key], value)
     config = BlockConfig(block, params)
-    if block.param_class is not None:
-        try:
-            block.parameters(params)                 # cross-parameter checks
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{prefix}{block.name}: {error}") from None
-    else:
-        probe = build_component(config, source=source)   # cross-parameter checks
-        probe._MustUse__silence = True                    # built only to validate, never elaborated
+    try:
+        block.parameters(params)                     # cross-parameter checks
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{prefix}{block.name}: {error}") from None
     return config
 
 

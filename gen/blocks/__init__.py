@@ -70,6 +70,7 @@ class BlockSpec:
     summary: str
     params: tuple[Param, ...]
     build: Callable
+    param_class: type
     figures: Callable
     ports: dict
     tb_module: str
@@ -81,7 +82,6 @@ class BlockSpec:
     #: to build (Icarus when present). Whole designs (the attention unit, the encoder) name
     #: Verilator, whose compiled model runs them in seconds where Icarus takes many minutes.
     demo_simulator: str | None = None
-    param_class: type | None = None
     make_params: Callable | None = None
     extra: dict = field(default_factory=dict)
 
@@ -90,8 +90,6 @@ class BlockSpec:
         construction: ``TypeError``/``ValueError`` name the parameter)."""
         if self.make_params is not None:
             return self.make_params(dict(params))
-        if self.param_class is None:
-            raise TypeError(f"block {self.name!r} has no parameter dataclass")
         return self.param_class(**params)
 
     def defaults(self) -> dict:

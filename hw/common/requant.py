@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_choice, check_int
 from .mul import PipelinedMultiplier
+from .pipeline import StallPipeline
 
 __all__ = ["RequantIn", "RequantOut", "Requantizer", "requant_sequencer", "REQUANT_LATENCY",
            "OUT_WIDTHS", "RAW_WIDTH"]
@@ -106,27 +107,10 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = REQUANT_LATENCY
-        valid = Signal(n)
         # Stall the whole pipeline only when its output beat is held by the sink.
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            self.o.valid.eq(valid[n - 1]),
-        ]
-        with m.If(advance):
-            m.d.sync += valid.eq(Cat(self.i.valid & self.i.ready, valid[:-1]))
-
-        def stage(name, shape, value):
-            reg = Signal(shape, name=name)
-            with m.If(advance):
-                m.d.sync += reg.eq(value)
-            return reg
-
-        def delay(name, shape, value, cycles):
-            for s in range(1, cycles + 1):
-                value = stage(f"{name}_s{s}", shape, value)
-            return value
+        pipe = StallPipeline(m, self.i, self.o)
+        pipe.finish(n)
+        advance, stage, delay = pipe.advance, pipe.reg, pipe.delay
 
         # Fields shared by every lane, delayed to the stage that uses them.
         payload = self.i.payload
