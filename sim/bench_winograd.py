@@ -64,12 +64,12 @@ def accuracy_table(*, epochs: int = 8, seed: int = 0, calibration: int = 500) ->
 
 
 def _hardware_rows() -> list[tuple]:
-    from hw.winograd import WinogradUnit
+    from hw.winograd import WinogradParams
     rows = []
     for kw in ({"m": 2}, {"m": 4}, {"m": 4, "taps_per_clock": 9}, {"m": 4, "taps_per_clock": 4},
                {"m": 4, "taps_per_clock": 1}):
         for mode in ("exact", "tapwise"):
-            unit = WinogradUnit(mode=mode, in_channels=16, **kw)
+            unit = WinogradParams(mode=mode, in_channels=16, **kw)
             rows.append((f"F{unit.m} {mode}", unit.taps_per_clock, unit.multipliers,
                          unit.cycles_per_beat, unit.latency, unit.input_width,
                          unit.weight_width, unit.accumulator_width))
