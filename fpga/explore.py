@@ -452,12 +452,16 @@ class Results:
         self.out = Path(out)
         self.force = force
         self.rows = _read_rows(self.out / "results.csv", study.columns)
+        #: Runs of this session left without a row (the study was stopped).
+        self.missing = 0
 
     def add(self, row: dict) -> None:
+        """Record ``row`` (replacing a row of the same run) and rewrite both tables."""
         self.rows[row["run"]] = row
         self.write()
 
     def write(self) -> None:
+        """Write ``results.csv`` and ``results.md`` (refused if Lutra did not write them)."""
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.study.columns, lineterminator="\n")
         writer.writeheader()
@@ -466,12 +470,14 @@ class Results:
         write_file(self.out / "results.md", self.markdown(), owner="explore", force=self.force)
 
     def counts(self) -> dict[str, int]:
+        """Rows per status."""
         counts = dict.fromkeys((OK, NO_FIT, FAILED, INVALID), 0)
         for row in self.rows.values():
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         return counts
 
     def markdown(self) -> str:
+        """The study, its counts, the Pareto front and every row, as Markdown."""
         study = self.study
         swept = list(study.space)
         shown = ["run", *swept, "target", "seed", "status", "fmax_mhz", "peak_gops", "lut4",
@@ -622,8 +628,10 @@ def run_study(study: Study, out: str | Path, *, jobs: int | None = 1,
             if trials:
                 _run_trials(study, trials, None, results, tracker, directory, runs_dir, jobs,
                             address)
+            # Runs without a row: the study was stopped (Ctrl-C) before they ran.
+            results.missing = sum(study.run_key(*run) not in results.rows for run in pending)
         results.plot()
-        tracker.close()
+        tracker.close("stopped" if results.missing else "done")
     return results
 
 
@@ -733,9 +741,9 @@ class _Tracker:
             parts = [f"{self.running} running", f"{self.failed} failed", self.best()]
             self.progress.status(", ".join(p for p in parts if p))
 
-    def close(self) -> None:
+    def close(self, message: str) -> None:
         if self.progress is not None:
-            self.progress.close()
+            self.progress.close(message)
 
 
 def _callback_class():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from .cli_common import Parser, UsageError, add_force
@@ -31,6 +32,7 @@ def default_jobs() -> int:
 
 
 def add_explore_parser(sub) -> argparse.ArgumentParser:
+    """The ``explore`` subcommand's flags (block parameters are parsed later, as ranges)."""
     p = sub.add_parser(
         "explore", help="build a block over parameter ranges x targets x seeds (Ray Tune), "
                         "with a results table and the Pareto front",
@@ -101,6 +103,7 @@ def _study_from_args(args):
 
 
 def run_explore(args) -> int:
+    """Run the study the arguments describe; print where the results are and the front."""
     from fpga.explore import OBJECTIVES, ExploreError, front, load_study, run_study
 
     try:
@@ -144,6 +147,10 @@ def run_explore(args) -> int:
             print(f"plot: {out / 'pareto.png'}")
     else:
         print("no run has all the objectives yet, so no Pareto front")
+    if results.missing:
+        print(f"lutra explore: stopped with {results.missing} runs not done; the same command "
+              f"runs them (the recorded runs are skipped)", file=sys.stderr)
+        return 1
     return 0
 
 

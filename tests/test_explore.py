@@ -214,6 +214,17 @@ def test_invalid_combination_is_a_row(tmp_path, monkeypatch):
     assert results.counts() == {"ok": 0, "does not fit": 1, "failed": 0, "invalid": 1}
 
 
+def test_stopped_study_says_what_is_left(tmp_path, monkeypatch, capsys):
+    # Ray Tune returns from fit() when Ctrl-C stops the study; runs left without a row make
+    # the command say so and exit 1 (the next session runs them).
+    monkeypatch.setattr(explore, "_run_trials", lambda *args: None)
+    assert main(["explore", "gemm", "--rows", "1", "--cols", "1..2", "--requantize", "false",
+                 "--target", "ice40-up5k", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "lutra explore: stopped with 2 runs not done; the same command runs them" in err, err
+    assert _rows(tmp_path / "out") == {}
+
+
 def _must_not_run(*args, **kwargs):
     raise AssertionError("a tool run was scheduled")
 
