@@ -328,10 +328,10 @@ def demo(model_name: str, out, *, progress) -> int:
           f"weight port", flush=True)
     results, timing = simulate(config, model, params, [ids for _, ids in seqs],
                                simulator="verilator", work=work, batch=True, progress=progress)
-    image = work / "image.bin"
+    size = (work / "image.bin").stat().st_size
+    size_text = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
     print(f"   generated {work}/: lutra_encoder.v, lutra_encoder.json (manifest), image.bin "
-          f"(weight image, {image.stat().st_size / 1e6:.1f} MB; layout: "
-          f"docs/blocks/encoder.md)")
+          f"(weight image, {size_text}; layout: docs/blocks/encoder.md)")
     print(f"   Verilator build {format_seconds(timing['build'])}"
           + (" (cached: same Verilog)" if timing["cached"] else "")
           + f", simulation {format_seconds(timing['simulation'])}")
