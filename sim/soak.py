@@ -550,9 +550,8 @@ async def _soak_attention(dut, manifest: dict) -> dict:
         if not harness.over:
             break                   # the design's state is unknown: stop here
     elapsed = time.perf_counter() - start
-    for board in boards:
-        if board.first_error:
-            errors.insert(0, board.first_error)
+    other = len(errors)             # messages besides the scoreboards' (timing, makespan, ...)
+    errors = [b.first_error for b in boards if b.first_error] + errors
     sums = {k: sum(getattr(b, k) for b in boards)
             for k in ("received", "matched", "mismatches", "lost", "repeated")}
     return {"block": "attention", "beats_in": counts["descriptors"] + counts["rows"],
@@ -562,7 +561,7 @@ async def _soak_attention(dut, manifest: dict) -> dict:
             "lost": sums["lost"], "repeated": sums["repeated"],
             "cycles": counts["cycles"], "sim_seconds": round(elapsed, 3),
             "first_error": errors[0] if errors else None, "seed": base,
-            "errors": len(errors), "failed_batches": failed,
+            "errors": other, "failed_batches": failed,
             "detail": f"{counts['batches']} batches, {counts['descriptors']} descriptors, "
                       f"{counts['rows']} rows (done beats), {sums['received']} commands, "
                       f"{counts['timing']} commands off their golden cycle"}
