@@ -403,3 +403,81 @@ def test_bench_reports_utilization_from_rtl_cycles(tmp_path, capsys):
     assert 160 <= result["cycles"] <= 160 + result["latency_cycles"] + 4 + 2
     assert result["utilization"] == result["useful_macs"] / (4 * result["cycles"])
     assert f"{100 * result['utilization']:.2f}%" in out
+
+
+# ---- structure: no combinational net fans out across the array --------------------------------
+
+#: Most flip-flop bits one combinational net may reach before a register stage, whatever the
+#: array size: a PE's accumulator and result (2 x 32). (Before 2026-11-30 the row read-out's
+#: select reached 32 bits per column, and the output sequencer's pop the whole row register.)
+MAX_COMB_FANOUT = 64
+
+
+def comb_fanout(verilog: str, top: str, tmp_path) -> dict[str, int]:
+    """For every net driven by logic (not by a flip-flop, a memory or a top-level port other than
+    ``clk``/``rst``), the number of flip-flop bits whose data, enable or reset it reaches
+    through combinational cells only, from Yosys' coarse netlist (``proc; flatten; opt``, so
+    equal logic is shared as synthesis shares it; no technology mapping, so the count does not depend on a vendor's LUT packing). A memory port
+    counts as one register: a block RAM or LUT RAM has one enable per port."""
+    from fpga.tools import run_tool
+    (tmp_path / "top.v").write_text(verilog)
+    run_tool("yosys", ["-q", "-p", f"read_verilog top.v; hierarchy -top {top}; proc; flatten; "
+                       "opt -fast; write_json net.json"], cwd=tmp_path, log=tmp_path / "yosys.log")
+    module = json.loads((tmp_path / "net.json").read_text())["modules"][top]
+    sinks, outputs = {}, {}     # bit -> list of (cell, output bits) / flip-flop bits reached
+    names = {}
+    for name, net in module["netnames"].items():
+        for bit in net["bits"]:
+            names.setdefault(bit, name)
+    registers = {}
+    for cell_name, cell in module["cells"].items():
+        ins = [bit for port, bits in cell["connections"].items()
+               if cell["port_directions"][port] == "input" for bit in bits]
+        outs = [bit for port, bits in cell["connections"].items()
+                if cell["port_directions"][port] == "output" for bit in bits]
+        if cell["type"].startswith("$mem"):
+            for bit in ins:
+                registers.setdefault(bit, set()).add((cell_name, 0))
+        elif "dff" in cell["type"]:
+            # A data bit reaches its own flip-flop; an enable or reset reaches all of them.
+            width = len(cell["connections"]["Q"])
+            for port, bits in cell["connections"].items():
+                if cell["port_directions"][port] != "input" or port == "CLK":
+                    continue
+                for index, bit in enumerate(bits):
+                    ffs = [index] if port == "D" else range(width)
+                    registers.setdefault(bit, set()).update((cell_name, n) for n in ffs)
+        else:
+            for bit in ins:
+                sinks.setdefault(bit, []).append(cell_name)
+            outputs[cell_name] = outs
+    reached: dict = {}
+
+    def reach(bit):             # the logic is acyclic: memoised depth-first search
+        if bit not in reached:
+            found = set(registers.get(bit, ()))
+            for cell in sinks.get(bit, ()):
+                for out in outputs[cell]:
+                    found |= reach(out)
+            reached[bit] = found
+        return reached[bit]
+
+    driven_by_logic = {bit for outs in outputs.values() for bit in outs if isinstance(bit, int)}
+    ports = {bit for name, port in module["ports"].items() if port["direction"] == "input"
+             and name not in ("clk", "rst") for bit in port["bits"]}
+    return {f"{names.get(bit, '?')} (bit {bit})": len(reach(bit))
+            for bit in sorted(driven_by_logic | ports, key=str)}
+
+
+@pytest.mark.parametrize("kwargs", [{"rows": 8, "cols": 8}, {"rows": 8, "cols": 8,
+                                                             "requantize": False},
+                                    {"rows": 4, "cols": 6, "out_lanes": 2, "a_width": 16}],
+                         ids=["8x8", "8x8-raw", "4x6-a16"])
+def test_no_combinational_net_fans_out_across_the_array(kwargs, tmp_path):
+    """Control that reaches every row or column (tile start and end, parameter loads, the
+    read-out) passes through registers: no net driven by logic, and no input port, reaches more
+    than ``MAX_COMB_FANOUT`` flip-flop bits before a register, for an array of any size."""
+    from gen.verilog import convert
+    fanout = comb_fanout(convert(GemmCore(**kwargs), "gemm"), "gemm", tmp_path)
+    worst = sorted(fanout.items(), key=lambda item: -item[1])[:5]
+    assert worst[0][1] <= MAX_COMB_FANOUT, f"nets reaching most flip-flop bits: {worst}"

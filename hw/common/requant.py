@@ -117,13 +117,21 @@ class Requantizer(wiring.Component):
         w = self._out_width
         raw = w == RAW_WIDTH
         if not raw:
-            zp = delay("zero_point", signed(w), payload.out_zero_point, 7)
-            lo7 = delay("act_min", signed(w), payload.act_min, 7)
-            hi7 = delay("act_max", signed(w), payload.act_max, 7)
+            zp5 = delay("zero_point", signed(w), payload.out_zero_point, 5)
+            lo5 = delay("act_min", signed(w), payload.act_min, 5)
+            hi5 = delay("act_max", signed(w), payload.act_max, 5)
             # TFLite clamps as min(max(x, act_min), act_max): with act_min > act_max every
             # result is act_max, which the clamp below gives once act_min is lowered to it.
-            lo = stage("act_min_s8", signed(w), Mux(lo7 > hi7, hi7, lo7))
-            hi = stage("act_max_s8", signed(w), hi7)
+            lo6 = stage("act_min_s6", signed(w), Mux(lo5 > hi5, hi5, lo5))
+            hi6 = stage("act_max_s6", signed(w), hi5)
+            zp6 = stage("zero_point_s6", signed(w), zp5)
+            # The bounds relative to the zero point, so that s8 compares the rounded value with
+            # them beside (not after) the zero point's add, and s9 only selects.
+            lo_rel = stage("act_min_rel", signed(w + 1), lo6 - zp6)
+            hi_rel = stage("act_max_rel", signed(w + 1), hi6 - zp6)
+            zp = stage("zero_point_s7", signed(w), zp6)
+            lo = delay("act_min_s7", signed(w), lo6, 2)
+            hi = delay("act_max_s7", signed(w), hi6, 2)
         m.d.comb += self.o.payload.last.eq(delay("last", 1, payload.last, n))
         if self._tag is not None:
             m.d.comb += self.o.payload.tag.eq(delay("tag", self._tag, payload.tag, n))
@@ -192,10 +200,11 @@ class Requantizer(wiring.Component):
                 held = stage(p + "raw", signed(32), rounded[:32].as_signed())
                 result = stage(p + "result", signed(32), held)
             else:
-                # s8: output zero point; s9: clamp.
-                with_zp = stage(p + "with_zero_point", signed(34), rounded + zp)
-                clamped = Mux(with_zp < lo, lo, Mux(with_zp > hi, hi, with_zp))
-                result = stage(p + "result", signed(w), clamped[:w].as_signed())
+                # s8: output zero point, and the comparisons that decide the clamp; s9: clamp.
+                with_zp = stage(p + "with_zero_point", signed(w), (rounded + zp)[:w])
+                below = stage(p + "below", 1, rounded < lo_rel)
+                above = stage(p + "above", 1, rounded > hi_rel)
+                result = stage(p + "result", signed(w), Mux(below, lo, Mux(above, hi, with_zp)))
             m.d.comb += self.o.payload.data[lane].eq(result)
         return m
 

@@ -1,17 +1,23 @@
 """Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
 requantization to int8 or int16."""
 
-from amaranth import Array, Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common.mul import PipelinedMultiplier
 from ..common.pipeline import delayed
-from ..common.requant import requant_sequencer
+from ..common.requant import Requantizer
 from .params import B_WIDTH, GemmParams, a_offset_width
 
 __all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore"]
+
+
+def _next(pointer, depth: int):
+    """``pointer + 1`` modulo ``depth``."""
+    return Mux(pointer == depth - 1, 0, pointer + 1)
 
 
 def KSlice(rows: int, cols: int, a_width: int = 8) -> data.StructLayout:
@@ -153,7 +159,11 @@ class GemmCore(wiring.Component):
         operand_a_width = p.operand_a_width
 
         # ---- tile parameters and input acceptance --------------------------------------
-        params = Signal(tile_layout)
+        # Only a_offset, applied as k-slices enter, is held here; the fields used when the
+        # tile's rows leave go into the tile FIFO as the beat is taken (through a register, so
+        # the FIFO's write enable starts at a flip-flop): it holds every tile that has ended and
+        # not yet left, plus the one being sliced.
+        a_offset = Signal(signed(a_offset_width(a_width)), reset_less=True)
         have_params = Signal()
         # (Counters get at least one bit: zero-width signals become [-1:0] vectors in Verilog.)
         gap = Signal(range(max(spacing, 2)))    # cycles until another tile may end
@@ -162,35 +172,37 @@ class GemmCore(wiring.Component):
 
         out_fields = {name: field.shape for name, field in tile_layout if name != "a_offset"}
         out_layout = data.StructLayout(out_fields)
-        m.submodules.tile_fifo = tile_fifo = SyncFIFOBuffered(
-            width=out_layout.size, depth=p.tile_fifo_depth)
+        tile_mem = Memory(shape=out_layout.size, depth=p.tile_fifo_depth, init=[])
+        m.submodules.tile_mem = tile_mem
 
         # Whether a tile may end now, registered: computed a cycle ahead for both outcomes of
-        # this cycle's handshake, so the input's ready (and through it the wide parameter
-        # registers' load enable) starts at flip-flops, not at an adder and a comparison.
+        # this cycle's handshake, so the input's ready starts at flip-flops, not at an adder and
+        # a comparison.
         room = Signal(init=int(rows <= depth))  # reserved + rows <= depth
         gap_zero = Signal(init=1)               # gap == 0
         may_end = gap_zero & room
         fire = Signal()
         ends = Signal()
+        params_fire = Signal()
         m.d.comb += [
             self.i.ready.eq(have_params & (~self.i.payload.last | may_end)),
             fire.eq(self.i.valid & self.i.ready),
             ends.eq(fire & self.i.payload.last),
             self.params.ready.eq(~have_params | ends),
+            params_fire.eq(self.params.valid & self.params.ready),
         ]
-        # The tile's output-side parameters are pushed one cycle after its last k-slice: the
-        # write enable of this wide FIFO then starts at a flip-flop instead of at the input
-        # handshake (on ECP5 that path was the requantized core's critical one). They are read
-        # only when the tile's first row leaves the row FIFO, many cycles later.
         tile_push = Signal()
         tile_push_data = Signal(out_layout.size, reset_less=True)
-        m.d.sync += tile_push.eq(ends)
-        with m.If(ends):
-            m.d.sync += tile_push_data.eq(Cat(*(params[k] for k in out_fields)))
-        m.d.comb += [tile_fifo.w_en.eq(tile_push), tile_fifo.w_data.eq(tile_push_data)]
-        with m.If(self.params.valid & self.params.ready):
-            m.d.sync += [params.eq(self.params.payload), have_params.eq(1)]
+        m.d.sync += [
+            tile_push.eq(params_fire),
+            tile_push_data.eq(Cat(*(self.params.payload[k] for k in out_fields))),
+        ]
+        tile_write = tile_mem.write_port()
+        m.d.comb += [tile_write.en.eq(tile_push), tile_write.data.eq(tile_push_data)]
+        with m.If(tile_push):
+            m.d.sync += tile_write.addr.eq(_next(tile_write.addr, p.tile_fifo_depth))
+        with m.If(params_fire):
+            m.d.sync += [a_offset.eq(self.params.payload.a_offset), have_params.eq(1)]
         with m.Elif(ends):
             m.d.sync += have_params.eq(0)
         with m.If(ends):
@@ -216,7 +228,7 @@ class GemmCore(wiring.Component):
         for r in range(rows):
             edge_a = Signal(signed(operand_a_width), name=f"edge_a{r}", reset_less=True)
             a_in = self.i.payload.a[r]
-            m.d.sync += edge_a.eq(a_in if offset_per_column else a_in + params.a_offset)
+            m.d.sync += edge_a.eq(a_in if offset_per_column else a_in + a_offset)
             row_in.append(delayed(m, f"skew_a{r}", edge_a, r, shape=signed(operand_a_width),
                                   reset_less=True))
             flags_in.append(delayed(m, f"skew_flags{r}", edge_flags, r, shape=Flags))
@@ -235,30 +247,39 @@ class GemmCore(wiring.Component):
             a = Signal(a_left.shape(), name=name + "a", reset_less=True)
             b = Signal(signed(B_WIDTH), name=name + "b", reset_less=True)
             flags = Signal(Flags, name=name + "flags")
-            product_flags = Signal(Flags, name=name + "product_flags")
+            # The product's flags, aligned with it: valid, and the tile's end registered as
+            # such, so the accumulator's clear is a flip-flop (set by reset, too), not logic
+            # shared by every PE whose flags Yosys merges (all PEs of an anti-diagonal see the
+            # same delays of the same flags).
+            product_valid = Signal(name=name + "product_valid")
+            product_end = Signal(name=name + "product_end", init=1)
             acc = Signal(signed(width), name=name + "acc", reset_less=True)
             result = Signal(signed(width), name=name + "result", reset_less=True)
-            # The product of the operands this PE registers now arrives two cycles later,
-            # with its flags; on ECP5 both register stages live inside the DSP.
+            # The product of the operands this PE registers now arrives two cycles later (on
+            # ECP5 both register stages live inside the DSP), and is registered once more in
+            # the fabric, with its flags: the route out of the DSP and the accumulator's carry
+            # chain are then in separate cycles.
             mul = PipelinedMultiplier(a_width=len(a_left), b_width=B_WIDTH)
             m.submodules[name + "mul"] = mul
-            product = mul.p
+            product = Signal.like(mul.p, name=name + "product", reset_less=True)
+            product_flags = Signal(Flags, name=name + "product_flags")
             m.d.comb += [mul.a.eq(a_left), mul.b.eq(b_above)]
             m.d.sync += [
                 a.eq(a_left), b.eq(b_above), flags.eq(flags_left),
-                product_flags.eq(flags),
+                product_flags.eq(flags), product.eq(mul.p),
+                product_valid.eq(product_flags.valid),
+                product_end.eq(product_flags.valid & product_flags.last),
             ]
             # The accumulator restarts by clearing at the tile's last product rather than by
             # gating the adder's input on the first one (a LUT per bit in front of the carry
-            # chain). Clear and reset form one condition: the flip-flops' synchronous reset.
+            # chain): the clear is the flip-flops' synchronous reset.
             total = acc + product
-            ends_here = product_flags.valid & product_flags.last
-            with m.If(ResetSignal() | ends_here):
-                m.d.sync += acc.eq(0)
-            with m.Elif(product_flags.valid):
+            # (product_end implies product_valid: the clear overrides the enable, as the
+            # flip-flops' reset does, and the enable is product_valid itself.)
+            with m.If(product_valid):
                 m.d.sync += acc.eq(total)
-            with m.If(ends_here):
-                m.d.sync += result.eq(total)
+            with m.If(product_end):
+                m.d.sync += [acc.eq(0), result.eq(total)]
             return a, b, flags, result
 
         res = [[None] * cols for _ in range(rows)]
@@ -277,29 +298,37 @@ class GemmCore(wiring.Component):
             # input zero point (-a_offset, 16 bits for every a_offset in range) instead of a.
             # Its sums, zero_point * sum_k b[k, c], leave each row of the column at read-out.
             zero_point = Signal(signed(a_width), name="edge_zero_point", reset_less=True)
-            m.d.sync += zero_point.eq(-params.a_offset)
+            m.d.sync += zero_point.eq(-a_offset)
             zp_left, flags_left = zero_point, edge_flags
             offset_sum = []
             for c in range(cols):
                 zp_left, _, flags_left, total = pe(f"offset{c}_", zp_left, col_in[c], flags_left)
                 offset_sum.append(total)
 
-        # ---- row read-out into the row FIFO ----------------------------------------------
-        # Row r of a tile ending at cycle t is complete in every column at t + 3 + cols + r; a
-        # one-hot token travelling down a delay line selects it, so no row counter is needed.
+        # ---- row read-out into the row memories, column by column -------------------------
+        # Row r of a tile ending at cycle t is complete in column c at t + 4 + c + r, and read
+        # out of the array at t + 5 + c + r into that column's own memory: every column's
+        # select, write enable and write address is its left neighbour's, a cycle later (a
+        # register chain, so no net fans out across the array). Rows are written whole
+        # (readable in every column) when the last column has written them.
         # A token travelling down a delay line marks the rows being read; a row index that
         # restarts one cycle before the first row selects them (a binary mux is cheaper than a
         # one-hot AND-OR on ECP5's PFUMX slices).
-        before_first = delayed(m, "row_token", ends, p.row_read_delay - 1, shape=1)
+        before_first = delayed(m, "row_token", ends, 4, shape=1)
         token = [delayed(m, "row_token0", before_first, 1, shape=1)]
         for r in range(1, rows):
             token.append(delayed(m, f"row_token{r}", token[-1], 1, shape=1))
         row_index = Signal(range(max(rows, 2)))
         m.d.sync += row_index.eq(Mux(before_first, 0, row_index + 1))
-        row_data = Signal(data.ArrayLayout(signed(width), cols), reset_less=True)
-        row_valid = Signal()
-        row_last = Signal()
+        reading = Signal()
+        m.d.comb += reading.eq(Cat(*token).any())
+        first = token[0]
+        row_mems = []
         for c in range(cols):
+            if c:
+                row_index = delayed(m, f"row_index{c}", row_index, 1)
+                reading = delayed(m, f"row_reading{c}", reading, 1)
+                first = delayed(m, f"row_first{c}", first, 1)
             # Pad the choices to every value of the index so the case statement is complete.
             choices = [res[r][c] for r in range(rows)]
             choices += choices[-1:] * (2 ** len(row_index) - rows)
@@ -308,32 +337,144 @@ class GemmCore(wiring.Component):
                 # The offset sum is final with row 0's sums and overwritten by the next tile's
                 # before this tile's last row is read: held from the first row's read on.
                 held = Signal(signed(width), name=f"offset_held{c}", reset_less=True)
-                with m.If(token[0]):
+                with m.If(first):
                     m.d.sync += held.eq(offset_sum[c])
-                row_sum = row_sum - Mux(token[0], offset_sum[c], held)
-            m.d.sync += row_data[c].eq(row_sum)
-        m.d.sync += [row_valid.eq(Cat(*token).any()), row_last.eq(token[rows - 1])]
+                row_sum = row_sum - Mux(first, offset_sum[c], held)
+            column = Memory(shape=signed(width), depth=depth, init=[])
+            m.submodules[f"row_mem{c}"] = column
+            write = column.write_port()
+            written = Signal(name=f"row_written{c}")
+            m.d.sync += [write.data.eq(row_sum), written.eq(reading)]
+            m.d.comb += write.en.eq(written)
+            if c:
+                m.d.sync += write.addr.eq(row_mems[-1][1].addr)
+            else:
+                with m.If(written):
+                    m.d.sync += write.addr.eq(_next(write.addr, depth))
+            row_mems.append((column, write, written))
 
-        m.submodules.row_fifo = row_fifo = SyncFIFOBuffered(width=cols * width + 1, depth=depth)
-        m.d.comb += [
-            row_fifo.w_en.eq(row_valid),
-            row_fifo.w_data.eq(Cat(row_data, row_last)),
-        ]
-
-        # ---- output sequencer: row -> beats of `out_lanes`, bias added, params attached ----
-        head_row = data.View(data.ArrayLayout(signed(width), cols), row_fifo.r_data[:cols * width])
-        head_last = row_fifo.r_data[-1]
-        tile = data.View(out_layout, tile_fifo.r_data)
-        requant = {"multiplier": lambda col: tile.multiplier[col],
-                   "shift": lambda col: tile.shift[col],
-                   "out_zero_point": tile.out_zero_point, "act_min": tile.act_min,
-                   "act_max": tile.act_max} if p.requantize else {}
-        m.d.comb += [
-            row_pop.eq(requant_sequencer(
-                m, self.o, count=cols, lanes=p.out_lanes, requantize=p.requantize,
-                out_width=out_width, valid=row_fifo.r_rdy & tile_fifo.r_rdy, last=head_last,
-                value=lambda col: (head_row[col] + tile.bias[col])[:32].as_signed(), **requant)),
-            row_fifo.r_en.eq(row_pop),
-            tile_fifo.r_en.eq(row_pop & head_last),
-        ]
+        self._output_side(m, [mem for mem, _, _ in row_mems], row_mems[-1][2], tile_mem,
+                          out_layout, row_pop)
         return m
+
+    def _output_side(self, m, row_mems, row_written, tile_mem, out_layout, row_pop):
+        """Rows leave the row memories (one per column) whole into a shifter that emits
+        ``out_lanes`` elements per clock. Nothing here waits on ``o.ready``: the requantizer runs free into an output FIFO
+        whose free entries are counted (credits), and a row is read only when every beat it
+        makes has an entry reserved. Whether a row is loaded is decided a cycle ahead, so the
+        load enable of the wide shifter is a flip-flop, and no multiplexer grows with
+        ``cols``."""
+        p = self._params
+        cols, lanes, depth = p.cols, p.out_lanes, p.row_fifo_depth
+        segments = p.segments
+
+        # load: the shifter takes the row (and its tile's parameters) read a cycle before. The
+        # decision is registered and its inputs are counters compared with constants: for each
+        # outcome of this cycle's load (and of the credit returned, itself registered), the
+        # counters' next values are compared without an adder in between.
+        load = Signal()
+        available = Signal(range(depth + 1))    # rows written a cycle ago or more, not loaded
+        remaining = Signal(range(segments + 1))     # beats still to leave the shifter
+        credits = Signal(range(p.out_fifo_depth + 1), init=p.out_fifo_depth)
+        returned = Signal()                     # an output beat left a cycle ago
+        m.d.comb += row_pop.eq(load)
+        m.d.sync += [
+            returned.eq(self.o.valid & self.o.ready),
+            available.eq(available + row_written - load),
+            remaining.eq(Mux(load, segments, Mux(remaining == 0, 0, remaining - 1))),
+            credits.eq(credits - Mux(load, segments, 0) + returned),
+        ]
+        # Each condition on next cycle's values, for load = 0 and load = 1.
+        # (Comparisons whose outcome the widths decide are left to Python: Verilator rejects
+        # constant comparisons.)
+        free = Mux(load, segments <= 1, 1 if segments <= 2 else remaining <= 2)
+
+        def credits_at_least(n):
+            return Mux(returned, 1 if n <= 1 else credits >= n - 1, credits >= n)
+        has_credit = Mux(load, credits_at_least(2 * segments), credits_at_least(segments))
+        has_row = Mux(load, available >= 2, available >= 1)  # one not taken by this load
+        load_next = Signal()
+        m.d.comb += load_next.eq(free & has_credit & has_row)
+        m.d.sync += load.eq(load_next)
+
+        # Every tile has `rows` rows: counting them gives each row's place in its tile, so the
+        # tile's parameters are read by a counter, and the memories hold no flags. The read
+        # ports run every cycle at registered addresses: that of the row (and tile) the next
+        # load takes, advanced with the decision that registers `load`.
+        row_of_tile = Signal(range(max(p.rows, 2)))
+        at_last = row_of_tile == p.rows - 1
+        with m.If(load):
+            m.d.sync += row_of_tile.eq(Mux(at_last, 0, row_of_tile + 1))
+        last_next = Mux(load, row_of_tile == p.rows - 2, at_last) if p.rows > 1 else 1
+        reads = [mem.read_port(domain="sync") for mem in row_mems]
+        tile_read = tile_mem.read_port(domain="sync")
+        row_addr = Signal(range(depth), name="row_read_addr")
+        with m.If(load_next):
+            m.d.sync += row_addr.eq(_next(row_addr, depth))
+        with m.If(load_next & last_next):
+            m.d.sync += tile_read.addr.eq(_next(tile_read.addr, p.tile_fifo_depth))
+        m.d.comb += [read.addr.eq(row_addr) for read in reads]
+        head_last = at_last
+        tile = data.View(out_layout, tile_read.data)
+
+        # The shifter: position s holds elements s * lanes .. s * lanes + lanes - 1. It shifts
+        # every clock (what passes the end while no row is in it is never marked valid).
+        fields = {"acc": lambda c: reads[c].data, "bias": lambda c: tile.bias[c]}
+        if p.requantize:
+            fields |= {"multiplier": lambda c: tile.multiplier[c],
+                       "shift": lambda c: tile.shift[c]}
+        shifter = {}
+        for name, value in fields.items():
+            shape = value(0).shape()
+            regs = [Signal(shape, name=f"shift_{name}{c}", reset_less=True) for c in range(cols)]
+            for c in range(cols):
+                after = regs[c + lanes] if c + lanes < cols else regs[c]
+                m.d.sync += regs[c].eq(Mux(load, value(c), after))
+            shifter[name] = regs[:lanes]
+        row_end = Signal(name="shift_last")     # the row is its tile's last
+        if p.requantize:
+            shared = {"out_zero_point": tile.out_zero_point, "act_min": tile.act_min,
+                      "act_max": tile.act_max}
+            held = {k: Signal(v.shape(), name=f"shift_{k}", reset_less=True)
+                    for k, v in shared.items()}
+            with m.If(load):
+                m.d.sync += [held[k].eq(v) for k, v in shared.items()]
+        with m.If(load):
+            m.d.sync += row_end.eq(head_last)
+        # One register stage: the bias added, the beat formed. Its valid flag is the only
+        # reset one; the payload is qualified by it.
+        if p.requantize:
+            m.submodules.requant = requant = Requantizer(lanes=lanes, out_width=p.out_width)
+            beat = requant.i
+            m.d.comb += requant.o.ready.eq(1)       # free-running: the credits leave it room
+            into_fifo = requant.o
+        else:
+            beat = stream.Signature(GemmOut(lanes, False)).create(path=("raw",))
+            into_fifo = beat
+        beat_valid = Signal()
+        beat_payload = Signal(beat.payload.shape(), reset_less=True)
+        m.d.comb += [beat.valid.eq(beat_valid), beat.payload.eq(beat_payload)]
+        m.d.sync += [
+            beat_valid.eq(remaining != 0),
+            beat_payload.last.eq(row_end & (remaining == 1)),
+        ]
+        for lane in range(lanes):
+            total = (shifter["acc"][lane] + shifter["bias"][lane])[:32].as_signed()
+            if p.requantize:
+                m.d.sync += [beat_payload.acc[lane].eq(total),
+                             beat_payload.multiplier[lane].eq(shifter["multiplier"][lane]),
+                             beat_payload.shift[lane].eq(shifter["shift"][lane])]
+            else:
+                m.d.sync += beat_payload.data[lane].eq(total)
+        if p.requantize:
+            m.d.sync += [beat_payload[k].eq(v) for k, v in held.items()]
+
+        m.submodules.out_fifo = out_fifo = SyncFIFOBuffered(
+            width=len(self.o.payload.as_value()), depth=p.out_fifo_depth)
+        m.d.comb += [
+            out_fifo.w_en.eq(into_fifo.valid),
+            out_fifo.w_data.eq(into_fifo.payload),
+            self.o.valid.eq(out_fifo.r_rdy),
+            self.o.payload.eq(out_fifo.r_data),
+            out_fifo.r_en.eq(self.o.ready),
+        ]

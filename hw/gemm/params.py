@@ -138,8 +138,11 @@ class GemmParams:
 
     @property
     def row_read_delay(self) -> int:
-        """Cycles from a tile's last k-slice to the read of its first result row."""
-        return 3 + self.cols
+        """Cycles from a tile's last k-slice to the read of its first result row in the last
+        column: the slice's edge register (1), its skew to column ``cols - 1`` (``cols - 1``),
+        the PE's operand, DSP product and fabric product registers (3) and its accumulator (1)
+        make ``4 + cols``; the read-out register follows."""
+        return 4 + self.cols
 
     @property
     def row_fifo_depth(self) -> int:
@@ -152,14 +155,35 @@ class GemmParams:
 
     @property
     def tile_fifo_depth(self) -> int:
-        """Tiles whose output-side parameters wait for their rows: one per ``rows`` rows."""
-        return self.row_fifo_depth // self.rows
+        """Tiles whose output-side parameters wait in the tile FIFO: one per ``rows`` rows of
+        the row FIFO (tiles that have ended), plus the tile being sliced (its parameters enter
+        as its ``params`` beat is taken)."""
+        return self.row_fifo_depth // self.rows + 1
+
+    @property
+    def segments(self) -> int:
+        """Output beats per row: ``cols / out_lanes``."""
+        return self.cols // self.out_lanes
+
+    @property
+    def output_pipeline(self) -> int:
+        """Cycles from a row's read out of the row FIFO to its first beat entering the output
+        FIFO: the row shifter, the bias-add register and the requantizer."""
+        from ..common.requant import REQUANT_LATENCY
+        return 2 + (REQUANT_LATENCY if self.requantize else 0)
+
+    @property
+    def out_fifo_depth(self) -> int:
+        """Beats of the output FIFO. A row is read only when every beat it makes has a place
+        reserved there, and a place is given back when its beat leaves ``o``; with an always
+        ready sink a beat gives its place back ``output_pipeline + 4`` cycles after its row was
+        read (FIFO write to read 2, the credit register 1, the decision 1), so two rows'
+        worth plus that round trip keeps a row read every ``segments`` cycles."""
+        return 2 * self.segments + self.output_pipeline + 4
 
     @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last k-slice to its first output beat (unstalled):
-        row read, row register, FIFO (write, then buffered read), output sequencer, and the
-        requantizer."""
-        from ..common.requant import REQUANT_LATENCY
-        cycles = self.row_read_delay + 1 + 2 + 1
-        return cycles + (REQUANT_LATENCY if self.requantize else 0)
+        the last row finishes ``row_read_delay`` cycles later; then the row register (1), the
+        row FIFO (write, then buffered read: 2), the output pipeline and the output FIFO (2)."""
+        return self.row_read_delay + 1 + 2 + self.output_pipeline + 2
