@@ -565,6 +565,7 @@ def _quiet_ray() -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")    # the C++ core's retry warnings
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1e9")
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -576,10 +577,16 @@ def _start_ray(jobs: int, address: str | None) -> None:
     _quiet_ray()
     if address:
         # Every node runs the builds itself: Lutra installed from the same requirements.lock.
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
-                 runtime_env={"env_vars": {"AMARANTH_USE_YOSYS": "builtin"}})
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
+                     runtime_env={"env_vars": {"AMARANTH_USE_YOSYS": "builtin"}})
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ExploreError(f"--address {address}: cannot join the Ray cluster ({first})"
+                               ) from None
     else:
-        ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False,
+        # "local": a Ray of its own even when a `ray start` cluster runs on this machine.
+        ray.init(address="local", num_cpus=jobs, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR, configure_logging=True)
 
 
