@@ -203,10 +203,19 @@ def i_gelu_constants(scale: float, *, in_width: int = 16) -> IGeluConstants:
     k, coeff = 1.4142, [-0.2888, -1.769, 1.0]
     coeff[2] /= coeff[0]                    # as the source: a (x + b)**2 + c with c = 1 / a
     se = scale / k
-    b = math.floor(coeff[1] / se)
-    c = math.floor(coeff[2] / se ** 2)
-    sigmoid_scale = se ** 2 * coeff[0] * 2 ** IGeluConstants.CONST
-    shift_int = int(1.0 // sigmoid_scale)
+    try:
+        b = math.floor(coeff[1] / se)
+        c = math.floor(coeff[2] / se ** 2)
+        sigmoid_scale = se ** 2 * coeff[0] * 2 ** IGeluConstants.CONST
+        shift_int = int(1.0 // sigmoid_scale)
+    except (ZeroDivisionError, OverflowError):
+        sigmoid_scale = 0.0
+    # The integer polynomial x * (sign * ((min(|x|, -b) + b)^2 + c) >> 14 + shift_int) is
+    # evaluated in int64: refuse a scale whose constants would overflow it (or not exist).
+    if sigmoid_scale == 0.0 or not math.isfinite(sigmoid_scale) or (
+            (1 << (in_width - 1)) * (b * b + abs(c) + abs(shift_int)) >= 1 << 63):
+        raise ValueError(f"scale must give i-GELU constants that fit int64 arithmetic "
+                         f"(in_width={in_width}), not {scale!r}")
     codes = np.arange(-(1 << (in_width - 1)), 1 << (in_width - 1), dtype=np.int64)
     y = _i_gelu_int(codes, b, c, shift_int)
     return IGeluConstants(scale=scale, in_width=in_width, b=b, c=c, shift_int=shift_int,
