@@ -481,3 +481,25 @@ def test_no_combinational_net_fans_out_across_the_array(kwargs, tmp_path):
     fanout = comb_fanout(convert(GemmCore(**kwargs), "gemm"), "gemm", tmp_path)
     worst = sorted(fanout.items(), key=lambda item: -item[1])[:5]
     assert worst[0][1] <= MAX_COMB_FANOUT, f"nets reaching most flip-flop bits: {worst}"
+
+
+def test_fpga_bench_array_row_summarises_seeds():
+    """``python -m fpga.bench gemm --arrays ... --seeds ...``: the block's logic cells are the
+    whole design's minus the wrapper's, Fmax is summarised as median (min-max) over the seeds
+    and peak GOPS is two operations per MAC per clock at the median."""
+    from fpga.bench import array_row, array_table
+    from gen.blocks import get_block
+    from gen.config import validate_params
+    config = validate_params(get_block("gemm"), {"rows": 4, "cols": 4, "requantize": False})
+
+    def report(mhz):
+        return {"synth": {"block": {"lut4": 1000, "ff": 2000}, "wrapper": {"comb": 5}},
+                "figures": {"macs": 16}, "clocks": [{"achieved_mhz": mhz}],
+                "resources": {"lc": {"used": 1605}, "dsp": {"used": 16}}}
+
+    row = array_row(config, [report(150.0), report(100.0), report(160.0)], [1, 2, 3])
+    assert (row["cells"], row["cells_per_mac"], row["ff_per_mac"]) == (1600, 100.0, 125.0)
+    assert (row["fmax_median"], row["peak_gops"]) == (150.0, 2 * 16 * 150.0 / 1000)
+    assert row["config"] == "rows=4 cols=4 requantize=False"
+    assert "| rows=4 cols=4 requantize=False | 16 | 16 | 1,000 | 2,000 | 1,600 (100.0) | " \
+           "125.0 | 150.0 (100.0-160.0) | 1,2,3 | 4.8 |" in array_table([row])

