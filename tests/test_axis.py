@@ -186,7 +186,7 @@ COCOTB_CONFIGS = {
     "winograd_fm": {"in_channels": 2, "max_width": 7, "max_height": 8},
     "attention": {"engines": 2, "block": 4, "max_len": 32, "lookahead": 4},
     # one engine, one head: Icarus runs the two-engine unit at a few cycles per second
-    "attention_unit": {"block": 4, "head_dim": 4, "heads": 1, "max_len": 8, "max_tokens": 16,
+    "attention_unit": {"block": 4, "head_dim": 8, "heads": 1, "max_len": 8, "max_tokens": 16,
                        "max_seqs": 3, "engines": 1, "lookahead": 2},
     "encoder": {"model_layers": 1, "max_tokens": 16, "max_seqs": 2},
 }

@@ -70,8 +70,17 @@ class AxisTB:
             self.drivers[name] = driver
 
     async def start(self) -> None:
-        """10 ns clock on ``aclk``; the reset held for 3 edges."""
+        """10 ns clock on ``aclk``, every plain input port 0 (not X), then :meth:`pulse_reset`."""
         Clock(self.clk, 10, unit="ns").start()
+        axis = {info[s] for info in self.streams.values()
+                for s in ("tvalid", "tready", "tdata", "tlast")}
+        for port in self.manifest["ports"][2:]:
+            if port["direction"] == "in" and port["name"] not in axis:
+                getattr(self.dut, port["name"]).value = 0
+        await self.pulse_reset()
+
+    async def pulse_reset(self) -> None:
+        """The reset held for 3 edges, then released for one."""
         self.reset.value = int(self.reset_active)
         for _ in range(3):
             await RisingEdge(self.clk)
@@ -411,6 +420,7 @@ async def attention_unit(tb: AxisTB, rng) -> None:
                "causal": cfg.causal}
     layer = random_layer(rng, cfg.head_dim, softmax_scale=cfg.softmax_scale)
     tb.dut.quant.value = pack_quant(quant_payload(layer))
+    await tb.pulse_reset()              # as the unit's own testbench: quant set before reset
     for n, lengths in enumerate([[cfg.max_len], [1], [3, cfg.max_len - 1, 2]]):
         lengths = lengths[:cfg.max_seqs]
         batch = [random_qkv(rng, t, hidden) for t in lengths]
