@@ -135,10 +135,12 @@ class AxiStreamTop(wiring.Component):
 
     @property
     def block(self) -> wiring.Component:
+        """The wrapped block."""
         return self._block
 
     @property
     def reset_active_low(self) -> bool:
+        """Whether the reset is ``aresetn`` (active low) rather than ``areset``."""
         return self._aresetn
 
     @property
