@@ -202,8 +202,13 @@ class Requantizer(wiring.Component):
             else:
                 # s8: output zero point, and the comparisons that decide the clamp; s9: clamp.
                 with_zp = stage(p + "with_zero_point", signed(w), (rounded + zp)[:w])
-                below = stage(p + "below", 1, rounded < lo_rel)
-                above = stage(p + "above", 1, rounded > hi_rel)
+                # The bounds fit w + 1 bits: a rounded value outside that range is decided by
+                # its sign, one inside by a (w + 1)-bit comparison, not a 33-bit carry chain.
+                top = rounded[w:]
+                small = (top == 0) | (top == (1 << len(top)) - 1)
+                low = rounded[:w + 1].as_signed()
+                below = stage(p + "below", 1, Mux(small, low < lo_rel, rounded[-1]))
+                above = stage(p + "above", 1, Mux(small, low > hi_rel, ~rounded[-1]))
                 result = stage(p + "result", signed(w), Mux(below, lo, Mux(above, hi, with_zp)))
             m.d.comb += self.o.payload.data[lane].eq(result)
         return m
