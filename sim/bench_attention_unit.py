@@ -13,7 +13,9 @@ Verilog of the unit (random int8 Q, K, V, checked bit for bit against
 * padded dense attention on the same engines: every sequence padded to ``max_len`` and every
   block attended (the same unit built with ``window`` covering the sequence), same batch;
 * with ``--probe``: each engine's K and V read requests and the cycles they waited for the
-  round-robin arbiter.
+  round-robin arbiter, and where the engines' cycles go (``sim.tb.attention_unit_tb.
+  BREAKDOWN``: k-slices into the GEMM core, slices the core did not take, waits for score
+  operands, waits for probabilities or V, no row held), in % of engine cycles.
 
 ``--minilm N`` also runs layer 0 of all-MiniLM-L6-v2 on N sentences (12 heads of 32, dense)
 through a unit with the model's own requantization and compares with the integer encoder's
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-global", type=int, default=1)
     p.add_argument("--softmax", default="recip")
     p.add_argument("--read-ports", type=int, default=1,
-                   help="read ports of each Q, K, V memory (at most the smallest P)")
+                   help="read ports of each Q, K, V memory (P when P is smaller)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--probe", action="store_true",
                    help="count each engine's read requests and arbiter waits (slower)")
@@ -96,7 +98,7 @@ def measure(args) -> dict:
     common = {"heads": args.heads, "head_dim": args.head_dim, "block": args.block,
               "max_len": args.max_len, "max_tokens": args.batch * args.max_len,
               "max_seqs": args.batch, "softmax": args.softmax,
-              "lookahead": 16, "read_ports": args.read_ports}
+              "lookahead": 16}
     sparse = {**common, "window": args.window, "n_global": args.n_global}
     dense = {**common, "window": n_blocks, "n_global": 0}
     pattern = {"block": args.block, "window": args.window, "n_global": args.n_global,
@@ -106,11 +108,12 @@ def measure(args) -> dict:
     rows = []
     for p in [int(x) for x in args.engines.split(",")]:
         start = time.time()
-        runs = _run({**sparse, "engines": p},
+        ports = {"engines": p, "read_ports": min(args.read_ports, p)}
+        runs = _run({**sparse, **ports},
                     {"batches": batches, "seed": args.seed, "probe": args.probe}, work,
                     args.simulator)
         dense_runs = None if args.no_dense else _run(
-            {**dense, "engines": p},
+            {**dense, **ports},
             {"batches": [[args.max_len] * len(b) for b in batches], "seed": args.seed,
              "check": False}, work, args.simulator)
         for n, (lengths, run) in enumerate(zip(batches, runs)):
@@ -129,9 +132,11 @@ def measure(args) -> dict:
             if args.probe:
                 row["request_cycles"] = run["request_cycles"]
                 row["wait_cycles"] = run["wait_cycles"]
+                row["engine_cycles"] = run["engine_cycles"]
             rows.append(row)
         print(f"  P={p}: simulated in {time.time() - start:.0f} s", file=sys.stderr)
-    result = {"batches": batches, "params": sparse, "rows": rows}
+    result = {"batches": batches, "params": {**sparse, "read_ports": args.read_ports},
+              "rows": rows}
     if args.minilm:
         result["minilm"] = _minilm(args, work)
     return result
@@ -183,6 +188,14 @@ def report(result: dict) -> str:
                      f"{dense} {speed} {exact:>5}")
     probed = [r for r in result["rows"] if "wait_cycles" in r]
     if probed:
+        kinds = list(probed[0]["engine_cycles"])
+        lines += ["", "where the engines' cycles go, % of engine cycles (end of load to first "
+                      "output):",
+                  f"{'P':>2} {'batch':>5} " + " ".join(f"{kind:>11}" for kind in kinds)]
+        for r in probed:
+            total = sum(r["engine_cycles"].values()) or 1
+            lines.append(f"{r['engines']:>2} {r['batch']:>5} " + " ".join(
+                f"{100 * r['engine_cycles'][kind] / total:>11.1f}" for kind in kinds))
         lines += ["", "read requests / cycles waited for the arbiter, per engine (K, V):"]
         for r in probed:
             per = [f"e{e}: K {r['request_cycles'][f'{e}k']}/{r['wait_cycles'][f'{e}k']} "

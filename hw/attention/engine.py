@@ -4,11 +4,12 @@ to ``sim.golden.encoder.attention_int``."""
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.arith import times_constant
 from ..gemm import GemmCore
 from ..softmax import SoftmaxEngine
 from .params import V_FIFO_DEPTH, EngineParams, block_width, token_width
@@ -44,15 +45,14 @@ Quant = data.StructLayout({
 })
 
 
-class Phase(enum.Enum, shape=2):
-    SCORES = 0      # take commands, fetch K blocks, S = Q K^T on the GEMM core
-    PV = 1          # O = P V on the GEMM core (as the probabilities allow), context words out
-    DONE = 2        # done until taken
+#: Tiles announced to the GEMM core whose results have not all left it (the tile queue that
+#: routes its output): more than the core holds (its row FIFO and one tile's parameters).
+TILE_QUEUE_DEPTH = 16
 
 
 class AttentionEngine(wiring.Component):
-    """Computes one row of attention: query block ``i`` of one sequence and one head against
-    the key blocks the scheduler gives it.
+    """Computes rows of attention: query block ``i`` of one sequence and one head against the
+    key blocks the scheduler gives it, two rows in flight.
 
     For each command (key block ``j``, increasing), the engine fetches ``K_j`` (``block``
     tokens x ``head_dim``) into one half of a double-buffered key store while the GEMM core
@@ -65,7 +65,14 @@ class AttentionEngine(wiring.Component):
     one output tile per ``block`` columns of the head, each over every key of the row
     (``a = p - 128`` with ``a_offset = 128``: a masked key contributes exactly 0), requantized
     to int8, and the context words of the query tokens inside the sequence leave on ``o``.
-    ``done`` rises when the last of them has left; the next row starts once ``done`` is taken.
+
+    Consecutive rows overlap: a row's scores (the *front* row) are computed while the previous
+    row (the *back* row) goes through the softmax and P.V; the key list and the row buffer
+    have a half per row. The GEMM core takes whole tiles of either row (P.V first when its
+    probabilities are coming), and a queue of the tiles it was given routes its results to the
+    row buffer or to ``o``. ``done`` rises when the front row's last score k-slice and the back
+    row's last P.V k-slice have entered the core: the front row then becomes the back row and
+    the engine takes the next row's commands while the last context words drain.
 
     Reads go out as requests (``q_req``, ``k_req``, ``v_req``) and come back in request order
     on the matching ``*_resp`` streams; the engine requests a word only when it has room for
@@ -81,7 +88,8 @@ class AttentionEngine(wiring.Component):
     cmd : In(stream.Signature(Command(seq_width, block_width, block)))
         The row's commands (``hw.attention.scheduler.Command``).
     done : Out(1)
-        The row's output has left; held until ``done_ready``.
+        The engine can take the next row (its current rows' k-slices have all entered the
+        GEMM core; their context words may still be leaving); held until ``done_ready``.
     done_ready : In(1)
         ``done`` is taken in a cycle where both are high.
     q_req, k_req, v_req : Out(stream.Signature(ReadRequest(...)))
@@ -142,21 +150,14 @@ class AttentionEngine(wiring.Component):
         lanes = p.out_lanes
         segments = B // lanes
         log_b = B.bit_length() - 1
+        pair_bits = max(1, (pairs - 1).bit_length())
+        word_bits = max(1, (B * pairs - 1).bit_length())
 
         m.submodules.gemm = gemm = GemmCore(rows=B, cols=B, requantize=True, out_lanes=lanes)
         m.submodules.softmax = softmax = SoftmaxEngine(
             method=p.softmax, scale=p.softmax_scale, in_bits=8, out_bits=p.prob_out_bits,
             max_len=p.row_keys)
-
-        phase = Signal(Phase)
-        seq = Signal(p.seq_width)
-        query_block = Signal(self.cmd.payload.query_block.shape())
-        started = Signal()                      # the row's first command has been seen
-        n_cmds = Signal(range(pairs + 1))       # commands (key blocks) taken
-        last_seen = Signal()                    # the row's last command has been taken
-        query_valid = Signal(B)                 # query tokens inside the sequence
-        last_valid = Signal(B)                  # key tokens of the row's final key block
-        row_reset = Signal()
+        block_shape = self.cmd.payload.query_block.shape()
 
         def counter(name, limit, step):
             """A wrapping counter ``0 .. limit - 1``; returns (value, at its last value)."""
@@ -166,30 +167,62 @@ class AttentionEngine(wiring.Component):
                 m.d.sync += value.eq(Mux(final, 0, value + 1))
             return value, final
 
-        # ---- the row's key blocks ----------------------------------------------------------
-        Key = data.StructLayout({"block": query_block.shape(), "valid": B})
-        m.submodules.keys = keys = Memory(shape=Key, depth=pairs, init=[])
+        # Two rows are in flight: the *front* row takes its commands, fetches Q and its K
+        # blocks and computes its scores; the *back* row (the previous one) streams its scores
+        # through the softmax and computes P.V. Each owns one half of the key list and of the
+        # row buffer; they swap at the hand-over, when the front row's last score slice has
+        # entered the GEMM core and the back row's last P.V slice too (``done``).
+        handover = Signal()
+        front_half = Signal()                   # the back row's half is ~front_half
+
+        # ---- front row state -----------------------------------------------------------------
+        started = Signal()                      # the row's first command has been seen
+        seq = Signal(p.seq_width)
+        query_block = Signal(block_shape)
+        n_cmds = Signal(range(pairs + 1))       # commands (key blocks) taken
+        last_seen = Signal()                    # the row's last command has been taken
+        query_valid = Signal(B)                 # query tokens inside the sequence
+        last_valid = Signal(B)                  # key tokens of the row's final key block
+        tiles_sliced = Signal(range(pairs + 1))     # score tiles whose slices all entered
+
+        # ---- back row state (copied from the front at the hand-over) ----------------------
+        back_busy = Signal()
+        b_seq = Signal(p.seq_width)
+        b_query_block = Signal(block_shape)
+        b_cmds = Signal(range(pairs + 1))
+        b_query_valid = Signal(B)
+        b_last_valid = Signal(B)
+
+        # ---- the rows' key blocks (a half per row) ---------------------------------------
+        Key = data.StructLayout({"block": block_shape, "valid": B})
+        m.submodules.keys = keys = Memory(shape=Key, depth=2 << pair_bits, init=[])
         key_write = keys.write_port()
 
         def key_valid(entry, lane, row):
-            """Key ``lane`` of ``entry`` may be seen by query ``row`` of the block."""
+            """Key ``lane`` of ``entry`` may be seen by query ``row`` of the back row."""
             valid = entry.valid.bit_select(lane, 1)
             if p.causal:
-                valid = valid & ((entry.block != query_block) | (lane <= row))
+                valid = valid & ((entry.block != b_query_block) | (lane <= row))
             return valid
 
         def last_lane(row):
-            """The row's final valid key: the highest one of its final key block (which is
-            the diagonal block with ``causal``: keys up to the query's own position)."""
-            mask = last_valid
+            """The back row's final valid key: the highest one of its final key block (the
+            diagonal block with ``causal``: keys up to the query's own position)."""
+            mask = b_last_valid
             if p.causal:
-                mask = last_valid & Cat(Const(1, 1), *(Const(k, range(B)) <= row
-                                                       for k in range(1, B)))
+                mask = b_last_valid & Cat(Const(1, 1), *(Const(k, range(B)) <= row
+                                                         for k in range(1, B)))
             lane = Signal(range(B), name="last_lane")
             for k in range(B):
                 with m.If(mask[k]):
                     m.d.comb += lane.eq(k)
             return lane
+
+        def back_key(n):
+            """A combinational read of entry ``n`` of the back row's key list."""
+            port = keys.read_port(domain="comb")
+            m.d.comb += port.addr.eq(Cat(n[:pair_bits], ~front_half))
+            return port.data
 
         # ---- Q: fetched once per row into the query store ----------------------------------
         # Store words hold one chunk of every query row: lane r, element e = Q[i B + r, c B + e],
@@ -239,10 +272,9 @@ class AttentionEngine(wiring.Component):
         k_chunks = Signal(range(chunks + 1))    # chunks of the filling half received
         take = Signal()
         m.d.comb += [
-            self.cmd.ready.eq((phase == Phase.SCORES) & ~k_issuing & ~last_seen
-                              & ~Mux(k_req_half, busy[1], busy[0])),
+            self.cmd.ready.eq(~last_seen & ~k_issuing & ~Mux(k_req_half, busy[1], busy[0])),
             take.eq(self.cmd.valid & self.cmd.ready),
-            key_write.addr.eq(n_cmds),
+            key_write.addr.eq(Cat(n_cmds[:pair_bits], front_half)),
             key_write.data.block.eq(self.cmd.payload.key_block),
             key_write.data.valid.eq(self.cmd.payload.valid),
             key_write.en.eq(take),
@@ -280,12 +312,64 @@ class AttentionEngine(wiring.Component):
         with m.If(k_block_in):
             m.d.sync += [k_resp_half.eq(~k_resp_half), k_chunks.eq(0)]
 
-        # ---- GEMM input: score k-slices, then P.V k-slices ----------------------------------
-        # A k-slice of chunk c may go as soon as chunk c of Q and of its K block is in: the
-        # slices trail the fetch by a few words instead of waiting for whole blocks.
+        # ---- the GEMM core's tiles: the front row's score tiles and the back row's P.V ----
+        # One parameter beat per tile, taken with the previous tile's last k-slice (or alone):
+        # the kind of the next tile is chosen when its beat is taken, P.V first (it frees the
+        # back row), and every beat also enters the tile queue that routes the core's output.
+        score_params = Signal(range(pairs + 1))     # score tiles announced (front row)
+        pv_params = Signal(range(chunks + 1))       # P.V tiles announced (back row)
+        probs_done = Signal()                   # every row's probabilities are written
+        writing = Signal()                      # softmax results going into the buffer
+        w_row = Signal(range(B))
+        TileEntry = data.StructLayout({
+            "pv": 1, "half": 1, "last": 1, "seq": p.seq_width, "query_block": block_shape,
+            "query_valid": B, "chunk": range(max(chunks, 2))})
+        m.submodules.tiles = tiles = SyncFIFO(width=TileEntry.size, depth=TILE_QUEUE_DEPTH)
+        pv_want = back_busy & (pv_params != chunks) & (probs_done | (writing & (w_row == B - 1)))
+        score_want = score_params != n_cmds
+        params_fire = gemm.params.valid & gemm.params.ready
+        tile_pv = Signal()                      # the kind of the tile being sliced
+        entry_in = Signal(TileEntry)
+        m.d.comb += [
+            gemm.params.valid.eq((pv_want | score_want) & tiles.w_rdy),
+            entry_in.pv.eq(pv_want),
+            entry_in.half.eq(front_half),
+            entry_in.last.eq(last_seen & (score_params == n_cmds - 1)),
+            entry_in.seq.eq(b_seq),
+            entry_in.query_block.eq(b_query_block),
+            entry_in.query_valid.eq(b_query_valid),
+            entry_in.chunk.eq(pv_params),
+            tiles.w_en.eq(params_fire),
+            tiles.w_data.eq(entry_in),
+        ]
+        with m.If(params_fire):
+            m.d.sync += tile_pv.eq(pv_want)
+            with m.If(pv_want):
+                m.d.sync += pv_params.eq(pv_params + 1)
+            with m.Else():
+                m.d.sync += score_params.eq(score_params + 1)
+        quant = self.quant
+        m.d.comb += [
+            gemm.params.payload.a_offset.eq(Mux(pv_want, 128, 0)),
+            gemm.params.payload.out_zero_point.eq(
+                Mux(pv_want, quant.context_zero_point, quant.scores_zero_point)),
+            gemm.params.payload.act_min.eq(-128),
+            gemm.params.payload.act_max.eq(127),
+        ]
+        for c in range(B):
+            m.d.comb += [
+                gemm.params.payload.bias[c].eq(0),
+                gemm.params.payload.multiplier[c].eq(
+                    Mux(pv_want, quant.context_multiplier, quant.scores_multiplier)),
+                gemm.params.payload.shift[c].eq(
+                    Mux(pv_want, quant.context_shift, quant.scores_shift)),
+            ]
+
+        # Score k-slices: a k-slice of chunk c may go as soon as chunk c of Q and of its K
+        # block is in, so the slices trail the fetch by a few words.
         slice_half = Signal()
         i_fire = gemm.i.valid & gemm.i.ready
-        score_fire = i_fire & (phase == Phase.SCORES)
+        score_fire = i_fire & ~tile_pv
         slice_e, slice_e_final = counter("slice_element", B, score_fire)
         slice_c, slice_c_final = counter("slice_chunk", chunks, score_fire & slice_e_final)
         filling = Mux(slice_half, busy[1], busy[0]) & (k_resp_half == slice_half) \
@@ -297,7 +381,7 @@ class AttentionEngine(wiring.Component):
         score_a = [q_read.data[r * B:(r + 1) * B][slice_e] for r in range(B)]
         score_b = [k_read.data[t * B:(t + 1) * B][slice_e] for t in range(B)]
         with m.If(tile_sliced):
-            m.d.sync += slice_half.eq(~slice_half)
+            m.d.sync += [slice_half.eq(~slice_half), tiles_sliced.eq(tiles_sliced + 1)]
         for h in range(2):
             with m.If(take & (k_req_half == h)):
                 m.d.sync += busy[h].eq(1)
@@ -306,34 +390,33 @@ class AttentionEngine(wiring.Component):
             with m.If(k_block_in & (k_resp_half == h)):
                 m.d.sync += full[h].eq(1)
 
-        # P.V: V words requested in (chunk, key) order; each answer meets its probabilities.
+        # P.V k-slices: V words requested in (chunk, key) order; each answer meets its
+        # probabilities.
         m.submodules.probs = probs = Memory(shape=data.ArrayLayout(unsigned(8), B),
                                             depth=pairs * B, init=[])
         p_write = probs.write_port(granularity=1)
         p_read = probs.read_port(domain="comb")
-        m.submodules.v_fifo = v_fifo = SyncFIFOBuffered(width=B * 8, depth=V_FIFO_DEPTH)
+        m.submodules.v_fifo = v_fifo = SyncFIFO(width=B * 8, depth=V_FIFO_DEPTH)
         v_issuing = Signal()
         v_pending = Signal(range(V_FIFO_DEPTH + 1))    # requested, not yet given to the core
         v_req_fire = self.v_req.valid & self.v_req.ready
-        v_key_read = keys.read_port(domain="comb")
         v_req_t, v_req_t_final = counter("v_req_token", B, v_req_fire)
         v_req_n = Signal(range(max(pairs, 2)))
-        v_req_n_final = v_req_n == n_cmds - 1
+        v_key = back_key(v_req_n)
+        v_req_n_final = v_req_n == b_cmds - 1
         v_req_c, v_req_c_final = counter("v_req_chunk", chunks,
                                          v_req_fire & v_req_t_final & v_req_n_final)
         with m.If(v_req_fire & v_req_t_final):
             m.d.sync += v_req_n.eq(Mux(v_req_n_final, 0, v_req_n + 1))
         with m.If(v_req_fire & v_req_t_final & v_req_n_final & v_req_c_final):
             m.d.sync += v_issuing.eq(0)
-        pv_fire = i_fire & (phase == Phase.PV)
-        probs_done = Signal()                   # every row's probabilities are written
+        pv_fire = i_fire & tile_pv
         probs_ready = Signal()                  # key pv_key's probabilities are written
         m.d.sync += v_pending.eq(v_pending + v_req_fire - pv_fire)
         m.d.comb += [
-            v_key_read.addr.eq(v_req_n),
             self.v_req.valid.eq(v_issuing & (v_pending != V_FIFO_DEPTH)),
-            self.v_req.payload.seq.eq(seq),
-            self.v_req.payload.token.eq(Cat(v_req_t, v_key_read.data.block)),
+            self.v_req.payload.seq.eq(b_seq),
+            self.v_req.payload.token.eq(Cat(v_req_t, v_key.block)),
             self.v_req.payload.chunk.eq(v_req_c),
             v_fifo.w_en.eq(self.v_resp.valid),
             v_fifo.w_data.eq(self.v_resp.payload),
@@ -341,121 +424,111 @@ class AttentionEngine(wiring.Component):
         ]
         pv_t, pv_t_final = counter("pv_token", B, pv_fire)
         pv_n = Signal(range(max(pairs, 2)))
-        pv_n_final = pv_n == n_cmds - 1
+        pv_n_final = pv_n == b_cmds - 1
+        pv_tiles = Signal(range(chunks + 1))    # P.V tiles whose slices all entered
         with m.If(pv_fire & pv_t_final):
             m.d.sync += pv_n.eq(Mux(pv_n_final, 0, pv_n + 1))
+            with m.If(pv_n_final):
+                m.d.sync += pv_tiles.eq(pv_tiles + 1)
         pv_key = Cat(pv_t, pv_n) if log_b else pv_n
         m.d.comb += p_read.addr.eq(pv_key)
         v_word = data.View(Word(B), v_fifo.r_data)
 
-        with m.If(phase == Phase.SCORES):
-            m.d.comb += [gemm.i.valid.eq(slice_ready),
-                         gemm.i.payload.last.eq(slice_e_final & slice_c_final)]
-            for r in range(B):
-                m.d.comb += [gemm.i.payload.a[r].eq(score_a[r]),
-                             gemm.i.payload.b[r].eq(score_b[r])]
-        with m.Elif(phase == Phase.PV):
+        # (r_en outside the If: it reads gemm.i.valid, which the If drives, and Icarus does
+        # not re-run a Verilog process for a change it made itself)
+        m.d.comb += v_fifo.r_en.eq(pv_fire)
+        with m.If(tile_pv):
             m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy & probs_ready),
-                         v_fifo.r_en.eq(gemm.i.ready & probs_ready),
                          gemm.i.payload.last.eq(pv_t_final & pv_n_final)]
             for r in range(B):
                 # p - 128 as int8 is p with its top bit flipped
                 m.d.comb += [gemm.i.payload.a[r].eq((p_read.data[r] ^ 0x80).as_signed()),
                              gemm.i.payload.b[r].eq(v_word[r])]
-
-        # One parameter beat per tile: scores tiles as their K blocks arrive, then every P.V
-        # tile (the core holds one beat ahead, so the next tile never waits for its beat).
-        params_sent = Signal(range(max(pairs, chunks) + 1))
-        params_due = Mux(phase == Phase.SCORES, n_cmds, chunks)
-        m.d.comb += gemm.params.valid.eq(((phase == Phase.SCORES) | (phase == Phase.PV))
-                                         & (params_sent != params_due))
-        with m.If(gemm.params.valid & gemm.params.ready):
-            m.d.sync += params_sent.eq(params_sent + 1)
-        scores_phase = phase == Phase.SCORES
-        quant = self.quant
-        m.d.comb += [
-            gemm.params.payload.a_offset.eq(Mux(scores_phase, 0, 128)),
-            gemm.params.payload.out_zero_point.eq(
-                Mux(scores_phase, quant.scores_zero_point, quant.context_zero_point)),
-            gemm.params.payload.act_min.eq(-128),
-            gemm.params.payload.act_max.eq(127),
-        ]
-        for c in range(B):
-            m.d.comb += [
-                gemm.params.payload.bias[c].eq(0),
-                gemm.params.payload.multiplier[c].eq(
-                    Mux(scores_phase, quant.scores_multiplier, quant.context_multiplier)),
-                gemm.params.payload.shift[c].eq(
-                    Mux(scores_phase, quant.scores_shift, quant.context_shift)),
-            ]
+        with m.Else():
+            m.d.comb += [gemm.i.valid.eq(slice_ready),
+                         gemm.i.payload.last.eq(slice_e_final & slice_c_final)]
+            for r in range(B):
+                m.d.comb += [gemm.i.payload.a[r].eq(score_a[r]),
+                             gemm.i.payload.b[r].eq(score_b[r])]
 
         # ---- GEMM output: scores into the row buffer, context words out -------------------
-        m.submodules.scores = scores = Memory(shape=Word(B), depth=B * pairs, init=[])
+        # The row buffer has a half per row (the front row writes its half while the back
+        # row's half streams to the softmax engine).
+        m.submodules.scores = scores = Memory(shape=Word(B), depth=2 << word_bits, init=[])
         s_write = scores.write_port(granularity=lanes)
         s_read = scores.read_port()
+        entry = data.View(TileEntry, tiles.r_data)
         o_fire = gemm.o.valid & gemm.o.ready
         out_word = Signal(Word(B))
         out_valid = Signal()
         out_seg, out_seg_final = counter("out_segment", segments, o_fire)
         out_row, out_row_final = counter("out_row", B, o_fire & out_seg_final)
-        out_tile = Signal(range(max(pairs, chunks) + 1))
-        with m.If(o_fire & out_seg_final & out_row_final):
-            m.d.sync += out_tile.eq(out_tile + 1)
+        out_tile = Signal(range(pairs + 1))         # score tiles of the row written
+        scores_complete = [Signal(name=f"scores_complete{h}") for h in range(2)]
+        tile_out = o_fire & out_seg_final & out_row_final
+        m.d.comb += tiles.r_en.eq(tile_out)
+        with m.If(tile_out & ~entry.pv):
+            m.d.sync += out_tile.eq(Mux(entry.last, 0, out_tile + 1))
+            for h in range(2):
+                with m.If(entry.last & (entry.half == h)):
+                    m.d.sync += scores_complete[h].eq(1)
         m.d.comb += [
             # a word is assembled while the previous one leaves (or has left)
-            gemm.o.ready.eq((phase == Phase.SCORES)
-                            | ((phase == Phase.PV) & (~out_valid | self.o.ready))),
-            s_write.addr.eq(out_row * pairs + out_tile),
+            gemm.o.ready.eq(~entry.pv | ~out_valid | self.o.ready),
+            s_write.addr.eq(Cat((times_constant(out_row, pairs) + out_tile)[:word_bits],
+                                entry.half)),
             s_write.data.eq(Cat(*[gemm.o.payload.data] * segments)),
-            s_write.en.eq(Mux(o_fire & (phase == Phase.SCORES), 1 << out_seg, 0)),
+            s_write.en.eq(Mux(o_fire & ~entry.pv, 1 << out_seg, 0)),
         ]
         out_token = Signal.like(self.o.payload.token)
         out_chunk = Signal.like(self.o.payload.chunk)
+        out_seq = Signal.like(self.o.payload.seq)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += out_valid.eq(0)
-        with m.If(o_fire & (phase == Phase.PV)):
+        with m.If(o_fire & entry.pv):
             for s in range(segments):
                 with m.If(out_seg == s):
                     m.d.sync += out_word[s * lanes:(s + 1) * lanes].eq(gemm.o.payload.data)
             with m.If(out_seg_final):
-                m.d.sync += [out_valid.eq(query_valid.bit_select(out_row, 1)),
-                             out_token.eq(Cat(out_row, query_block) if log_b else query_block),
-                             out_chunk.eq(out_tile)]
+                m.d.sync += [out_valid.eq(entry.query_valid.bit_select(out_row, 1)),
+                             out_token.eq(Cat(out_row, entry.query_block) if log_b
+                                          else entry.query_block),
+                             out_chunk.eq(entry.chunk), out_seq.eq(entry.seq)]
         m.d.comb += [
             self.o.valid.eq(out_valid),
-            self.o.payload.seq.eq(seq),
+            self.o.payload.seq.eq(out_seq),
             self.o.payload.token.eq(out_token),
             self.o.payload.chunk.eq(out_chunk),
             self.o.payload.data.eq(out_word),
         ]
 
-        # ---- row buffer -> softmax engine -------------------------------------------------
+        # ---- back row: row buffer -> softmax engine ----------------------------------------
         # The buffer's read port gives the word addressed in the previous cycle: the address
-        # presented is the next word when the current one's last key is handled.
-        # It starts with the row's last command and waits for each word's scores: the
-        # softmax overlaps the last score tiles' drain.
+        # presented is the next word when the current one's last key is handled. A word
+        # waits until the core has written it (the back row's last score tiles may still be
+        # draining from the core at the hand-over).
         streaming = Signal()
         priming = Signal()                      # the current word's read is not yet valid
-        scores_done = Signal()
+        back_half = ~front_half
 
         def scores_written(row, n):
-            """Word (row, n) of the row buffer was written in an earlier cycle."""
-            return scores_done | (out_tile > n) | ((out_tile == n) & (out_row > row))
-        s_key_read = keys.read_port(domain="comb")
+            """Word (row, n) of the back row's half was written in an earlier cycle."""
+            at_head = tiles.r_rdy & ~entry.pv & (entry.half == back_half)
+            progress = (out_tile > n) | ((out_tile == n) & (out_row > row))
+            return Mux(back_half, scores_complete[1], scores_complete[0]) | (at_head & progress)
         s_row = Signal(range(B))
         s_n = Signal(range(max(pairs, 2)))
         s_lane = Signal(range(B))
         s_addr = Signal(range(B * pairs))
-        s_entry_valid = key_valid(s_key_read.data, s_lane, s_row)
+        s_entry_valid = key_valid(back_key(s_n), s_lane, s_row)
         s_step = streaming & ~priming & (~s_entry_valid | softmax.i.ready)
         s_word_end = s_step & (s_lane == B - 1)
-        s_n_final = s_n == n_cmds - 1
-        s_next = Mux(s_n_final, (s_row + 1) * pairs, s_addr + 1)
+        s_n_final = s_n == b_cmds - 1
+        s_next = Mux(s_n_final, times_constant(s_row + 1, pairs), s_addr + 1)
         next_written = scores_written(Mux(s_n_final, s_row + 1, s_row),
                                       Mux(s_n_final, 0, s_n + 1))
         m.d.comb += [
-            s_key_read.addr.eq(s_n),
-            s_read.addr.eq(Mux(s_word_end, s_next, s_addr)),
+            s_read.addr.eq(Cat(Mux(s_word_end, s_next, s_addr)[:word_bits], back_half)),
             softmax.i.valid.eq(streaming & ~priming & s_entry_valid),
             softmax.i.payload.data.eq(s_read.data[s_lane]),
             softmax.i.payload.last.eq(s_n_final & (s_lane == last_lane(s_row))),
@@ -473,17 +546,13 @@ class AttentionEngine(wiring.Component):
                 with m.If(s_row == B - 1):
                     m.d.sync += streaming.eq(0)
 
-        # ---- softmax engine -> probability buffer (0 for masked keys) -----------------------
-        writing = Signal()
-        w_key_read = keys.read_port(domain="comb")
-        w_row = Signal(range(B))
+        # ---- back row: softmax engine -> probability buffer (0 for masked keys) ------------
         w_n = Signal(range(max(pairs, 2)))
         w_lane = Signal(range(B))
-        w_entry_valid = key_valid(w_key_read.data, w_lane, w_row)
+        w_entry_valid = key_valid(back_key(w_n), w_lane, w_row)
         w_step = writing & (~w_entry_valid | softmax.o.valid)
-        w_n_final = w_n == n_cmds - 1
+        w_n_final = w_n == b_cmds - 1
         m.d.comb += [
-            w_key_read.addr.eq(w_n),
             softmax.o.ready.eq(writing & w_entry_valid),
             p_write.addr.eq(Cat(w_lane, w_n) if log_b else w_n),
             p_write.data.eq(Cat(*[Mux(w_entry_valid, softmax.o.payload.data[:8], 0)] * B)),
@@ -502,24 +571,27 @@ class AttentionEngine(wiring.Component):
         w_key = Cat(w_lane, w_n) if log_b else w_n
         m.d.comb += probs_ready.eq(probs_done | (writing & (w_row == B - 1) & (pv_key < w_key)))
 
-        # ---- phases ------------------------------------------------------------------------
-        # (If/Elif rather than Switch: Amaranth's Verilog drops the cases that do not assign a
-        # signal, and Verilator rejects the incomplete case statements, CASEINCOMPLETE.)
-        with m.If(take & self.cmd.payload.last):
-            m.d.sync += [streaming.eq(1), priming.eq(1), writing.eq(1), s_addr.eq(0),
-                         v_issuing.eq(1)]
-        with m.If(phase == Phase.SCORES):
-            with m.If(last_seen & (out_tile == n_cmds) & (params_sent == n_cmds)):
-                m.d.sync += [phase.eq(Phase.PV), scores_done.eq(1), out_tile.eq(0),
-                             params_sent.eq(0)]
-        with m.Elif(phase == Phase.PV):
-            with m.If((out_tile == chunks) & ~out_valid):
-                m.d.sync += phase.eq(Phase.DONE)
-        with m.Else():
-            m.d.comb += self.done.eq(1)
-            m.d.comb += row_reset.eq(self.done_ready)
-        with m.If(row_reset):
-            m.d.sync += [phase.eq(Phase.SCORES), started.eq(0), n_cmds.eq(0),
-                         last_seen.eq(0), q_chunks.eq(0), params_sent.eq(0), out_tile.eq(0),
-                         query_valid.eq(0), scores_done.eq(0), probs_done.eq(0)]
+        # ---- the hand-over ---------------------------------------------------------------
+        # The back row is finished with once its last P.V slice has entered the core (its
+        # context words then leave through the tile queue); the front row once its last
+        # score slice has. ``done`` then frees the engine for the scheduler's next row.
+        with m.If(back_busy & (pv_tiles == chunks)):
+            m.d.sync += back_busy.eq(0)
+        m.d.comb += [self.done.eq(last_seen & (tiles_sliced == n_cmds) & ~back_busy),
+                     handover.eq(self.done & self.done_ready)]
+        with m.If(handover):
+            m.d.sync += [
+                # the front row becomes the back row
+                back_busy.eq(1), b_seq.eq(seq), b_query_block.eq(query_block),
+                b_cmds.eq(n_cmds), b_query_valid.eq(query_valid), b_last_valid.eq(last_valid),
+                front_half.eq(~front_half),
+                streaming.eq(1), priming.eq(1), writing.eq(1), s_addr.eq(0),
+                v_issuing.eq(1), probs_done.eq(0), pv_params.eq(0), pv_tiles.eq(0),
+                # the front starts over in the other half
+                started.eq(0), n_cmds.eq(0), last_seen.eq(0), q_chunks.eq(0),
+                score_params.eq(0), tiles_sliced.eq(0), query_valid.eq(0),
+            ]
+            for h in range(2):
+                with m.If(front_half != h):
+                    m.d.sync += scores_complete[h].eq(0)
         return m

@@ -49,9 +49,9 @@ class AttentionUnit(wiring.Component):
     token rows, each as ``hidden / block`` words of ``block`` int8 values, sequence after
     sequence, into one block-RAM memory per tensor. *Compute*: each sequence enters the
     scheduler once per head, as sequence id ``seq << head_bits | head``, so the scheduler
-    balances (sequence, head, query block) rows over the engines; each engine computes a row
-    at a time (:class:`hw.attention.engine.AttentionEngine`) and writes its context words into
-    the O memory. *Output*: once every word of O is written, O streams out in token order.
+    balances (sequence, head, query block) rows over the engines; each engine computes two
+    overlapping rows at a time (:class:`hw.attention.engine.AttentionEngine`) and writes its
+    context words into the O memory. *Output*: once every word of O is written, O streams out in token order.
 
     Each of the Q, K, V memories has ``read_ports`` read ports (copies of its block RAM);
     engine ``e`` uses port ``e % read_ports``, shared with the other engines of its group

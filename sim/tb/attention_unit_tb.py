@@ -119,6 +119,25 @@ async def test_random_batches(dut):
     await tb.sink.expect_idle(20)
 
 
+#: What an engine does in a cycle (``bench_batches`` with ``probe``), summed over engines.
+BREAKDOWN = ("mac", "core_busy", "scores_wait", "pv_wait", "no_row")
+
+
+def _engine_cycle(valid: bool, ready: bool, tile_pv: bool, started: bool, back_busy: bool):
+    """The :data:`BREAKDOWN` class of one engine cycle: a k-slice entered its GEMM core
+    (``mac``); one was offered and not taken (``core_busy``: draining results, or no tile
+    announced yet); none was ready, for a score tile (``scores_wait``: Q/K fetch, commands) or
+    for P.V (``pv_wait``: the softmax's probabilities, V; also while only the back row is
+    held); the engine holds no row (``no_row``)."""
+    if valid and ready:
+        return "mac"
+    if valid:
+        return "core_busy"
+    if not (started or back_busy):
+        return "no_row"
+    return "pv_wait" if tile_pv or not started else "scores_wait"
+
+
 def _signal(dut, path: str):
     obj = dut
     for part in path.split("."):
@@ -151,9 +170,15 @@ async def bench_batches(dut):
     # and Icarus expose them with cocotb's default public access). Amaranth names a port after
     # the signal that drives it: K's valid is the engine's ``k_issuing`` register.
     names = {"k": ("k_issuing", "k_req__ready"), "v": ("v_req__valid", "v_req__ready")}
+    probing = job.get("probe", False)
     probes = [(e, t, _signal(dut, f"engine_{e}.{valid}"), _signal(dut, f"engine_{e}.{ready}"))
               for e in range(engines) for t, (valid, ready) in names.items()] \
-        if job.get("probe", False) else []
+        if probing else []
+    # Where each engine's cycles go: its GEMM core's k-slice handshake, the kind of the tile
+    # being sliced, and whether it holds a row (front row started, back row busy).
+    states = [tuple(_signal(dut, f"engine_{e}.{name}") for name in
+                    ("gemm.i__valid", "gemm.i__ready", "tile_pv", "started", "back_busy"))
+              for e in range(engines)] if probing else []
     results = []
     for n, lengths in enumerate(job["batches"]):
         if data is not None:
@@ -168,7 +193,8 @@ async def bench_batches(dut):
         sender = cocotb.start_soon(send_and_mark())
         waits = {(e, name): 0 for e in range(engines) for name in ("k", "v")}
         requests = dict(waits)
-        if job.get("probe", False):
+        breakdown = {kind: 0 for kind in BREAKDOWN}
+        if probing:
             # every cycle from the end of the load to the first output word (slow: Python
             # samples each engine's K and V request handshake)
             while True:
@@ -180,6 +206,8 @@ async def bench_batches(dut):
                         if bool(valid.value):
                             requests[(e, name)] += 1
                             waits[(e, name)] += not bool(ready.value)
+                    for signals in states:
+                        breakdown[_engine_cycle(*(bool(x.value) for x in signals))] += 1
                 await RisingEdge(dut.clk)
         else:
             await ReadOnly()                # values after the previous batch's last edge
@@ -194,7 +222,8 @@ async def bench_batches(dut):
                  "load_cycles": sent_at["cycle"] - (results[-1]["end"] if results else 0),
                  "end": tb.cycle,
                  "request_cycles": {f"{e}{name}": requests[(e, name)] for e, name in waits},
-                 "wait_cycles": {f"{e}{name}": waits[(e, name)] for e, name in waits}}
+                 "wait_cycles": {f"{e}{name}": waits[(e, name)] for e, name in waits},
+                 "engine_cycles": breakdown}
         if job.get("check", True):
             want = np.concatenate([expected_context(q, k, v, layer, heads=cfg.heads,
                                                     softmax=cfg.softmax, pattern=tb.pattern)
