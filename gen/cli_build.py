@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .cli_common import UsageError, add_force, configs_from_args
+from .outputs import OutputDir
 from .progress import Progress
 
 __all__ = ["add_build_parser", "add_report_parser", "run_build", "run_report"]
@@ -70,12 +71,14 @@ def run_build(args) -> int:
             if config.block.selftest is None:
                 raise UsageError(f"block {config.name!r} has no self-test vectors yet")
             out = args.out or Path("build") / args.target / f"{config.key()}-selftest"
+            OutputDir(out, owner="build", force=force).check()     # refused before any work
             with Progress(f"lutra build {config.name}") as progress, progress.ticking():
                 progress.step("self-test bitstream (yosys, nextpnr, packer)")
                 report = build_selftest(config, board, out, seed=args.seed, freq_mhz=args.freq,
                                         force=force)
         else:
             out = args.out or Path("build") / args.target / config.key()
+            OutputDir(out, owner="build", force=force).check()
             with Progress(f"lutra build {config.name}") as progress:
                 report = build_ooc(config, device, out, freq_mhz=args.freq, seed=args.seed,
                                    allow_lut_multipliers=args.allow_lut_multipliers,

@@ -208,7 +208,7 @@ def _fake_netlist_resources(component, *, lut_factor: float = 1.0) -> dict:
     return {"multipliers": [(8, 8, 1)], "memories": [], "ram_bits": 0, "luts": 100, "ffs": 50}
 
 
-def _fake_run_tool(tool, args, *, cwd, log):
+def _fake_run_tool(tool, args, *, cwd, log, tick=None):
     from fpga.ooc import OOC_TOP
     cwd = Path(cwd)
     Path(log).write_text(f"{tool} stand-in\n")

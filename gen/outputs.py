@@ -134,6 +134,11 @@ class OutputDir:
 
     # ---- checks and set-up ----------------------------------------------------------------
 
+    def check(self) -> None:
+        """Raise :class:`OutputError` now if this directory would be refused on entry (a file in
+        the way, or a foreign non-empty directory without ``force``), before any work starts."""
+        self._check()
+
     def _check(self) -> dict[str, list[str]]:
         path = self.path
         if path.exists() and not path.is_dir():

@@ -30,8 +30,14 @@ def lutra(*argv) -> int:
     return main([str(a) for a in argv])
 
 
-def one_line_error(capsys, *needles) -> str:
+def one_line_error(capsys, *needles, progress: bool = False) -> str:
+    """The one error line on stderr; ``progress``: a failure after work started may follow
+    the command's plain progress lines (``lutra build gemm: ...``), nothing else."""
     err = capsys.readouterr().err
+    if progress:
+        lines = err.splitlines(keepends=True)
+        assert all(line.startswith("lutra build ") for line in lines[:-1]), err
+        err = lines[-1] if lines else ""
     assert err.count("\n") == 1 and err.startswith("lutra: error: "), err
     assert "Traceback" not in err
     for needle in needles:
@@ -317,7 +323,7 @@ def fake_tools(monkeypatch):
     """Yosys and nextpnr stand-ins that write the files the flow reads, in milliseconds."""
     calls = {"fail": None}
 
-    def run_tool(tool, args, *, cwd, log):
+    def run_tool(tool, args, *, cwd, log, tick=None):
         cwd = Path(cwd)
         log.write_text(f"{tool} ran\n")
         if calls["fail"] == tool:
@@ -360,12 +366,13 @@ def test_build_out(tmp_path, fake_tools, capsys):
     before = snapshot(out)
     fake_tools["fail"] = "nextpnr-ice40"                # a failed build keeps the last one
     assert lutra(*BUILD, "--seed", "7", "--out", out) == 2
-    one_line_error(capsys, "place and route failed", "b-failed-pnr.log")
+    one_line_error(capsys, "place and route failed", "b-failed-pnr.log", progress=True)
     assert snapshot(out) == before and not debris(tmp_path)
     assert (tmp_path / "b-failed-pnr.log").read_text() == "ERROR: stand-in failure\n"
     fake_tools["fail"] = None
     assert lutra(*BUILD, "--seed", "7", "--out", out) == 0
     assert json.loads((out / "report.json").read_text())["seed"] == 7
+    capsys.readouterr()                                 # the successful build's progress
     file = tmp_path / "f"
     file.write_text("x")
     assert lutra(*BUILD, "--out", file) == 2
