@@ -26,12 +26,15 @@ def _figures(unit: AttentionUnit) -> dict:
         "prob_buffer_bits_per_engine": p.prob_buffer_bits,
         "read_latency_cycles": READ_LATENCY,
         "row_cycles": f"per (sequence, head, query block) row of pairs key blocks: 2 * pairs * "
-                      f"{p.head_dim} (scores and P.V on the GEMM core) + {p.block} * keys "
-                      f"(softmax, one key a clock per query row) + about 70 (fetch, pipeline "
-                      f"drains; measured for block 4, head_dim 32, out_lanes 2)",
+                      f"{p.head_dim} on the GEMM core (scores and P.V, one k-slice a clock); "
+                      f"two rows in flight per engine, so the softmax ({p.block} * keys "
+                      f"clocks) and the fetch and drain latencies overlap the next row's "
+                      f"scores (1.08x the MAC bound measured on one engine, block 4, "
+                      f"head_dim 32)",
         "bandwidth": f"per engine: one word of K a clock while it computes scores, one word of V "
-                     f"a clock during P.V, {p.block * p.chunks} words of Q per row; each memory "
-                     f"serves one word a clock (round robin, wait <= engines - 1 cycles)",
+                     f"a clock during P.V, {p.block * p.chunks} words of Q per row; each read "
+                     f"port serves one word a clock to engines e = port mod read_ports "
+                     f"(round robin, wait <= engines / read_ports - 1 cycles)",
         "load_cycles": "one word a clock on each of q, k, v (words_per_token per token)",
         "output_cycles": "one word a clock once the batch is computed",
         "golden": "sim.golden.encoder.attention_int with token_mask(length, block=, window=, "
