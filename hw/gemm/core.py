@@ -68,9 +68,10 @@ class GemmCore(wiring.Component):
     so back-to-back tiles with ``K >= max(rows, cols)`` keep every PE busy. Shorter tiles are
     accepted with idle cycles in between (``min_tile_cycles``).
 
-    The array never stalls: results are moved into a row FIFO whose space is reserved when a
-    tile's last k-slice is accepted, so backpressure on ``o`` reaches ``i`` only through that
-    reservation.
+    The array never stalls: results are moved into per-column row memories whose space is
+    reserved when a tile's last k-slice is accepted, so backpressure on ``o`` reaches ``i``
+    only through that reservation. No net driven by logic fans out across the array (see
+    ``docs/blocks/gemm.md``, "Inside").
 
     Parameters
     ----------
