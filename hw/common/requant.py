@@ -118,11 +118,15 @@ class Requantizer(wiring.Component):
         raw = w == RAW_WIDTH
         if not raw:
             zp5 = delay("zero_point", signed(w), payload.out_zero_point, 5)
-            lo5 = delay("act_min", signed(w), payload.act_min, 5)
-            hi5 = delay("act_max", signed(w), payload.act_max, 5)
+            lo4 = delay("act_min", signed(w), payload.act_min, 4)
+            hi4 = delay("act_max", signed(w), payload.act_max, 4)
             # TFLite clamps as min(max(x, act_min), act_max): with act_min > act_max every
-            # result is act_max, which the clamp below gives once act_min is lowered to it.
-            lo6 = stage("act_min_s6", signed(w), Mux(lo5 > hi5, hi5, lo5))
+            # result is act_max, which the clamp below gives once act_min is lowered to it
+            # (compared in s5, selected in s6).
+            inverted = stage("act_inverted_s5", 1, lo4 > hi4)
+            lo5 = stage("act_min_s5", signed(w), lo4)
+            hi5 = stage("act_max_s5", signed(w), hi4)
+            lo6 = stage("act_min_s6", signed(w), Mux(inverted, hi5, lo5))
             hi6 = stage("act_max_s6", signed(w), hi5)
             zp6 = stage("zero_point_s6", signed(w), zp5)
             # The bounds relative to the zero point, so that s8 compares the rounded value with
