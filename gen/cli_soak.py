@@ -27,11 +27,8 @@ DEFAULT_BEATS = 100_000
 
 #: Blocks with a soak workload (``sim.soak.WORKLOADS``) and, for the others, why not.
 SOAK_BLOCKS = ("gemm", "softmax", "gelu", "layernorm", "add", "winograd", "winograd_fm",
-               "attention", "attention_unit")
-NOT_SOAKED = {
-    "encoder": "no soak workload (a batch takes 10^5-10^6 cycles and its weights come from "
-               "a read-port memory model; 'lutra run encoder' checks it end to end)",
-}
+               "attention", "attention_unit", "encoder")
+NOT_SOAKED: dict[str, str] = {}
 
 
 @dataclass

@@ -567,6 +567,170 @@ async def _soak_attention(dut, manifest: dict) -> dict:
                       f"{counts['timing']} commands off their golden cycle"}
 
 
+# ---- the encoder accelerator: token batches in, the weight image served behind its read port ----
+
+def _encoder_lengths(rng: np.random.Generator, batch: int, cfg: dict) -> list[int]:
+    """Sequence lengths of one batch, 1..max_len each, at most ``max_seqs`` sequences and
+    ``max_tokens`` tokens: random, or (one batch in four each) as many max_len sequences as
+    fit, single tokens, or one sequence at max_len."""
+    max_len, max_seqs, max_tokens = cfg["max_len"], cfg["max_seqs"], cfg["max_tokens"]
+    kind = batch % 4
+    if kind == 1:
+        return [max_len] * max(1, min(max_seqs, max_tokens // max_len))
+    if kind == 2:
+        return [1] * int(rng.integers(1, min(max_seqs, max_tokens) + 1))
+    if kind == 3:
+        return [max_len]
+    lengths: list[int] = []
+    for _ in range(int(rng.integers(1, max_seqs + 1))):
+        room = max_tokens - sum(lengths)
+        if room < 1:
+            break
+        lengths.append(int(rng.integers(1, min(max_len, room) + 1)))
+    return lengths
+
+
+async def _soak_encoder(dut, manifest: dict) -> dict:
+    """Batches of random token sequences through the encoder accelerator, one after the
+    other, its weight image served behind the read port by the testbench.
+
+    *Beats in* are the handshakes on the input streams: the sequence descriptors (``seq``),
+    the embedding sums (``x``, hidden beats per token), both counted as token beats, and the
+    weight-read data words (``rdata``), counted apart. Every pooled word on ``o`` is compared
+    in order (the :class:`Scoreboard`, ``last`` included) with ``sim.golden.encoder.forward``;
+    with ``debug``, every stage boundary's elements on ``dbg`` too (``encoder_driver.compare``:
+    a wrong, missing or twice-written element is a mismatch of the batch). Stalls: every
+    stream (``seq``, ``x``, ``rdata`` sources; ``req``, ``o``, ``dbg`` sinks) has random idle
+    cycles (:class:`PhasedStalls`); each request is answered after a random latency redrawn
+    per batch (1, 1..6 or 10..40 cycles).
+    """
+    from cocotb.triggers import RisingEdge
+
+    from hw.encoder.params import EncoderParams
+
+    from .cocotb_streams import StreamSink, StreamSource, seed, start_clock_reset
+    from .encoder_driver import compare, expected, load_model
+    from .encoder_image import ExternalMemory, build_image, embedding_sums
+
+    cfg = dict(manifest["config"])
+    model = load_model(cfg.pop("model"), cfg.pop("model_layers"), cfg.pop("model_max_len", 0))
+    params = EncoderParams.for_model(model, **cfg)
+    limits = {"max_len": params.max_len, "max_seqs": params.max_seqs,
+              "max_tokens": params.max_tokens}
+    target = int(os.environ.get(BEATS_ENV, "1000"))
+    base = seed()
+    rng = np.random.default_rng(base)
+    memory = ExternalMemory(build_image(model, params), latency=(1, 6), gap_prob=0.0,
+                            seed=base + 7)
+    seq = StreamSource(dut, manifest, "seq", PhasedStalls(base + 1))
+    x = StreamSource(dut, manifest, "x", PhasedStalls(base + 2))
+    rdata = StreamSource(dut, manifest, "rdata", PhasedStalls(base + 3))
+    req = StreamSink(dut, manifest, "req", PhasedStalls(base + 4))
+    o = StreamSink(dut, manifest, "o", PhasedStalls(base + 5))
+    dbg = (StreamSink(dut, manifest, "dbg", PhasedStalls(base + 6)) if params.debug
+           else None)
+    board = Scoreboard()
+    debug: list[tuple] = []
+    errors: list[str] = []
+    counts = {"batches": 0, "sequences": 0, "tokens": 0, "cycles": 0, "requests": 0}
+    H, vocab = params.hidden, model.embeddings.word.shape[0]
+
+    async def serve():
+        while True:
+            beat = await req.recv()
+            counts["requests"] += 1
+            for _ in range(memory.delay()):
+                await RisingEdge(dut.clk)
+            for word in memory.read(beat["addr"], beat["length"]):
+                await rdata.send(word)
+
+    async def watch():
+        while True:
+            b = await dbg.recv()
+            debug.append((b["tag"], b["token"], b["channel"], b["data"]))
+
+    async def feed(batch):
+        for n, ids in enumerate(batch):
+            await seq.send({"length": len(ids), "last": int(n == len(batch) - 1)})
+        for ids in batch:
+            await x.send_all(int(v) for v in embedding_sums(model, ids).ravel())
+
+    async def take(n_words, pooled):
+        vector = []
+        while len(pooled) * H + len(vector) < n_words:
+            beat = await o.recv()
+            board.push(beat)
+            vector.append(beat["data"])
+            if len(vector) == H:
+                pooled.append(vector)
+                vector = []
+
+    await start_clock_reset(dut)
+    cocotb.start_soon(serve())
+    if dbg is not None:
+        cocotb.start_soon(watch())
+    start = time.perf_counter()
+    give_up = 50_000                # cycles without a beat on any stream: lost or deadlocked
+    while seq.sent + x.sent + rdata.sent < target:
+        batch_no = counts["batches"]
+        lengths = _encoder_lengths(rng, batch_no, limits)
+        if batch_no % 5 == 4:       # extremes: only the first and the last token id
+            batch = [rng.choice([0, vocab - 1], size=n) for n in lengths]
+        else:
+            batch = [rng.integers(0, vocab, size=n) for n in lengths]
+        memory.latency = [(1, 1), (1, 6), (10, 40)][int(rng.integers(0, 3))]
+        want = expected(model, batch)
+        board.expect([{"data": int(v), "last": int(c == H - 1)}
+                      for vec in want["pooled"] for c, v in enumerate(vec)])
+        debug.clear()
+        pooled: list[list[int]] = []
+        taker = cocotb.start_soon(take(len(batch) * H, pooled))
+        cocotb.start_soon(feed(batch))
+        idle, progress = 0, -1
+        while not taker.done() and idle < give_up:
+            await RisingEdge(dut.clk)
+            counts["cycles"] += 1
+            now = seq.sent + x.sent + rdata.sent + o.received + (dbg.received if dbg else 0)
+            idle = 0 if now != progress else idle + 1
+            progress = now
+        if not taker.done():
+            taker.cancel()
+            errors.append(f"batch {batch_no} {lengths}: no beat for {give_up} cycles")
+            break                   # the design's state is unknown: stop here
+        for _ in range(20):         # the last debug beat may follow the last pooled word
+            await RisingEdge(dut.clk)
+        counts["cycles"] += 20
+        if dbg is not None:
+            try:
+                compare(want, debug, pooled)
+            except AssertionError as error:
+                errors.append(f"batch {batch_no} {lengths}: {error}")
+        counts["batches"] += 1
+        counts["sequences"] += len(batch)
+        counts["tokens"] += sum(lengths)
+    # After the last batch nothing more may leave o (a repeated beat would).
+    if not errors:
+        for _ in range(200):
+            await RisingEdge(dut.clk)
+            counts["cycles"] += 1
+            if o.valid.value:
+                board.push(await o.recv())
+    elapsed = time.perf_counter() - start
+    board.finish()
+    return {"block": "encoder", "beats_in": seq.sent + x.sent + rdata.sent,
+            "beats_out": board.received, "expected_out": board.matched + board.mismatches
+            + board.lost, "mismatches": board.mismatches, "lost": board.lost,
+            "repeated": board.repeated, "cycles": counts["cycles"],
+            "sim_seconds": round(elapsed, 3),
+            "first_error": board.first_error or (errors[0] if errors else None), "seed": base,
+            "errors": len(errors),
+            "detail": f"{counts['batches']} batches, {counts['sequences']} sequences, "
+                      f"{counts['tokens']} tokens; token beats {seq.sent + x.sent} (seq "
+                      f"{seq.sent}, x {x.sent}), weight-read data beats {rdata.sent} "
+                      f"({counts['requests']} requests); pooled words {board.received}"
+                      + (f", debug beats {dbg.received}" if dbg else "")}
+
+
 # ---- the cocotb test ------------------------------------------------------------------------
 
 async def _soak(dut) -> dict:
@@ -666,6 +830,8 @@ async def soak(dut):
     manifest = load_manifest()
     if manifest["block"] == "attention":
         report = await _soak_attention(dut, manifest)
+    elif manifest["block"] == "encoder":
+        report = await _soak_encoder(dut, manifest)
     else:
         report = await _soak(dut)
     path = os.environ.get(REPORT_ENV)

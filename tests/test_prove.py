@@ -153,6 +153,19 @@ def test_prove_layernorm_stability(tmp_path, env):
     assert "proved (k-induction, k=4)" in lines[0], lines
 
 
+def test_prove_encoder_stability(tmp_path, env):
+    """The encoder's outputs leave through one-beat output registers: the stability of the
+    read requests, the pooled sums and the debug stream closes by a 4-step induction, whatever
+    the sequencer's state (it did not close at 4, 6 or 12 steps when req and o were decoded
+    from the state machine and two combinational memory reads)."""
+    config = validate_params(get_block("encoder"), PLANS["encoder"].config)
+    lines = []
+    results = dict(prove_block(config, tmp_path, only="stable", env=env, echo=lines.append))
+    assert set(results) == {"stable:req", "stable:o", "stable:dbg"}, results
+    assert all(o.status == "pass" for o in results.values()), lines
+    assert all("proved (k-induction, k=4)" in line for line in lines), lines
+
+
 def test_prove_falls_back_to_full_depth(tmp_path, env):
     """The scheduler's command stability does not close by induction at 4 steps: it is then
     checked to the plan's full depth and reported bounded there."""

@@ -121,6 +121,65 @@ def test_attention_wrong_policy_fails(build_dir):
     assert result.lines()[-1] == "FAIL"
 
 
+#: The encoder's soak configuration in the tests: one tiny random layer (hidden 32).
+ENCODER_FLAGS = ["--model-layers", "1", "--max-tokens", "16", "--max-seqs", "2"]
+
+
+@_needs("verilator")
+def test_encoder_soak_command(build_dir, capsys):
+    """A few hundred beats through the encoder accelerator (one batch: its token beats and
+    the whole weight image read through the port), every pooled word and every stage
+    boundary against the specification."""
+    status = main(["soak", "encoder", "--beats", "300", *ENCODER_FLAGS,
+                   "--build-dir", str(build_dir), "--force"])
+    out = capsys.readouterr().out
+    counts = _counts(out)
+    assert status == 0, out
+    assert counts["beats in"] >= 300 and counts["beats out"] >= 32, out
+    assert (counts["mismatches"], counts["lost"], counts["repeated"]) == (0, 0, 0), out
+    token, weight = map(int, re.search(r"token beats (\d+) .*weight-read data beats (\d+)",
+                                       out).groups())
+    assert token > 0 and weight > 0 and token + weight == counts["beats in"], out
+    assert out.rstrip().endswith("PASS"), out
+
+
+WRONG_ENCODER = """\
+import numpy as np
+
+import sim.encoder_driver
+
+_expected = sim.encoder_driver.expected
+
+
+def _wrong(model, batch):
+    # the first sequence's third pooled sum off by one
+    want = _expected(model, batch)
+    want["pooled"][0] = np.array(want["pooled"][0]) + (np.arange(len(want["pooled"][0])) == 2)
+    return want
+
+
+sim.encoder_driver.expected = _wrong
+
+from sim.soak import soak  # noqa: E402,F401
+"""
+
+
+@_needs("verilator")
+def test_encoder_wrong_specification_fails(build_dir):
+    """A specification wrong in one pooled word per batch: the encoder's soak counts it as a
+    mismatch and fails (run after test_encoder_soak_command: it reuses that build)."""
+    config = validate_params(get_block("encoder"),
+                             {"model_layers": 1, "max_tokens": 16, "max_seqs": 2})
+    test_dir = build_dir / f"{config.key()}-verilator"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    (test_dir / "soak_wrong_encoder.py").write_text(WRONG_ENCODER)
+    result = soak_block(config, "verilator", beats=300, build_root=build_dir,
+                        tb_module="soak_wrong_encoder")
+    assert not result.clean
+    assert result.report["mismatches"] > 0, result.report
+    assert result.lines()[-1] == "FAIL"
+
+
 def test_scoreboard_tells_lost_from_repeated():
     board = Scoreboard()
     board.expect([{"data": n} for n in range(10)])
@@ -133,7 +192,8 @@ def test_scoreboard_tells_lost_from_repeated():
 
 @pytest.mark.parametrize("argv, message", [
     (["soak", "nosuch"], "nosuch"),
-    (["soak", "encoder"], "no soak workload"),
+    (["soak", "encoder", "--model", "banana"], "encoder.model"),
+    (["soak", "encoder", "--max-tokens", "4"], "max_tokens"),
     (["soak", "gelu", "--beats", "0"], "--beats"),
     (["soak", "gelu", "--lanes", "banana"], "--lanes"),
 ])

@@ -187,9 +187,17 @@ class EncoderAccelerator(wiring.Component):
         fetch_len = Signal(LENGTH_BITS)
         fetch_row_words = Signal(range(row_words_max + 1))
         req_pending = Signal()
-        m.d.comb += [self.req.valid.eq(req_pending), self.req.payload.addr.eq(fetch_addr),
-                     self.req.payload.length.eq(fetch_len)]
-        with m.If(self.req.valid & self.req.ready):
+        # The request leaves through a one-beat output register, loaded when it is empty or
+        # taken: a stalled request holds whatever the sequencer does (stability is then
+        # 1-inductive), and the port's valid and payload are flip-flops.
+        req_out = Signal(ReadRequest)
+        req_out_valid = Signal()
+        req_take = req_pending & (~req_out_valid | self.req.ready)
+        m.d.comb += [self.req.valid.eq(req_out_valid), self.req.payload.eq(req_out)]
+        with m.If(~req_out_valid | self.req.ready):
+            m.d.sync += [req_out_valid.eq(req_pending), req_out.addr.eq(fetch_addr),
+                         req_out.length.eq(fetch_len)]
+        with m.If(req_take):
             m.d.sync += req_pending.eq(0)
 
         def fetch(addr, n_rows, row_words):
@@ -223,10 +231,15 @@ class EncoderAccelerator(wiring.Component):
         w_tag = Signal(TAG_BITS)
         w_fire = w_valid & w_ready
         if p.debug:
-            m.d.comb += [self.dbg.valid.eq(w_valid), w_ready.eq(self.dbg.ready),
-                         self.dbg.payload.tag.eq(w_tag), self.dbg.payload.token.eq(w_token),
-                         self.dbg.payload.channel.eq(w_channel),
-                         self.dbg.payload.data.eq(w_data)]
+            # A one-beat output register, as on req and o.
+            dbg_out = Signal(DebugBeat(p))
+            dbg_valid = Signal()
+            m.d.comb += [self.dbg.valid.eq(dbg_valid), self.dbg.payload.eq(dbg_out),
+                         w_ready.eq(~dbg_valid | self.dbg.ready)]
+            with m.If(w_ready):
+                m.d.sync += [dbg_valid.eq(w_valid), dbg_out.tag.eq(w_tag),
+                             dbg_out.token.eq(w_token), dbg_out.channel.eq(w_channel),
+                             dbg_out.data.eq(w_data)]
         else:
             m.d.comb += w_ready.eq(1)
         for n, port in enumerate(wr):
@@ -594,12 +607,19 @@ class EncoderAccelerator(wiring.Component):
         final = pool_tok == pool_len.data - 1
         m.d.comb += [pool_len.addr.eq(pool_seq), pool_read.addr.eq(pool_channel),
                      pool_write.addr.eq(pool_channel), pool_write.data.eq(pooled),
-                     pooled.eq(Mux(pool_tok == 0, 0, pool_read.data) + r_out.a),
-                     self.o.payload.data.eq(pooled),
-                     self.o.payload.last.eq(pool_channel == H - 1)]
+                     pooled.eq(Mux(pool_tok == 0, 0, pool_read.data) + r_out.a)]
+        # The pooled sums leave through a one-beat output register (loaded when it is empty or
+        # taken): the memory reads and the state machine are off the output path.
+        o_out = Signal(PooledOut)
+        o_valid, o_ready, o_load = Signal(), Signal(), Signal()
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_out),
+                     o_ready.eq(~o_valid | self.o.ready)]
+        with m.If(o_ready):
+            m.d.sync += [o_valid.eq(o_load), o_out.data.eq(pooled),
+                         o_out.last.eq(pool_channel == H - 1)]
         with m.If(running & (op == OPS["pool"])):
-            m.d.comb += [self.o.valid.eq(r_valid & final),
-                         r_take.eq(r_valid & (~final | self.o.ready)),
+            m.d.comb += [o_load.eq(r_valid & final),
+                         r_take.eq(r_valid & (~final | o_ready)),
                          pool_write.en.eq(r_take)]
             with m.If(phase == Phase.PARAMS):
                 m.d.sync += [phase.eq(Phase.COMPUTE), pool_seq.eq(0), pool_tok.eq(0),
