@@ -126,10 +126,11 @@ ENCODER_FLAGS = ["--model-layers", "1", "--max-tokens", "16", "--max-seqs", "2"]
 
 
 @_needs("verilator")
-def test_encoder_soak_command(build_dir, capsys):
+def test_encoder_soak(build_dir, capsys):
     """A few hundred beats through the encoder accelerator (one batch: its token beats and
     the whole weight image read through the port), every pooled word and every stage
-    boundary against the specification."""
+    boundary against the specification; then, on the same build (one Verilator build of the
+    encoder per test run), a specification wrong in one pooled word per batch fails it."""
     status = main(["soak", "encoder", "--beats", "300", *ENCODER_FLAGS,
                    "--build-dir", str(build_dir), "--force"])
     out = capsys.readouterr().out
@@ -141,6 +142,7 @@ def test_encoder_soak_command(build_dir, capsys):
                                        out).groups())
     assert token > 0 and weight > 0 and token + weight == counts["beats in"], out
     assert out.rstrip().endswith("PASS"), out
+    _encoder_wrong_specification_fails(build_dir)
 
 
 WRONG_ENCODER = """\
@@ -164,10 +166,9 @@ from sim.soak import soak  # noqa: E402,F401
 """
 
 
-@_needs("verilator")
-def test_encoder_wrong_specification_fails(build_dir):
+def _encoder_wrong_specification_fails(build_dir):
     """A specification wrong in one pooled word per batch: the encoder's soak counts it as a
-    mismatch and fails (run after test_encoder_soak_command: it reuses that build)."""
+    mismatch and fails."""
     config = validate_params(get_block("encoder"),
                              {"model_layers": 1, "max_tokens": 16, "max_seqs": 2})
     test_dir = build_dir / f"{config.key()}-verilator"
