@@ -77,7 +77,9 @@ def _run_generate(args) -> int:
         where = args.out / config.name if per_block else args.out
         figures = info["figures"]
         latency = figures.get("latency_cycles")
+        image = info.get("weight_image")
         print(f"{config.name}: {where / info['verilog']} + {info['top']}.json"
+              + (f" + {image['file']} (weight image, {image['bytes']:,} bytes)" if image else "")
               + (f" (latency {latency} cycles)" if latency is not None else ""))
     return 0
 

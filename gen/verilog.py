@@ -146,6 +146,8 @@ def write_outputs(config: BlockConfig, directory: Path, *, primitives: str = "ge
     info = manifest(config, component, primitives=primitives)
     text = convert(component, info["top"], primitives=primitives)
     (directory / info["verilog"]).write_text(text)
+    if config.block.extra_outputs is not None:
+        info.update(config.block.extra_outputs(config.params, directory))
     (directory / f"{info['top']}.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -133,3 +133,27 @@ def test_cocotb(simulator, tmp_path):
     """One tiny layer, a batch of sequences, random stalls on every stream."""
     cocotb_run("encoder", {"model_layers": 1, "max_tokens": 16, "max_seqs": 2}, simulator,
                tmp_path, LUTRA_ENCODER_LENGTHS=COCOTB_LENGTHS[simulator])
+
+
+def test_generate_writes_the_weight_image(tmp_path, capsys):
+    """``lutra generate encoder`` writes the weight image beside the Verilog, as the read port
+    expects it, and the manifest describes it."""
+    import json
+
+    from gen.blocks.encoder import encoder_model, encoder_params
+    from gen.cli import main
+    assert main(["generate", "encoder", "--model-layers", "1", "--out", str(tmp_path)]) == 0
+    assert "image.bin (weight image" in capsys.readouterr().out
+    info = json.loads((tmp_path / "lutra_encoder.json").read_text())["weight_image"]
+    data = (tmp_path / info["file"]).read_bytes()
+    from gen.blocks import get_block
+    from gen.config import validate_params
+    config = validate_params(get_block("encoder"), {"model_layers": 1}).params
+    params = encoder_params(config)
+    assert info["bytes"] == len(data) == info["words"] * params.port_width // 8
+    image = Image.from_bytes(data, params)
+    assert image.descriptors()[-1]["op"] == OPS["end"]
+    assert [d["op"] for d in image.descriptors()] == \
+        [d["op"] for d in build_image(encoder_model(config), params).descriptors()]
+    for record in info["layout"]["records"]:           # every record lies inside the file
+        assert 0 <= record["addr"] and record["addr"] + record["words"] <= info["words"]

@@ -82,6 +82,9 @@ class BlockSpec:
     #: to build (Icarus when present). Whole designs (the attention unit, the encoder) name
     #: Verilator, whose compiled model runs them in seconds where Icarus takes many minutes.
     demo_simulator: str | None = None
+    #: ``extra_outputs(params, directory) -> dict``: files the block writes beside its Verilog
+    #: (the encoder's weight image), returning what the manifest says of them.
+    extra_outputs: Callable | None = None
     make_params: Callable | None = None
     extra: dict = field(default_factory=dict)
 

@@ -91,6 +91,22 @@ def _selftest(p: dict, seed: int) -> dict:
     }
 
 
+#: The weight image's file name beside the Verilog (``lutra generate encoder``, the demo, run).
+IMAGE_FILE = "image.bin"
+
+
+def _weight_image(p: dict, directory) -> dict:
+    """Write the weight image the read port expects (``sim.encoder_image.build_image`` of the
+    configured model) and describe it for the manifest: file, size and the record layout."""
+    from sim.encoder_image import build_image
+    image = build_image(encoder_model(p), encoder_params(p))
+    data = image.to_bytes()
+    (directory / IMAGE_FILE).write_bytes(data)
+    return {"weight_image": {"file": IMAGE_FILE, "bytes": len(data), "words": len(image.words),
+                             "byte_order": "little-endian port words, word 0 at address 0",
+                             "layout": image.layout}}
+
+
 BLOCK = BlockSpec(
     name="encoder",
     summary="Encoder accelerator: BERT-style layers on one GEMM core, the attention unit, "
@@ -115,4 +131,5 @@ BLOCK = BlockSpec(
     resources=netlist_hook(_build, lut_factor=1.0),
     demo_simulator="verilator",
     selftest=_selftest,
+    extra_outputs=_weight_image,
 )
