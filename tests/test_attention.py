@@ -6,7 +6,7 @@ import re
 
 import pytest
 from amaranth.sim import Simulator
-from conftest import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, cocotb_run
 
 from hw.attention import AttentionScheduler, SchedulerParams
 from sim.attention_driver import EngineModel, Harness, check_invariants
@@ -239,25 +239,6 @@ COCOTB_CONFIGS = [
     f"{k}={v}" for k, v in p.items()) or "default")
 def test_cocotb(params, simulator, tmp_path):
     cocotb_run("attention", params, simulator, tmp_path)
-
-
-# ---- benchmark -------------------------------------------------------------------------------
-
-
-def test_real_lengths_are_tokenized_paragraphs():
-    from sim.attention_driver import real_lengths
-    lengths = real_lengths()
-    assert len(lengths) > 500
-    assert min(lengths) >= 3            # [CLS], at least one token, [SEP]
-
-
-def test_bench_runs(tmp_path, capsys):
-    from sim.bench_attention import main
-    assert main(["--batches", "1", "--batch", "6", "--engines", "1,2", "--cost", "8",
-                 "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "target (d) <= 1.05 x lower bound" in out
-    assert (tmp_path / "attention_schedule.png").stat().st_size > 10_000
 
 
 # ---- structure: the pipelining -------------------------------------------------------------

@@ -12,7 +12,7 @@ from amaranth import Module, Shape, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
-from conftest import SIMULATORS
+from sim.testing import SIMULATORS
 
 from gen.blocks import get_block
 from gen.cli import main

@@ -3,7 +3,7 @@ the integer encoder specification (sim/golden/encoder.py) at every stage boundar
 
 import numpy as np
 import pytest
-from conftest import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, cocotb_run
 
 from hw.encoder.params import DESCRIPTOR_BITS, OPS, EncoderParams
 from sim import encoder_driver as drv

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from conftest import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, cocotb_run
 
 from hw.common.requant import REQUANT_LATENCY
 from hw.winograd import WinogradUnit

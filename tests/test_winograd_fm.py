@@ -4,7 +4,7 @@ feature maps streamed row by row against the golden model, cocotb on the Verilog
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from conftest import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, cocotb_run
 
 from gen.blocks import get_block
 from gen.config import validate_params
