@@ -7,17 +7,17 @@ import json
 import tempfile
 from pathlib import Path
 
-__all__ = ["bench"]
+__all__ = ["main"]
 
 
-def bench(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     """Print cycles and utilization (useful MACs / (PEs x cycles)) per array size."""
     from gen.blocks import get_block
     from gen.config import validate_params
 
     from .runner import available, run_cocotb
 
-    parser = argparse.ArgumentParser(prog="lutra bench gemm", description=bench.__doc__)
+    parser = argparse.ArgumentParser(prog="lutra bench gemm", description=main.__doc__)
     parser.add_argument("--shape", default="64x256x64", help="MxKxN (default 64x256x64)")
     parser.add_argument("--arrays", default="4x4,8x8", help="comma-separated RxC arrays")
     parser.add_argument("--a-width", type=int, default=8, choices=(8, 16),

@@ -389,13 +389,13 @@ def test_ecp5_verilog_instantiates_one_registered_dsp_per_pe():
 
 @pytest.mark.cocotb
 def test_bench_reports_utilization_from_rtl_cycles(tmp_path, capsys):
-    from sim.bench_gemm import bench
+    from sim.bench_gemm import main as bench_main
     from sim.runner import available
     if not available():
         pytest.skip("no simulator")
     simulator = "icarus" if "icarus" in available() else available()[0]
-    assert bench(["--arrays", "2x2", "--shape", "4x40x4", "--simulator", simulator,
-                  "--out", str(tmp_path)]) == 0
+    assert bench_main(["--arrays", "2x2", "--shape", "4x40x4", "--simulator", simulator,
+                       "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     (result,) = json.loads((tmp_path / "gemm_bench.json").read_text())
     # 4 tiles of K = 40 back to back: 160 input cycles plus the pipeline's fill and drain.

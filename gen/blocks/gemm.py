@@ -7,8 +7,8 @@ from . import BlockSpec, params_from
 
 
 def _bench(argv: list[str]) -> int:
-    from sim.bench_gemm import bench  # the simulation stack only when benchmarking
-    return bench(argv)
+    from sim.bench_gemm import main  # the simulation stack only when benchmarking
+    return main(argv)
 
 
 def _build(p: dict) -> GemmCore:
