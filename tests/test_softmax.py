@@ -232,5 +232,5 @@ COCOTB_RUNS.append(("recip-wide", "icarus"))
 
 @pytest.mark.cocotb
 @pytest.mark.parametrize(("name", "simulator"), COCOTB_RUNS)
-def test_softmax_cocotb(name, simulator, tmp_path):
+def test_cocotb(name, simulator, tmp_path):
     cocotb_run("softmax", COCOTB_CONFIGS[name], simulator, tmp_path, LUTRA_ROWS=20)
