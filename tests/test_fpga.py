@@ -97,7 +97,7 @@ def test_fit_refuses_4x4_on_up5k_with_advice():
         check_fit(gemm(rows=4, cols=4), DEVICES["ice40-up5k"], label="gemm 4x4")
     assert str(info.value) == (
         "gemm 4x4 needs 20 SB_MAC16 multipliers (17 products); iCE40UP5K (sg48) has 8. "
-        "Try --cols 1 or an ECP5 target (ecp5-25f), or --allow-lut-multipliers.")
+        "Try --rows 1 or --cols 1 or an ECP5 target (ecp5-25f), or --allow-lut-multipliers.")
     # --rows 1 would also need only 8 DSPs, but its shallow FIFOs land in FFs: ~5,400 LCs.
     assert estimate(gemm(rows=1, cols=4), DEVICES["ice40-up5k"])["lcs"] > 5280
 
