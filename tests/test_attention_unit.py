@@ -9,7 +9,7 @@ from functools import partial
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from conftest import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, cocotb_run
 
 from hw.attention.engine import AttentionEngine
 from hw.attention.params import EngineParams, UnitParams

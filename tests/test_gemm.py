@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from conftest import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, cocotb_run
 
 from amaranth import signed
 

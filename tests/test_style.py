@@ -21,9 +21,6 @@ def test_ruff_clean():
 CROSS_CUTTING = {"cli", "fuzz", "soak", "prove", "outputs", "imports", "style", "axis", "explore",
                  "progress", "demo", "fpga", "fpga_flow", "minilm"}
 TOOLS = ("golden", "bench", "run", "selftest")
-# Still on the old scheme until the lead moves them (issue 15 section 4); shrink, never grow.
-NOT_YET_MOVED = {"test_golden_gemm.py"}
-STILL_ON_CONFTEST = {"test_gemm.py", "test_golden_gemm.py", "test_attention_unit.py"}
 
 
 def test_test_files_follow_one_naming_rule():
@@ -31,7 +28,7 @@ def test_test_files_follow_one_naming_rule():
     names = set(blocks()) | {p.stem for p in (ROOT / "sim" / "golden").glob("*.py")} - {"__init__"}
     allowed = CROSS_CUTTING | names | {f"{b}_{tool}" for b in names for tool in TOOLS}
     stray = sorted(p.name for p in (ROOT / "tests").glob("test_*.py")
-                   if p.stem.removeprefix("test_") not in allowed and p.name not in NOT_YET_MOVED)
+                   if p.stem.removeprefix("test_") not in allowed)
     assert stray == [], f"test files outside the rule of docs/testing.md: {stray}"
 
 
@@ -39,4 +36,4 @@ def test_tests_import_the_harness_not_conftest():
     users = sorted(p.name for p in (ROOT / "tests").glob("test_*.py")
                    if re.search(r"^\s*(from conftest import|import conftest)", p.read_text(),
                                 re.MULTILINE))
-    assert set(users) <= STILL_ON_CONFTEST, f"import sim.testing instead of conftest: {users}"
+    assert users == [], f"import sim.testing instead of conftest: {users}"
