@@ -14,7 +14,7 @@ from gen.blocks import get_block
 from gen.config import validate_params
 from sim.runner import SIMULATORS, missing_reason, run_cocotb
 
-__all__ = ["SIMULATORS", "cocotb_run"]
+__all__ = ["SIMULATORS", "cocotb_run", "run_selftest"]
 
 
 def cocotb_run(block: str, params: dict, simulator: str, tmp_path, *, seed: int = 1,
@@ -38,3 +38,25 @@ def cocotb_run(block: str, params: dict, simulator: str, tmp_path, *, seed: int 
     assert result.tests > 0, f"no cocotb test ran; log tail:\n{tail}"
     assert result.failed == 0, (f"{result.failed} of {result.tests} cocotb tests failed under "
                                 f"{simulator}; log tail:\n{tail}")
+
+
+def run_selftest(dut, *, max_cycles: int, period: float = 1e-6) -> dict:
+    """Simulate a board self-test top (``fpga.selftest.SelfTest``) in Amaranth until it stops
+    ``running`` or ``max_cycles`` pass; ``{"cycle", "passed", "failed"}`` when it stopped, ``{}``
+    when it was still running."""
+    from amaranth.sim import Simulator
+    sim = Simulator(dut)
+    sim.add_clock(period)
+    result = {}
+
+    async def bench(ctx):
+        for cycle in range(max_cycles):
+            await ctx.tick()
+            if not ctx.get(dut.running):
+                result.update(cycle=cycle, passed=ctx.get(dut.passed),
+                              failed=ctx.get(dut.failed))
+                return
+
+    sim.add_testbench(bench)
+    sim.run()
+    return result

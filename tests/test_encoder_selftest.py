@@ -13,6 +13,7 @@ from gen.blocks import get_block
 from gen.config import build_component, validate_params
 from sim.stalls import Stalls
 from sim.streams import stream_get, stream_put
+from sim.testing import run_selftest
 
 #: One layer of the tiny encoder and two sequences of at most 4 tokens: a short simulation.
 TINY = {"model": "tiny", "model_layers": 1, "model_max_len": 4, "max_tokens": 8, "max_seqs": 2,
@@ -25,21 +26,7 @@ def _config(**changes):
 
 
 def _run(dut, max_cycles=200_000) -> dict:
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    result = {}
-
-    async def bench(ctx):
-        for cycle in range(max_cycles):
-            await ctx.tick()
-            if not ctx.get(dut.running):
-                result.update(cycle=cycle, passed=ctx.get(dut.passed),
-                              failed=ctx.get(dut.failed))
-                return
-
-    sim.add_testbench(bench)
-    sim.run()
-    return result
+    return run_selftest(dut, max_cycles=max_cycles, period=1e-8)
 
 
 def test_rom_init_wrong():

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from amaranth.sim import Simulator
 
 from fpga import report as rpt
 from fpga.fit import FitError, check_fit, dsps_needed, estimate
@@ -18,6 +17,7 @@ from fpga.targets import BOARDS, DEVICES, TargetError, get_target, list_targets
 from gen.blocks import blocks, get_block
 from gen.cli import main
 from gen.config import build_component, validate_params
+from sim.testing import run_selftest
 
 DATA = Path(__file__).parent / "data"
 
@@ -233,22 +233,8 @@ def test_misr_is_order_sensitive():
 # ---- self-test top in simulation -----------------------------------------------------------------
 
 def _run_selftest(config, vectors, component, max_cycles=5000):
-    dut = SelfTest(block=component, vectors=vectors, timeout=256)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    result = {}
-
-    async def bench(ctx):
-        for cycle in range(max_cycles):
-            await ctx.tick()
-            if not ctx.get(dut.running):
-                result.update(cycle=cycle, passed=ctx.get(dut.passed),
-                              failed=ctx.get(dut.failed))
-                return
-
-    sim.add_testbench(bench)
-    sim.run()
-    return result
+    return run_selftest(SelfTest(block=component, vectors=vectors, timeout=256),
+                        max_cycles=max_cycles)
 
 
 @pytest.mark.parametrize("params", [{"rows": 1, "cols": 1}, {"rows": 2, "cols": 3,
