@@ -20,6 +20,10 @@ def _next(pointer, depth: int):
     return Mux(pointer == depth - 1, 0, pointer + 1)
 
 
+# A k-slice's valid and last flags, as they travel with the operands through the array.
+_Flags = data.StructLayout({"valid": 1, "last": 1})
+
+
 def KSlice(rows: int, cols: int, a_width: int = 8) -> data.StructLayout:
     """One k-slice of a tile: column ``k`` of A (``rows`` values of ``a_width`` bits), row ``k``
     of B (``cols`` int8 values); ``last`` marks the tile's final k-slice."""
@@ -149,22 +153,27 @@ class GemmCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        a_offset, fire, ends, tile_mem, out_layout, row_pop = self._input_side(m)
+        edge_flags, row_in, flags_in, col_in = self._edge_and_skew(m, a_offset, fire)
+        res, offset_sum = self._pe_array(m, a_offset, edge_flags, row_in, flags_in, col_in)
+        row_mems, row_written = self._row_readout(m, ends, res, offset_sum)
+        self._output_side(m, row_mems, row_written, tile_mem, out_layout, row_pop)
+        return m
+
+    def _input_side(self, m):
+        """Tile parameters and input acceptance; returns ``(a_offset, fire, ends, tile_mem,
+        out_layout, row_pop)``.
+
+        Only a_offset, applied as k-slices enter, is held here; the fields used when the
+        tile's rows leave go into the tile FIFO as the beat is taken (through a register, so
+        the FIFO's write enable starts at a flip-flop): it holds every tile that has ended and
+        not yet left, plus the one being sliced."""
         p = self._params
-        rows, cols, width = p.rows, p.cols, p.acc_width
+        rows = p.rows
         spacing = p.min_tile_cycles
         depth = p.row_fifo_depth
-        a_width, out_width = p.a_width, p.out_width
-        tile_layout = TileParams(cols, p.requantize, a_width, out_width)
-        # int8: each PE multiplies a + a_offset; int16: a alone, the offset is applied per column.
-        offset_per_column = a_width == 16
-        operand_a_width = p.operand_a_width
-
-        # ---- tile parameters and input acceptance --------------------------------------
-        # Only a_offset, applied as k-slices enter, is held here; the fields used when the
-        # tile's rows leave go into the tile FIFO as the beat is taken (through a register, so
-        # the FIFO's write enable starts at a flip-flop): it holds every tile that has ended and
-        # not yet left, plus the one being sliced.
-        a_offset = Signal(signed(a_offset_width(a_width)), reset_less=True)
+        tile_layout = TileParams(p.cols, p.requantize, p.a_width, p.out_width)
+        a_offset = Signal(signed(a_offset_width(p.a_width)), reset_less=True)
         have_params = Signal()
         # (Counters get at least one bit: zero-width signals become [-1:0] vectors in Verilog.)
         gap = Signal(range(max(spacing, 2)))    # cycles until another tile may end
@@ -216,105 +225,125 @@ class GemmCore(wiring.Component):
             room.eq(Mux(ends, after_pop + 2 * rows <= depth, after_pop + rows <= depth)),
             gap_zero.eq(Mux(ends, int(spacing == 1), (gap == 0) | (gap == 1))),
         ]
+        return a_offset, fire, ends, tile_mem, out_layout, row_pop
 
-        # ---- edge registers and skew ------------------------------------------------------
-        Flags = data.StructLayout({"valid": 1, "last": 1})
-        edge_flags = Signal(Flags)
+    def _edge_and_skew(self, m, a_offset, fire):
+        """Edge registers and the skew delay lines; returns ``(edge_flags, row_in, flags_in,
+        col_in)``. With int8 activations a_offset is added to a at the edge; with int16 the
+        offset is applied per column (``_pe_array``)."""
+        p = self._params
+        offset_per_column = p.a_width == 16
+        operand_a_width = p.operand_a_width
+        edge_flags = Signal(_Flags)
         m.d.sync += [
             edge_flags.valid.eq(fire),
             edge_flags.last.eq(self.i.payload.last),
         ]
 
         row_in, flags_in = [], []
-        for r in range(rows):
+        for r in range(p.rows):
             edge_a = Signal(signed(operand_a_width), name=f"edge_a{r}", reset_less=True)
             a_in = self.i.payload.a[r]
             m.d.sync += edge_a.eq(a_in if offset_per_column else a_in + a_offset)
             row_in.append(delayed(m, f"skew_a{r}", edge_a, r, shape=signed(operand_a_width),
                                   reset_less=True))
-            flags_in.append(delayed(m, f"skew_flags{r}", edge_flags, r, shape=Flags))
+            flags_in.append(delayed(m, f"skew_flags{r}", edge_flags, r, shape=_Flags))
         col_in = []
-        for c in range(cols):
+        for c in range(p.cols):
             edge_b = Signal(signed(8), name=f"edge_b{c}", reset_less=True)
             m.d.sync += edge_b.eq(self.i.payload.b[c])
             col_in.append(delayed(m, f"skew_b{c}", edge_b, c, shape=signed(8), reset_less=True))
+        return edge_flags, row_in, flags_in, col_in
 
-        # ---- processing elements ----------------------------------------------------------
-        def pe(name, a_left, b_above, flags_left):
-            """One multiply-accumulate cell; returns its operand and flag registers (passed on
-            to its neighbours) and its result register (the tile's sum)."""
-            # Data registers need no reset (only the flags do): a reset that is not the
-            # flip-flops' only synchronous set/reset costs a LUT per bit on ECP5.
-            a = Signal(a_left.shape(), name=name + "a", reset_less=True)
-            b = Signal(signed(B_WIDTH), name=name + "b", reset_less=True)
-            flags = Signal(Flags, name=name + "flags")
-            # The product's flags, aligned with it: valid, and the tile's end registered as
-            # such, so the accumulator's clear is a flip-flop (set by reset, too), not logic
-            # shared by every PE whose flags Yosys merges (all PEs of an anti-diagonal see the
-            # same delays of the same flags).
-            product_valid = Signal(name=name + "product_valid")
-            product_end = Signal(name=name + "product_end", init=1)
-            acc = Signal(signed(width), name=name + "acc", reset_less=True)
-            result = Signal(signed(width), name=name + "result", reset_less=True)
-            # The product of the operands this PE registers now arrives two cycles later (on
-            # ECP5 both register stages live inside the DSP), and is registered once more in
-            # the fabric, with its flags: the route out of the DSP and the accumulator's carry
-            # chain are then in separate cycles.
-            mul = PipelinedMultiplier(a_width=len(a_left), b_width=B_WIDTH)
-            m.submodules[name + "mul"] = mul
-            product = Signal.like(mul.p, name=name + "product", reset_less=True)
-            product_flags = Signal(Flags, name=name + "product_flags")
-            m.d.comb += [mul.a.eq(a_left), mul.b.eq(b_above)]
-            m.d.sync += [
-                a.eq(a_left), b.eq(b_above), flags.eq(flags_left),
-                product_flags.eq(flags), product.eq(mul.p),
-                product_valid.eq(product_flags.valid),
-                product_end.eq(product_flags.valid & product_flags.last),
-            ]
-            # The accumulator restarts by clearing at the tile's last product rather than by
-            # gating the adder's input on the first one (a LUT per bit in front of the carry
-            # chain): the clear is the flip-flops' synchronous reset.
-            total = acc + product
-            # (product_end implies product_valid: the clear overrides the enable, as the
-            # flip-flops' reset does, and the enable is product_valid itself.)
-            with m.If(product_valid):
-                m.d.sync += acc.eq(total)
-            with m.If(product_end):
-                m.d.sync += [acc.eq(0), result.eq(total)]
-            return a, b, flags, result
+    def _pe(self, m, name, a_left, b_above, flags_left):
+        """One multiply-accumulate cell; returns its operand and flag registers (passed on
+        to its neighbours) and its result register (the tile's sum)."""
+        width = self._params.acc_width
+        # Data registers need no reset (only the flags do): a reset that is not the
+        # flip-flops' only synchronous set/reset costs a LUT per bit on ECP5.
+        a = Signal(a_left.shape(), name=name + "a", reset_less=True)
+        b = Signal(signed(B_WIDTH), name=name + "b", reset_less=True)
+        flags = Signal(_Flags, name=name + "flags")
+        # The product's flags, aligned with it: valid, and the tile's end registered as
+        # such, so the accumulator's clear is a flip-flop (set by reset, too), not logic
+        # shared by every PE whose flags Yosys merges (all PEs of an anti-diagonal see the
+        # same delays of the same flags).
+        product_valid = Signal(name=name + "product_valid")
+        product_end = Signal(name=name + "product_end", init=1)
+        acc = Signal(signed(width), name=name + "acc", reset_less=True)
+        result = Signal(signed(width), name=name + "result", reset_less=True)
+        # The product of the operands this PE registers now arrives two cycles later (on
+        # ECP5 both register stages live inside the DSP), and is registered once more in
+        # the fabric, with its flags: the route out of the DSP and the accumulator's carry
+        # chain are then in separate cycles.
+        mul = PipelinedMultiplier(a_width=len(a_left), b_width=B_WIDTH)
+        m.submodules[name + "mul"] = mul
+        product = Signal.like(mul.p, name=name + "product", reset_less=True)
+        product_flags = Signal(_Flags, name=name + "product_flags")
+        m.d.comb += [mul.a.eq(a_left), mul.b.eq(b_above)]
+        m.d.sync += [
+            a.eq(a_left), b.eq(b_above), flags.eq(flags_left),
+            product_flags.eq(flags), product.eq(mul.p),
+            product_valid.eq(product_flags.valid),
+            product_end.eq(product_flags.valid & product_flags.last),
+        ]
+        # The accumulator restarts by clearing at the tile's last product rather than by
+        # gating the adder's input on the first one (a LUT per bit in front of the carry
+        # chain): the clear is the flip-flops' synchronous reset.
+        total = acc + product
+        # (product_end implies product_valid: the clear overrides the enable, as the
+        # flip-flops' reset does, and the enable is product_valid itself.)
+        with m.If(product_valid):
+            m.d.sync += acc.eq(total)
+        with m.If(product_end):
+            m.d.sync += [acc.eq(0), result.eq(total)]
+        return a, b, flags, result
 
+    def _pe_array(self, m, a_offset, edge_flags, row_in, flags_in, col_in):
+        """The rows x cols processing elements (and, with int16 activations, a row of offset
+        cells); returns their result registers ``res[r][c]`` and the offset sums (or None)."""
+        p = self._params
+        rows, cols = p.rows, p.cols
         res = [[None] * cols for _ in range(rows)]
         b_above = col_in
         for r in range(rows):
             a_left, flags_left = row_in[r], flags_in[r]
             b_here = []
             for c in range(cols):
-                a_left, b, flags_left, res[r][c] = pe(f"pe{r}_{c}_", a_left, b_above[c],
-                                                      flags_left)
+                a_left, b, flags_left, res[r][c] = self._pe(m, f"pe{r}_{c}_", a_left,
+                                                            b_above[c], flags_left)
                 b_here.append(b)
             b_above = b_here
 
-        if offset_per_column:
+        offset_sum = None
+        if p.a_width == 16:
             # A row of offset cells in step with row 0: the same b and flags, and the tile's
             # input zero point (-a_offset, 16 bits for every a_offset in range) instead of a.
             # Its sums, zero_point * sum_k b[k, c], leave each row of the column at read-out.
-            zero_point = Signal(signed(a_width), name="edge_zero_point", reset_less=True)
+            zero_point = Signal(signed(p.a_width), name="edge_zero_point", reset_less=True)
             m.d.sync += zero_point.eq(-a_offset)
             zp_left, flags_left = zero_point, edge_flags
             offset_sum = []
             for c in range(cols):
-                zp_left, _, flags_left, total = pe(f"offset{c}_", zp_left, col_in[c], flags_left)
+                zp_left, _, flags_left, total = self._pe(m, f"offset{c}_", zp_left, col_in[c],
+                                                         flags_left)
                 offset_sum.append(total)
+        return res, offset_sum
 
-        # ---- row read-out into the row memories, column by column -------------------------
-        # Row r of a tile ending at cycle t is complete in column c at t + 4 + c + r, and read
-        # out of the array at t + 5 + c + r into that column's own memory: every column's
-        # select, write enable and write address is its left neighbour's, a cycle later (a
-        # register chain, so no net fans out across the array). Rows are written whole
-        # (readable in every column) when the last column has written them.
-        # A token travelling down a delay line marks the rows being read; a row index that
-        # restarts one cycle before the first row selects them (a binary mux is cheaper than a
-        # one-hot AND-OR on ECP5's PFUMX slices).
+    def _row_readout(self, m, ends, res, offset_sum):
+        """Row read-out into the row memories, column by column; returns the memories and the
+        last column's write enable (a row is whole when it is set).
+
+        Row r of a tile ending at cycle t is complete in column c at t + 4 + c + r, and read
+        out of the array at t + 5 + c + r into that column's own memory: every column's
+        select, write enable and write address is its left neighbour's, a cycle later (a
+        register chain, so no net fans out across the array). Rows are written whole
+        (readable in every column) when the last column has written them.
+        A token travelling down a delay line marks the rows being read; a row index that
+        restarts one cycle before the first row selects them (a binary mux is cheaper than a
+        one-hot AND-OR on ECP5's PFUMX slices)."""
+        p = self._params
+        rows, cols, width, depth = p.rows, p.cols, p.acc_width, p.row_fifo_depth
         before_first = delayed(m, "row_token", ends, 4, shape=1)
         token = [delayed(m, "row_token0", before_first, 1, shape=1)]
         for r in range(1, rows):
@@ -334,7 +363,7 @@ class GemmCore(wiring.Component):
             choices = [res[r][c] for r in range(rows)]
             choices += choices[-1:] * (2 ** len(row_index) - rows)
             row_sum = Array(choices)[row_index]
-            if offset_per_column:
+            if offset_sum is not None:
                 # The offset sum is final with row 0's sums and overwritten by the next tile's
                 # before this tile's last row is read: held from the first row's read on.
                 held = Signal(signed(width), name=f"offset_held{c}", reset_less=True)
@@ -353,10 +382,7 @@ class GemmCore(wiring.Component):
                 with m.If(written):
                     m.d.sync += write.addr.eq(_next(write.addr, depth))
             row_mems.append((column, write, written))
-
-        self._output_side(m, [mem for mem, _, _ in row_mems], row_mems[-1][2], tile_mem,
-                          out_layout, row_pop)
-        return m
+        return [mem for mem, _, _ in row_mems], row_mems[-1][2]
 
     def _output_side(self, m, row_mems, row_written, tile_mem, out_layout, row_pop):
         """Rows leave the row memories (one per column) whole into a shifter that emits
