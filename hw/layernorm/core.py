@@ -46,6 +46,16 @@ DESCRIPTORS = 4
 _ROWS_IN_FLIGHT = 3
 
 
+def _bank_base(bank, hidden: int):
+    """The first parameter-memory address of ``bank`` (two banks of ``hidden`` entries)."""
+    return Mux(bank, hidden, 0)
+
+
+def _wrap(value, size: int):
+    """``value + 1`` modulo ``size``."""
+    return Mux(value == size - 1, 0, value + 1)
+
+
 def InBeat(in_width: int) -> data.StructLayout:
     """One element of a row (rows are ``hidden`` consecutive elements)."""
     return data.StructLayout({"data": signed(in_width)})
@@ -131,7 +141,6 @@ class LayerNorm(wiring.Component):
         m = Module()
         cfg = self._params
         n, w, ow = cfg.hidden, cfg.in_width, cfg.out_width
-        wd = stat_widths(n, w)
         depth = cfg.row_buffer_depth
 
         m.submodules.rows = rows = Memory(shape=signed(w), depth=depth, init=[])
@@ -145,13 +154,18 @@ class LayerNorm(wiring.Component):
                                                             depth=DESCRIPTORS)
         m.submodules.requant = requant = Requantizer(lanes=1, out_width=ow)
 
-        def bank_base(bank):
-            return Mux(bank, n, 0)
+        current_bank, rows_using = self._parameter_loads(m, chan_write)
+        read_issue, row_read_done, read_bank = self._intake(m, row_write, stats, descs,
+                                                            current_bank, rows_using)
+        beat = self._read_back(m, row_read, chan_read, descs, stats_layout, read_issue,
+                               row_read_done, read_bank)
+        self._normalise(m, beat, requant)
+        return m
 
-        def wrap(value, size):
-            return Mux(value == size - 1, 0, value + 1)
-
-        # ---- parameter loads: into the bank no row in flight uses ---------------------------
+    def _parameter_loads(self, m, chan_write):
+        """Parameter loads, into the bank no row in flight uses; returns the bank rows starting
+        now use and, per bank, the count of rows using it."""
+        n = self._params.hidden
         current_bank = Signal()           # the bank rows starting now use
         rows_using = [Signal(range(_ROWS_IN_FLIGHT + 1), name=f"rows_using_bank{b}")
                       for b in range(2)]
@@ -162,16 +176,24 @@ class LayerNorm(wiring.Component):
         m.d.comb += [
             self.params.ready.eq(loading | (Mux(load_bank, rows_using[1], rows_using[0]) == 0)),
             load_accept.eq(self.params.valid & self.params.ready),
-            chan_write.addr.eq(bank_base(load_bank) + load_col),
+            chan_write.addr.eq(_bank_base(load_bank, n) + load_col),
             chan_write.data.eq(self.params.payload),
             chan_write.en.eq(load_accept),
         ]
         with m.If(load_accept):
-            m.d.sync += [load_col.eq(wrap(load_col, n)), loading.eq(load_col != n - 1)]
+            m.d.sync += [load_col.eq(_wrap(load_col, n)), loading.eq(load_col != n - 1)]
             with m.If(load_col == n - 1):
                 m.d.sync += current_bank.eq(load_bank)
+        return current_bank, rows_using
 
-        # ---- intake: buffer the row, accumulate sum(x) and sum(x**2) ------------------------
+    def _intake(self, m, row_write, stats, descs, current_bank, rows_using):
+        """Intake: buffer the row, accumulate sum(x) and sum(x**2) into the statistics units
+        (whose results go to the descriptor FIFO). Returns the read side's ``read_issue``,
+        ``row_read_done`` and ``read_bank``, driven by ``_read_back``."""
+        cfg = self._params
+        n, w = cfg.hidden, cfg.in_width
+        wd = stat_widths(n, w)
+        depth = cfg.row_buffer_depth
         stored = Signal(range(depth + 1))     # elements written and not yet read
         write_addr = Signal(range(depth))
         col_in = Signal(range(max(n, 2)))
@@ -197,7 +219,7 @@ class LayerNorm(wiring.Component):
             row_write.en.eq(accept),
         ]
         with m.If(accept):
-            m.d.sync += [write_addr.eq(wrap(write_addr, depth)), col_in.eq(wrap(col_in, n)),
+            m.d.sync += [write_addr.eq(_wrap(write_addr, depth)), col_in.eq(_wrap(col_in, n)),
                          row_bank.eq(bank_now)]
         m.d.sync += stored.eq(stored + accept - read_issue)
         for b in range(2):
@@ -233,8 +255,15 @@ class LayerNorm(wiring.Component):
                              sums.sumsq.eq(new_sumsq), sums.bank.eq(tagged.bank)]
         m.d.comb += [descs.w_data.eq(stats.o.payload), descs.w_en.eq(stats.o.valid),
                      stats.o.ready.eq(descs.w_rdy)]
+        return read_issue, row_read_done, read_bank
 
-        # ---- read back with the row's statistics and the channel's parameters ---------------
+    def _read_back(self, m, row_read, chan_read, descs, stats_layout, read_issue,
+                   row_read_done, read_bank):
+        """Read the row back with its statistics and the channel's parameters; returns the
+        stream of elements to normalise."""
+        cfg = self._params
+        n, w, ow = cfg.hidden, cfg.in_width, cfg.out_width
+        depth = cfg.row_buffer_depth
         head = data.View(stats_layout, descs.r_data)
         read_addr = Signal(range(depth))
         col_out = Signal(range(max(n, 2)))
@@ -252,7 +281,7 @@ class LayerNorm(wiring.Component):
             read_bank.eq(head.bank),
             row_read.addr.eq(read_addr),
             row_read.en.eq(read_advance),          # the read data holds while stalled
-            chan_read.addr.eq(bank_base(head.bank) + col_out),
+            chan_read.addr.eq(_bank_base(head.bank, n) + col_out),
             chan_read.en.eq(read_advance),
             descs.r_en.eq(row_read_done),
             beat.payload.x.eq(row_read.data),
@@ -265,9 +294,13 @@ class LayerNorm(wiring.Component):
             m.d.sync += [beat.valid.eq(read_issue), held.mean.eq(head.mean),
                          held.recip.eq(head.recip), held.last.eq(row_end)]
         with m.If(read_issue):
-            m.d.sync += [read_addr.eq(wrap(read_addr, depth)), col_out.eq(wrap(col_out, n))]
+            m.d.sync += [read_addr.eq(_wrap(read_addr, depth)), col_out.eq(_wrap(col_out, n))]
+        return beat
 
-        # ---- normalise: norm = floor((x - mean) * recip / 2**11), acc = +-norm + bias -------
+    def _normalise(self, m, beat, requant):
+        """Normalise: norm = floor((x - mean) * recip / 2**11), acc = +-norm + bias, then the
+        requantizer onto the output."""
+        w, ow = self._params.in_width, self._params.out_width
         to_requant = stream.Signature(RequantIn(1, ow)).create()
         pipe = StallPipeline(m, beat, to_requant)
         p = beat.payload
@@ -306,4 +339,3 @@ class LayerNorm(wiring.Component):
         m.d.comb += [self.o.valid.eq(requant.o.valid), requant.o.ready.eq(self.o.ready),
                      self.o.payload.data.eq(requant.o.payload.data[0]),
                      self.o.payload.last.eq(requant.o.payload.last)]
-        return m
