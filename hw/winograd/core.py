@@ -169,22 +169,31 @@ class WinogradUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = self._params
-        tm, n, taps = p.m, p.tile_size, p.taps_per_clock
-        groups = p.cycles_per_beat
-        vw, uw, aw = p.input_width, p.weight_width, p.accumulator_width
-        at, _, bt, _ = integer_matrices(tm)
-        exact = p.mode == "exact"
-        shifts = p.shifts
+        state, params, busy, rd, words = self._pass_control(m)
+        # The front pipeline stalls as a whole when its last register is held.
+        advance = Signal()
+        i_valid, a_valid, a_v, a_first, a_last, final_group = self._input_transform(
+            m, state, advance)
+        b_valid, d_valid, d_m = self._multiply_accumulate(
+            m, advance, rd, words, a_valid, a_v, a_first, a_last, final_group)
+        e1_valid, e2_valid, e2 = self._output_transform(m, advance, d_valid, d_m)
+        self._rescale_and_output(m, params, busy, advance,
+                                 (i_valid, a_valid, b_valid, d_valid, e1_valid), e2_valid, e2)
+        return m
 
-        # ---- pass control: params, then weights, then tiles -------------------------------
+    def _pass_control(self, m):
+        """Pass control: params, then weights (into the weight memory), then tiles. Returns
+        ``(state, params, busy, rd, words)``: ``rd`` the weight memory's read port, ``words``
+        its depth."""
+        p = self._params
         state = Signal(range(3), init=PARAMS)
         params = Signal(PassParams(p.requantize))
         busy = Signal()
         # No zero-width counters or addresses: Verilator rejects the [-1:0] ranges they produce.
         words = max(p.weight_words, 2)
         m.submodules.weight_mem = mem = Memory(
-            shape=data.ArrayLayout(signed(uw), taps), depth=words, init=[])
+            shape=data.ArrayLayout(signed(p.weight_width), p.taps_per_clock), depth=words,
+            init=[])
         wr = mem.write_port()
         # Synchronous read (block RAM on iCE40, no LUT-RAM read in the product path): the port
         # is given the address the next issue will use, so its data is ready when it issues.
@@ -205,18 +214,22 @@ class WinogradUnit(wiring.Component):
             m.d.sync += wr_addr.eq(Mux(wrap, 0, wr_addr + 1))
             with m.If(self.weights.payload.last):
                 m.d.sync += state.eq(TILES)
+        return state, params, busy, rd, words
 
-        # ---- the front pipeline stalls as a whole when its last register is held ----------
-        advance = Signal()
+    def _input_transform(self, m, state, advance):
+        """Stages I and A. Returns ``(i_valid, a_valid, a_v, a_first, a_last, final_group)``.
 
-        # Stage I: the accepted tile, registered so that the input transform starts from a
-        # register (not from the source's payload: that was the critical path).
-        # Stage A: transformed (and quantized) input taps. With fewer multipliers than taps
-        # the taps rotate by `taps` per clock so group g is always at 0.
+        Stage I: the accepted tile, registered so that the input transform starts from a
+        register (not from the source's payload: that was the critical path).
+        Stage A: transformed (and quantized) input taps. With fewer multipliers than taps
+        the taps rotate by `taps` per clock so group g is always at 0."""
+        p = self._params
+        n, taps, groups = p.tile_size, p.taps_per_clock, p.cycles_per_beat
+        _, _, bt, _ = integer_matrices(p.m)
         i_valid = Signal()
         i_tile = Signal(InputTile(n))
         a_valid = Signal()
-        a_v = Signal(data.ArrayLayout(signed(vw), n * n))
+        a_v = Signal(data.ArrayLayout(signed(p.input_width), n * n))
         a_first = Signal()
         a_last = Signal()
         group = Signal(range(max(groups, 2)))
@@ -237,8 +250,8 @@ class WinogradUnit(wiring.Component):
         v_taps = []
         for t in range(n * n):
             value = v_full[t // n][t % n]
-            if not exact:
-                value = self._quantize_tap(m, value, shifts.v[t // n][t % n], t)
+            if p.mode != "exact":
+                value = self._quantize_tap(m, value, p.shifts.v[t // n][t % n], t)
             v_taps.append(value)
         with m.If(advance):
             with m.If(load):
@@ -252,7 +265,14 @@ class WinogradUnit(wiring.Component):
                 m.d.sync += a_valid.eq(0)
         with m.If(accept & self.i.payload.last & self.i.payload.end):
             m.d.sync += state.eq(PARAMS)
+        return i_valid, a_valid, a_v, a_first, a_last, final_group
 
+    def _multiply_accumulate(self, m, advance, rd, words, a_valid, a_v, a_first, a_last,
+                             final_group):
+        """Weight memory read, stage B (products) and stage C (accumulators); returns
+        ``(b_valid, d_valid, d_m)``, the completed M in register D."""
+        p = self._params
+        n, taps, aw = p.tile_size, p.taps_per_clock, p.accumulator_width
         # Weight memory read: one word per issued group, in order, channel after channel.
         rd_addr = Signal(range(words))
         issue = advance & a_valid
@@ -281,13 +301,18 @@ class WinogradUnit(wiring.Component):
                 m.d.sync += [acc[t].eq(rotated[t]) for t in range(n * n)]
                 with m.If(b_last & b_final):
                     m.d.sync += [d_m[t].eq(rotated[t]) for t in range(n * n)]
+        return b_valid, d_valid, d_m
 
-        # Stages E1, E2: output transform, rows then columns.
-        mw = p.transform_width
-        if exact:
+    def _output_transform(self, m, advance, d_valid, d_m):
+        """Stages E1, E2: output transform, rows then columns; returns
+        ``(e1_valid, e2_valid, e2)``."""
+        p = self._params
+        tm, n, mw = p.m, p.tile_size, p.transform_width
+        at, _, _, _ = integer_matrices(tm)
+        if p.mode == "exact":
             m_taps = [[d_m[r * n + c] for c in range(n)] for r in range(n)]
         else:
-            left, frac = rescale_shifts(shifts)
+            left, _ = rescale_shifts(p.shifts)
             m_taps = [[d_m[r * n + c] << int(left[r][c]) for c in range(n)] for r in range(n)]
         e1_valid, e2_valid = Signal(), Signal()
         e1 = Signal(data.ArrayLayout(data.ArrayLayout(signed(mw), n), tm))
@@ -301,22 +326,29 @@ class WinogradUnit(wiring.Component):
             m.d.sync += [e1_valid.eq(d_valid), e2_valid.eq(e1_valid)]
             m.d.sync += [e1[i][c].eq(rows[i][c]) for i in range(tm) for c in range(n)]
             m.d.sync += [e2[i * tm + j].eq(cols[i][j]) for i in range(tm) for j in range(tm)]
+        return e1_valid, e2_valid, e2
 
-        # Stage S: back to the direct accumulator's scale. Stage E3: bias added; held for the
-        # sequencer. Two stages, so the rounding shift, saturation and bias add (or the exact
-        # division's shift-and-add steps) are not one long carry chain.
+    def _rescale_and_output(self, m, params, busy, advance, front_valids, e2_valid, e2):
+        """Stage S: back to the direct accumulator's scale. Stage E3: bias added; held for the
+        sequencer. Two stages, so the rounding shift, saturation and bias add (or the exact
+        division's shift-and-add steps) are not one long carry chain. Then the output
+        sequencer, which drives ``advance``; ``busy`` while any stage holds a tile."""
+        p = self._params
+        tm = p.m
+        i_valid, a_valid, b_valid, d_valid, e1_valid = front_valids
         s_valid = Signal()
         s_y = Signal(data.ArrayLayout(signed(32), tm * tm))
         e3_valid = Signal()
         e3 = Signal(data.ArrayLayout(signed(32), tm * tm))
         scaled = []
         for t in range(tm * tm):
-            if exact:
+            if p.mode == "exact":
                 k, odd = exact_divisor(tm)
                 y = e2[t][k:k + 32].as_signed()
                 for sign, amount in odd_inverse_steps(odd):
                     y = (y + (y << amount) if sign > 0 else y - (y << amount))[:32].as_signed()
             else:
+                _, frac = rescale_shifts(p.shifts)
                 y = e2[t]
                 if frac:
                     y = (y + (1 << (frac - 1))) >> frac
@@ -338,7 +370,6 @@ class WinogradUnit(wiring.Component):
             m.d.sync += [s_valid.eq(e2_valid), e3_valid.eq(s_valid)]
             m.d.sync += [s_y[t].eq(scaled[t]) for t in range(tm * tm)]
             m.d.sync += [e3[t].eq((s_y[t] + params.bias)[:32]) for t in range(tm * tm)]
-        return m
 
     @staticmethod
     def _quantize_tap(module, value, shift: int, tap: int):
