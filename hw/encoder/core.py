@@ -4,6 +4,8 @@ and weights streamed from external memory. Bit-exact to ``sim.golden.encoder.for
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -98,6 +100,14 @@ class _TokenMajor:
         return stmts
 
 
+class _Nets(SimpleNamespace):
+    """The units, memories, signals and helpers that the parts of
+    ``EncoderAccelerator.elaborate`` share, one attribute each (``p``: the parameters)."""
+
+    def update(self, **members):
+        vars(self).update(members)
+
+
 class EncoderAccelerator(wiring.Component):
     """A BERT-style encoder (``sim.golden.encoder``) for a batch of sequences, weights read
     from external memory (the weight image, ``sim.encoder_image``).
@@ -145,11 +155,24 @@ class EncoderAccelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = self._params
-        P, rows, cols, H = p.port_width, p.rows, p.cols, p.hidden
-        row_words_max = p.fetch_row_bits // P
+        s = _Nets(p=self._params)
+        self._units(m, s)
+        self._memories(m, s)
+        self._fetch(m, s)
+        self._writer(m, s)
+        self._element_reader(m, s)
+        self._gemm_feed(m, s)
+        self._sequencer(m, s)
+        self._gemm_pass(m, s)
+        self._element_passes(m, s)
+        self._attention(m, s)
+        self._pooling(m, s)
+        return m
 
-        # ---- units ------------------------------------------------------------------------
+    def _units(self, m: Module, s: _Nets):
+        """The GEMM core, the attention unit, LayerNorm, GELU (and its requantizer), ADD."""
+        p = s.p
+        rows, cols, H = p.rows, p.cols, p.hidden
         m.submodules.gemm = gemm = GemmCore(rows=rows, cols=cols, a_width=16, out_width=16)
         m.submodules.attention = att = AttentionUnit(p.attention_unit)
         m.submodules.layernorm = ln = LayerNorm(hidden=H, in_width=16, out_width=16,
@@ -160,11 +183,14 @@ class EncoderAccelerator(wiring.Component):
         m.submodules.add = add = AddUnit(in_width=16, out_width=16, inputs=2)
         m.d.comb += [gelu_rq.i.valid.eq(gelu.o.valid), gelu.o.ready.eq(gelu_rq.i.ready),
                      gelu_rq.i.payload.acc[0].eq(gelu.o.payload.data[0])]
+        s.update(gemm=gemm, att=att, ln=ln, gelu=gelu, gelu_rq=gelu_rq, add=add)
 
-        # ---- activation memories ----------------------------------------------------------
+    def _memories(self, m: Module, s: _Nets):
+        """The activation memories, the sequence lengths and the sequencer's registers."""
+        p = s.p
         mems, rd, wr = [], [], []
         for name, (bits, _) in MEMORIES.items():
-            mem = Memory(shape=data.ArrayLayout(signed(bits), rows),
+            mem = Memory(shape=data.ArrayLayout(signed(bits), p.rows),
                          depth=p.memory_depth(name), init=[])
             m.submodules[f"mem_{name}"] = mem
             mems.append(mem)
@@ -180,9 +206,15 @@ class EncoderAccelerator(wiring.Component):
         desc_addr = Signal(ADDR_BITS)
         n_seqs = Signal(range(p.max_seqs + 1))
         n_tokens = Signal(range(p.max_tokens + 1))
-        op = desc.op
+        s.update(rd=rd, wr=wr, lengths=lengths, len_write=len_write, state=state, phase=phase,
+                 desc=desc, desc_addr=desc_addr, n_seqs=n_seqs, n_tokens=n_tokens, op=desc.op)
 
-        # ---- fetch: one request, the words assembled into record rows ---------------------
+    def _fetch(self, m: Module, s: _Nets):
+        """One read request at a time (``s.fetch``), the words assembled into record rows
+        (``s.row``, ``s.row_valid``, ``s.row_ready``)."""
+        p = s.p
+        P = p.port_width
+        row_words_max = p.fetch_row_bits // P
         fetch_addr = Signal(ADDR_BITS)
         fetch_len = Signal(LENGTH_BITS)
         fetch_row_words = Signal(range(row_words_max + 1))
@@ -219,8 +251,14 @@ class EncoderAccelerator(wiring.Component):
                 m.d.sync += [word_index.eq(0), row_valid.eq(1)]
             with m.Else():
                 m.d.sync += word_index.eq(word_index + 1)
+        s.update(fetch=fetch, req_pending=req_pending, row=row, row_valid=row_valid,
+                 row_ready=row_ready)
 
-        # ---- the writer: every element into an activation memory (and the debug stream) ----
+    def _writer(self, m: Module, s: _Nets):
+        """The writer: every element into an activation memory (and the debug stream);
+        ``s.to_writer`` connects a pass's output stream to it in token-major order."""
+        p, desc = s.p, s.desc
+        rows = p.rows
         w_valid, w_ready = Signal(), Signal()
         w_mem = Signal(3)
         w_addr = Signal(range(p.token_words * p.max_k + 1))
@@ -242,7 +280,7 @@ class EncoderAccelerator(wiring.Component):
                              dbg_out.data.eq(w_data)]
         else:
             m.d.comb += w_ready.eq(1)
-        for n, port in enumerate(wr):
+        for n, port in enumerate(s.wr):
             m.d.comb += [port.addr.eq(w_addr)]
             for lane in range(rows):
                 m.d.comb += [port.data[lane].eq(w_data),
@@ -251,7 +289,22 @@ class EncoderAccelerator(wiring.Component):
         expect = Signal.like(written)
         wpos = _TokenMajor(m, "write", p)
 
-        # ---- the element reader: token-major over n_tokens x desc.k from src (and src2) ----
+        def to_writer(valid, value, ready):
+            m.d.comb += [w_valid.eq(valid), ready.eq(w_ready), w_mem.eq(desc.dst),
+                         w_addr.eq(wpos.addr), w_lane.eq(wpos.lane), w_data.eq(value),
+                         w_token.eq(wpos.token), w_channel.eq(wpos.channel), w_tag.eq(desc.tag)]
+            with m.If(w_fire):
+                wpos.step(desc.n)
+                m.d.sync += written.eq(written + 1)
+
+        s.update(w_valid=w_valid, w_ready=w_ready, w_mem=w_mem, w_addr=w_addr, w_lane=w_lane,
+                 w_data=w_data, w_token=w_token, w_channel=w_channel, w_tag=w_tag,
+                 w_fire=w_fire, written=written, expect=expect, wpos=wpos, to_writer=to_writer)
+
+    def _element_reader(self, m: Module, s: _Nets):
+        """The element reader: token-major over ``n_tokens x desc.k`` from ``src`` (and
+        ``src2``) into a FIFO (``s.r_out``, ``s.r_valid``, ``s.r_take``); ``s.start_reader``."""
+        p, desc, n_tokens = s.p, s.desc, s.n_tokens
         rpos = _TokenMajor(m, "read", p)
         r_src = Signal(3)
         r_width = Signal(16)
@@ -273,7 +326,7 @@ class EncoderAccelerator(wiring.Component):
 
         def element(mem_sel):
             value = Signal(signed(16))
-            for n, port in enumerate(rd):
+            for n, port in enumerate(s.rd):
                 with m.If(mem_sel == n):
                     m.d.comb += value.eq(port.data[r_lane])
             return value
@@ -284,7 +337,18 @@ class EncoderAccelerator(wiring.Component):
         r_valid, r_take = r_fifo.r_rdy, Signal()
         m.d.comb += r_fifo.r_en.eq(r_take)
 
-        # ---- GEMM: weight tile buffer, k-slice reader, tile parameters, output positions ---
+        def start_reader():
+            return [r_running.eq(1), *rpos.reset()]
+
+        s.update(rpos=rpos, r_src=r_src, r_width=r_width, r_running=r_running, r_fifo=r_fifo,
+                 r_reading=r_reading, r_mem_a=r_mem_a, r_out=r_out, r_valid=r_valid,
+                 r_take=r_take, start_reader=start_reader)
+
+    def _gemm_feed(self, m: Module, s: _Nets):
+        """The GEMM's weight tile buffer, k-slice reader and tile parameters, the output
+        position registers, and which source feeds the activation read ports."""
+        p, desc, gemm = s.p, s.desc, s.gemm
+        rows, cols = p.rows, p.cols
         m.submodules.wbuf = wbuf = Memory(shape=data.ArrayLayout(signed(8), cols),
                                           depth=p.max_k, init=[])
         wbuf_write, wbuf_read = wbuf.write_port(), wbuf.read_port()
@@ -316,8 +380,8 @@ class EncoderAccelerator(wiring.Component):
                 m.d.sync += g_k.eq(g_k + 1)
         m.d.comb += [wbuf_read.addr.eq(g_k)]
         src_word = Signal(data.ArrayLayout(signed(16), rows))
-        for n, port in enumerate(rd):
-            with m.If(r_mem_a == n):
+        for n, port in enumerate(s.rd):
+            with m.If(s.r_mem_a == n):
                 for lane in range(rows):
                     m.d.comb += src_word[lane].eq(port.data[lane])
         m.d.comb += [k_fifo.w_en.eq(k_reading),
@@ -347,14 +411,24 @@ class EncoderAccelerator(wiring.Component):
         o_col = Signal(range(p.max_k + 1))
         o_token = Signal(range(p.token_words * rows + 1))
 
-        # ---- which source feeds the read ports ---------------------------------------------
-        for port in rd:
-            m.d.comb += port.addr.eq(Mux(op == OPS["gemm"], g_tile_base + g_k, rpos.addr))
+        # Which source feeds the read ports.
+        for port in s.rd:
+            m.d.comb += port.addr.eq(Mux(s.op == OPS["gemm"], g_tile_base + g_k, s.rpos.addr))
+        s.update(wbuf_write=wbuf_write, g_bias=g_bias, g_mult=g_mult, g_shift=g_shift,
+                 g_row=g_row, g_col=g_col, g_col_tile=g_col_tile, g_k=g_k, g_tile=g_tile,
+                 g_tile_base=g_tile_base, g_params_left=g_params_left, row_tiles=row_tiles,
+                 g_issuing=g_issuing, o_c=o_c, o_r=o_r, o_tile=o_tile, o_tile_base=o_tile_base,
+                 o_col=o_col, o_token=o_token)
 
-        # ---- sequencer -----------------------------------------------------------------------
+    def _sequencer(self, m: Module, s: _Nets):
+        """The sequencer: a batch's lengths and embedding sums in, then one pass per
+        descriptor of the program (``s.running``; a pass sets ``s.run_done``)."""
+        p, state, desc, row = s.p, s.state, s.desc, s.row
+        rows, H = p.rows, p.hidden
+        n_seqs, n_tokens, wpos, w_ready = s.n_seqs, s.n_tokens, s.wpos, s.w_ready
         seq_fire = self.seq.valid & self.seq.ready
-        m.d.comb += [len_write.addr.eq(n_seqs), len_write.data.eq(self.seq.payload.length),
-                     len_write.en.eq(seq_fire)]
+        m.d.comb += [s.len_write.addr.eq(n_seqs), s.len_write.data.eq(self.seq.payload.length),
+                     s.len_write.en.eq(seq_fire)]
         desc_row = data.View(Descriptor, row[:Descriptor.size])
         # seq.ready straight from a flip-flop: a ready computed only from the state would not
         # be evaluated at time 0 by Icarus (no input of it changes before a beat is taken).
@@ -368,53 +442,65 @@ class EncoderAccelerator(wiring.Component):
                 with m.If(self.seq.payload.last):
                     m.d.sync += [state.eq(State.LOAD_X), taking_seqs.eq(0), *wpos.reset()]
         with m.Elif(state == State.LOAD_X):
-            m.d.comb += [w_valid.eq(self.x.valid), self.x.ready.eq(w_ready),
-                         w_mem.eq(list(MEMORIES).index("c")), w_addr.eq(wpos.addr),
-                         w_lane.eq(wpos.lane), w_data.eq(self.x.payload),
-                         w_token.eq(wpos.token), w_channel.eq(wpos.channel),
-                         w_tag.eq(INPUT_TAG)]
-            with m.If(w_fire):
+            m.d.comb += [s.w_valid.eq(self.x.valid), self.x.ready.eq(w_ready),
+                         s.w_mem.eq(list(MEMORIES).index("c")), s.w_addr.eq(wpos.addr),
+                         s.w_lane.eq(wpos.lane), s.w_data.eq(self.x.payload),
+                         s.w_token.eq(wpos.token), s.w_channel.eq(wpos.channel),
+                         s.w_tag.eq(INPUT_TAG)]
+            with m.If(s.w_fire):
                 wpos.step(H)
                 with m.If(wpos.row_end(H) & (wpos.token == n_tokens - 1)):
-                    m.d.sync += [state.eq(State.FETCH_DESC), desc_addr.eq(0)]
-            m.d.sync += row_tiles.eq((n_tokens + rows - 1) // rows if rows & (rows - 1)
-                                     else (n_tokens + rows - 1) >> (rows.bit_length() - 1))
+                    m.d.sync += [state.eq(State.FETCH_DESC), s.desc_addr.eq(0)]
+            m.d.sync += s.row_tiles.eq((n_tokens + rows - 1) // rows if rows & (rows - 1)
+                                       else (n_tokens + rows - 1) >> (rows.bit_length() - 1))
         with m.Elif(state == State.FETCH_DESC):
-            m.d.sync += [*fetch(desc_addr, 1, p.descriptor_words), state.eq(State.WAIT_DESC)]
+            m.d.sync += [*s.fetch(s.desc_addr, 1, p.descriptor_words),
+                         state.eq(State.WAIT_DESC)]
         with m.Elif(state == State.WAIT_DESC):
-            m.d.comb += row_ready.eq(1)
-            with m.If(row_valid):
-                m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), phase.eq(Phase.PARAMS),
-                             g_col.eq(0), g_col_tile.eq(0), g_row.eq(0), written.eq(0),
-                             *wpos.reset(), *rpos.reset(), o_c.eq(0), o_r.eq(0),
-                             o_tile.eq(0), o_tile_base.eq(0), o_col.eq(0), o_token.eq(0)]
+            m.d.comb += s.row_ready.eq(1)
+            with m.If(s.row_valid):
+                m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), s.phase.eq(Phase.PARAMS),
+                             s.g_col.eq(0), s.g_col_tile.eq(0), s.g_row.eq(0), s.written.eq(0),
+                             *wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
+                             s.o_tile.eq(0), s.o_tile_base.eq(0), s.o_col.eq(0),
+                             s.o_token.eq(0)]
                 with m.If(desc_row.op == OPS["end"]):
                     m.d.sync += [state.eq(State.LOAD_SEQ), taking_seqs.eq(1), n_seqs.eq(0),
                                  n_tokens.eq(0)]
                 with m.If(desc_row.op == OPS["gemm"]):
-                    m.d.sync += expect.eq(row_tiles * rows * desc_row.n)
+                    m.d.sync += s.expect.eq(s.row_tiles * rows * desc_row.n)
                 with m.Else():
-                    m.d.sync += expect.eq(n_tokens * desc_row.n)
+                    m.d.sync += s.expect.eq(n_tokens * desc_row.n)
         with m.Elif(state == State.RUN):
             with m.If(run_done):
                 m.d.sync += state.eq(State.NEXT)
         with m.Elif(state == State.NEXT):
-            m.d.sync += [desc_addr.eq(desc_addr + p.descriptor_words),
+            m.d.sync += [s.desc_addr.eq(s.desc_addr + p.descriptor_words),
                          state.eq(State.FETCH_DESC)]
 
-        running = state == State.RUN
-        m.d.comb += [r_width.eq(desc.k), r_src.eq(desc.src)]
+        s.update(run_done=run_done, running=state == State.RUN)
+        m.d.comb += [s.r_width.eq(desc.k), s.r_src.eq(desc.src)]
 
-        # ---- GEMM pass ------------------------------------------------------------------------
+    def _gemm_pass(self, m: Module, s: _Nets):
+        """A GEMM pass, per column tile: its parameters, its weight tile, the k-slices of
+        every row tile; the outputs written as they leave."""
+        p, desc, phase, gemm, row = s.p, s.desc, s.phase, s.gemm, s.row
+        rows, cols = p.rows, p.cols
         prw, wrw = p.param_row_words, p.weight_row_words
-        with m.If(running & (op == OPS["gemm"])):
-            m.d.comb += [w_valid.eq(gemm.o.valid), gemm.o.ready.eq(w_ready),
-                         w_mem.eq(desc.dst), w_addr.eq(o_tile_base + o_col + o_c),
-                         w_lane.eq(o_r), w_data.eq(gemm.o.payload.data[0]),
-                         w_token.eq(o_token + o_r), w_channel.eq(o_col + o_c), w_tag.eq(desc.tag)]
+        o_c, o_r, o_tile, o_tile_base, o_col, o_token = (s.o_c, s.o_r, s.o_tile, s.o_tile_base,
+                                                         s.o_col, s.o_token)
+        g_row, g_col, g_col_tile = s.g_row, s.g_col, s.g_col_tile
+        g_params_left, g_issuing, row_tiles = s.g_params_left, s.g_issuing, s.row_tiles
+        w_ready, written, fetch = s.w_ready, s.written, s.fetch
+        with m.If(s.running & (s.op == OPS["gemm"])):
+            m.d.comb += [s.w_valid.eq(gemm.o.valid), gemm.o.ready.eq(w_ready),
+                         s.w_mem.eq(desc.dst), s.w_addr.eq(o_tile_base + o_col + o_c),
+                         s.w_lane.eq(o_r), s.w_data.eq(gemm.o.payload.data[0]),
+                         s.w_token.eq(o_token + o_r), s.w_channel.eq(o_col + o_c),
+                         s.w_tag.eq(desc.tag)]
             # Rows past the batch's tokens (the last row tile's padding) are dropped.
-            with m.If(o_token + o_r >= n_tokens):
-                m.d.comb += [w_valid.eq(0), gemm.o.ready.eq(1)]
+            with m.If(o_token + o_r >= s.n_tokens):
+                m.d.comb += [s.w_valid.eq(0), gemm.o.ready.eq(1)]
             with m.If(gemm.o.valid & gemm.o.ready):
                 m.d.sync += written.eq(written + 1)
                 with m.If(o_c == cols - 1):
@@ -433,22 +519,22 @@ class EncoderAccelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += o_c.eq(o_c + 1)
             with m.If(phase == Phase.PARAMS):
-                with m.If(~req_pending & (g_row == 0) & (g_params_left == 0)
+                with m.If(~s.req_pending & (g_row == 0) & (g_params_left == 0)
                           & ~g_issuing):
                     with m.If(g_col == desc.n):
                         m.d.sync += phase.eq(Phase.DRAIN)
                     with m.Else():
                         m.d.sync += [*fetch(desc.paddr + g_col_tile * (3 * prw), 3, prw),
                                      g_row.eq(1)]
-                m.d.comb += row_ready.eq(1)
-                with m.If(row_valid):
+                m.d.comb += s.row_ready.eq(1)
+                with m.If(s.row_valid):
                     bits = row[:32 * cols]
                     with m.If(g_row == 1):
-                        m.d.sync += g_bias.eq(bits)
+                        m.d.sync += s.g_bias.eq(bits)
                     with m.Elif(g_row == 2):
-                        m.d.sync += g_mult.eq(bits)
+                        m.d.sync += s.g_mult.eq(bits)
                     with m.Elif(g_row == 3):
-                        m.d.sync += [g_shift[c].eq(bits.word_select(c, 8)[:6])
+                        m.d.sync += [s.g_shift[c].eq(bits.word_select(c, 8)[:6])
                                      for c in range(cols)]
                     m.d.sync += g_row.eq(g_row + 1)
                     with m.If(g_row == 3):
@@ -456,35 +542,32 @@ class EncoderAccelerator(wiring.Component):
                                      *fetch(desc.addr + g_col_tile * desc.k * wrw, desc.k,
                                             wrw)]
             with m.Elif(phase == Phase.WEIGHTS):
-                m.d.comb += [row_ready.eq(1), wbuf_write.addr.eq(g_row),
-                             wbuf_write.data.eq(row[:8 * cols]), wbuf_write.en.eq(row_valid)]
-                with m.If(row_valid):
+                m.d.comb += [s.row_ready.eq(1), s.wbuf_write.addr.eq(g_row),
+                             s.wbuf_write.data.eq(row[:8 * cols]),
+                             s.wbuf_write.en.eq(s.row_valid)]
+                with m.If(s.row_valid):
                     m.d.sync += g_row.eq(g_row + 1)
                     with m.If(g_row == desc.k - 1):
                         m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), g_issuing.eq(1),
-                                     g_k.eq(0), g_tile.eq(0), g_tile_base.eq(0),
+                                     s.g_k.eq(0), s.g_tile.eq(0), s.g_tile_base.eq(0),
                                      g_params_left.eq(row_tiles)]
             with m.Elif(phase == Phase.COMPUTE):
                 with m.If(~g_issuing & (g_params_left == 0)):
                     m.d.sync += [phase.eq(Phase.PARAMS), g_col.eq(g_col + cols),
                                  g_col_tile.eq(g_col_tile + 1)]
             with m.Elif(phase == Phase.DRAIN):
-                m.d.comb += run_done.eq(written == expect)
+                m.d.comb += s.run_done.eq(written == s.expect)
 
-        # ---- element passes --------------------------------------------------------------
-        def to_writer(valid, value, ready):
-            m.d.comb += [w_valid.eq(valid), ready.eq(w_ready), w_mem.eq(desc.dst),
-                         w_addr.eq(wpos.addr), w_lane.eq(wpos.lane), w_data.eq(value),
-                         w_token.eq(wpos.token), w_channel.eq(wpos.channel), w_tag.eq(desc.tag)]
-            with m.If(w_fire):
-                wpos.step(desc.n)
-                m.d.sync += written.eq(written + 1)
-
-        def start_reader():
-            return [r_running.eq(1), *rpos.reset()]
-
+    def _element_passes(self, m: Module, s: _Nets):
+        """The LayerNorm pass (the channel records, then the rows), the ADD and GELU passes
+        (one element in, one out)."""
+        p, desc, phase, op, running = s.p, s.desc, s.phase, s.op, s.running
+        ln, add, gelu, gelu_rq = s.ln, s.add, s.gelu, s.gelu_rq
+        r_valid, r_out, r_take, g_row = s.r_valid, s.r_out, s.r_take, s.g_row
+        to_writer, start_reader, run_done = s.to_writer, s.start_reader, s.run_done
+        written, expect, row_valid = s.written, s.expect, s.row_valid
         # LayerNorm: the channel records, then the rows.
-        ln_rec = row[:128]
+        ln_rec = s.row[:128]
         m.d.comb += [ln.params.payload.multiplier.eq(ln_rec[0:32]),
                      ln.params.payload.bias.eq(ln_rec[32:64]),
                      ln.params.payload.shift.eq(ln_rec[64:70]),
@@ -495,12 +578,12 @@ class EncoderAccelerator(wiring.Component):
             m.d.comb += [ln.i.valid.eq(r_valid), ln.i.payload.data.eq(r_out.a),
                          r_take.eq(ln.i.ready & r_valid)]
             with m.If(phase == Phase.PARAMS):
-                with m.If(~req_pending & (g_row == 0)):
-                    m.d.sync += [*fetch(desc.paddr, H, p.ln_row_words), g_row.eq(1)]
-                m.d.comb += [ln.params.valid.eq(row_valid), row_ready.eq(ln.params.ready)]
+                with m.If(~s.req_pending & (g_row == 0)):
+                    m.d.sync += [*s.fetch(desc.paddr, p.hidden, p.ln_row_words), g_row.eq(1)]
+                m.d.comb += [ln.params.valid.eq(row_valid), s.row_ready.eq(ln.params.ready)]
                 with m.If(row_valid & ln.params.ready):
                     m.d.sync += g_row.eq(g_row + 1)
-                    with m.If(g_row == H):
+                    with m.If(g_row == p.hidden):
                         m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), *start_reader()]
             with m.Elif(phase == Phase.COMPUTE):
                 m.d.comb += run_done.eq(written == expect)
@@ -536,14 +619,18 @@ class EncoderAccelerator(wiring.Component):
             with m.Else():
                 m.d.comb += run_done.eq(written == expect)
 
-        # ---- attention: Q, K, V memories packed into words; context words unpacked ---------
+    def _attention(self, m: Module, s: _Nets):
+        """The attention pass: Q, K, V memories packed into words, the sequences' lengths as
+        its descriptors, the context words unpacked to the writer."""
+        p, desc, phase, att, n_seqs = s.p, s.desc, s.phase, s.att, s.n_seqs
+        r_valid, r_out, r_take, start_reader = s.r_valid, s.r_out, s.r_take, s.start_reader
         B = p.block
         a_tensor = Signal(2)                    # 0: q, 1: k, 2: v, 3: done
         pack = Signal(data.ArrayLayout(signed(8), B))
         pack_n = Signal(range(max(B, 2)))
         pack_valid = Signal()
         feed = Signal(range(p.max_seqs + 1))
-        feed_read = lengths.read_port(domain="comb")
+        feed_read = s.lengths.read_port(domain="comb")
         unpack = Signal(data.ArrayLayout(signed(8), B))
         unpack_n = Signal(range(max(B, 2)))
         unpack_valid = Signal()
@@ -558,8 +645,8 @@ class EncoderAccelerator(wiring.Component):
         words = [att.q, att.k, att.v]
         for t, port in enumerate(words):
             m.d.comb += port.payload.eq(pack)
-        with m.If(running & (op == OPS["attention"])):
-            m.d.comb += [r_src.eq(list(MEMORIES).index("q") + a_tensor),
+        with m.If(s.running & (s.op == OPS["attention"])):
+            m.d.comb += [s.r_src.eq(list(MEMORIES).index("q") + a_tensor),
                          att.desc.valid.eq((phase == Phase.COMPUTE) & (feed != n_seqs)),
                          r_take.eq(r_valid & ~pack_valid)]
             with m.If(att.desc.valid & att.desc.ready):
@@ -579,35 +666,38 @@ class EncoderAccelerator(wiring.Component):
                              unpack_n.eq(0), *start_reader()]
             with m.Elif(phase == Phase.COMPUTE):
                 # The next tensor once the reader has finished and the last word left.
-                with m.If(~r_running & (r_fifo.level == 0) & ~pack_valid & ~r_reading
+                with m.If(~s.r_running & (s.r_fifo.level == 0) & ~pack_valid & ~s.r_reading
                           & (a_tensor != 3)):
                     m.d.sync += a_tensor.eq(a_tensor + 1)
                     with m.If(a_tensor != 2):
                         m.d.sync += start_reader()
-                m.d.comb += run_done.eq(written == expect)
+                m.d.comb += s.run_done.eq(s.written == s.expect)
             m.d.comb += att.o.ready.eq(~unpack_valid)
             with m.If(att.o.valid & att.o.ready):
                 m.d.sync += [unpack.eq(att.o.payload.data), unpack_valid.eq(1)]
-            to_writer(unpack_valid, unpack[0], Signal(name="unpack_ready"))
-            with m.If(w_fire):
+            s.to_writer(unpack_valid, unpack[0], Signal(name="unpack_ready"))
+            with m.If(s.w_fire):
                 m.d.sync += [unpack.eq(Cat(unpack.as_value()[8:], Const(0, 8))),
                              unpack_n.eq(Mux(unpack_n == B - 1, 0, unpack_n + 1))]
                 with m.If(unpack_n == B - 1):
                     m.d.sync += unpack_valid.eq(0)
 
-        # ---- pooling: per-channel sums over each sequence's tokens -----------------------
+    def _pooling(self, m: Module, s: _Nets):
+        """The pooling pass: per-channel sums over each sequence's tokens, out on ``o``."""
+        p, phase, r_valid, r_take = s.p, s.phase, s.r_valid, s.r_take
+        H = p.hidden
         m.submodules.pool_memory = pool_mem = Memory(shape=signed(32), depth=H, init=[])
         pool_read = pool_mem.read_port(domain="comb")
         pool_write = pool_mem.write_port()
         pool_seq = Signal(range(p.max_seqs + 1))
         pool_tok = Signal(range(p.max_len + 1))
         pool_channel = Signal(range(H))
-        pool_len = lengths.read_port(domain="comb")
+        pool_len = s.lengths.read_port(domain="comb")
         pooled = Signal(signed(32))
         final = pool_tok == pool_len.data - 1
         m.d.comb += [pool_len.addr.eq(pool_seq), pool_read.addr.eq(pool_channel),
                      pool_write.addr.eq(pool_channel), pool_write.data.eq(pooled),
-                     pooled.eq(Mux(pool_tok == 0, 0, pool_read.data) + r_out.a)]
+                     pooled.eq(Mux(pool_tok == 0, 0, pool_read.data) + s.r_out.a)]
         # The pooled sums leave through a one-beat output register (loaded when it is empty or
         # taken): the memory reads and the state machine are off the output path.
         o_out = Signal(PooledOut)
@@ -617,21 +707,19 @@ class EncoderAccelerator(wiring.Component):
         with m.If(o_ready):
             m.d.sync += [o_valid.eq(o_load), o_out.data.eq(pooled),
                          o_out.last.eq(pool_channel == H - 1)]
-        with m.If(running & (op == OPS["pool"])):
+        with m.If(s.running & (s.op == OPS["pool"])):
             m.d.comb += [o_load.eq(r_valid & final),
                          r_take.eq(r_valid & (~final | o_ready)),
                          pool_write.en.eq(r_take)]
             with m.If(phase == Phase.PARAMS):
                 m.d.sync += [phase.eq(Phase.COMPUTE), pool_seq.eq(0), pool_tok.eq(0),
-                             pool_channel.eq(0), *start_reader()]
+                             pool_channel.eq(0), *s.start_reader()]
             with m.Else():
-                m.d.comb += run_done.eq(written == expect)
+                m.d.comb += s.run_done.eq(s.written == s.expect)
             with m.If(r_take):
-                m.d.sync += [written.eq(written + 1),
+                m.d.sync += [s.written.eq(s.written + 1),
                              pool_channel.eq(Mux(pool_channel == H - 1, 0, pool_channel + 1))]
                 with m.If(pool_channel == H - 1):
                     m.d.sync += pool_tok.eq(Mux(final, 0, pool_tok + 1))
                     with m.If(final):
                         m.d.sync += pool_seq.eq(pool_seq + 1)
-        return m
-
