@@ -3,6 +3,8 @@ to ``sim.golden.encoder.attention_int``."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -144,34 +146,43 @@ class AttentionEngine(wiring.Component):
         return p.block * p.block + 4 * p.out_lanes + (0 if p.softmax == "lut2d" else 1)
 
     def elaborate(self, platform):
-        m = Module()
-        p = self._params
-        B, chunks, pairs = p.block, p.chunks, p.max_pairs
-        lanes = p.out_lanes
-        segments = B // lanes
-        log_b = B.bit_length() - 1
-        pair_bits = max(1, (pairs - 1).bit_length())
-        word_bits = max(1, (B * pairs - 1).bit_length())
-
-        m.submodules.gemm = gemm = GemmCore(rows=B, cols=B, requantize=True, out_lanes=lanes)
-        m.submodules.softmax = softmax = SoftmaxEngine(
-            method=p.softmax, scale=p.softmax_scale, in_bits=8, out_bits=p.prob_out_bits,
-            max_len=p.row_keys)
-        block_shape = self.cmd.payload.query_block.shape()
-
-        def counter(name, limit, step):
-            """A wrapping counter ``0 .. limit - 1``; returns (value, at its last value)."""
-            value = Signal(range(max(limit, 2)), name=name)
-            final = value == limit - 1
-            with m.If(step):
-                m.d.sync += value.eq(Mux(final, 0, value + 1))
-            return value, final
-
         # Two rows are in flight: the *front* row takes its commands, fetches Q and its K
         # blocks and computes its scores; the *back* row (the previous one) streams its scores
         # through the softmax and computes P.V. Each owns one half of the key list and of the
         # row buffer; they swap at the hand-over, when the front row's last score slice has
-        # entered the GEMM core and the back row's last P.V slice too (``done``).
+        # entered the GEMM core and the back row's last P.V slice too (``done``). Each part
+        # below adds the signals the later ones use to ``r``; a signal or memory port is
+        # named in the Verilog after the variable or attribute it is first assigned to.
+        m = Module()
+        r = self._rows(m)
+        self._key_list(m, r)
+        self._fetch_q(m, r)
+        self._fetch_k(m, r)
+        self._tile_params(m, r)
+        self._score_slices(m, r)
+        self._pv_slices(m, r)
+        self._core_input(m, r)
+        self._core_output(m, r)
+        self._stream_scores(m, r)
+        self._write_probs(m, r)
+        self._handover(m, r)
+        return m
+
+    def _rows(self, m) -> SimpleNamespace:
+        """The sizes, the GEMM core and softmax engine, and the two rows' registers."""
+        p = self._params
+        B, pairs = p.block, p.max_pairs
+        r = SimpleNamespace(B=B, chunks=p.chunks, pairs=pairs, lanes=p.out_lanes,
+                            segments=B // p.out_lanes, log_b=B.bit_length() - 1,
+                            pair_bits=max(1, (pairs - 1).bit_length()),
+                            word_bits=max(1, (B * pairs - 1).bit_length()))
+        m.submodules.gemm = r.gemm = GemmCore(rows=B, cols=B, requantize=True,
+                                              out_lanes=r.lanes)
+        m.submodules.softmax = r.softmax = SoftmaxEngine(
+            method=p.softmax, scale=p.softmax_scale, in_bits=8, out_bits=p.prob_out_bits,
+            max_len=p.row_keys)
+        block_shape = r.block_shape = self.cmd.payload.query_block.shape()
+
         handover = Signal()
         front_half = Signal()                   # the back row's half is ~front_half
 
@@ -192,54 +203,67 @@ class AttentionEngine(wiring.Component):
         b_cmds = Signal(range(pairs + 1))
         b_query_valid = Signal(B)
         b_last_valid = Signal(B)
+        vars(r).update(
+            handover=handover, front_half=front_half, started=started, seq=seq,
+            query_block=query_block, n_cmds=n_cmds, last_seen=last_seen,
+            query_valid=query_valid, last_valid=last_valid, tiles_sliced=tiles_sliced,
+            back_busy=back_busy, b_seq=b_seq, b_query_block=b_query_block, b_cmds=b_cmds,
+            b_query_valid=b_query_valid, b_last_valid=b_last_valid)
+        return r
 
-        # ---- the rows' key blocks (a half per row) ---------------------------------------
-        Key = data.StructLayout({"block": block_shape, "valid": B})
-        m.submodules.keys = keys = Memory(shape=Key, depth=2 << pair_bits, init=[])
-        key_write = keys.write_port()
+    def _key_list(self, m, r):
+        """The rows' key blocks (a half per row): block and valid keys of each command."""
+        Key = data.StructLayout({"block": r.block_shape, "valid": r.B})
+        m.submodules.keys = r.keys = Memory(shape=Key, depth=2 << r.pair_bits, init=[])
+        r.key_write = r.keys.write_port()
 
-        def key_valid(entry, lane, row):
-            """Key ``lane`` of ``entry`` may be seen by query ``row`` of the back row."""
-            valid = entry.valid.bit_select(lane, 1)
-            if p.causal:
-                valid = valid & ((entry.block != b_query_block) | (lane <= row))
-            return valid
+    def _key_valid(self, r, entry, lane, row):
+        """Key ``lane`` of ``entry`` may be seen by query ``row`` of the back row."""
+        valid = entry.valid.bit_select(lane, 1)
+        if self._params.causal:
+            valid = valid & ((entry.block != r.b_query_block) | (lane <= row))
+        return valid
 
-        def last_lane(row):
-            """The back row's final valid key: the highest one of its final key block (the
-            diagonal block with ``causal``: keys up to the query's own position)."""
-            mask = b_last_valid
-            if p.causal:
-                mask = b_last_valid & Cat(Const(1, 1), *(Const(k, range(B)) <= row
-                                                         for k in range(1, B)))
-            lane = Signal(range(B), name="last_lane")
-            for k in range(B):
-                with m.If(mask[k]):
-                    m.d.comb += lane.eq(k)
-            return lane
+    def _last_lane(self, m, r, row):
+        """The back row's final valid key: the highest one of its final key block (the
+        diagonal block with ``causal``: keys up to the query's own position)."""
+        B = r.B
+        mask = r.b_last_valid
+        if self._params.causal:
+            mask = r.b_last_valid & Cat(Const(1, 1), *(Const(k, range(B)) <= row
+                                                       for k in range(1, B)))
+        lane = Signal(range(B), name="last_lane")
+        for k in range(B):
+            with m.If(mask[k]):
+                m.d.comb += lane.eq(k)
+        return lane
 
-        def back_key(n):
-            """A combinational read of entry ``n`` of the back row's key list."""
-            port = keys.read_port(domain="comb")
-            m.d.comb += port.addr.eq(Cat(n[:pair_bits], ~front_half))
-            return port.data
+    def _back_key(self, m, r, n):
+        """A combinational read of entry ``n`` of the back row's key list."""
+        port = r.keys.read_port(domain="comb")
+        m.d.comb += port.addr.eq(Cat(n[:r.pair_bits], ~r.front_half))
+        return port.data
 
-        # ---- Q: fetched once per row into the query store ----------------------------------
-        # Store words hold one chunk of every query row: lane r, element e = Q[i B + r, c B + e],
-        # so one read gives a whole k-slice column.
-        Lanes = data.ArrayLayout(signed(8), B * B)
+    def _fetch_q(self, m, r):
+        """Q: fetched once per row into the query store.
+
+        Store words hold one chunk of every query row: lane r, element e = Q[i B + r, c B + e],
+        so one read gives a whole k-slice column."""
+        B, chunks = r.B, r.chunks
+        started, seq, query_block = r.started, r.seq, r.query_block
+        Lanes = r.Lanes = data.ArrayLayout(signed(8), B * B)
         m.submodules.q_store = q_store = Memory(shape=Lanes, depth=chunks, init=[])
         q_write = q_store.write_port(granularity=B)
-        q_read = q_store.read_port(domain="comb")
-        q_chunks = Signal(range(chunks + 1))    # chunks of every query row received
+        r.q_read = q_store.read_port(domain="comb")
+        q_chunks = r.q_chunks = Signal(range(chunks + 1))   # chunks of every query row received
         with m.If(self.cmd.valid & ~started):
             m.d.sync += [started.eq(1), seq.eq(self.cmd.payload.seq),
                          query_block.eq(self.cmd.payload.query_block)]
         q_issuing = Signal()
         m.d.sync += q_issuing.eq(q_issuing | (self.cmd.valid & ~started))
         q_req_fire = self.q_req.valid & self.q_req.ready
-        q_req_r, q_req_r_final = counter("q_req_row", B, q_req_fire)
-        q_req_c, q_req_c_final = counter("q_req_chunk", chunks, q_req_fire & q_req_r_final)
+        q_req_r, q_req_r_final = _counter(m, "q_req_row", B, q_req_fire)
+        q_req_c, q_req_c_final = _counter(m, "q_req_chunk", chunks, q_req_fire & q_req_r_final)
         m.d.comb += [
             self.q_req.valid.eq(q_issuing),
             self.q_req.payload.seq.eq(seq),
@@ -249,8 +273,8 @@ class AttentionEngine(wiring.Component):
         with m.If(q_req_fire & q_req_c_final & q_req_r_final):
             m.d.sync += q_issuing.eq(0)
         q_resp_fire = self.q_resp.valid & self.q_resp.ready
-        q_resp_r, q_resp_r_final = counter("q_resp_row", B, q_resp_fire)
-        q_resp_c, _ = counter("q_resp_chunk", chunks, q_resp_fire & q_resp_r_final)
+        q_resp_r, q_resp_r_final = _counter(m, "q_resp_row", B, q_resp_fire)
+        q_resp_c, _ = _counter(m, "q_resp_chunk", chunks, q_resp_fire & q_resp_r_final)
         m.d.comb += [
             self.q_resp.ready.eq(1),
             q_write.addr.eq(q_resp_c),
@@ -260,47 +284,50 @@ class AttentionEngine(wiring.Component):
         with m.If(q_resp_fire & q_resp_r_final):
             m.d.sync += q_chunks.eq(q_chunks + 1)
 
-        # ---- K: one block per command, double buffered --------------------------------------
-        m.submodules.k_store = k_store = Memory(shape=Lanes, depth=2 * chunks, init=[])
+    def _fetch_k(self, m, r):
+        """K: one block per command, double buffered; the commands into the key list."""
+        B, chunks = r.B, r.chunks
+        m.submodules.k_store = k_store = Memory(shape=r.Lanes, depth=2 * chunks, init=[])
         k_write = k_store.write_port(granularity=B)
-        k_read = k_store.read_port(domain="comb")
-        busy = [Signal(name=f"k_busy{h}") for h in range(2)]   # being filled, or full
-        full = [Signal(name=f"k_full{h}") for h in range(2)]   # ready for the GEMM core
-        k_req_half = Signal()
+        r.k_read = k_store.read_port(domain="comb")
+        busy = r.busy = [Signal(name=f"k_busy{h}") for h in range(2)]   # being filled, or full
+        r.full = [Signal(name=f"k_full{h}") for h in range(2)]   # ready for the GEMM core
+        k_req_half = r.k_req_half = Signal()
         k_issuing = Signal()
-        k_block = Signal.like(query_block)
-        k_chunks = Signal(range(chunks + 1))    # chunks of the filling half received
-        take = Signal()
+        k_block = Signal.like(r.query_block)
+        k_chunks = r.k_chunks = Signal(range(chunks + 1))  # chunks of the filling half received
+        take = r.take = Signal()
         m.d.comb += [
-            self.cmd.ready.eq(~last_seen & ~k_issuing & ~Mux(k_req_half, busy[1], busy[0])),
+            self.cmd.ready.eq(~r.last_seen & ~k_issuing & ~Mux(k_req_half, busy[1], busy[0])),
             take.eq(self.cmd.valid & self.cmd.ready),
-            key_write.addr.eq(Cat(n_cmds[:pair_bits], front_half)),
-            key_write.data.block.eq(self.cmd.payload.key_block),
-            key_write.data.valid.eq(self.cmd.payload.valid),
-            key_write.en.eq(take),
+            r.key_write.addr.eq(Cat(r.n_cmds[:r.pair_bits], r.front_half)),
+            r.key_write.data.block.eq(self.cmd.payload.key_block),
+            r.key_write.data.valid.eq(self.cmd.payload.valid),
+            r.key_write.en.eq(take),
         ]
         with m.If(take):
-            m.d.sync += [n_cmds.eq(n_cmds + 1), last_seen.eq(self.cmd.payload.last),
+            m.d.sync += [r.n_cmds.eq(r.n_cmds + 1), r.last_seen.eq(self.cmd.payload.last),
                          k_issuing.eq(1), k_block.eq(self.cmd.payload.key_block),
-                         last_valid.eq(self.cmd.payload.valid)]
+                         r.last_valid.eq(self.cmd.payload.valid)]
             with m.If(self.cmd.payload.key_block == self.cmd.payload.query_block):
-                m.d.sync += query_valid.eq(self.cmd.payload.valid)
+                m.d.sync += r.query_valid.eq(self.cmd.payload.valid)
         k_req_fire = self.k_req.valid & self.k_req.ready
-        k_req_t, k_req_t_final = counter("k_req_token", B, k_req_fire)
-        k_req_c, k_req_c_final = counter("k_req_chunk", chunks, k_req_fire & k_req_t_final)
+        k_req_t, k_req_t_final = _counter(m, "k_req_token", B, k_req_fire)
+        k_req_c, k_req_c_final = _counter(m, "k_req_chunk", chunks, k_req_fire & k_req_t_final)
         m.d.comb += [
             self.k_req.valid.eq(k_issuing),
-            self.k_req.payload.seq.eq(seq),
+            self.k_req.payload.seq.eq(r.seq),
             self.k_req.payload.token.eq(Cat(k_req_t, k_block)),
             self.k_req.payload.chunk.eq(k_req_c),
         ]
         with m.If(k_req_fire & k_req_c_final & k_req_t_final):
             m.d.sync += [k_issuing.eq(0), k_req_half.eq(~k_req_half)]
         k_resp_fire = self.k_resp.valid & self.k_resp.ready
-        k_resp_half = Signal()
-        k_resp_t, k_resp_t_final = counter("k_resp_token", B, k_resp_fire)
-        k_resp_c, k_resp_c_final = counter("k_resp_chunk", chunks, k_resp_fire & k_resp_t_final)
-        k_block_in = k_resp_fire & k_resp_c_final & k_resp_t_final
+        k_resp_half = r.k_resp_half = Signal()
+        k_resp_t, k_resp_t_final = _counter(m, "k_resp_token", B, k_resp_fire)
+        k_resp_c, k_resp_c_final = _counter(m, "k_resp_chunk", chunks,
+                                            k_resp_fire & k_resp_t_final)
+        k_block_in = r.k_block_in = k_resp_fire & k_resp_c_final & k_resp_t_final
         m.d.comb += [
             self.k_resp.ready.eq(1),
             k_write.addr.eq(Mux(k_resp_half, chunks, 0) + k_resp_c),
@@ -312,32 +339,36 @@ class AttentionEngine(wiring.Component):
         with m.If(k_block_in):
             m.d.sync += [k_resp_half.eq(~k_resp_half), k_chunks.eq(0)]
 
-        # ---- the GEMM core's tiles: the front row's score tiles and the back row's P.V ----
-        # One parameter beat per tile, taken with the previous tile's last k-slice (or alone):
-        # the kind of the next tile is chosen when its beat is taken, P.V first (it frees the
-        # back row), and every beat also enters the tile queue that routes the core's output.
-        score_params = Signal(range(pairs + 1))     # score tiles announced (front row)
-        pv_params = Signal(range(chunks + 1))       # P.V tiles announced (back row)
-        probs_done = Signal()                   # every row's probabilities are written
-        writing = Signal()                      # softmax results going into the buffer
-        w_row = Signal(range(B))
-        TileEntry = data.StructLayout({
-            "pv": 1, "half": 1, "last": 1, "seq": p.seq_width, "query_block": block_shape,
-            "query_valid": B, "chunk": range(max(chunks, 2))})
-        m.submodules.tiles = tiles = SyncFIFO(width=TileEntry.size, depth=TILE_QUEUE_DEPTH)
-        pv_want = back_busy & (pv_params != chunks) & (probs_done | (writing & (w_row == B - 1)))
-        score_want = score_params != n_cmds
+    def _tile_params(self, m, r):
+        """The GEMM core's tiles: the front row's score tiles and the back row's P.V.
+
+        One parameter beat per tile, taken with the previous tile's last k-slice (or alone):
+        the kind of the next tile is chosen when its beat is taken, P.V first (it frees the
+        back row), and every beat also enters the tile queue that routes the core's output."""
+        B, chunks, gemm = r.B, r.chunks, r.gemm
+        score_params = r.score_params = Signal(range(r.pairs + 1))  # score tiles announced
+        pv_params = r.pv_params = Signal(range(chunks + 1))     # P.V tiles announced (back row)
+        probs_done = r.probs_done = Signal()    # every row's probabilities are written
+        writing = r.writing = Signal()          # softmax results going into the buffer
+        w_row = r.w_row = Signal(range(B))
+        TileEntry = r.TileEntry = data.StructLayout({
+            "pv": 1, "half": 1, "last": 1, "seq": self._params.seq_width,
+            "query_block": r.block_shape, "query_valid": B, "chunk": range(max(chunks, 2))})
+        m.submodules.tiles = tiles = r.tiles = SyncFIFO(width=TileEntry.size,
+                                                        depth=TILE_QUEUE_DEPTH)
+        pv_want = r.back_busy & (pv_params != chunks) & (probs_done | (writing & (w_row == B - 1)))
+        score_want = score_params != r.n_cmds
         params_fire = gemm.params.valid & gemm.params.ready
-        tile_pv = Signal()                      # the kind of the tile being sliced
+        tile_pv = r.tile_pv = Signal()          # the kind of the tile being sliced
         entry_in = Signal(TileEntry)
         m.d.comb += [
             gemm.params.valid.eq((pv_want | score_want) & tiles.w_rdy),
             entry_in.pv.eq(pv_want),
-            entry_in.half.eq(front_half),
-            entry_in.last.eq(last_seen & (score_params == n_cmds - 1)),
-            entry_in.seq.eq(b_seq),
-            entry_in.query_block.eq(b_query_block),
-            entry_in.query_valid.eq(b_query_valid),
+            entry_in.half.eq(r.front_half),
+            entry_in.last.eq(r.last_seen & (score_params == r.n_cmds - 1)),
+            entry_in.seq.eq(r.b_seq),
+            entry_in.query_block.eq(r.b_query_block),
+            entry_in.query_valid.eq(r.b_query_valid),
             entry_in.chunk.eq(pv_params),
             tiles.w_en.eq(params_fire),
             tiles.w_data.eq(entry_in),
@@ -365,108 +396,123 @@ class AttentionEngine(wiring.Component):
                     Mux(pv_want, quant.context_shift, quant.scores_shift)),
             ]
 
-        # Score k-slices: a k-slice of chunk c may go as soon as chunk c of Q and of its K
-        # block is in, so the slices trail the fetch by a few words.
+    def _score_slices(self, m, r):
+        """Score k-slices: a k-slice of chunk c may go as soon as chunk c of Q and of its K
+        block is in, so the slices trail the fetch by a few words."""
+        B, chunks, gemm = r.B, r.chunks, r.gemm
+        busy, full = r.busy, r.full
         slice_half = Signal()
-        i_fire = gemm.i.valid & gemm.i.ready
-        score_fire = i_fire & ~tile_pv
-        slice_e, slice_e_final = counter("slice_element", B, score_fire)
-        slice_c, slice_c_final = counter("slice_chunk", chunks, score_fire & slice_e_final)
-        filling = Mux(slice_half, busy[1], busy[0]) & (k_resp_half == slice_half) \
-            & (k_chunks > slice_c)
-        slice_ready = (q_chunks > slice_c) & (Mux(slice_half, full[1], full[0]) | filling)
+        i_fire = r.i_fire = gemm.i.valid & gemm.i.ready
+        score_fire = i_fire & ~r.tile_pv
+        slice_e, slice_e_final = _counter(m, "slice_element", B, score_fire)
+        slice_c, slice_c_final = _counter(m, "slice_chunk", chunks, score_fire & slice_e_final)
+        filling = Mux(slice_half, busy[1], busy[0]) & (r.k_resp_half == slice_half) \
+            & (r.k_chunks > slice_c)
+        slice_ready = (r.q_chunks > slice_c) & (Mux(slice_half, full[1], full[0]) | filling)
         tile_sliced = score_fire & slice_e_final & slice_c_final
-        m.d.comb += [q_read.addr.eq(slice_c),
-                     k_read.addr.eq(Mux(slice_half, chunks, 0) + slice_c)]
-        score_a = [q_read.data[r * B:(r + 1) * B][slice_e] for r in range(B)]
-        score_b = [k_read.data[t * B:(t + 1) * B][slice_e] for t in range(B)]
+        m.d.comb += [r.q_read.addr.eq(slice_c),
+                     r.k_read.addr.eq(Mux(slice_half, chunks, 0) + slice_c)]
+        score_a = [r.q_read.data[row * B:(row + 1) * B][slice_e] for row in range(B)]
+        score_b = [r.k_read.data[t * B:(t + 1) * B][slice_e] for t in range(B)]
         with m.If(tile_sliced):
-            m.d.sync += [slice_half.eq(~slice_half), tiles_sliced.eq(tiles_sliced + 1)]
+            m.d.sync += [slice_half.eq(~slice_half), r.tiles_sliced.eq(r.tiles_sliced + 1)]
         for h in range(2):
-            with m.If(take & (k_req_half == h)):
+            with m.If(r.take & (r.k_req_half == h)):
                 m.d.sync += busy[h].eq(1)
             with m.If(tile_sliced & (slice_half == h)):
                 m.d.sync += [busy[h].eq(0), full[h].eq(0)]
-            with m.If(k_block_in & (k_resp_half == h)):
+            with m.If(r.k_block_in & (r.k_resp_half == h)):
                 m.d.sync += full[h].eq(1)
+        vars(r).update(slice_ready=slice_ready, slice_last=slice_e_final & slice_c_final,
+                       score_a=score_a, score_b=score_b)
 
-        # P.V k-slices: V words requested in (chunk, key) order; each answer meets its
-        # probabilities.
+    def _pv_slices(self, m, r):
+        """P.V k-slices: V words requested in (chunk, key) order; each answer meets its
+        probabilities."""
+        B, chunks, pairs = r.B, r.chunks, r.pairs
         m.submodules.probs = probs = Memory(shape=data.ArrayLayout(unsigned(8), B),
                                             depth=pairs * B, init=[])
-        p_write = probs.write_port(granularity=1)
+        r.p_write = probs.write_port(granularity=1)
         p_read = probs.read_port(domain="comb")
-        m.submodules.v_fifo = v_fifo = SyncFIFO(width=B * 8, depth=V_FIFO_DEPTH)
-        v_issuing = Signal()
+        m.submodules.v_fifo = v_fifo = r.v_fifo = SyncFIFO(width=B * 8, depth=V_FIFO_DEPTH)
+        v_issuing = r.v_issuing = Signal()
         v_pending = Signal(range(V_FIFO_DEPTH + 1))    # requested, not yet given to the core
         v_req_fire = self.v_req.valid & self.v_req.ready
-        v_req_t, v_req_t_final = counter("v_req_token", B, v_req_fire)
+        v_req_t, v_req_t_final = _counter(m, "v_req_token", B, v_req_fire)
         v_req_n = Signal(range(max(pairs, 2)))
-        v_key = back_key(v_req_n)
-        v_req_n_final = v_req_n == b_cmds - 1
-        v_req_c, v_req_c_final = counter("v_req_chunk", chunks,
-                                         v_req_fire & v_req_t_final & v_req_n_final)
+        v_key = self._back_key(m, r, v_req_n)
+        v_req_n_final = v_req_n == r.b_cmds - 1
+        v_req_c, v_req_c_final = _counter(m, "v_req_chunk", chunks,
+                                          v_req_fire & v_req_t_final & v_req_n_final)
         with m.If(v_req_fire & v_req_t_final):
             m.d.sync += v_req_n.eq(Mux(v_req_n_final, 0, v_req_n + 1))
         with m.If(v_req_fire & v_req_t_final & v_req_n_final & v_req_c_final):
             m.d.sync += v_issuing.eq(0)
-        pv_fire = i_fire & tile_pv
-        probs_ready = Signal()                  # key pv_key's probabilities are written
+        pv_fire = r.i_fire & r.tile_pv
+        r.probs_ready = Signal()  # key pv_key's probabilities are written
         m.d.sync += v_pending.eq(v_pending + v_req_fire - pv_fire)
         m.d.comb += [
             self.v_req.valid.eq(v_issuing & (v_pending != V_FIFO_DEPTH)),
-            self.v_req.payload.seq.eq(b_seq),
+            self.v_req.payload.seq.eq(r.b_seq),
             self.v_req.payload.token.eq(Cat(v_req_t, v_key.block)),
             self.v_req.payload.chunk.eq(v_req_c),
             v_fifo.w_en.eq(self.v_resp.valid),
             v_fifo.w_data.eq(self.v_resp.payload),
             self.v_resp.ready.eq(v_fifo.w_rdy),
         ]
-        pv_t, pv_t_final = counter("pv_token", B, pv_fire)
+        pv_t, pv_t_final = _counter(m, "pv_token", B, pv_fire)
         pv_n = Signal(range(max(pairs, 2)))
-        pv_n_final = pv_n == b_cmds - 1
-        pv_tiles = Signal(range(chunks + 1))    # P.V tiles whose slices all entered
+        pv_n_final = pv_n == r.b_cmds - 1
+        pv_tiles = r.pv_tiles = Signal(range(chunks + 1))  # P.V tiles whose slices all entered
         with m.If(pv_fire & pv_t_final):
             m.d.sync += pv_n.eq(Mux(pv_n_final, 0, pv_n + 1))
             with m.If(pv_n_final):
                 m.d.sync += pv_tiles.eq(pv_tiles + 1)
-        pv_key = Cat(pv_t, pv_n) if log_b else pv_n
+        pv_key = r.pv_key = Cat(pv_t, pv_n) if r.log_b else pv_n
         m.d.comb += p_read.addr.eq(pv_key)
-        v_word = data.View(Word(B), v_fifo.r_data)
+        vars(r).update(pv_fire=pv_fire, pv_last=pv_t_final & pv_n_final, p_read=p_read)
+
+    def _core_input(self, m, r):
+        """The GEMM core's k-slices: P.V (probabilities and V words) or scores (Q and K)."""
+        gemm, v_fifo, p_read = r.gemm, r.v_fifo, r.p_read
+        v_word = data.View(Word(r.B), v_fifo.r_data)
 
         # (r_en outside the If: it reads gemm.i.valid, which the If drives, and Icarus does
         # not re-run a Verilog process for a change it made itself)
-        m.d.comb += v_fifo.r_en.eq(pv_fire)
-        with m.If(tile_pv):
-            m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy & probs_ready),
-                         gemm.i.payload.last.eq(pv_t_final & pv_n_final)]
-            for r in range(B):
+        m.d.comb += v_fifo.r_en.eq(r.pv_fire)
+        with m.If(r.tile_pv):
+            m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy & r.probs_ready),
+                         gemm.i.payload.last.eq(r.pv_last)]
+            for row in range(r.B):
                 # p - 128 as int8 is p with its top bit flipped
-                m.d.comb += [gemm.i.payload.a[r].eq((p_read.data[r] ^ 0x80).as_signed()),
-                             gemm.i.payload.b[r].eq(v_word[r])]
+                m.d.comb += [gemm.i.payload.a[row].eq((p_read.data[row] ^ 0x80).as_signed()),
+                             gemm.i.payload.b[row].eq(v_word[row])]
         with m.Else():
-            m.d.comb += [gemm.i.valid.eq(slice_ready),
-                         gemm.i.payload.last.eq(slice_e_final & slice_c_final)]
-            for r in range(B):
-                m.d.comb += [gemm.i.payload.a[r].eq(score_a[r]),
-                             gemm.i.payload.b[r].eq(score_b[r])]
+            m.d.comb += [gemm.i.valid.eq(r.slice_ready),
+                         gemm.i.payload.last.eq(r.slice_last)]
+            for row in range(r.B):
+                m.d.comb += [gemm.i.payload.a[row].eq(r.score_a[row]),
+                             gemm.i.payload.b[row].eq(r.score_b[row])]
 
-        # ---- GEMM output: scores into the row buffer, context words out -------------------
-        # The row buffer has a half per row (the front row writes its half while the back
-        # row's half streams to the softmax engine).
+    def _core_output(self, m, r):
+        """GEMM output: scores into the row buffer, context words out.
+
+        The row buffer has a half per row (the front row writes its half while the back
+        row's half streams to the softmax engine)."""
+        B, gemm, lanes, segments, word_bits = r.B, r.gemm, r.lanes, r.segments, r.word_bits
         m.submodules.scores = scores = Memory(shape=Word(B), depth=2 << word_bits, init=[])
         s_write = scores.write_port(granularity=lanes)
-        s_read = scores.read_port()
-        entry = data.View(TileEntry, tiles.r_data)
+        r.s_read = scores.read_port()
+        entry = r.entry = data.View(r.TileEntry, r.tiles.r_data)
         o_fire = gemm.o.valid & gemm.o.ready
         out_word = Signal(Word(B))
         out_valid = Signal()
-        out_seg, out_seg_final = counter("out_segment", segments, o_fire)
-        out_row, out_row_final = counter("out_row", B, o_fire & out_seg_final)
-        out_tile = Signal(range(pairs + 1))         # score tiles of the row written
+        out_seg, out_seg_final = _counter(m, "out_segment", segments, o_fire)
+        out_row, out_row_final = _counter(m, "out_row", B, o_fire & out_seg_final)
+        out_tile = Signal(range(r.pairs + 1))       # score tiles of the row written
         scores_complete = [Signal(name=f"scores_complete{h}") for h in range(2)]
         tile_out = o_fire & out_seg_final & out_row_final
-        m.d.comb += tiles.r_en.eq(tile_out)
+        m.d.comb += r.tiles.r_en.eq(tile_out)
         with m.If(tile_out & ~entry.pv):
             m.d.sync += out_tile.eq(Mux(entry.last, 0, out_tile + 1))
             for h in range(2):
@@ -475,7 +521,7 @@ class AttentionEngine(wiring.Component):
         m.d.comb += [
             # a word is assembled while the previous one leaves (or has left)
             gemm.o.ready.eq(~entry.pv | ~out_valid | self.o.ready),
-            s_write.addr.eq(Cat((times_constant(out_row, pairs) + out_tile)[:word_bits],
+            s_write.addr.eq(Cat((times_constant(out_row, r.pairs) + out_tile)[:word_bits],
                                 entry.half)),
             s_write.data.eq(Cat(*[gemm.o.payload.data] * segments)),
             s_write.en.eq(Mux(o_fire & ~entry.pv, 1 << out_seg, 0)),
@@ -491,7 +537,7 @@ class AttentionEngine(wiring.Component):
                     m.d.sync += out_word[s * lanes:(s + 1) * lanes].eq(gemm.o.payload.data)
             with m.If(out_seg_final):
                 m.d.sync += [out_valid.eq(entry.query_valid.bit_select(out_row, 1)),
-                             out_token.eq(Cat(out_row, entry.query_block) if log_b
+                             out_token.eq(Cat(out_row, entry.query_block) if r.log_b
                                           else entry.query_block),
                              out_chunk.eq(entry.chunk), out_seq.eq(entry.seq)]
         m.d.comb += [
@@ -501,40 +547,45 @@ class AttentionEngine(wiring.Component):
             self.o.payload.chunk.eq(out_chunk),
             self.o.payload.data.eq(out_word),
         ]
+        vars(r).update(out_tile=out_tile, out_row=out_row, scores_complete=scores_complete)
 
-        # ---- back row: row buffer -> softmax engine ----------------------------------------
-        # The buffer's read port gives the word addressed in the previous cycle: the address
-        # presented is the next word when the current one's last key is handled. A word
-        # waits until the core has written it (the back row's last score tiles may still be
-        # draining from the core at the hand-over).
-        streaming = Signal()
-        priming = Signal()                      # the current word's read is not yet valid
-        back_half = ~front_half
+    def _scores_written(self, r, row, n):
+        """Word (row, n) of the back row's half was written in an earlier cycle."""
+        entry, back_half = r.entry, ~r.front_half
+        at_head = r.tiles.r_rdy & ~entry.pv & (entry.half == back_half)
+        progress = (r.out_tile > n) | ((r.out_tile == n) & (r.out_row > row))
+        return Mux(back_half, r.scores_complete[1], r.scores_complete[0]) | (at_head & progress)
 
-        def scores_written(row, n):
-            """Word (row, n) of the back row's half was written in an earlier cycle."""
-            at_head = tiles.r_rdy & ~entry.pv & (entry.half == back_half)
-            progress = (out_tile > n) | ((out_tile == n) & (out_row > row))
-            return Mux(back_half, scores_complete[1], scores_complete[0]) | (at_head & progress)
+    def _stream_scores(self, m, r):
+        """Back row: row buffer -> softmax engine.
+
+        The buffer's read port gives the word addressed in the previous cycle: the address
+        presented is the next word when the current one's last key is handled. A word
+        waits until the core has written it (the back row's last score tiles may still be
+        draining from the core at the hand-over)."""
+        B, pairs, softmax = r.B, r.pairs, r.softmax
+        streaming = r.streaming = Signal()
+        priming = r.priming = Signal()          # the current word's read is not yet valid
+        back_half = ~r.front_half
         s_row = Signal(range(B))
         s_n = Signal(range(max(pairs, 2)))
         s_lane = Signal(range(B))
-        s_addr = Signal(range(B * pairs))
-        s_entry_valid = key_valid(back_key(s_n), s_lane, s_row)
+        s_addr = r.s_addr = Signal(range(B * pairs))
+        s_entry_valid = self._key_valid(r, self._back_key(m, r, s_n), s_lane, s_row)
         s_step = streaming & ~priming & (~s_entry_valid | softmax.i.ready)
         s_word_end = s_step & (s_lane == B - 1)
-        s_n_final = s_n == b_cmds - 1
+        s_n_final = s_n == r.b_cmds - 1
         s_next = Mux(s_n_final, times_constant(s_row + 1, pairs), s_addr + 1)
-        next_written = scores_written(Mux(s_n_final, s_row + 1, s_row),
-                                      Mux(s_n_final, 0, s_n + 1))
+        next_written = self._scores_written(r, Mux(s_n_final, s_row + 1, s_row),
+                                            Mux(s_n_final, 0, s_n + 1))
         m.d.comb += [
-            s_read.addr.eq(Cat(Mux(s_word_end, s_next, s_addr)[:word_bits], back_half)),
+            r.s_read.addr.eq(Cat(Mux(s_word_end, s_next, s_addr)[:r.word_bits], back_half)),
             softmax.i.valid.eq(streaming & ~priming & s_entry_valid),
-            softmax.i.payload.data.eq(s_read.data[s_lane]),
-            softmax.i.payload.last.eq(s_n_final & (s_lane == last_lane(s_row))),
+            softmax.i.payload.data.eq(r.s_read.data[s_lane]),
+            softmax.i.payload.last.eq(s_n_final & (s_lane == self._last_lane(m, r, s_row))),
         ]
         with m.If(priming):
-            m.d.sync += priming.eq(~scores_written(s_row, s_n))
+            m.d.sync += priming.eq(~self._scores_written(r, s_row, s_n))
         with m.Elif(s_word_end):
             m.d.sync += priming.eq(~next_written)
         with m.If(s_step):
@@ -546,15 +597,17 @@ class AttentionEngine(wiring.Component):
                 with m.If(s_row == B - 1):
                     m.d.sync += streaming.eq(0)
 
-        # ---- back row: softmax engine -> probability buffer (0 for masked keys) ------------
-        w_n = Signal(range(max(pairs, 2)))
+    def _write_probs(self, m, r):
+        """Back row: softmax engine -> probability buffer (0 for masked keys)."""
+        B, softmax, writing, w_row, p_write = r.B, r.softmax, r.writing, r.w_row, r.p_write
+        w_n = Signal(range(max(r.pairs, 2)))
         w_lane = Signal(range(B))
-        w_entry_valid = key_valid(back_key(w_n), w_lane, w_row)
+        w_entry_valid = self._key_valid(r, self._back_key(m, r, w_n), w_lane, w_row)
         w_step = writing & (~w_entry_valid | softmax.o.valid)
-        w_n_final = w_n == b_cmds - 1
+        w_n_final = w_n == r.b_cmds - 1
         m.d.comb += [
             softmax.o.ready.eq(writing & w_entry_valid),
-            p_write.addr.eq(Cat(w_lane, w_n) if log_b else w_n),
+            p_write.addr.eq(Cat(w_lane, w_n) if r.log_b else w_n),
             p_write.data.eq(Cat(*[Mux(w_entry_valid, softmax.o.payload.data[:8], 0)] * B)),
             p_write.en.eq(Mux(w_step, 1 << w_row, 0)),
         ]
@@ -565,33 +618,44 @@ class AttentionEngine(wiring.Component):
                 with m.If(w_n_final):
                     m.d.sync += w_row.eq(w_row + 1)
                     with m.If(w_row == B - 1):
-                        m.d.sync += [writing.eq(0), probs_done.eq(1)]
+                        m.d.sync += [writing.eq(0), r.probs_done.eq(1)]
         # P.V may take key x once every row's probability of x is written: the slices of the
         # first tile trail the last row's probabilities.
-        w_key = Cat(w_lane, w_n) if log_b else w_n
-        m.d.comb += probs_ready.eq(probs_done | (writing & (w_row == B - 1) & (pv_key < w_key)))
+        w_key = Cat(w_lane, w_n) if r.log_b else w_n
+        m.d.comb += r.probs_ready.eq(r.probs_done | (writing & (w_row == B - 1)
+                                                     & (r.pv_key < w_key)))
 
-        # ---- the hand-over ---------------------------------------------------------------
-        # The back row is finished with once its last P.V slice has entered the core (its
-        # context words then leave through the tile queue); the front row once its last
-        # score slice has. ``done`` then frees the engine for the scheduler's next row.
-        with m.If(back_busy & (pv_tiles == chunks)):
-            m.d.sync += back_busy.eq(0)
-        m.d.comb += [self.done.eq(last_seen & (tiles_sliced == n_cmds) & ~back_busy),
-                     handover.eq(self.done & self.done_ready)]
-        with m.If(handover):
+    def _handover(self, m, r):
+        """The hand-over: the front row becomes the back row.
+
+        The back row is finished with once its last P.V slice has entered the core (its
+        context words then leave through the tile queue); the front row once its last
+        score slice has. ``done`` then frees the engine for the scheduler's next row."""
+        with m.If(r.back_busy & (r.pv_tiles == r.chunks)):
+            m.d.sync += r.back_busy.eq(0)
+        m.d.comb += [self.done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy),
+                     r.handover.eq(self.done & self.done_ready)]
+        with m.If(r.handover):
             m.d.sync += [
                 # the front row becomes the back row
-                back_busy.eq(1), b_seq.eq(seq), b_query_block.eq(query_block),
-                b_cmds.eq(n_cmds), b_query_valid.eq(query_valid), b_last_valid.eq(last_valid),
-                front_half.eq(~front_half),
-                streaming.eq(1), priming.eq(1), writing.eq(1), s_addr.eq(0),
-                v_issuing.eq(1), probs_done.eq(0), pv_params.eq(0), pv_tiles.eq(0),
+                r.back_busy.eq(1), r.b_seq.eq(r.seq), r.b_query_block.eq(r.query_block),
+                r.b_cmds.eq(r.n_cmds), r.b_query_valid.eq(r.query_valid),
+                r.b_last_valid.eq(r.last_valid), r.front_half.eq(~r.front_half),
+                r.streaming.eq(1), r.priming.eq(1), r.writing.eq(1), r.s_addr.eq(0),
+                r.v_issuing.eq(1), r.probs_done.eq(0), r.pv_params.eq(0), r.pv_tiles.eq(0),
                 # the front starts over in the other half
-                started.eq(0), n_cmds.eq(0), last_seen.eq(0), q_chunks.eq(0),
-                score_params.eq(0), tiles_sliced.eq(0), query_valid.eq(0),
+                r.started.eq(0), r.n_cmds.eq(0), r.last_seen.eq(0), r.q_chunks.eq(0),
+                r.score_params.eq(0), r.tiles_sliced.eq(0), r.query_valid.eq(0),
             ]
             for h in range(2):
-                with m.If(front_half != h):
-                    m.d.sync += scores_complete[h].eq(0)
-        return m
+                with m.If(r.front_half != h):
+                    m.d.sync += r.scores_complete[h].eq(0)
+
+
+def _counter(m, name, limit, step):
+    """A wrapping counter ``0 .. limit - 1``; returns (value, at its last value)."""
+    value = Signal(range(max(limit, 2)), name=name)
+    final = value == limit - 1
+    with m.If(step):
+        m.d.sync += value.eq(Mux(final, 0, value + 1))
+    return value, final

@@ -3,6 +3,8 @@ out, on ``engines`` attention engines fed by the length-aware scheduler."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -31,6 +33,22 @@ def SequenceIn(max_len: int) -> data.StructLayout:
 def ContextOut(block: int) -> data.StructLayout:
     """A word of the attention output; ``last`` marks the batch's final word."""
     return data.StructLayout({"data": Word(block), "last": unsigned(1)})
+
+
+class _Batch(NamedTuple):
+    """The batch's registers: sequences and tokens described, all described, its words."""
+    n_seqs: Signal
+    n_tokens: Signal
+    all_desc: Signal
+    total_words: Signal
+    all_words: Signal
+
+
+class _Feed(NamedTuple):
+    """The scheduler feed: feeding, and the (sequence, head) it gives next."""
+    feeding: Signal
+    seq: Signal
+    head: Signal
 
 
 class State(enum.Enum, shape=2):
@@ -99,12 +117,26 @@ class AttentionUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = self._params
-        E, B, heads = p.engines, p.block, p.heads
-        wpt, chunks = p.words_per_token, p.chunks
-        depth = p.memory_words
-        hb = p.head_bits
+        engines, sched = self._engines(m)
+        state = Signal(State)
+        Seq = data.StructLayout({"base": range(self._params.max_tokens + 1),
+                                 "length": SequenceIn(self._params.max_len)["length"].shape})
+        m.submodules.table = table = Memory(shape=Seq, depth=self._params.max_seqs, init=[])
+        table_write = table.write_port()
+        batch = self._load_descriptors(m, state, table_write)
+        memories, loaded = self._load_words(m, state, batch)
+        self._read_ports(m, engines, memories, table)
+        o_memory, written = self._context_writes(m, engines, table)
+        feed = self._feed(m, sched, table, batch.n_seqs)
+        read_addr = self._output(m, state, o_memory, batch.total_words)
+        self._batch_states(m, state, batch, loaded, feed, written, read_addr)
+        return m
 
+    def _engines(self, m):
+        """The engines (quantization from the port) and the scheduler driving them."""
+        p = self._params
+        E, B = p.engines, p.block
+        hb = p.head_bits
         engines = []
         for e in range(E):
             engine = AttentionEngine(p.engine)
@@ -118,37 +150,13 @@ class AttentionUnit(wiring.Component):
         for e, engine in enumerate(engines):
             wiring.connect(m, sched.cmd[e], engine.cmd)
             m.d.comb += [sched.done[e].eq(engine.done), engine.done_ready.eq(sched.done_ready[e])]
+        return engines, sched
 
-        state = Signal(State)
+    def _load_descriptors(self, m, state, table_write) -> _Batch:
+        """Load: the sequence descriptors into the sequence table (base token and length)."""
+        p = self._params
+        wpt, depth = p.words_per_token, p.memory_words
         tokens_shape = range(p.max_tokens + 1)
-        Seq = data.StructLayout({"base": tokens_shape, "length": SequenceIn(p.max_len)["length"]
-                                 .shape})
-        m.submodules.table = table = Memory(shape=Seq, depth=p.max_seqs, init=[])
-        table_write = table.write_port()
-
-        def lookup(seq_id):
-            """The sequence of a scheduler id: (its table entry, its head)."""
-            port = table.read_port(domain="comb")
-            m.d.comb += port.addr.eq(seq_id[hb:])
-            return port.data, (seq_id[:hb] if hb else Const(0, 1))
-
-        def locate(name, entry, head, token, chunk):
-            """Registered: the token's row in the batch, the head's chunk in the row and
-            whether the token is past the sequence (the address's first stage)."""
-            row = Signal(tokens_shape, name=f"{name}_row")
-            column = Signal(range(wpt), name=f"{name}_column")
-            outside = Signal(name=f"{name}_outside")
-            m.d.sync += [row.eq(entry.base + token), column.eq(times_constant(head, chunks) + chunk),
-                         outside.eq(token >= entry.length)]
-            return row, column, outside
-
-        def word_address(name, row, column):
-            """Registered: ``row x hidden / block + column`` (shifted adds, no multiplier)."""
-            addr = Signal(range(depth), name=f"{name}_addr")
-            m.d.sync += addr.eq(times_constant(row, wpt) + column)
-            return addr
-
-        # ---- load ----------------------------------------------------------------------
         n_seqs = Signal(range(p.max_seqs + 1))
         n_tokens = Signal(tokens_shape)
         all_desc = Signal()
@@ -169,7 +177,12 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [n_seqs.eq(n_seqs + 1),
                          n_tokens.eq(n_tokens + self.desc.payload.length),
                          all_desc.eq(self.desc.payload.last)]
+        return _Batch(n_seqs, n_tokens, all_desc, total_words, all_words)
 
+    def _load_words(self, m, state, batch: _Batch):
+        """Load: the Q, K, V words into their memories; (the memories, their word counts)."""
+        B, depth = self._params.block, self._params.memory_words
+        all_words, all_desc, total_words = batch.all_words, batch.all_desc, batch.total_words
         memories, loaded = [], []
         for name in ("q", "k", "v"):
             mem = Memory(shape=Word(B), depth=depth, init=[])
@@ -184,36 +197,21 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += count.eq(count + 1)
             memories.append(mem)
             loaded.append(count)
+        return memories, loaded
 
-        # ---- reads: one round-robin arbiter per memory ----------------------------------
-        def round_robin(name, requests):
-            """Index of the granted request (the first at or after the rotating priority)
-            and whether any is granted; the priority moves past each grant."""
-            n = len(requests)
-            first = Signal(range(max(n, 2)), name=f"{name}_priority")
-            grant = Signal(range(max(n, 2)), name=f"{name}_grant")
-            any_ = Signal(name=f"{name}_granted")
-            m.d.comb += any_.eq(Cat(*requests).any())
-            # (If chains, not Switch: Verilator wants complete case statements)
-            for start in range(n):
-                with m.If(first == start):
-                    for offset in reversed(range(n)):
-                        e = (start + offset) % n
-                        with m.If(requests[e]):
-                            m.d.comb += grant.eq(e)
-            with m.If(any_):
-                m.d.sync += first.eq(Mux(grant == n - 1, 0, grant + 1))
-            return grant, any_
+    def _read_ports(self, m, engines, memories, table):
+        """Reads: one round-robin arbiter and five-stage read pipeline per memory port.
 
-        # Engine e reads through port e % read_ports of each memory (each port a copy of
-        # the memory's block RAM when there are several).
+        Engine e reads through port e % read_ports of each memory (each port a copy of the
+        memory's block RAM when there are several)."""
+        p = self._params
         for t, name in enumerate(("q", "k", "v")):
             for port in range(p.read_ports):
                 group = engines[port::p.read_ports]
                 tag = f"{name}{port}"
                 reqs = [getattr(engine, f"{name}_req") for engine in group]
                 resps = [getattr(engine, f"{name}_resp") for engine in group]
-                grant, granted = round_robin(tag, [r.valid for r in reqs])
+                grant, granted = _round_robin(m, tag, [r.valid for r in reqs])
                 for e, req in enumerate(reqs):
                     m.d.comb += req.ready.eq(granted & (grant == e))
                 # stage 1: the granted request, registered
@@ -225,33 +223,41 @@ class AttentionUnit(wiring.Component):
                     with m.If(grant == e):
                         m.d.sync += req1.eq(req.payload)
                 # stage 2: the sequence-table entry; stage 3: the word address
-                entry, head = lookup(req1.seq)
-                row, column, outside2 = locate(f"{tag}_2", entry, head, req1.token, req1.chunk)
-                addr = word_address(f"{tag}_3", row, column)
+                entry, head = self._lookup(m, table, req1.seq)
+                row, column, outside2 = self._locate(m, f"{tag}_2", entry, head, req1.token,
+                                                     req1.chunk)
+                addr = self._word_address(m, f"{tag}_3", row, column)
                 read = memories[t].read_port()
                 m.d.comb += read.addr.eq(addr)
-                valid2, valid3, valid4, valid5 = (Signal(name=f"{tag}_valid{n}")
-                                                  for n in range(2, 6))
-                engine2, engine3, engine4, engine5 = (Signal.like(grant, name=f"{tag}_engine{n}")
-                                                      for n in range(2, 6))
-                outside3, outside4 = Signal(name=f"{tag}_outside3"), Signal(name=f"{tag}_outside4")
-                answer = Signal(Word(B), name=f"{tag}_answer")
-                m.d.sync += [valid2.eq(valid1), engine2.eq(engine1),
-                             valid3.eq(valid2), engine3.eq(engine2), outside3.eq(outside2),
-                             valid4.eq(valid3), engine4.eq(engine3), outside4.eq(outside3),
-                             valid5.eq(valid4), engine5.eq(engine4),
-                             answer.eq(Mux(outside4, 0, read.data))]
-                # stage 4: the block RAM read; stage 5: the answer, registered (engines always
-                # have room for what they asked)
-                for e, resp in enumerate(resps):
-                    m.d.comb += [resp.valid.eq(valid5 & (engine5 == e)),
-                                 resp.payload.eq(answer)]
+                self._answer(m, tag, grant, valid1, engine1, outside2, read, resps)
 
-        # ---- writes of the context into O ------------------------------------------------
+    def _answer(self, m, tag, grant, valid1, engine1, outside2, read, resps):
+        """Stages 2 to 5 of a read port's pipeline: the valid bit, engine and outside flag
+        follow the request; stage 4 is the block RAM read; stage 5 the answer, registered
+        (engines always have room for what they asked)."""
+        valid2, valid3, valid4, valid5 = (Signal(name=f"{tag}_valid{n}")
+                                          for n in range(2, 6))
+        engine2, engine3, engine4, engine5 = (Signal.like(grant, name=f"{tag}_engine{n}")
+                                              for n in range(2, 6))
+        outside3, outside4 = Signal(name=f"{tag}_outside3"), Signal(name=f"{tag}_outside4")
+        answer = Signal(Word(self._params.block), name=f"{tag}_answer")
+        m.d.sync += [valid2.eq(valid1), engine2.eq(engine1),
+                     valid3.eq(valid2), engine3.eq(engine2), outside3.eq(outside2),
+                     valid4.eq(valid3), engine4.eq(engine3), outside4.eq(outside3),
+                     valid5.eq(valid4), engine5.eq(engine4),
+                     answer.eq(Mux(outside4, 0, read.data))]
+        for e, resp in enumerate(resps):
+            m.d.comb += [resp.valid.eq(valid5 & (engine5 == e)),
+                         resp.payload.eq(answer)]
+
+    def _context_writes(self, m, engines, table):
+        """Writes of the context into O through one round-robin arbiter; (the O memory, the
+        count of words written)."""
+        B, depth = self._params.block, self._params.memory_words
         m.submodules.o_memory = o_memory = Memory(shape=Word(B), depth=depth, init=[])
         o_write = o_memory.write_port()
         outs = [engine.o for engine in engines]
-        grant, granted = round_robin("o", [o.valid for o in outs])
+        grant, granted = _round_robin(m, "o", [o.valid for o in outs])
         for e, o in enumerate(outs):
             m.d.comb += o.ready.eq(granted & (grant == e))
         o_valid1 = Signal()
@@ -260,9 +266,9 @@ class AttentionUnit(wiring.Component):
         for e, o in enumerate(outs):
             with m.If(grant == e):
                 m.d.sync += o_word1.eq(o.payload)
-        entry, head = lookup(o_word1.seq)
-        o_row, o_column, _ = locate("o_2", entry, head, o_word1.token, o_word1.chunk)
-        o_addr = word_address("o_3", o_row, o_column)
+        entry, head = self._lookup(m, table, o_word1.seq)
+        o_row, o_column, _ = self._locate(m, "o_2", entry, head, o_word1.token, o_word1.chunk)
+        o_addr = self._word_address(m, "o_3", o_row, o_column)
         o_valid2, o_valid3 = Signal(), Signal()
         o_data2, o_data3 = Signal(Word(B)), Signal(Word(B))
         m.d.sync += [o_valid2.eq(o_valid1), o_data2.eq(o_word1.data),
@@ -271,8 +277,12 @@ class AttentionUnit(wiring.Component):
         m.d.comb += [o_write.addr.eq(o_addr), o_write.data.eq(o_data3), o_write.en.eq(o_valid3)]
         with m.If(o_valid3):
             m.d.sync += written.eq(written + 1)
+        return o_memory, written
 
-        # ---- compute: every (sequence, head) to the scheduler --------------------------
+    def _feed(self, m, sched, table, n_seqs) -> _Feed:
+        """Compute: every (sequence, head) to the scheduler."""
+        p = self._params
+        heads, hb = p.heads, p.head_bits
         feed_seq = Signal(range(max(p.max_seqs, 2)))
         feed_head = Signal(range(max(heads, 2)))
         feeding = Signal()
@@ -289,8 +299,11 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += feed_seq.eq(feed_seq + 1)
                 with m.If(feed_seq == n_seqs - 1):
                     m.d.sync += feeding.eq(0)
+        return _Feed(feeding, feed_seq, feed_head)
 
-        # ---- output: O in token order ----------------------------------------------------
+    def _output(self, m, state, o_memory, total_words):
+        """Output: O in token order through a small FIFO; returns the read address."""
+        B, depth = self._params.block, self._params.memory_words
         out_fifo_depth = 4
         m.submodules.out_fifo = out_fifo = SyncFIFOBuffered(width=B * 8 + 1,
                                                             depth=out_fifo_depth)
@@ -313,17 +326,66 @@ class AttentionUnit(wiring.Component):
         m.d.sync += [reading.eq(issue), last_read.eq(read_addr == total_words - 1)]
         with m.If(issue):
             m.d.sync += read_addr.eq(read_addr + 1)
+        return read_addr
 
-        # ---- batch states ------------------------------------------------------------------
+    def _batch_states(self, m, state, batch: _Batch, loaded, feed: _Feed, written, read_addr):
+        """The batch's states: load, compute, output, and back to load."""
+        total_words = batch.total_words
         with m.If(state == State.LOAD):
-            with m.If(all_words & (loaded[0] == total_words) & (loaded[1] == total_words)
+            with m.If(batch.all_words & (loaded[0] == total_words) & (loaded[1] == total_words)
                       & (loaded[2] == total_words)):
-                m.d.sync += [state.eq(State.COMPUTE), feeding.eq(n_seqs != 0),
-                             feed_seq.eq(0), feed_head.eq(0), written.eq(0)]
+                m.d.sync += [state.eq(State.COMPUTE), feed.feeding.eq(batch.n_seqs != 0),
+                             feed.seq.eq(0), feed.head.eq(0), written.eq(0)]
         with m.Elif(state == State.COMPUTE):
-            with m.If(~feeding & (written == total_words)):
+            with m.If(~feed.feeding & (written == total_words)):
                 m.d.sync += [state.eq(State.OUTPUT), read_addr.eq(0)]
         with m.Elif(self.o.valid & self.o.ready & self.o.payload.last):
-            m.d.sync += [state.eq(State.LOAD), n_seqs.eq(0), n_tokens.eq(0),
-                         all_desc.eq(0), all_words.eq(0)] + [count.eq(0) for count in loaded]
-        return m
+            m.d.sync += [state.eq(State.LOAD), batch.n_seqs.eq(0), batch.n_tokens.eq(0),
+                         batch.all_desc.eq(0), batch.all_words.eq(0)] + [count.eq(0)
+                                                                         for count in loaded]
+
+    def _lookup(self, m, table, seq_id):
+        """The sequence of a scheduler id: (its table entry, its head)."""
+        hb = self._params.head_bits
+        port = table.read_port(domain="comb")
+        m.d.comb += port.addr.eq(seq_id[hb:])
+        return port.data, (seq_id[:hb] if hb else Const(0, 1))
+
+    def _locate(self, m, name, entry, head, token, chunk):
+        """Registered: the token's row in the batch, the head's chunk in the row and
+        whether the token is past the sequence (the address's first stage)."""
+        p = self._params
+        row = Signal(range(p.max_tokens + 1), name=f"{name}_row")
+        column = Signal(range(p.words_per_token), name=f"{name}_column")
+        outside = Signal(name=f"{name}_outside")
+        m.d.sync += [row.eq(entry.base + token),
+                     column.eq(times_constant(head, p.chunks) + chunk),
+                     outside.eq(token >= entry.length)]
+        return row, column, outside
+
+    def _word_address(self, m, name, row, column):
+        """Registered: ``row x hidden / block + column`` (shifted adds, no multiplier)."""
+        p = self._params
+        addr = Signal(range(p.memory_words), name=f"{name}_addr")
+        m.d.sync += addr.eq(times_constant(row, p.words_per_token) + column)
+        return addr
+
+
+def _round_robin(m, name, requests):
+    """Index of the granted request (the first at or after the rotating priority) and
+    whether any is granted; the priority moves past each grant."""
+    n = len(requests)
+    first = Signal(range(max(n, 2)), name=f"{name}_priority")
+    grant = Signal(range(max(n, 2)), name=f"{name}_grant")
+    any_ = Signal(name=f"{name}_granted")
+    m.d.comb += any_.eq(Cat(*requests).any())
+    # (If chains, not Switch: Verilator wants complete case statements)
+    for start in range(n):
+        with m.If(first == start):
+            for offset in reversed(range(n)):
+                e = (start + offset) % n
+                with m.If(requests[e]):
+                    m.d.comb += grant.eq(e)
+    with m.If(any_):
+        m.d.sync += first.eq(Mux(grant == n - 1, 0, grant + 1))
+    return grant, any_
