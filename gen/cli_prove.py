@@ -257,6 +257,8 @@ def _line(block: str, name: str, outcome, depth: int, expected: str | None = Non
 
 
 def run_prove(args) -> int:
+    from fpga.tools import ToolError
+
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be a positive integer, not {args.depth}")
     if args.timeout <= 0:
@@ -268,8 +270,11 @@ def run_prove(args) -> int:
     with OutputDir(args.out or DEFAULT_PROVE_DIR, owner="prove",
                    force=args.force or args.out is None, prune=False) as out:
         for config in configs:
-            results = prove_block(config, out.claim(config.key()), depth=args.depth,
-                                  timeout=args.timeout, only=args.only, solver=args.solver)
+            try:
+                results = prove_block(config, out.claim(config.key()), depth=args.depth,
+                                      timeout=args.timeout, only=args.only, solver=args.solver)
+            except ToolError as error:          # a missing or failing tool: one line, exit 2
+                raise UsageError(str(error)) from None
             expected = _plan(config.block).expected
             for name, o in results:
                 if o.status == "fail" and name in expected:

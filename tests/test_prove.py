@@ -6,6 +6,9 @@ proves every block.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import data, stream, wiring
@@ -195,3 +198,12 @@ def test_cli_prove(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "stable:o" in out and "proved (k-induction, k=4)" in out, out
     assert out.splitlines()[-1] == "1 proved, 0 bounded-only, 0 failed", out
+
+
+def test_sby_env_puts_an_absolute_shim_directory_on_path(tmp_path, monkeypatch):
+    # `lutra prove --out rel` gives a relative directory; sby runs its tools from its own work
+    # directory, so a relative PATH entry would find no yosys there.
+    monkeypatch.chdir(tmp_path)
+    env = sby_env(Path("rel") / "bin")
+    first = env["PATH"].split(os.pathsep)[0]
+    assert first == str(tmp_path / "rel" / "bin") and (Path(first) / "yosys").exists()
