@@ -120,7 +120,10 @@ BLOCK = BlockSpec(
     ports={
         "i": "k-slices: a[rows] = A[:, k] (a_width bits), b[cols] = B[k, :] (int8), last = "
              "final k of the tile",
-        "params": "one beat per tile, taken with its first k-slice: a_offset (= -input zero "
+        "params": "one beat per tile, taken a cycle or more before its first k-slice (alone "
+                  "when none is held, else in the cycle of the previous tile's last k-slice: "
+                  "params.ready depends combinationally on i.valid; offer params without "
+                  "waiting for i.ready): a_offset (= -input zero "
                   "point, in figures.a_offset_range), bias[cols], multiplier[cols] (Q31), "
                   "shift[cols] (TFLite, >0 left), out_zero_point, act_min, act_max (out_width "
                   "bits)",
