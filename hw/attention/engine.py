@@ -11,6 +11,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.params import params_or_keywords
 from ..common.arith import times_constant
 from ..gemm import GemmCore
 from ..softmax import SoftmaxEngine
@@ -105,12 +106,7 @@ class AttentionEngine(wiring.Component):
     """
 
     def __init__(self, params: EngineParams | None = None, **kwargs):
-        if params is None:
-            params = EngineParams(**kwargs)
-        elif kwargs:
-            raise TypeError("give either params or keyword parameters, not both")
-        if not isinstance(params, EngineParams):
-            raise TypeError(f"params must be an EngineParams, not {params!r}")
+        params = params_or_keywords(EngineParams, params, kwargs)
         self._params = params
         p = params
         bw = block_width(p.max_len, p.block)

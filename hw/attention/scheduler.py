@@ -8,6 +8,7 @@ from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..common.params import params_or_keywords
 from .scheduler_params import SchedulerParams
 
 __all__ = ["AttentionScheduler", "Command", "Descriptor"]
@@ -121,12 +122,7 @@ class AttentionScheduler(wiring.Component):
     """
 
     def __init__(self, params: SchedulerParams | None = None, **kwargs):
-        if params is None:
-            params = SchedulerParams(**kwargs)
-        elif kwargs:
-            raise TypeError("give either params or keyword parameters, not both")
-        if not isinstance(params, SchedulerParams):
-            raise TypeError(f"params must be a SchedulerParams, not {params!r}")
+        params = params_or_keywords(SchedulerParams, params, kwargs)
         self._params = params
         members = {"desc": In(stream.Signature(Descriptor(params.seq_width,
                                                           params.length_width)))}

@@ -11,6 +11,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.params import params_or_keywords
 from ..common.arith import times_constant
 from .engine import AttentionEngine, Quant, Word
 from .params import UnitParams
@@ -96,12 +97,7 @@ class AttentionUnit(wiring.Component):
     """
 
     def __init__(self, params: UnitParams | None = None, **kwargs):
-        if params is None:
-            params = UnitParams(**kwargs)
-        elif kwargs:
-            raise TypeError("give either params or keyword parameters, not both")
-        if not isinstance(params, UnitParams):
-            raise TypeError(f"params must be a UnitParams, not {params!r}")
+        params = params_or_keywords(UnitParams, params, kwargs)
         self._params = params
         word = stream.Signature(Word(params.block))
         super().__init__({

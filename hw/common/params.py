@@ -8,7 +8,7 @@ from dataclasses import field, fields
 
 from .checks import check_bool, check_choice, check_int
 
-__all__ = ["param", "field_kind", "validate_fields"]
+__all__ = ["param", "field_kind", "validate_fields", "params_or_keywords"]
 
 _KINDS = {"int": int, "bool": bool, "float": float, "str": str}
 
@@ -51,3 +51,17 @@ def validate_fields(obj, *, exclude=()) -> None:
             raise TypeError(f"{f.name} must be a string, not {value!r}")
         if meta["choices"] is not None:
             check_choice(f.name, value, meta["choices"])
+
+
+def params_or_keywords(cls, params, kwargs: dict, *, build=None, name: str = "params"):
+    """What a component's ``__init__(self, params=None, **kwargs)`` takes: ``params``, an
+    instance of the parameter dataclass ``cls``, or its fields as keywords (``build(**kwargs)``,
+    default ``cls``); not both. ``TypeError`` names ``name`` otherwise."""
+    if params is None:
+        return (build or cls)(**kwargs)
+    if kwargs:
+        raise TypeError(f"give either {name} or keyword parameters, not both")
+    if not isinstance(params, cls):
+        article = "an" if cls.__name__[0] in "AEIO" else "a"          # "a UnitParams"
+        raise TypeError(f"{name} must be {article} {cls.__name__}, not {params!r}")
+    return params

@@ -8,6 +8,7 @@ from .lut import LutGelu
 from .params import DIVIDERS, MAX_MODES, METHODS, GeluParams
 from .pipeline import GeluBeat
 from .poly import PolyGelu
+from ..common.params import params_or_keywords
 from .shift import Divider, RowBuffer, ShiftBack, ShiftFront
 
 __all__ = ["METHODS", "MAX_MODES", "DIVIDERS", "Gelu"]
@@ -66,12 +67,7 @@ class Gelu(wiring.Component):
     """
 
     def __init__(self, params: GeluParams | None = None, **kwargs):
-        if params is None:
-            params = GeluParams(**kwargs)
-        elif kwargs:
-            raise TypeError("give either params or keyword parameters, not both")
-        if not isinstance(params, GeluParams):
-            raise TypeError(f"params must be a GeluParams, not {params!r}")
+        params = params_or_keywords(GeluParams, params, kwargs)
         self._params = params
         super().__init__({
             "i": In(stream.Signature(GeluBeat(params.lanes, params.in_width))),

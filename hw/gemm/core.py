@@ -7,6 +7,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.params import params_or_keywords
 from ..common.mul import PipelinedMultiplier
 from ..common.pipeline import delayed
 from ..common.requant import Requantizer
@@ -116,11 +117,7 @@ class GemmCore(wiring.Component):
     """
 
     def __init__(self, parameters: GemmParams | None = None, **kwargs):
-        if parameters is None:
-            parameters = GemmParams(**kwargs)
-        elif kwargs or not isinstance(parameters, GemmParams):
-            raise TypeError(f"parameters must be a GemmParams (and no keyword arguments), not "
-                            f"{parameters!r}")
+        parameters = params_or_keywords(GemmParams, parameters, kwargs, name="parameters")
         self._params = p = parameters
         super().__init__({
             "i": In(stream.Signature(KSlice(p.rows, p.cols, p.a_width))),

@@ -14,6 +14,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.params import params_or_keywords
 from ..common.pipeline import delayed
 from .lut import RecipMethod
 from .lut2d import Lut2dMethod
@@ -104,12 +105,7 @@ class SoftmaxEngine(wiring.Component):
     """
 
     def __init__(self, params: SoftmaxParams | None = None, **kwargs):
-        if params is None:
-            params = SoftmaxParams(**kwargs)
-        elif kwargs:
-            raise TypeError("give either params or keyword parameters, not both")
-        if not isinstance(params, SoftmaxParams):
-            raise TypeError(f"params must be a SoftmaxParams, not {params!r}")
+        params = params_or_keywords(SoftmaxParams, params, kwargs)
         self._params = params
         super().__init__({"i": In(stream.Signature(SoftmaxIn(params.in_bits))),
                           "o": Out(stream.Signature(SoftmaxOut(params.out_bits)))})

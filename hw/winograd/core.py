@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from sim.golden.winograd import exact_divisor, integer_matrices, odd_inverse_steps, rescale_shifts
 
+from ..common.params import params_or_keywords
 from ..common.arith import times_constant
 from ..common.requant import requant_sequencer
 from .params import WinogradParams
@@ -130,11 +131,8 @@ class WinogradUnit(wiring.Component):
     """
 
     def __init__(self, parameters: WinogradParams | None = None, **kwargs):
-        if parameters is None:
-            parameters = WinogradParams.of(**kwargs)
-        elif kwargs or not isinstance(parameters, WinogradParams):
-            raise TypeError(f"parameters must be a WinogradParams (and no keyword arguments), "
-                            f"not {parameters!r}")
+        parameters = params_or_keywords(WinogradParams, parameters, kwargs,
+                                        build=WinogradParams.of, name="parameters")
         self._params = p = parameters
         super().__init__({
             "params": In(stream.Signature(PassParams(p.requantize))),

@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.params import params_or_keywords
 from ..common.arith import unsigned_width
 from ..common.checks import check_bool, check_choice, check_int
 from .core import InputTile, PassParams, WeightBeat, WinogradOut, WinogradUnit
@@ -436,11 +437,8 @@ class WinogradFeatureMap(wiring.Component):
     """
 
     def __init__(self, parameters: WinogradFMParams | None = None, **kwargs):
-        if parameters is None:
-            parameters = WinogradFMParams.of(**kwargs)
-        elif kwargs or not isinstance(parameters, WinogradFMParams):
-            raise TypeError(f"parameters must be a WinogradFMParams (and no keyword "
-                            f"arguments), not {parameters!r}")
+        parameters = params_or_keywords(WinogradFMParams, parameters, kwargs,
+                                        build=WinogradFMParams.of, name="parameters")
         self._params = p = parameters
         # The parts are elaborated by this component's elaborate().
         self._unit = WinogradUnit(p.unit)
