@@ -4,7 +4,9 @@ fixes the dimensions and the table scales; the array configuration comes from
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 
+from hw.common.params import param, validate_fields
 from hw.encoder import EncoderAccelerator, EncoderParams
 from sim.encoder_driver import MODELS, load_model
 
@@ -16,15 +18,24 @@ _MODEL_FIELDS = ("hidden", "heads", "ffn", "layers", "max_len", "softmax", "soft
                  "gelu_scale")
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which quantized encoder the accelerator is generated for: the model fixes the dimensions
+    and the table scales (``EncoderParams.for_model``); declared once here, with help and bounds,
+    like every block parameter (``hw.common.params.param``)."""
+
+    model: str = param("tiny", "the quantized encoder: tiny (random, 2 layers, hidden 32) or "
+                       "minilm (all-MiniLM-L6-v2)", choices=MODELS)
+    model_layers: int = param(0, "keep only the model's first N layers (0: all)", lo=0, hi=255)
+    model_max_len: int = param(0, "lower the model's longest sequence to N tokens (0: the "
+                               "model's own; MiniLM's 512 do not fit on chip)", lo=0, hi=512)
+
+    def __post_init__(self):
+        validate_fields(self)
+
+
 def _params() -> tuple[Param, ...]:
-    out = [Param("model", str, "tiny", "the quantized encoder: tiny (random, 2 layers, "
-                 "hidden 32) or minilm (all-MiniLM-L6-v2)", choices=MODELS),
-           Param("model_layers", int, 0, "keep only the model's first N layers (0: all)",
-                 lo=0, hi=255),
-           Param("model_max_len", int, 0, "lower the model's longest sequence to N tokens "
-                 "(0: the model's own; MiniLM's 512 do not fit on chip)", lo=0, hi=512)]
-    out += params_from(EncoderParams, exclude=_MODEL_FIELDS)
-    return tuple(out)
+    return params_from(ModelChoice) + params_from(EncoderParams, exclude=_MODEL_FIELDS)
 
 
 def encoder_params(p: dict) -> EncoderParams:
@@ -33,12 +44,13 @@ def encoder_params(p: dict) -> EncoderParams:
 
 
 #: The block parameters that choose the model rather than the array.
-_CONFIG_MODEL = ("model", "model_layers", "model_max_len")
+_CONFIG_MODEL = tuple(f.name for f in fields(ModelChoice))
 
 
 def encoder_model(p: dict):
     """The ``QuantizedEncoder`` that the block parameters ``p`` name."""
-    return load_model(p["model"], p["model_layers"], p.get("model_max_len", 0))
+    choice = ModelChoice(**{k: p[k] for k in _CONFIG_MODEL if k in p})
+    return load_model(choice.model, choice.model_layers, choice.model_max_len)
 
 
 def _build(p: dict) -> EncoderAccelerator:
