@@ -73,15 +73,20 @@ from sim.soak import soak  # noqa: E402,F401
 """
 
 
+def _soak_with_golden(build_dir, block: str, params: dict, module: str, source: str):
+    """Soak ``block`` at 300 beats under Verilator through the test module ``source`` (a
+    soak whose golden model has been replaced), written where cocotb imports test modules."""
+    config = validate_params(get_block(block), params)
+    test_dir = build_dir / f"{config.key()}-verilator"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    (test_dir / f"{module}.py").write_text(source)
+    return soak_block(config, "verilator", beats=300, build_root=build_dir, tb_module=module)
+
+
 @_needs("verilator")
 def test_wrong_golden_fails(build_dir):
     """A golden model that is wrong on some rows: the soak counts mismatches and fails."""
-    config = validate_params(get_block("gelu"), {})
-    test_dir = build_dir / f"{config.key()}-verilator"   # cocotb imports test modules from it
-    test_dir.mkdir(parents=True, exist_ok=True)
-    (test_dir / "soak_wrong_golden.py").write_text(WRONG_GOLDEN)
-    result = soak_block(config, "verilator", beats=300, build_root=build_dir,
-                        tb_module="soak_wrong_golden")
+    result = _soak_with_golden(build_dir, "gelu", {}, "soak_wrong_golden", WRONG_GOLDEN)
     assert not result.clean
     assert result.report["mismatches"] > 0, result.report
     assert result.lines()[-1] == "FAIL"
@@ -110,12 +115,7 @@ def test_attention_wrong_policy_fails(build_dir):
     """The scheduler's soak compares the policy, not only the set of commands: a golden
     schedule with the other window order fails it (commands on other engines, in other
     cycles), while every command still comes exactly once."""
-    config = validate_params(get_block("attention"), {})
-    test_dir = build_dir / f"{config.key()}-verilator"
-    test_dir.mkdir(parents=True, exist_ok=True)
-    (test_dir / "soak_wrong_policy.py").write_text(WRONG_POLICY)
-    result = soak_block(config, "verilator", beats=300, build_root=build_dir,
-                        tb_module="soak_wrong_policy")
+    result = _soak_with_golden(build_dir, "attention", {}, "soak_wrong_policy", WRONG_POLICY)
     assert not result.clean
     assert result.report["mismatches"] > 0, result.report
     assert result.lines()[-1] == "FAIL"
@@ -169,13 +169,9 @@ from sim.soak import soak  # noqa: E402,F401
 def _encoder_wrong_specification_fails(build_dir):
     """A specification wrong in one pooled word per batch: the encoder's soak counts it as a
     mismatch and fails."""
-    config = validate_params(get_block("encoder"),
-                             {"model_layers": 1, "max_tokens": 16, "max_seqs": 2})
-    test_dir = build_dir / f"{config.key()}-verilator"
-    test_dir.mkdir(parents=True, exist_ok=True)
-    (test_dir / "soak_wrong_encoder.py").write_text(WRONG_ENCODER)
-    result = soak_block(config, "verilator", beats=300, build_root=build_dir,
-                        tb_module="soak_wrong_encoder")
+    result = _soak_with_golden(build_dir, "encoder",
+                               {"model_layers": 1, "max_tokens": 16, "max_seqs": 2},
+                               "soak_wrong_encoder", WRONG_ENCODER)
     assert not result.clean
     assert result.report["mismatches"] > 0, result.report
     assert result.lines()[-1] == "FAIL"
