@@ -102,8 +102,7 @@ class Gelu(wiring.Component):
         if p.method == "poly":
             return [PolyGelu(constants=k, lanes=lanes)]
         if p.method == "lut":
-            return [LutGelu(scale=p.scale, in_width=p.in_width, out_bits=p.out_bits,
-                            lanes=lanes)]
+            return [LutGelu(table=p.lut_table, in_width=p.in_width, lanes=lanes)]
         parts = [ShiftFront(constants=k, lanes=lanes),
                  Divider(constants=k, lanes=lanes, divider=p.divider),
                  ShiftBack(constants=k, lanes=lanes)]

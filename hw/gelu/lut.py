@@ -5,8 +5,6 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.golden.gelu import lut_gelu_table
-
 from ..common.checks import check_int
 from ..common.arith import signed_width
 from .pipeline import GeluBeat
@@ -16,16 +14,17 @@ __all__ = ["LutGelu"]
 
 class LutGelu(wiring.Component):
     """``y = table[x]``, the correctly rounded GELU of every input code at scale
-    ``S * 2**-(out_bits - 1)`` (:func:`sim.golden.gelu.lut_gelu_table`).
+    ``S * 2**-(out_bits - 1)`` (:func:`sim.golden.gelu.lut_gelu_table`, computed once by
+    ``GeluParams.lut_table``).
 
     The table lives in one ``Memory`` with a synchronous read port per lane; one beat per clock,
     ``LATENCY`` cycle.
 
     Parameters
     ----------
-    scale : float
+    table : list of int
+        The output of every input code, two's-complement order (``GeluParams.lut_table``).
     in_width : int
-    out_bits : int
     lanes : int
 
     Members
@@ -36,10 +35,15 @@ class LutGelu(wiring.Component):
 
     LATENCY = 1
 
-    def __init__(self, *, scale: float, in_width: int, out_bits: int, lanes: int):
+    def __init__(self, *, table: list[int], in_width: int, lanes: int):
         check_int("lanes", lanes, 1, 64)
-        self._table = [int(v) for v in lut_gelu_table(scale, out_bits=out_bits,
-                                                       in_width=in_width)]
+        check_int("in_width", in_width, 2, 12)            # lut_gelu_table's bound
+        if not isinstance(table, list) or not all(isinstance(v, int) for v in table):
+            raise TypeError(f"table must be a list of integers, not {table!r:.60}")
+        if len(table) != 1 << in_width:
+            raise ValueError(f"table must have 2**in_width = {1 << in_width} entries, "
+                             f"not {len(table)}")
+        self._table = table
         self._in_width, self._lanes = in_width, lanes
         super().__init__({
             "i": In(stream.Signature(GeluBeat(lanes, in_width))),
