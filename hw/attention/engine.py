@@ -129,12 +129,6 @@ class AttentionEngine(wiring.Component):
         return self._params
 
     @property
-    def gemm(self) -> GemmCore:
-        """A GEMM core as the engine builds it (for its figures)."""
-        p = self._params
-        return GemmCore(rows=p.block, cols=p.block, requantize=True, out_lanes=p.out_lanes)
-
-    @property
     def multipliers(self) -> int:
         """DSP products: the GEMM core's (one per PE, four per requantizer lane); the softmax
         engine's one (``recip``, ``shiftmax``) or none (``lut2d``)."""
