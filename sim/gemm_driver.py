@@ -7,6 +7,9 @@ cocotb testbench and the benchmark, so all three exercise the same stream protoc
 
 ``a_width`` (8 or 16) and ``out_width`` (8 or 16) are the core's parameters of the same names;
 ``plan`` refuses a problem whose values do not fit them, rather than let the core wrap them.
+With ``k_per_pe`` > 1 each beat carries that many consecutive k-slices, and a K that is not a
+multiple of it is padded at its end with zero k-slices (``b = 0`` adds nothing, whatever
+``a_offset``).
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def check_problem(problem: GemmProblem, *, a_width: int = 8, out_width: int = 8,
 
 
 def plan(problem: GemmProblem, rows: int, cols: int, requantize: bool, *, a_width: int = 8,
-         out_width: int = 8) -> list[Tile]:
+         out_width: int = 8, k_per_pe: int = 1) -> list[Tile]:
     """Output tiles in row-major tile order, each with its k-slices and parameters."""
     check_problem(problem, a_width=a_width, out_width=out_width, requantize=requantize)
     m, k, n = problem.shape
@@ -97,8 +100,11 @@ def plan(problem: GemmProblem, rows: int, cols: int, requantize: bool, *, a_widt
         for col0 in range(0, n, cols):
             a = problem.a[row0:row0 + rows]
             b = problem.b[:, col0:col0 + cols]
-            slices = [{"a": _padded(a[:, kk], rows), "b": _padded(b[kk], cols),
-                       "last": int(kk == k - 1)} for kk in range(k)]
+            if k_per_pe == 1:
+                slices = [{"a": _padded(a[:, kk], rows), "b": _padded(b[kk], cols),
+                           "last": int(kk == k - 1)} for kk in range(k)]
+            else:
+                slices = _dot_slices(a, b, rows, cols, k_per_pe)
             params = {"a_offset": int(problem.a_offset),
                       "bias": _padded(bias[col0:col0 + cols], cols)}
             if requantize:
@@ -113,6 +119,19 @@ def plan(problem: GemmProblem, rows: int, cols: int, requantize: bool, *, a_widt
                 })
             tiles.append(Tile(row0, col0, slices, params))
     return tiles
+
+
+def _dot_slices(a: np.ndarray, b: np.ndarray, rows: int, cols: int, k_per_pe: int) -> list:
+    """Beats of ``k_per_pe`` k-slices (``a[r][j] = A[r, k + j]``, ``b[c][j] = B[k + j, c]``),
+    K padded with zeros to a multiple of ``k_per_pe``."""
+    beats = -(-a.shape[1] // k_per_pe)
+    a_pad = np.zeros((rows, beats * k_per_pe), dtype=np.int64)
+    b_pad = np.zeros((beats * k_per_pe, cols), dtype=np.int64)
+    a_pad[:a.shape[0], :a.shape[1]] = a
+    b_pad[:b.shape[0], :b.shape[1]] = b
+    return [{"a": a_pad[:, s * k_per_pe:(s + 1) * k_per_pe].tolist(),
+             "b": b_pad[s * k_per_pe:(s + 1) * k_per_pe].T.tolist(),
+             "last": int(s == beats - 1)} for s in range(beats)]
 
 
 def assemble(beats: list[dict], shape_mn: tuple[int, int], rows: int, cols: int,

@@ -39,6 +39,9 @@ def test_init_defaults():
     ({"requantize": 1}, TypeError, "requantize must be a bool, not 1"),
     ({"out_lanes": 0}, ValueError, "out_lanes must be in [1, 4], not 0"),
     ({"cols": 4, "out_lanes": 3}, ValueError, "out_lanes must divide cols (4), not 3"),
+    ({"k_per_pe": 3}, ValueError, "k_per_pe must be one of 1, 2, 4, not 3"),
+    ({"k_per_pe": 8}, ValueError, "k_per_pe must be one of 1, 2, 4, not 8"),
+    ({"k_per_pe": True}, TypeError, "k_per_pe must be an integer, not True"),
 ])
 def test_init_wrong(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -104,6 +107,41 @@ def test_plan_refuses_values_the_core_cannot_take(change, message):
     with pytest.raises(ValueError) as info:
         plan(int16, 2, 2, True)
     assert str(info.value).startswith("a must be in [-128, 127] (a_width 8), not ")
+
+
+def test_init_dot_product_pe():
+    """k_per_pe products per PE per clock: k_per_pe DSPs per PE (and per offset cell), an
+    adder tree of log2(k_per_pe) registers in the latency, k_per_pe k-slices per input beat."""
+    base = GemmCore(rows=2, cols=3, requantize=False)
+    for k, levels in ((1, 0), (2, 1), (4, 2)):
+        core = GemmCore(rows=2, cols=3, requantize=False, k_per_pe=k)
+        assert core.parameters.macs == 6 * k
+        assert core.multipliers == 6 * k
+        assert core.parameters.tree_levels == levels
+        assert core.latency == base.latency + levels
+        assert core.row_read_delay == base.row_read_delay + levels
+        # K counts k-slices, not beats: the worst-case sum is the same, so is max_k.
+        assert core.max_k == base.max_k
+        assert core.min_tile_cycles == base.min_tile_cycles
+    layout = GemmCore(rows=2, cols=3, k_per_pe=4).i.payload.shape().members
+    assert layout["a"].length == 2 and layout["a"].elem_shape.length == 4
+    assert layout["a"].elem_shape.elem_shape == signed(8)
+    assert layout["b"].length == 3 and layout["b"].elem_shape.elem_shape == signed(8)
+    assert GemmCore(k_per_pe=2).multipliers == 4 * 4 * 2 + 4         # PEs, requantizer
+    assert GemmCore(rows=2, cols=3, a_width=16, k_per_pe=2).multipliers == 12 + 6 + 4
+
+
+def test_plan_packs_k_per_pe_slices_and_pads_k_with_zeros():
+    problem = GemmProblem(a=np.arange(10).reshape(2, 5), b=np.arange(10).reshape(5, 2) - 5,
+                          a_offset=3)
+    (tile,) = plan(problem, 2, 2, False, k_per_pe=2)
+    assert [s["last"] for s in tile.slices] == [0, 0, 1]
+    assert tile.slices[0]["a"] == [[0, 1], [5, 6]]          # a[r][j] = A[r, k + j]
+    assert tile.slices[0]["b"] == [[-5, -3], [-4, -2]]      # b[c][j] = B[k + j, c]
+    assert tile.slices[2]["a"] == [[4, 0], [9, 0]]          # K = 5 padded to 6 with zeros
+    assert tile.slices[2]["b"] == [[3, 0], [4, 0]]
+    (tile,) = plan(problem, 2, 2, False, k_per_pe=4)
+    assert len(tile.slices) == 2 and tile.slices[1]["b"] == [[3, 0, 0, 0], [4, 0, 0, 0]]
 
 
 def test_init_is_keyword_only():
@@ -208,7 +246,7 @@ def test_requantizer_latency():
 def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     """Stream ``problems`` through ``core`` in the Amaranth simulator; return the results."""
     plans = [plan(p, core.rows, core.cols, core.requantize, a_width=core.a_width,
-                  out_width=core.out_width) for p in problems]
+                  out_width=core.out_width, k_per_pe=core.k_per_pe) for p in problems]
     tiles = [t for tiles in plans for t in tiles]
     beats = []
 
@@ -252,6 +290,9 @@ def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     {"rows": 2, "cols": 3, "requantize": False, "out_lanes": 3},
     {"rows": 3, "cols": 2, "acc_width": 24},
     {"rows": 4, "cols": 4, "out_lanes": 2},
+    {"rows": 3, "cols": 2, "k_per_pe": 2},
+    {"rows": 2, "cols": 3, "requantize": False, "k_per_pe": 4},
+    {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4, "acc_width": 24},
 ])))
 def test_core_matches_golden_with_stalls(seed, kwargs):
     core = GemmCore(**kwargs)
@@ -269,6 +310,8 @@ def test_core_matches_golden_with_stalls(seed, kwargs):
     {"rows": 3, "cols": 2, "a_width": 16, "out_lanes": 2},
     {"rows": 2, "cols": 3, "a_width": 16, "requantize": False, "out_lanes": 3},
     {"rows": 2, "cols": 2, "out_width": 16, "acc_width": 24},
+    {"rows": 2, "cols": 3, "a_width": 16, "out_width": 16, "k_per_pe": 2},
+    {"rows": 3, "cols": 2, "a_width": 16, "requantize": False, "k_per_pe": 4},
 ], start=10)))
 def test_core_widths_match_golden_with_stalls(seed, kwargs):
     """int16 activations and/or int16 results, random stalls on all three streams."""
@@ -349,6 +392,8 @@ COCOTB_CONFIGS = [
     {"rows": 2, "cols": 3, "requantize": False},
     {"rows": 8, "cols": 8, "out_lanes": 4},
     {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16},
+    {"rows": 3, "cols": 2, "k_per_pe": 2},
+    {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4},
 ]
 
 
@@ -364,8 +409,10 @@ def test_cocotb(params, simulator, tmp_path):
 @pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("params", [{"rows": 2, "cols": 3}, {"rows": 3, "cols": 2,
                                                               "requantize": False},
-                                    {"rows": 2, "cols": 2, "a_width": 16, "out_width": 16}],
-                         ids=["2x3", "3x2-raw", "2x2-a16-out16"])
+                                    {"rows": 2, "cols": 2, "a_width": 16, "out_width": 16},
+                                    {"rows": 2, "cols": 2, "a_width": 16, "requantize": False,
+                                     "k_per_pe": 2}],
+                         ids=["2x3", "3x2-raw", "2x2-a16-out16", "2x2-a16-raw-k2"])
 def test_cocotb_ecp5_primitives(params, simulator, tmp_path):
     """The Verilog written for ECP5 (MULT18X18D instances with their pipeline registers, run
     on the behavioural model in sim/models) passes the same regression as the generic one."""
@@ -385,6 +432,11 @@ def test_ecp5_verilog_instantiates_one_registered_dsp_per_pe():
     # int16 activations: still one DSP per PE, plus one per column for the offset.
     wide = GemmCore(rows=2, cols=3, requantize=False, a_width=16)
     assert convert(wide, "gemm", primitives="ecp5").count("MULT18X18D ") == 6 + 3
+    # Dot-product PEs: k_per_pe DSPs each (and per offset cell).
+    dot = GemmCore(rows=2, cols=3, requantize=False, k_per_pe=4)
+    assert convert(dot, "gemm", primitives="ecp5").count("MULT18X18D ") == 6 * 4
+    wide_dot = GemmCore(rows=2, cols=3, requantize=False, a_width=16, k_per_pe=2)
+    assert convert(wide_dot, "gemm", primitives="ecp5").count("MULT18X18D ") == (6 + 3) * 2
 
 
 @pytest.mark.cocotb

@@ -24,11 +24,12 @@ def _figures(core: GemmCore) -> dict:
         "latency_meaning": "cycles from the handshake of a tile's last k-slice to its first "
                            "output beat, sink always ready",
         "min_tile_cycles": cfg.min_tile_cycles,
-        "input_rate": "one k-slice per clock; a tile of K k-slices occupies max(K, "
-                      "min_tile_cycles) input cycles",
+        "input_rate": f"one beat of {cfg.k_per_pe} k-slice(s) per clock; a tile of K "
+                      f"k-slices occupies max(ceil(K / {cfg.k_per_pe}), min_tile_cycles) "
+                      f"input cycles",
         "output_beats_per_tile": cfg.beats_per_tile,
         "output_rate": f"{cfg.out_lanes} element(s) per clock; sustained input rate needs "
-                       f"K >= {cfg.beats_per_tile} per tile",
+                       f"K >= {cfg.beats_per_tile * cfg.k_per_pe} per tile",
         "max_k": cfg.max_k,
         "max_k_meaning": f"largest K whose worst-case sum of (a + a_offset) * b fits the "
                          f"{cfg.acc_width}-bit accumulator (exact up to it); beyond it the "
@@ -54,14 +55,18 @@ def _resources(p: dict) -> dict:
     (iCE40) and 4x4 (ECP5); tests/test_fpga_flow.py states and checks the tolerance. With
     ``a_width=16`` each PE has 12 more operand and product FFs, and each column an offset cell
     (operand, product, accumulator, result and held sum: ~140 FFs) and a read-out subtractor;
-    those terms are counted from the widths, not fitted.
+    those terms are counted from the widths, not fitted. So are those of ``k_per_pe`` > 1:
+    per PE ``k_per_pe - 1`` more operand pairs and products (registers) and the adder tree
+    (its adders and registers); per row ``k_per_pe - 1`` more edge adders; the skew lines
+    ``k_per_pe`` times as wide.
     """
     cfg = GemmParams(**p)
     rows, cols, lanes = cfg.rows, cfg.cols, cfg.out_lanes
     operand = cfg.operand_a_width
-    products = [(operand, 8, rows * cols)]
+    k, extra = cfg.k_per_pe, cfg.k_per_pe - 1
+    products = [(operand, 8, rows * cols * k)]
     if cfg.a_width == 16:
-        products.append((16, 8, cols))
+        products.append((16, 8, cols * k))
     if cfg.requantize:
         products.append((32, 32, lanes))
     tile_bits = 32 * cols + ((32 + 6) * cols + 3 * cfg.out_width if cfg.requantize else 0)
@@ -75,6 +80,14 @@ def _resources(p: dict) -> dict:
         wide = 2 * (operand - 10)                   # wider operand and product registers
         luts += (cfg.acc_width + 2 * cfg.acc_width) * cols
         ffs += wide * rows * cols + (16 + 24 + 3 * cfg.acc_width) * cols
+    if k > 1:
+        product = operand + 8
+        # Adder bits of the tree: k / 2 sums of product + 1 bits, then (k = 4) one more.
+        tree = (k // 2) * (product + 1) + (product + 2 if k == 4 else 0)
+        cells = rows * cols + (cols if cfg.a_width == 16 else 0)
+        luts += cells * tree + (0 if cfg.a_width == 16 else rows * extra * operand)
+        skew = operand * rows * (rows + 1) // 2 + 8 * cols * (cols + 1) // 2
+        ffs += cells * (extra * (operand + 8 + product) + tree) + extra * skew
     return {"multipliers": products, "memories": memories,
             "ram_bits": sum(d * w for d, w in memories), "luts": luts, "ffs": ffs}
 
@@ -94,7 +107,7 @@ def _selftest(p: dict, seed: int) -> dict:
     widths = {"a_width": cfg.a_width, "out_width": cfg.out_width}
     rng = np.random.default_rng(seed)
     problem = random_problem(rng, 2 * rows, 2 * max(rows, cols), 2 * cols, **widths)
-    tiles = plan(problem, rows, cols, cfg.requantize, **widths)
+    tiles = plan(problem, rows, cols, cfg.requantize, **widths, k_per_pe=cfg.k_per_pe)
     expected = problem.expected(cfg.requantize)
     outputs = []
     for tile in tiles:
@@ -134,7 +147,9 @@ BLOCK = BlockSpec(
     bench=_bench,
     sim_configs=({}, {"rows": 1, "cols": 1}, {"rows": 2, "cols": 3, "requantize": False},
                  {"rows": 8, "cols": 8, "out_lanes": 4},
-                 {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16}),
+                 {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16},
+                 {"rows": 3, "cols": 2, "k_per_pe": 2},
+                 {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4}),
     resources=_resources,
     selftest=_selftest,
 )

@@ -25,12 +25,18 @@ def _next(pointer, depth: int):
 _Flags = data.StructLayout({"valid": 1, "last": 1})
 
 
-def KSlice(rows: int, cols: int, a_width: int = 8) -> data.StructLayout:
+def KSlice(rows: int, cols: int, a_width: int = 8, k_per_pe: int = 1) -> data.StructLayout:
     """One k-slice of a tile: column ``k`` of A (``rows`` values of ``a_width`` bits), row ``k``
-    of B (``cols`` int8 values); ``last`` marks the tile's final k-slice."""
+    of B (``cols`` int8 values); ``last`` marks the tile's final k-slice.
+
+    With ``k_per_pe`` > 1 a beat carries ``k_per_pe`` consecutive k-slices: ``a[r][j]`` is
+    ``A[r, k + j]`` and ``b[c][j]`` is ``B[k + j, c]``."""
+    a, b = signed(a_width), signed(B_WIDTH)
+    if k_per_pe > 1:
+        a, b = data.ArrayLayout(a, k_per_pe), data.ArrayLayout(b, k_per_pe)
     return data.StructLayout({
-        "a": data.ArrayLayout(signed(a_width), rows),
-        "b": data.ArrayLayout(signed(B_WIDTH), cols),
+        "a": data.ArrayLayout(a, rows),
+        "b": data.ArrayLayout(b, cols),
         "last": unsigned(1),
     })
 
@@ -103,11 +109,18 @@ class GemmCore(wiring.Component):
     out_width : int
         Bits of the requantized results, their zero point and clamp bounds: 8 (default) or 16.
         Must be 8 with ``requantize=False``.
+    k_per_pe : int
+        Products per PE per clock, 1 (default), 2 or 4: each PE multiplies ``k_per_pe``
+        consecutive elements of its row of A and column of B in as many DSPs, sums them in a
+        pipelined adder tree (``tree_levels`` registers) and accumulates the sum, so one
+        accumulator and one read-out serve ``k_per_pe`` products. Each ``i`` beat then
+        carries ``k_per_pe`` k-slices; a K that is not a multiple is padded with zero
+        k-slices (``b = 0``), as ``sim/gemm_driver.py``'s ``plan`` does.
 
     Members
     -------
-    i : In(stream.Signature(KSlice(rows, cols, a_width)))
-        k-slices of A and B.
+    i : In(stream.Signature(KSlice(rows, cols, a_width, k_per_pe)))
+        k-slices of A and B (``k_per_pe`` per beat).
     params : In(stream.Signature(TileParams(cols, requantize, a_width, out_width)))
         One beat per tile, taken at least a cycle before the tile's first k-slice: alone
         after reset (or whenever no tile's parameters are held), otherwise together with the
@@ -120,7 +133,7 @@ class GemmCore(wiring.Component):
         parameters = params_or_keywords(GemmParams, parameters, kwargs, name="parameters")
         self._params = p = parameters
         super().__init__({
-            "i": In(stream.Signature(KSlice(p.rows, p.cols, p.a_width))),
+            "i": In(stream.Signature(KSlice(p.rows, p.cols, p.a_width, p.k_per_pe))),
             "params": In(stream.Signature(TileParams(p.cols, p.requantize, p.a_width,
                                                      p.out_width))),
             "o": Out(stream.Signature(GemmOut(p.out_lanes, p.requantize, p.out_width))),
@@ -138,6 +151,7 @@ class GemmCore(wiring.Component):
     out_lanes = property(lambda self: self._params.out_lanes)
     a_width = property(lambda self: self._params.a_width)
     out_width = property(lambda self: self._params.out_width)
+    k_per_pe = property(lambda self: self._params.k_per_pe)
     # Derived figures (documented on GemmParams).
     max_k = property(lambda self: self._params.max_k)
     a_offset_range = property(lambda self: self._params.a_offset_range)
@@ -153,6 +167,8 @@ class GemmCore(wiring.Component):
         a_offset, fire, ends, tile_mem, out_layout, row_pop = self._input_side(m)
         edge_flags, row_in, flags_in, col_in = self._edge_and_skew(m, a_offset, fire)
         res, offset_sum = self._pe_array(m, a_offset, edge_flags, row_in, flags_in, col_in)
+        # A dot-product PE's adder tree delays its sums: the read-out follows that much later.
+        ends = delayed(m, "tree_end", ends, self._params.tree_levels, shape=1)
         row_mems, row_written = self._row_readout(m, ends, res, offset_sum)
         self._output_side(m, row_mems, row_written, tile_mem, out_layout, row_pop)
         return m
@@ -226,9 +242,15 @@ class GemmCore(wiring.Component):
 
     def _edge_and_skew(self, m, a_offset, fire):
         """Edge registers and the skew delay lines; returns ``(edge_flags, row_in, flags_in,
-        col_in)``. With int8 activations a_offset is added to a at the edge; with int16 the
-        offset is applied per column (``_pe_array``)."""
+        col_in)``, the operands as one list of ``k_per_pe`` lanes per row and per column.
+        With int8 activations a_offset is added to a at the edge; with int16 the offset is
+        applied per column (``_pe_array``)."""
         p = self._params
+        k = p.k_per_pe
+
+        def lane(vector, j):
+            """Element j of a row's or column's operands, and its name suffix."""
+            return (vector, "") if k == 1 else (vector[j], f"_{j}")
         offset_per_column = p.a_width == 16
         operand_a_width = p.operand_a_width
         edge_flags = Signal(_Flags)
@@ -239,27 +261,39 @@ class GemmCore(wiring.Component):
 
         row_in, flags_in = [], []
         for r in range(p.rows):
-            edge_a = Signal(signed(operand_a_width), name=f"edge_a{r}", reset_less=True)
-            a_in = self.i.payload.a[r]
-            m.d.sync += edge_a.eq(a_in if offset_per_column else a_in + a_offset)
-            row_in.append(delayed(m, f"skew_a{r}", edge_a, r, shape=signed(operand_a_width),
-                                  reset_less=True))
+            lanes = []
+            for j in range(k):
+                a_in, suffix = lane(self.i.payload.a[r], j)
+                edge_a = Signal(signed(operand_a_width), name=f"edge_a{r}{suffix}",
+                                reset_less=True)
+                m.d.sync += edge_a.eq(a_in if offset_per_column else a_in + a_offset)
+                lanes.append(delayed(m, f"skew_a{r}{suffix}", edge_a, r,
+                                     shape=signed(operand_a_width), reset_less=True))
+            row_in.append(lanes)
             flags_in.append(delayed(m, f"skew_flags{r}", edge_flags, r, shape=_Flags))
         col_in = []
         for c in range(p.cols):
-            edge_b = Signal(signed(8), name=f"edge_b{c}", reset_less=True)
-            m.d.sync += edge_b.eq(self.i.payload.b[c])
-            col_in.append(delayed(m, f"skew_b{c}", edge_b, c, shape=signed(8), reset_less=True))
+            lanes = []
+            for j in range(k):
+                b_in, suffix = lane(self.i.payload.b[c], j)
+                edge_b = Signal(signed(8), name=f"edge_b{c}{suffix}", reset_less=True)
+                m.d.sync += edge_b.eq(b_in)
+                lanes.append(delayed(m, f"skew_b{c}{suffix}", edge_b, c, shape=signed(8),
+                                     reset_less=True))
+            col_in.append(lanes)
         return edge_flags, row_in, flags_in, col_in
 
     def _pe(self, m, name, a_left, b_above, flags_left):
-        """One multiply-accumulate cell; returns its operand and flag registers (passed on
-        to its neighbours) and its result register (the tile's sum)."""
+        """One multiply-accumulate cell of ``k_per_pe`` products (the operand lists
+        ``a_left``, ``b_above``); returns its operand and flag registers (passed on to its
+        neighbours) and its result register (the tile's sum)."""
         width = self._params.acc_width
+        k = len(a_left)
+        lanes = [""] if k == 1 else [str(j) for j in range(k)]
         # Data registers need no reset (only the flags do): a reset that is not the
         # flip-flops' only synchronous set/reset costs a LUT per bit on ECP5.
-        a = Signal(a_left.shape(), name=name + "a", reset_less=True)
-        b = Signal(signed(B_WIDTH), name=name + "b", reset_less=True)
+        a = [Signal(a_left[0].shape(), name=name + "a" + j, reset_less=True) for j in lanes]
+        b = [Signal(signed(B_WIDTH), name=name + "b" + j, reset_less=True) for j in lanes]
         flags = Signal(_Flags, name=name + "flags")
         # The product's flags, aligned with it: valid, and the tile's end registered as
         # such, so the accumulator's clear is a flip-flop (set by reset, too), not logic
@@ -273,21 +307,41 @@ class GemmCore(wiring.Component):
         # ECP5 both register stages live inside the DSP), and is registered once more in
         # the fabric, with its flags: the route out of the DSP and the accumulator's carry
         # chain are then in separate cycles.
-        mul = PipelinedMultiplier(a_width=len(a_left), b_width=B_WIDTH)
-        m.submodules[name + "mul"] = mul
-        product = Signal.like(mul.p, name=name + "product", reset_less=True)
+        muls, products = [], []
+        for j in lanes:
+            mul = PipelinedMultiplier(a_width=len(a_left[0]), b_width=B_WIDTH)
+            m.submodules[name + "mul" + j] = mul
+            muls.append(mul)
+            products.append(Signal.like(mul.p, name=name + "product" + j, reset_less=True))
         product_flags = Signal(_Flags, name=name + "product_flags")
-        m.d.comb += [mul.a.eq(a_left), mul.b.eq(b_above)]
+        m.d.comb += [port.eq(value) for mul, x, y in zip(muls, a_left, b_above)
+                     for port, value in ((mul.a, x), (mul.b, y))]
+        m.d.sync += [reg.eq(value) for regs, values in ((a, a_left), (b, b_above))
+                     for reg, value in zip(regs, values)]
+        m.d.sync += [flags.eq(flags_left), product_flags.eq(flags)]
+        m.d.sync += [product.eq(mul.p) for product, mul in zip(products, muls)]
+        # With k_per_pe > 1 the products are summed in pairs, a register per level, before the
+        # accumulator: one carry chain of at most 20 bits per level, as short as the
+        # accumulator's, and the flags follow through as many registers.
+        tree_flags = product_flags
+        for level in range(len(lanes).bit_length() - 1):
+            sums = []
+            for n in range(0, len(products), 2):
+                pair = products[n] + products[n + 1]
+                sums.append(Signal(pair.shape(), name=f"{name}sum{level}_{n // 2}",
+                                   reset_less=True))
+                m.d.sync += sums[-1].eq(pair)
+            products = sums
+            tree_flags = delayed(m, f"{name}sum{level}_flags", tree_flags, 1)
         m.d.sync += [
-            a.eq(a_left), b.eq(b_above), flags.eq(flags_left),
-            product_flags.eq(flags), product.eq(mul.p),
-            product_valid.eq(product_flags.valid),
-            product_end.eq(product_flags.valid & product_flags.last),
+            product_valid.eq(tree_flags.valid),
+            product_end.eq(tree_flags.valid & tree_flags.last),
         ]
         # The accumulator restarts by clearing at the tile's last product rather than by
         # gating the adder's input on the first one (a LUT per bit in front of the carry
         # chain): the clear is the flip-flops' synchronous reset.
-        total = acc + product
+        (dot,) = products
+        total = acc + dot
         # (product_end implies product_valid: the clear overrides the enable, as the
         # flip-flops' reset does, and the enable is product_valid itself.)
         with m.If(product_valid):
@@ -317,9 +371,11 @@ class GemmCore(wiring.Component):
             # A row of offset cells in step with row 0: the same b and flags, and the tile's
             # input zero point (-a_offset, 16 bits for every a_offset in range) instead of a.
             # Its sums, zero_point * sum_k b[k, c], leave each row of the column at read-out.
+            # (With k_per_pe > 1 each offset cell is a dot-product PE too: zero_point in every
+            # lane, so its sum is zero_point * sum_j b[k + j, c].)
             zero_point = Signal(signed(p.a_width), name="edge_zero_point", reset_less=True)
             m.d.sync += zero_point.eq(-a_offset)
-            zp_left, flags_left = zero_point, edge_flags
+            zp_left, flags_left = [zero_point] * p.k_per_pe, edge_flags
             offset_sum = []
             for c in range(cols):
                 zp_left, _, flags_left, total = self._pe(m, f"offset{c}_", zp_left, col_in[c],

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..common.checks import check_int
 from ..common.params import param, validate_fields
 
-__all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "GemmParams", "a_offset_width",
+__all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "K_PER_PE", "GemmParams", "a_offset_width",
            "a_offset_range", "max_abs_product", "max_k", "pe_product_width"]
 
 #: Bits of the activation operand ``a``: int8 (default) or int16.
@@ -16,6 +16,8 @@ A_WIDTHS = (8, 16)
 OUT_WIDTHS = (8, 16)
 #: Bits of the weight operand ``b``.
 B_WIDTH = 8
+#: Products a PE may take per clock (``k_per_pe``): 1 (one MAC per PE) or a dot product.
+K_PER_PE = (1, 2, 4)
 
 
 def a_offset_width(a_width: int) -> int:
@@ -74,6 +76,8 @@ class GemmParams:
                          "[-32767, 32768], offset applied per column", choices=A_WIDTHS)
     out_width: int = param(8, "requantized output bits (zero point, act_min/max too); 8 with "
                            "requantize false", choices=OUT_WIDTHS)
+    k_per_pe: int = param(1, "products per PE per clock (dot-product PE): each k-slice beat "
+                          "carries k consecutive k-elements", choices=K_PER_PE)
 
     def __post_init__(self):
         # out_lanes is bounded by cols, checked below with that bound in the message.
@@ -94,8 +98,14 @@ class GemmParams:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulate cells: ``rows * cols``."""
-        return self.rows * self.cols
+        """Products per clock (one DSP each): ``rows * cols * k_per_pe``."""
+        return self.rows * self.cols * self.k_per_pe
+
+    @property
+    def tree_levels(self) -> int:
+        """Pipelined adder levels that sum a PE's ``k_per_pe`` products before its
+        accumulator: ``log2(k_per_pe)``, one register each."""
+        return self.k_per_pe.bit_length() - 1
 
     @property
     def max_k(self) -> int:
@@ -116,19 +126,21 @@ class GemmParams:
 
     @property
     def offset_multipliers(self) -> int:
-        """Products of the per-column offset cells: ``cols`` with ``a_width=16``, else 0."""
-        return self.cols if self.a_width == 16 else 0
+        """Products of the per-column offset cells: ``cols * k_per_pe`` with ``a_width=16``,
+        else 0."""
+        return self.cols * self.k_per_pe if self.a_width == 16 else 0
 
     @property
     def multipliers(self) -> int:
-        """DSP products: one per PE, one per column for the offset with ``a_width=16``, four per
+        """DSP products: ``k_per_pe`` per PE and per offset cell (``a_width=16``), four per
         requantizer lane (its 32 x 32 product in 17 x 17 parts)."""
         requant = 4 * self.out_lanes if self.requantize else 0
         return self.macs + self.offset_multipliers + requant
 
     @property
     def min_tile_cycles(self) -> int:
-        """Minimum spacing in cycles between the last k-slices of consecutive tiles."""
+        """Minimum spacing in cycles (k-slice beats) between the last k-slices of
+        consecutive tiles."""
         return max(self.rows, self.cols)
 
     @property
@@ -140,9 +152,10 @@ class GemmParams:
     def row_read_delay(self) -> int:
         """Cycles from a tile's last k-slice to the read of its first result row in the last
         column: the slice's edge register (1), its skew to column ``cols - 1`` (``cols - 1``),
-        the PE's operand, DSP product and fabric product registers (3) and its accumulator (1)
-        make ``4 + cols``; the read-out register follows."""
-        return 4 + self.cols
+        the PE's operand, DSP product and fabric product registers (3), its adder tree
+        (``tree_levels``) and its accumulator (1) make ``4 + tree_levels + cols``; the
+        read-out register follows."""
+        return 4 + self.tree_levels + self.cols
 
     @property
     def row_fifo_depth(self) -> int:

@@ -29,6 +29,7 @@ class TB:
         self.rows, self.cols = cfg["rows"], cfg["cols"]
         self.lanes, self.requantize = cfg["out_lanes"], cfg["requantize"]
         self.widths = {"a_width": cfg["a_width"], "out_width": cfg["out_width"]}
+        self.k_per_pe = cfg["k_per_pe"]         # k-slices per `i` beat
         self.figures = self.manifest["figures"]
         self.slices = StreamSource(dut, self.manifest, "i", Stalls(stall_prob, 4, seed))
         self.params = StreamSource(dut, self.manifest, "params", Stalls(stall_prob, 4, seed + 1))
@@ -39,8 +40,8 @@ class TB:
 
     async def run(self, problems: list[GemmProblem]) -> list[np.ndarray]:
         """Stream every problem's tiles back to back; return each problem's result."""
-        plans = [plan(p, self.rows, self.cols, self.requantize, **self.widths)
-                 for p in problems]
+        plans = [plan(p, self.rows, self.cols, self.requantize, **self.widths,
+                      k_per_pe=self.k_per_pe) for p in problems]
         tiles = [t for tiles in plans for t in tiles]
         beats_total = len(tiles) * self.figures["output_beats_per_tile"]
         feed = cocotb.start_soon(self.slices.send_all(s for t in tiles for s in t.slices))
@@ -121,8 +122,8 @@ async def full_rate_and_latency(dut):
     rng = np.random.default_rng(seed() + 30)
     tb = TB(dut, stall_prob=0.0, seed=seed() + 30)
     await tb.start()
-    k = max(tb.figures["min_tile_cycles"], tb.figures["output_beats_per_tile"])
-    problems = [tb.random_problem(rng, tb.rows, k, tb.cols) for _ in range(6)]
+    k = max(tb.figures["min_tile_cycles"], tb.figures["output_beats_per_tile"])  # beats
+    problems = [tb.random_problem(rng, tb.rows, k * tb.k_per_pe, tb.cols) for _ in range(6)]
     total_slices = k * len(problems)
 
     accepted, first_out = [], []
