@@ -173,7 +173,8 @@ def _gemm(manifest: dict, rng: np.random.Generator) -> Iterator[Chunk]:
         if kind == 9:                   # saturating requantization
             problem.multiplier = np.full(cols, (1 << 31) - 1)
             problem.shift = np.full(cols, 31)
-        (tile,) = plan(problem, rows, cols, cfg["requantize"], **widths)
+        (tile,) = plan(problem, rows, cols, cfg["requantize"], **widths,
+                       k_per_pe=cfg["k_per_pe"])
         want = problem.expected(cfg["requantize"]).reshape(-1, lanes)
         yield Chunk([[("i", s) for s in tile.slices], [("params", tile.params)]],
                     [{"data": [int(v) for v in beat], "last": int(b == len(want) - 1)}

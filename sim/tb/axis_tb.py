@@ -183,7 +183,8 @@ async def gemm(tb: AxisTB, rng) -> None:
     problems = [random_problem(rng, 2 * rows + 1, 37, 2 * cols + 1, **widths),
                 random_problem(rng, rows, 1, cols, **widths),
                 random_problem(rng, rows, 300, cols, extreme=True, **widths)]
-    plans = [plan(p, rows, cols, requantize, **widths) for p in problems]
+    plans = [plan(p, rows, cols, requantize, **widths, k_per_pe=cfg["k_per_pe"])
+             for p in problems]
     tiles = [t for tiles in plans for t in tiles]
     per_tile = tb.figures["output_beats_per_tile"]
     inputs = [cocotb.start_soon(tb.send("i", [s for t in tiles for s in t.slices])),

@@ -25,7 +25,7 @@ async def gemm_utilization(dut):
     m, k, n = (int(x) for x in os.environ["LUTRA_BENCH_SHAPE"].split("x"))
     widths = {"a_width": cfg["a_width"], "out_width": cfg["out_width"]}
     problem = random_problem(np.random.default_rng(0), m, k, n, **widths)
-    tiles = plan(problem, rows, cols, cfg["requantize"], **widths)
+    tiles = plan(problem, rows, cols, cfg["requantize"], **widths, k_per_pe=cfg["k_per_pe"])
     await start_clock_reset(dut)
     slices = StreamSource(dut, manifest, "i")
     params = StreamSource(dut, manifest, "params")
