@@ -321,8 +321,8 @@ class GemmCore(wiring.Component):
         m.d.sync += [flags.eq(flags_left), product_flags.eq(flags)]
         m.d.sync += [product.eq(mul.p) for product, mul in zip(products, muls)]
         # With k_per_pe > 1 the products are summed in pairs, a register per level, before the
-        # accumulator: one carry chain of at most 20 bits per level, as short as the
-        # accumulator's, and the flags follow through as many registers.
+        # accumulator: each level one carry chain narrower than the accumulator's, and the
+        # flags follow through as many registers.
         tree_flags = product_flags
         for level in range(len(lanes).bit_length() - 1):
             sums = []
