@@ -242,7 +242,8 @@ class AttentionEngine(wiring.Component):
         B, chunks = r.B, r.chunks
         started, seq, query_block = r.started, r.seq, r.query_block
         Lanes = r.Lanes = data.ArrayLayout(signed(8), B * B)
-        m.submodules.q_store = q_store = Memory(shape=Lanes, depth=chunks, init=[])
+        # (at least 2 words: a 1-word memory has a zero-width address, which Verilator rejects)
+        m.submodules.q_store = q_store = Memory(shape=Lanes, depth=max(chunks, 2), init=[])
         q_write = q_store.write_port(granularity=B)
         r.q_read = q_store.read_port(domain="comb")
         q_chunks = r.q_chunks = Signal(range(chunks + 1))   # chunks of every query row received

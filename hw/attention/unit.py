@@ -117,7 +117,10 @@ class AttentionUnit(wiring.Component):
         state = Signal(State)
         Seq = data.StructLayout({"base": range(self._params.max_tokens + 1),
                                  "length": SequenceIn(self._params.max_len)["length"].shape})
-        m.submodules.table = table = Memory(shape=Seq, depth=self._params.max_seqs, init=[])
+        # (memories of at least 2 words: a 1-word memory has a zero-width address, which
+        # Verilator rejects)
+        m.submodules.table = table = Memory(shape=Seq, depth=max(self._params.max_seqs, 2),
+                                            init=[])
         table_write = table.write_port()
         batch = self._load_descriptors(m, state, table_write)
         memories, loaded = self._load_words(m, state, batch)
@@ -181,7 +184,7 @@ class AttentionUnit(wiring.Component):
         all_words, all_desc, total_words = batch.all_words, batch.all_desc, batch.total_words
         memories, loaded = [], []
         for name in ("q", "k", "v"):
-            mem = Memory(shape=Word(B), depth=depth, init=[])
+            mem = Memory(shape=Word(B), depth=max(depth, 2), init=[])
             m.submodules[f"{name}_memory"] = mem
             port, write = getattr(self, name), mem.write_port()
             count = Signal(range(depth + 1), name=f"{name}_words")
@@ -250,7 +253,7 @@ class AttentionUnit(wiring.Component):
         """Writes of the context into O through one round-robin arbiter; (the O memory, the
         count of words written)."""
         B, depth = self._params.block, self._params.memory_words
-        m.submodules.o_memory = o_memory = Memory(shape=Word(B), depth=depth, init=[])
+        m.submodules.o_memory = o_memory = Memory(shape=Word(B), depth=max(depth, 2), init=[])
         o_write = o_memory.write_port()
         outs = [engine.o for engine in engines]
         grant, granted = _round_robin(m, "o", [o.valid for o in outs])
@@ -352,7 +355,7 @@ class AttentionUnit(wiring.Component):
         whether the token is past the sequence (the address's first stage)."""
         p = self._params
         row = Signal(range(p.max_tokens + 1), name=f"{name}_row")
-        column = Signal(range(p.words_per_token), name=f"{name}_column")
+        column = Signal(range(max(p.words_per_token, 2)), name=f"{name}_column")
         outside = Signal(name=f"{name}_outside")
         m.d.sync += [row.eq(entry.base + token),
                      column.eq(times_constant(head, p.chunks) + chunk),
@@ -362,7 +365,7 @@ class AttentionUnit(wiring.Component):
     def _word_address(self, m, name, row, column):
         """Registered: ``row x hidden / block + column`` (shifted adds, no multiplier)."""
         p = self._params
-        addr = Signal(range(p.memory_words), name=f"{name}_addr")
+        addr = Signal(range(max(p.memory_words, 2)), name=f"{name}_addr")
         m.d.sync += addr.eq(times_constant(row, p.words_per_token) + column)
         return addr
 
