@@ -217,9 +217,19 @@ class GemmCore(wiring.Component):
         with m.Elif(gap != 0):
             m.d.sync += gap.eq(gap - 1)
         m.d.sync += reserved.eq(reserved + Mux(ends, rows, 0) - row_pop)
-        after_pop = reserved - row_pop
+
+        # room next cycle: reserved + rows * ends - row_pop + rows <= depth, i.e. reserved
+        # compared with a constant for each outcome of ends and row_pop. row_pop (the shifter's
+        # load, which fans out to every shifter register) and ends then only select among
+        # registered comparisons: with the adder in between, load -> room was the 12x12
+        # core's critical path on ECP5 (9.09 ns over 11 levels, seed 1).
+        def reserved_at_most(n):
+            return 0 if n < 0 else 1 if n >= depth else reserved <= n
+        def room_after(tile_ends):
+            return Mux(row_pop, reserved_at_most(depth - rows * (1 + tile_ends) + 1),
+                       reserved_at_most(depth - rows * (1 + tile_ends)))
         m.d.sync += [
-            room.eq(Mux(ends, after_pop + 2 * rows <= depth, after_pop + rows <= depth)),
+            room.eq(Mux(ends, room_after(1), room_after(0))),
             gap_zero.eq(Mux(ends, int(spacing == 1), (gap == 0) | (gap == 1))),
         ]
         return a_offset, fire, ends, tile_mem, out_layout, row_pop
