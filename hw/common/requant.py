@@ -2,7 +2,7 @@
 
 import itertools
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -62,7 +62,7 @@ class Requantizer(wiring.Component):
     ``sim.golden.gemm.requantize``), including ``INT32_MIN`` operands and ties. The left shift wraps
     modulo 2**32 as two's-complement hardware does. ``shift`` must be in [-31, 31].
 
-    The 32 x 32 product is split into four 17 x 17 partial products so that each maps onto one
+    The 32 x 32 product is split into four 16 x 16 partial products so that each maps onto one
     DSP multiplier (MULT18X18D on ECP5); every adder sits alone between registers.
 
     Parameters
@@ -152,19 +152,21 @@ class Requantizer(wiring.Component):
             m1 = stage(p + "multiplier", signed(32), mult)
             right1 = stage(p + "right", unsigned(6), Mux(shift[-1], -shift, 0))
 
-            # s2-s3: four 17 x 17 partial products (high halves signed, low halves unsigned).
+            # s2-s3: four 16 x 16 partial products (high halves signed, low halves unsigned: one
+            # SB_MAC16 each on iCE40, where a 17-bit signed operand would not fit).
             # Each multiplier registers its operands again (on ECP5 inside the DSP) before the
             # product register: feeding the DSP straight from the s1 barrel shifter was the
             # requantized GEMM's critical path on ECP5.
-            halves_x = (x1[16:].as_signed(), Cat(x1[:16], Const(0, 1)).as_signed())
-            halves_m = (m1[16:].as_signed(), Cat(m1[:16], Const(0, 1)).as_signed())
+            halves_x = (x1[16:].as_signed(), x1[:16])
+            halves_m = (m1[16:].as_signed(), m1[:16])
             pps = {}
             for (xn, x_half), (mn, m_half) in itertools.product(zip("hl", halves_x),
                                                                  zip("hl", halves_m)):
-                mul = PipelinedMultiplier(a_width=17, b_width=17)
+                mul = PipelinedMultiplier(a_width=16, b_width=16, a_signed=xn == "h",
+                                          b_signed=mn == "h")
                 m.submodules[f"{p}mul_{xn}{mn}"] = mul
                 m.d.comb += [mul.a.eq(x_half), mul.b.eq(m_half), mul.en.eq(advance)]
-                pps[xn + mn] = mul.p                    # signed 34 bits
+                pps[xn + mn] = mul.p                    # 32 bits, unsigned for ll
             pp_hh, pp_hl, pp_lh, pp_ll = pps["hh"], pps["hl"], pps["lh"], pps["ll"]
             sat2 = delay(p + "sat_s2", 1, (x1 == -(1 << 31)) & (m1 == -(1 << 31)), 2)
             right2 = delay(p + "right_s2", unsigned(6), right1, 2)
