@@ -470,3 +470,12 @@ def test_cocotb_gemm_ice40_primitives(params, simulator, tmp_path):
     passes the same regression as the generic one."""
     from sim.testing import cocotb_run
     cocotb_run("gemm", params, simulator, tmp_path, primitives="ice40")
+
+
+def test_build_primitives_only_where_the_part_has_dsps_and_they_are_used():
+    from fpga.flow import build_primitives
+    assert build_primitives(DEVICES["ice40-up5k"], False) == "ice40"
+    assert build_primitives(DEVICES["ecp5-85f"], False) == "ecp5"
+    assert build_primitives(DEVICES["ice40-hx8k"], False) == "generic"     # no DSPs
+    assert build_primitives(DEVICES["ice40-up5k"], True) == "generic"      # LUT multipliers
+    assert build_primitives(DEVICES["ecp5-85f"], True) == "generic"
