@@ -563,7 +563,10 @@ class AttentionEngine(wiring.Component):
         s_lane = Signal(range(B))
         s_addr = r.s_addr = Signal(range(B * pairs))
         s_entry_valid = self._key_valid(r, self._back_key(m, r, s_n), s_lane, s_row)
-        s_step = streaming & ~priming & (~s_entry_valid | softmax.i.ready)
+        # the softmax input is registered (a skid buffer): the row buffer's block RAM output
+        # and the lane select would otherwise run straight into the softmax's running maximum
+        to_softmax = _StreamRegister(m, "to_softmax", softmax.i)
+        s_step = streaming & ~priming & (~s_entry_valid | to_softmax.ready)
         s_word_end = s_step & (s_lane == B - 1)
         s_n_final = s_n == r.b_cmds - 1
         s_next = Mux(s_n_final, times_constant(s_row + 1, pairs), s_addr + 1)
@@ -571,9 +574,9 @@ class AttentionEngine(wiring.Component):
                                             Mux(s_n_final, 0, s_n + 1))
         m.d.comb += [
             r.s_read.addr.eq(Cat(Mux(s_word_end, s_next, s_addr)[:r.word_bits], back_half)),
-            softmax.i.valid.eq(streaming & ~priming & s_entry_valid),
-            softmax.i.payload.data.eq(r.s_read.data[s_lane]),
-            softmax.i.payload.last.eq(s_n_final & (s_lane == self._last_lane(m, r, s_row))),
+            to_softmax.valid.eq(streaming & ~priming & s_entry_valid),
+            to_softmax.payload.data.eq(r.s_read.data[s_lane]),
+            to_softmax.payload.last.eq(s_n_final & (s_lane == self._last_lane(m, r, s_row))),
         ]
         with m.If(priming):
             m.d.sync += priming.eq(~self._scores_written(r, s_row, s_n))
@@ -641,6 +644,28 @@ class AttentionEngine(wiring.Component):
             for h in range(2):
                 with m.If(r.front_half != h):
                     m.d.sync += r.scores_complete[h].eq(0)
+
+
+class _StreamRegister:
+    """A full-rate register stage in front of the stream ``sink`` (a skid buffer): the sink's
+    valid and payload come from registers, and so does ``ready`` towards the source (a second
+    register takes the beat offered while the sink stalls). Drive ``valid`` and ``payload``;
+    a beat is taken when ``valid & ready``."""
+
+    def __init__(self, m, name, sink):
+        self.valid = Signal(name=f"{name}_valid")
+        self.payload = Signal.like(sink.payload, name=f"{name}_payload")
+        skid_full = Signal(name=f"{name}_skid_full")
+        skid = Signal.like(sink.payload, name=f"{name}_skid")
+        self.ready = ~skid_full
+        out_valid = Signal(name=f"{name}_out_valid")
+        out = Signal.like(sink.payload, name=f"{name}_out")
+        m.d.comb += [sink.valid.eq(out_valid), sink.payload.eq(out)]
+        with m.If(~out_valid | sink.ready):
+            m.d.sync += [out_valid.eq(skid_full | self.valid),
+                         out.eq(Mux(skid_full, skid, self.payload)), skid_full.eq(0)]
+        with m.Elif(self.valid & ~skid_full):
+            m.d.sync += [skid_full.eq(1), skid.eq(self.payload)]
 
 
 def _counter(m, name, limit, step):
