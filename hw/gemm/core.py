@@ -446,12 +446,19 @@ class GemmCore(wiring.Component):
         last_next = Mux(load, row_of_tile == p.rows - 2, at_last) if p.rows > 1 else 1
         reads = [mem.read_port(domain="sync") for mem in row_mems]
         tile_read = tile_mem.read_port(domain="sync")
-        row_addr = Signal(range(depth), name="row_read_addr")
-        with m.If(load_next):
-            m.d.sync += row_addr.eq(_next(row_addr, depth))
+        # One read address counter per group of columns: a single one reaches every LUT RAM
+        # cell of every row memory (291 on the 12 x 12), a net across the array. The counters
+        # are not merged by synthesis (each feeds back on itself); the groups are sized so
+        # that load_next enables at most 32 address bits.
+        addr_bits = len(Signal(range(depth)))
+        per_group = -(-cols // min(cols, max(1, 32 // addr_bits)))
+        for first in range(0, cols, per_group):
+            row_addr = Signal(range(depth), name=f"row_read_addr{first}")
+            with m.If(load_next):
+                m.d.sync += row_addr.eq(_next(row_addr, depth))
+            m.d.comb += [read.addr.eq(row_addr) for read in reads[first:first + per_group]]
         with m.If(load_next & last_next):
             m.d.sync += tile_read.addr.eq(_next(tile_read.addr, p.tile_fifo_depth))
-        m.d.comb += [read.addr.eq(row_addr) for read in reads]
         head_last = at_last
         tile = data.View(out_layout, tile_read.data)
 
