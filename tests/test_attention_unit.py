@@ -107,7 +107,7 @@ def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,
             ctx.set(dut.done_ready, 0)
             state["rows_done"] += 1
 
-    words = B * params.chunks               # words of a block of tokens, one head
+    words = B // 2 * params.chunks          # reads (two tokens each) of a block, one head
     pairs = sum(len(cmds) for *_, cmds in all_rows)
     reads = {0: len(all_rows) * words, 1: pairs * words, 2: pairs * words}
     outputs = sum(min(B, lengths[seq] - qb * B) * params.chunks for seq, _, qb, _ in all_rows)

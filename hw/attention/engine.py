@@ -18,7 +18,7 @@ from ..softmax import SoftmaxEngine
 from .params import V_FIFO_DEPTH, EngineParams, block_width, token_width
 from .scheduler import Command
 
-__all__ = ["Word", "ReadRequest", "OutWord", "Quant", "AttentionEngine"]
+__all__ = ["Word", "WordPair", "ReadRequest", "OutWord", "Quant", "AttentionEngine"]
 
 
 def Word(block: int) -> data.ArrayLayout:
@@ -26,9 +26,15 @@ def Word(block: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(8), block)
 
 
+def WordPair(block: int) -> data.ArrayLayout:
+    """The answer to a read: the words of two consecutive tokens (``token``, ``token + 1``)."""
+    return data.ArrayLayout(Word(block), 2)
+
+
 def ReadRequest(seq_width: int, token_width: int, chunks: int) -> data.StructLayout:
-    """A word to read: the command's sequence id (the unit decodes sequence and head from it),
-    a token position in the sequence and a chunk (word) of the head, ``0 .. chunks - 1``."""
+    """Two words to read: the command's sequence id (the unit decodes sequence and head from
+    it), an even token position in the sequence (the answer holds it and the next token) and
+    a chunk (word) of the head, ``0 .. chunks - 1``."""
     return data.StructLayout({"seq": unsigned(seq_width), "token": unsigned(token_width),
                               "chunk": range(max(chunks, 2))})
 
@@ -96,8 +102,8 @@ class AttentionEngine(wiring.Component):
     done_ready : In(1)
         ``done`` is taken in a cycle where both are high.
     q_req, k_req, v_req : Out(stream.Signature(ReadRequest(...)))
-        Word reads of Q, K and V.
-    q_resp, k_resp, v_resp : In(stream.Signature(Word(block)))
+        Reads of Q, K and V, two tokens (an even one and the next) of one chunk each.
+    q_resp, k_resp, v_resp : In(stream.Signature(WordPair(block)))
         Their answers, in order. Tokens past the sequence must read as zeros.
     o : Out(stream.Signature(OutWord(...)))
         Context words of the row's tokens, chunk (column tile) by chunk, token by token.
@@ -112,7 +118,7 @@ class AttentionEngine(wiring.Component):
         bw = block_width(p.max_len, p.block)
         tw = token_width(p.max_len, p.block)
         request = stream.Signature(ReadRequest(p.seq_width, tw, p.chunks))
-        word = stream.Signature(Word(p.block))
+        word = stream.Signature(WordPair(p.block))
         super().__init__({
             "cmd": In(stream.Signature(Command(p.seq_width, bw, p.block))),
             "done": Out(1),
@@ -165,6 +171,7 @@ class AttentionEngine(wiring.Component):
         r = SimpleNamespace(B=B, chunks=p.chunks, pairs=pairs, lanes=p.out_lanes,
                             segments=B // p.out_lanes, log_b=B.bit_length() - 1,
                             pair_bits=max(1, (pairs - 1).bit_length()),
+                            token_pairs=B // 2,
                             word_bits=max(1, (B * pairs - 1).bit_length()))
         m.submodules.gemm = r.gemm = GemmCore(rows=B, cols=B, requantize=True,
                                               out_lanes=r.lanes)
@@ -253,24 +260,24 @@ class AttentionEngine(wiring.Component):
         q_issuing = Signal()
         m.d.sync += q_issuing.eq(q_issuing | (self.cmd.valid & ~started))
         q_req_fire = self.q_req.valid & self.q_req.ready
-        q_req_r, q_req_r_final = _counter(m, "q_req_row", B, q_req_fire)
+        q_req_r, q_req_r_final = _counter(m, "q_req_row_pair", r.token_pairs, q_req_fire)
         q_req_c, q_req_c_final = _counter(m, "q_req_chunk", chunks, q_req_fire & q_req_r_final)
         m.d.comb += [
             self.q_req.valid.eq(q_issuing),
             self.q_req.payload.seq.eq(seq),
-            self.q_req.payload.token.eq(Cat(q_req_r, query_block)),
+            self.q_req.payload.token.eq(Cat(_even(q_req_r, r), query_block)),
             self.q_req.payload.chunk.eq(q_req_c),
         ]
         with m.If(q_req_fire & q_req_c_final & q_req_r_final):
             m.d.sync += q_issuing.eq(0)
         q_resp_fire = self.q_resp.valid & self.q_resp.ready
-        q_resp_r, q_resp_r_final = _counter(m, "q_resp_row", B, q_resp_fire)
+        q_resp_r, q_resp_r_final = _counter(m, "q_resp_row_pair", r.token_pairs, q_resp_fire)
         q_resp_c, _ = _counter(m, "q_resp_chunk", chunks, q_resp_fire & q_resp_r_final)
         m.d.comb += [
             self.q_resp.ready.eq(1),
             q_write.addr.eq(q_resp_c),
-            q_write.data.eq(Cat(*[self.q_resp.payload] * B)),
-            q_write.en.eq(Mux(q_resp_fire, 1 << q_resp_r, 0)),
+            q_write.data.eq(Cat(*[self.q_resp.payload[0], self.q_resp.payload[1]] * r.token_pairs)),
+            q_write.en.eq(Mux(q_resp_fire, 0b11 << _even(q_resp_r, r), 0)),
         ]
         with m.If(q_resp_fire & q_resp_r_final):
             m.d.sync += q_chunks.eq(q_chunks + 1)
@@ -303,27 +310,27 @@ class AttentionEngine(wiring.Component):
             with m.If(self.cmd.payload.key_block == self.cmd.payload.query_block):
                 m.d.sync += r.query_valid.eq(self.cmd.payload.valid)
         k_req_fire = self.k_req.valid & self.k_req.ready
-        k_req_t, k_req_t_final = _counter(m, "k_req_token", B, k_req_fire)
+        k_req_t, k_req_t_final = _counter(m, "k_req_token_pair", r.token_pairs, k_req_fire)
         k_req_c, k_req_c_final = _counter(m, "k_req_chunk", chunks, k_req_fire & k_req_t_final)
         m.d.comb += [
             self.k_req.valid.eq(k_issuing),
             self.k_req.payload.seq.eq(r.seq),
-            self.k_req.payload.token.eq(Cat(k_req_t, k_block)),
+            self.k_req.payload.token.eq(Cat(_even(k_req_t, r), k_block)),
             self.k_req.payload.chunk.eq(k_req_c),
         ]
         with m.If(k_req_fire & k_req_c_final & k_req_t_final):
             m.d.sync += [k_issuing.eq(0), k_req_half.eq(~k_req_half)]
         k_resp_fire = self.k_resp.valid & self.k_resp.ready
         k_resp_half = r.k_resp_half = Signal()
-        k_resp_t, k_resp_t_final = _counter(m, "k_resp_token", B, k_resp_fire)
+        k_resp_t, k_resp_t_final = _counter(m, "k_resp_token_pair", r.token_pairs, k_resp_fire)
         k_resp_c, k_resp_c_final = _counter(m, "k_resp_chunk", chunks,
                                             k_resp_fire & k_resp_t_final)
         k_block_in = r.k_block_in = k_resp_fire & k_resp_c_final & k_resp_t_final
         m.d.comb += [
             self.k_resp.ready.eq(1),
             k_write.addr.eq(Mux(k_resp_half, chunks, 0) + k_resp_c),
-            k_write.data.eq(Cat(*[self.k_resp.payload] * B)),
-            k_write.en.eq(Mux(k_resp_fire, 1 << k_resp_t, 0)),
+            k_write.data.eq(Cat(*[self.k_resp.payload[0], self.k_resp.payload[1]] * r.token_pairs)),
+            k_write.en.eq(Mux(k_resp_fire, 0b11 << _even(k_resp_t, r), 0)),
         ]
         with m.If(k_resp_fire & k_resp_t_final):
             m.d.sync += k_chunks.eq(k_chunks + 1)
@@ -418,18 +425,19 @@ class AttentionEngine(wiring.Component):
                        score_a=score_a, score_b=score_b)
 
     def _pv_slices(self, m, r):
-        """P.V k-slices: V words requested in (chunk, key) order; each answer meets its
-        probabilities."""
+        """P.V k-slices: V words requested in (chunk, key) order, two keys a request; each
+        answer meets its probabilities."""
         B, chunks, pairs = r.B, r.chunks, r.pairs
         m.submodules.probs = probs = Memory(shape=data.ArrayLayout(unsigned(8), B),
                                             depth=pairs * B, init=[])
         r.p_write = probs.write_port(granularity=1)
         p_read = probs.read_port(domain="comb")
-        m.submodules.v_fifo = v_fifo = r.v_fifo = SyncFIFO(width=B * 8, depth=V_FIFO_DEPTH)
+        v_depth = V_FIFO_DEPTH // 2                     # in word pairs
+        m.submodules.v_fifo = v_fifo = r.v_fifo = SyncFIFO(width=2 * B * 8, depth=v_depth)
         v_issuing = r.v_issuing = Signal()
-        v_pending = Signal(range(V_FIFO_DEPTH + 1))    # requested, not yet given to the core
+        v_pending = Signal(range(v_depth + 1))  # pairs requested, not yet given to the core
         v_req_fire = self.v_req.valid & self.v_req.ready
-        v_req_t, v_req_t_final = _counter(m, "v_req_token", B, v_req_fire)
+        v_req_t, v_req_t_final = _counter(m, "v_req_token_pair", r.token_pairs, v_req_fire)
         v_req_n = Signal(range(max(pairs, 2)))
         v_key = self._back_key(m, r, v_req_n)
         v_req_n_final = v_req_n == r.b_cmds - 1
@@ -441,17 +449,18 @@ class AttentionEngine(wiring.Component):
             m.d.sync += v_issuing.eq(0)
         pv_fire = r.i_fire & r.tile_pv
         r.probs_ready = Signal()  # key pv_key's probabilities are written
-        m.d.sync += v_pending.eq(v_pending + v_req_fire - pv_fire)
+        pv_t, pv_t_final = _counter(m, "pv_token", B, pv_fire)
+        pair_used = r.pair_used = pv_fire & pv_t[0]    # the second key of a pair entered
+        m.d.sync += v_pending.eq(v_pending + v_req_fire - pair_used)
         m.d.comb += [
-            self.v_req.valid.eq(v_issuing & (v_pending != V_FIFO_DEPTH)),
+            self.v_req.valid.eq(v_issuing & (v_pending != v_depth)),
             self.v_req.payload.seq.eq(r.b_seq),
-            self.v_req.payload.token.eq(Cat(v_req_t, v_key.block)),
+            self.v_req.payload.token.eq(Cat(_even(v_req_t, r), v_key.block)),
             self.v_req.payload.chunk.eq(v_req_c),
             v_fifo.w_en.eq(self.v_resp.valid),
             v_fifo.w_data.eq(self.v_resp.payload),
             self.v_resp.ready.eq(v_fifo.w_rdy),
         ]
-        pv_t, pv_t_final = _counter(m, "pv_token", B, pv_fire)
         pv_n = Signal(range(max(pairs, 2)))
         pv_n_final = pv_n == r.b_cmds - 1
         pv_tiles = r.pv_tiles = Signal(range(chunks + 1))  # P.V tiles whose slices all entered
@@ -459,18 +468,18 @@ class AttentionEngine(wiring.Component):
             m.d.sync += pv_n.eq(Mux(pv_n_final, 0, pv_n + 1))
             with m.If(pv_n_final):
                 m.d.sync += pv_tiles.eq(pv_tiles + 1)
-        pv_key = r.pv_key = Cat(pv_t, pv_n) if r.log_b else pv_n
+        pv_key = r.pv_key = Cat(pv_t, pv_n)
         m.d.comb += p_read.addr.eq(pv_key)
         vars(r).update(pv_fire=pv_fire, pv_last=pv_t_final & pv_n_final, p_read=p_read)
 
     def _core_input(self, m, r):
         """The GEMM core's k-slices: P.V (probabilities and V words) or scores (Q and K)."""
         gemm, v_fifo, p_read = r.gemm, r.v_fifo, r.p_read
-        v_word = data.View(Word(r.B), v_fifo.r_data)
+        v_word = data.View(WordPair(r.B), v_fifo.r_data)[r.pv_key[0]]
 
         # (r_en outside the If: it reads gemm.i.valid, which the If drives, and Icarus does
         # not re-run a Verilog process for a change it made itself)
-        m.d.comb += v_fifo.r_en.eq(r.pv_fire)
+        m.d.comb += v_fifo.r_en.eq(r.pair_used)
         with m.If(r.tile_pv):
             m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy & r.probs_ready),
                          gemm.i.payload.last.eq(r.pv_last)]
@@ -666,6 +675,11 @@ class _StreamRegister:
                          out.eq(Mux(skid_full, skid, self.payload)), skid_full.eq(0)]
         with m.Elif(self.valid & ~skid_full):
             m.d.sync += [skid_full.eq(1), skid.eq(self.payload)]
+
+
+def _even(pair, r):
+    """The even token position of token pair ``pair`` in a block."""
+    return Cat(Const(0, 1), pair[:r.log_b - 1])
 
 
 def _counter(m, name, limit, step):
