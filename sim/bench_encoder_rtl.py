@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cycle_model", "gemm_pass", "bounds", "main", "batch_lengths"]
+__all__ = ["cycle_model", "gemm_pass", "bounds", "throughput", "float_rate", "main",
+           "batch_lengths"]
 
 #: Cycles of a GEMM column tile's fetch beyond its parameter and weight words (two read
 #: requests' latency), of its compute beyond its k-slices (bank hand-over), and of a GEMM pass
@@ -43,10 +44,9 @@ LAYERNORM_OVERHEAD = 519
 ATTENTION_FIT = {(12, 32, 4, 2): (95.7, 2052.0)}
 
 BATCHES = (1, 8, 32)
-#: Batches of the throughput table: 2 is the most the ECP5-85F's activation memory holds.
+#: Batches of the throughput table: 2 is the most the ECP5-85F's activation memory holds
+#: (max_tokens 32: two median-length sentences, 2 x 14 tokens).
 THROUGHPUT_BATCHES = (1, 2, 8, 32)
-#: The clock besides the last measured one (``gen.cli_run.LAST_FMAX``): the issue's target.
-TARGET_MHZ = 100.0
 
 
 def batch_lengths(lengths: list[int], size: int) -> list[int]:
@@ -121,10 +121,11 @@ def float_rate(sentences) -> float:
 
 
 def throughput(p, lengths: list[int], attention, float_per_s: float) -> list[dict]:
-    """Per batch size of :data:`THROUGHPUT_BATCHES`: modelled cycles of MiniLM on ``p``,
-    latency per batch and sentences/s at the last measured clock and at :data:`TARGET_MHZ`,
-    against ``float_per_s``; printed as a table and returned."""
-    from gen.cli_run import LAST_FMAX
+    """Per batch size of :data:`THROUGHPUT_BATCHES` (1 and 2: median-length sentences; 8 and
+    32: ``lengths`` cycled, as :func:`batch_lengths`): modelled cycles of MiniLM on ``p``,
+    latency per batch and sentences/s at the last measured clock and at the target
+    (``gen.cli_run.TARGET_MHZ``) against ``float_per_s``; printed as a table and returned."""
+    from gen.cli_run import LAST_FMAX, TARGET_MHZ
     mhz, what = LAST_FMAX["minilm"]
     print(f"\nThroughput of all-MiniLM-L6-v2 (6 layers; cycles from the model) at {mhz} MHz "
           f"({what}) and at {TARGET_MHZ:.0f} MHz, against the float NumPy forward measured "
@@ -134,7 +135,7 @@ def throughput(p, lengths: list[int], attention, float_per_s: float) -> list[dic
           f"{TARGET_MHZ:.0f} MHz | x float |\n|---|---|---|---|---|---|---|---|---|")
     out = []
     for size in THROUGHPUT_BATCHES:
-        batch = batch_lengths(lengths, size)
+        batch = batch_lengths(lengths, 1) * size if size <= 2 else batch_lengths(lengths, size)
         cycles = cycle_model(p, batch, attention)["total"]
         row = {"batch": size, "tokens": sum(batch), "cycles": cycles,
                "float_sentences_per_s": float_per_s}
