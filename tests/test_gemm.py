@@ -118,18 +118,23 @@ def test_requantizer_init_wrong():
     with pytest.raises(ValueError) as info:
         Requantizer(lanes=1, out_width=12)
     assert str(info.value) == "out_width must be one of 8, 16, 32, not 12"
+    with pytest.raises(TypeError) as info:
+        Requantizer(lanes=1, far_dsps=1)
+    assert str(info.value) == "far_dsps must be a bool, not 1"
 
 
 # ---- Amaranth simulation -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("out_width", [8, 16, RAW_WIDTH])
-def test_requantizer_matches_golden_with_stalls(out_width):
+@pytest.mark.parametrize("out_width, far_dsps", [(8, False), (16, False), (RAW_WIDTH, False),
+                                                 (8, True), (RAW_WIDTH, True)])
+def test_requantizer_matches_golden_with_stalls(out_width, far_dsps):
     """Every lane against the golden model; ``RAW_WIDTH`` returns the unclamped int32
     ``MultiplyByQuantizedMultiplier`` and carries a ``tag`` through with each beat."""
     lanes, count = 2, 400
     raw = out_width == RAW_WIDTH
-    dut = Requantizer(lanes=lanes, out_width=out_width, tag=signed(7) if raw else None)
+    dut = Requantizer(lanes=lanes, out_width=out_width, tag=signed(7) if raw else None,
+                      far_dsps=far_dsps)
     top = 1 << (out_width - 1)
     rng = np.random.default_rng(5)
     acc = rng.integers(INT32_MIN, INT32_MAX + 1, (count, lanes))
@@ -181,8 +186,11 @@ def test_requantizer_matches_golden_with_stalls(out_width):
         assert beat["last"] == (n % 3 == 0), f"beat {n}: last {beat['last']}"
 
 
-def test_requantizer_latency():
-    dut = Requantizer(lanes=1)
+@pytest.mark.parametrize("far_dsps, latency", [(False, REQUANT_LATENCY),
+                                               (True, REQUANT_LATENCY + 2)])
+def test_requantizer_latency(far_dsps, latency):
+    dut = Requantizer(lanes=1, far_dsps=far_dsps)
+    assert dut.latency == latency
     seen = []
 
     async def bench(ctx):
@@ -202,7 +210,7 @@ def test_requantizer_latency():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == [REQUANT_LATENCY], f"output valid at cycles {seen}"
+    assert seen == [latency], f"output valid at cycles {seen}"
 
 
 def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):

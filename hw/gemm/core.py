@@ -489,7 +489,8 @@ class GemmCore(wiring.Component):
         # One register stage: the bias added, the beat formed. Its valid flag is the only
         # reset one; the payload is qualified by it.
         if p.requantize:
-            m.submodules.requant = requant = Requantizer(lanes=lanes, out_width=p.out_width)
+            m.submodules.requant = requant = Requantizer(lanes=lanes, out_width=p.out_width,
+                                                          far_dsps=True)
             beat = requant.i
             m.d.comb += requant.o.ready.eq(1)       # free-running: the credits leave it room
             into_fifo = requant.o
