@@ -241,6 +241,18 @@ class AttentionEngine(wiring.Component):
         m.d.comb += port.addr.eq(Cat(n[:r.pair_bits], ~r.front_half))
         return port.data
 
+    def _back_key_registered(self, m, r):
+        """A registered read of the back row's key list (its LUT RAM read would otherwise
+        start the softmax streams' handshake paths); :meth:`_next_back_key` addresses it."""
+        return r.keys.read_port()
+
+    def _next_back_key(self, m, r, port, n):
+        """Address ``port`` with entry ``n`` of the next cycle, in the half that is the back
+        row's in the next cycle (the front row's at the hand-over, where ``n`` is 0). The back
+        row's entries do not change while it is the back row."""
+        m.d.comb += port.addr.eq(Cat(n[:r.pair_bits],
+                                     Mux(r.handover, r.front_half, ~r.front_half)))
+
     def _fetch_q(self, m, r):
         """Q: fetched once per row into the query store.
 
@@ -342,8 +354,17 @@ class AttentionEngine(wiring.Component):
 
         One parameter beat per tile, taken with the previous tile's last k-slice (or alone):
         the kind of the next tile is chosen when its beat is taken, P.V first (it frees the
-        back row), and every beat also enters the tile queue that routes the core's output."""
+        back row), and every beat also enters the tile queue that routes the core's output.
+
+        The core's parameter and k-slice streams both go through a register stage (a skid
+        buffer each), so that the engine's tile choice and operand reads do not run into the
+        core's handshake logic; the engine keeps the core's order itself (``tile_open``: a
+        tile's beat is followed by its k-slices, the next beat goes with the last one)."""
         B, chunks, gemm = r.B, r.chunks, r.gemm
+        to_params = _StreamRegister(m, "to_gemm_params", gemm.params)
+        r.to_gemm = _StreamRegister(m, "to_gemm", gemm.i)
+        tile_open = r.tile_open = Signal()      # a beat was given, its last slice not yet
+        r.last_slice = Signal()                 # the open tile's last k-slice goes now
         score_params = r.score_params = Signal(range(r.pairs + 1))  # score tiles announced
         pv_params = r.pv_params = Signal(range(chunks + 1))     # P.V tiles announced (back row)
         probs_done = r.probs_done = Signal()    # every row's probabilities are written
@@ -356,11 +377,12 @@ class AttentionEngine(wiring.Component):
                                                         depth=TILE_QUEUE_DEPTH)
         pv_want = r.back_busy & (pv_params != chunks) & (probs_done | (writing & (w_row == B - 1)))
         score_want = score_params != r.n_cmds
-        params_fire = gemm.params.valid & gemm.params.ready
+        params_fire = to_params.valid & to_params.ready
         tile_pv = r.tile_pv = Signal()          # the kind of the tile being sliced
         entry_in = Signal(TileEntry)
         m.d.comb += [
-            gemm.params.valid.eq((pv_want | score_want) & tiles.w_rdy),
+            to_params.valid.eq((pv_want | score_want) & tiles.w_rdy
+                               & (~tile_open | r.last_slice)),
             entry_in.pv.eq(pv_want),
             entry_in.half.eq(r.front_half),
             entry_in.last.eq(r.last_seen & (score_params == r.n_cmds - 1)),
@@ -372,6 +394,10 @@ class AttentionEngine(wiring.Component):
             tiles.w_data.eq(entry_in),
         ]
         with m.If(params_fire):
+            m.d.sync += tile_open.eq(1)
+        with m.Elif(r.last_slice):
+            m.d.sync += tile_open.eq(0)
+        with m.If(params_fire):
             m.d.sync += tile_pv.eq(pv_want)
             with m.If(pv_want):
                 m.d.sync += pv_params.eq(pv_params + 1)
@@ -379,18 +405,18 @@ class AttentionEngine(wiring.Component):
                 m.d.sync += score_params.eq(score_params + 1)
         quant = self.quant
         m.d.comb += [
-            gemm.params.payload.a_offset.eq(Mux(pv_want, 128, 0)),
-            gemm.params.payload.out_zero_point.eq(
+            to_params.payload.a_offset.eq(Mux(pv_want, 128, 0)),
+            to_params.payload.out_zero_point.eq(
                 Mux(pv_want, quant.context_zero_point, quant.scores_zero_point)),
-            gemm.params.payload.act_min.eq(-128),
-            gemm.params.payload.act_max.eq(127),
+            to_params.payload.act_min.eq(-128),
+            to_params.payload.act_max.eq(127),
         ]
         for c in range(B):
             m.d.comb += [
-                gemm.params.payload.bias[c].eq(0),
-                gemm.params.payload.multiplier[c].eq(
+                to_params.payload.bias[c].eq(0),
+                to_params.payload.multiplier[c].eq(
                     Mux(pv_want, quant.context_multiplier, quant.scores_multiplier)),
-                gemm.params.payload.shift[c].eq(
+                to_params.payload.shift[c].eq(
                     Mux(pv_want, quant.context_shift, quant.scores_shift)),
             ]
 
@@ -400,7 +426,7 @@ class AttentionEngine(wiring.Component):
         B, chunks, gemm = r.B, r.chunks, r.gemm
         busy, full = r.busy, r.full
         slice_half = Signal()
-        i_fire = r.i_fire = gemm.i.valid & gemm.i.ready
+        i_fire = r.i_fire = r.to_gemm.valid & r.to_gemm.ready
         score_fire = i_fire & ~r.tile_pv
         slice_e, slice_e_final = _counter(m, "slice_element", B, score_fire)
         slice_c, slice_c_final = _counter(m, "slice_chunk", chunks, score_fire & slice_e_final)
@@ -474,25 +500,26 @@ class AttentionEngine(wiring.Component):
 
     def _core_input(self, m, r):
         """The GEMM core's k-slices: P.V (probabilities and V words) or scores (Q and K)."""
-        gemm, v_fifo, p_read = r.gemm, r.v_fifo, r.p_read
+        to_gemm, v_fifo, p_read = r.to_gemm, r.v_fifo, r.p_read
         v_word = data.View(WordPair(r.B), v_fifo.r_data)[r.pv_key[0]]
 
-        # (r_en outside the If: it reads gemm.i.valid, which the If drives, and Icarus does
+        # (r_en outside the If: it reads to_gemm.valid, which the If drives, and Icarus does
         # not re-run a Verilog process for a change it made itself)
-        m.d.comb += v_fifo.r_en.eq(r.pair_used)
+        m.d.comb += [v_fifo.r_en.eq(r.pair_used),
+                     r.last_slice.eq(r.i_fire & to_gemm.payload.last)]
         with m.If(r.tile_pv):
-            m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy & r.probs_ready),
-                         gemm.i.payload.last.eq(r.pv_last)]
+            m.d.comb += [to_gemm.valid.eq(r.tile_open & v_fifo.r_rdy & r.probs_ready),
+                         to_gemm.payload.last.eq(r.pv_last)]
             for row in range(r.B):
                 # p - 128 as int8 is p with its top bit flipped
-                m.d.comb += [gemm.i.payload.a[row].eq((p_read.data[row] ^ 0x80).as_signed()),
-                             gemm.i.payload.b[row].eq(v_word[row])]
+                m.d.comb += [to_gemm.payload.a[row].eq((p_read.data[row] ^ 0x80).as_signed()),
+                             to_gemm.payload.b[row].eq(v_word[row])]
         with m.Else():
-            m.d.comb += [gemm.i.valid.eq(r.slice_ready),
-                         gemm.i.payload.last.eq(r.slice_last)]
+            m.d.comb += [to_gemm.valid.eq(r.tile_open & r.slice_ready),
+                         to_gemm.payload.last.eq(r.slice_last)]
             for row in range(r.B):
-                m.d.comb += [gemm.i.payload.a[row].eq(r.score_a[row]),
-                             gemm.i.payload.b[row].eq(r.score_b[row])]
+                m.d.comb += [to_gemm.payload.a[row].eq(r.score_a[row]),
+                             to_gemm.payload.b[row].eq(r.score_b[row])]
 
     def _core_output(self, m, r):
         """GEMM output: scores into the row buffer, context words out.
@@ -571,13 +598,16 @@ class AttentionEngine(wiring.Component):
         s_n = Signal(range(max(pairs, 2)))
         s_lane = Signal(range(B))
         s_addr = r.s_addr = Signal(range(B * pairs))
-        s_entry_valid = self._key_valid(r, self._back_key(m, r, s_n), s_lane, s_row)
+        s_key = self._back_key_registered(m, r)
+        s_entry_valid = self._key_valid(r, s_key.data, s_lane, s_row)
         # the softmax input is registered (a skid buffer): the row buffer's block RAM output
         # and the lane select would otherwise run straight into the softmax's running maximum
         to_softmax = _StreamRegister(m, "to_softmax", softmax.i)
         s_step = streaming & ~priming & (~s_entry_valid | to_softmax.ready)
         s_word_end = s_step & (s_lane == B - 1)
         s_n_final = s_n == r.b_cmds - 1
+        s_n_next = Mux(s_n_final, 0, s_n + 1)
+        self._next_back_key(m, r, s_key, Mux(s_word_end, s_n_next, s_n))
         s_next = Mux(s_n_final, times_constant(s_row + 1, pairs), s_addr + 1)
         next_written = self._scores_written(r, Mux(s_n_final, s_row + 1, s_row),
                                             Mux(s_n_final, 0, s_n + 1))
@@ -594,7 +624,7 @@ class AttentionEngine(wiring.Component):
         with m.If(s_step):
             m.d.sync += s_lane.eq(Mux(s_lane == B - 1, 0, s_lane + 1))
         with m.If(s_word_end):
-            m.d.sync += [s_addr.eq(s_next), s_n.eq(Mux(s_n_final, 0, s_n + 1))]
+            m.d.sync += [s_addr.eq(s_next), s_n.eq(s_n_next)]
             with m.If(s_n_final):
                 m.d.sync += s_row.eq(s_row + 1)
                 with m.If(s_row == B - 1):
@@ -605,9 +635,12 @@ class AttentionEngine(wiring.Component):
         B, softmax, writing, w_row, p_write = r.B, r.softmax, r.writing, r.w_row, r.p_write
         w_n = Signal(range(max(r.pairs, 2)))
         w_lane = Signal(range(B))
-        w_entry_valid = self._key_valid(r, self._back_key(m, r, w_n), w_lane, w_row)
+        w_key = self._back_key_registered(m, r)
+        w_entry_valid = self._key_valid(r, w_key.data, w_lane, w_row)
         w_step = writing & (~w_entry_valid | softmax.o.valid)
         w_n_final = w_n == r.b_cmds - 1
+        w_n_next = Mux(w_n_final, 0, w_n + 1)
+        self._next_back_key(m, r, w_key, Mux(w_step & (w_lane == B - 1), w_n_next, w_n))
         m.d.comb += [
             softmax.o.ready.eq(writing & w_entry_valid),
             p_write.addr.eq(Cat(w_lane, w_n) if r.log_b else w_n),
@@ -617,16 +650,15 @@ class AttentionEngine(wiring.Component):
         with m.If(w_step):
             m.d.sync += w_lane.eq(Mux(w_lane == B - 1, 0, w_lane + 1))
             with m.If(w_lane == B - 1):
-                m.d.sync += w_n.eq(Mux(w_n_final, 0, w_n + 1))
+                m.d.sync += w_n.eq(w_n_next)
                 with m.If(w_n_final):
                     m.d.sync += w_row.eq(w_row + 1)
                     with m.If(w_row == B - 1):
                         m.d.sync += [writing.eq(0), r.probs_done.eq(1)]
         # P.V may take key x once every row's probability of x is written: the slices of the
         # first tile trail the last row's probabilities.
-        w_key = Cat(w_lane, w_n) if r.log_b else w_n
         m.d.comb += r.probs_ready.eq(r.probs_done | (writing & (w_row == B - 1)
-                                                     & (r.pv_key < w_key)))
+                                                     & (r.pv_key < Cat(w_lane, w_n))))
 
     def _handover(self, m, r):
         """The hand-over: the front row becomes the back row.
@@ -636,8 +668,12 @@ class AttentionEngine(wiring.Component):
         score slice has. ``done`` then frees the engine for the scheduler's next row."""
         with m.If(r.back_busy & (r.pv_tiles == r.chunks)):
             m.d.sync += r.back_busy.eq(0)
-        m.d.comb += [self.done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy),
-                     r.handover.eq(self.done & self.done_ready)]
+        # done from a register (it drives the scheduler's slot logic): a cycle behind the
+        # condition, which holds until the hand-over
+        done = Signal()
+        m.d.sync += done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy
+                            & ~r.handover)
+        m.d.comb += [self.done.eq(done), r.handover.eq(done & self.done_ready)]
         with m.If(r.handover):
             m.d.sync += [
                 # the front row becomes the back row
