@@ -231,11 +231,13 @@ class GemmCore(wiring.Component):
                        reserved_at_most(depth - rows * (1 + tile_ends)))
         # Next cycle's have_params is params.valid if a tile ends now (its parameters' beat is
         # then taken if valid), else have_params | params.valid; gap is then 0 if it is now
-        # at most 1 (or if spacing is 1).
+        # at most 1 (or if spacing is 1). (Comparisons whose outcome the widths decide are
+        # left to Python: Verilator rejects constant comparisons.)
         m.d.sync += may_end.eq(Mux(
             ends,
             self.params.valid & int(spacing == 1) & room_after(1),
-            (have_params | self.params.valid) & (gap <= 1) & room_after(0)))
+            (have_params | self.params.valid) & (1 if spacing <= 2 else gap <= 1) &
+            room_after(0)))
         return a_offset, fire, ends, tile_mem, out_layout, row_pop
 
     def _edge_and_skew(self, m, a_offset, fire):
