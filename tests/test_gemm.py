@@ -491,6 +491,89 @@ def test_no_combinational_net_fans_out_across_the_array(kwargs, tmp_path):
     assert worst[0][1] <= MAX_COMB_FANOUT, f"nets reaching most flip-flop bits: {worst}"
 
 
+def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:
+    """``top`` of Yosys' coarse netlist of ``verilog`` (``proc; flatten; opt -fast``), with
+    every bit's drivers and readers: ``{"cells", "ports", "drivers", "readers"}``, where a
+    driver or reader is ``(cell name, cell type, port)``."""
+    from fpga.tools import run_tool
+    (tmp_path / "top.v").write_text(verilog)
+    run_tool("yosys", ["-q", "-p", f"read_verilog -lib +/ecp5/cells_bb.v; read_verilog top.v; "
+                       f"hierarchy -top {top}; proc; flatten; opt -fast; write_json net.json"],
+             cwd=tmp_path, log=tmp_path / "yosys.log")
+    module = json.loads((tmp_path / "net.json").read_text())["modules"][top]
+    drivers, readers = {}, {}
+    for name, cell in module["cells"].items():
+        for port, bits in cell["connections"].items():
+            table = drivers if cell["port_directions"][port] == "output" else readers
+            for bit in bits:
+                table.setdefault(bit, []).append((name, cell["type"], port))
+    return {"cells": module["cells"], "ports": module["ports"], "drivers": drivers,
+            "readers": readers}
+
+
+def test_dsps_have_registers_on_both_sides():
+    """Every MULT18X18D of the requantized core (PEs and the requantizer's partial products,
+    ``far_dsps``) takes its operands straight from flip-flops and gives its product straight to
+    flip-flops: the DSP may be placed anywhere (the 12 x 12 fills the 85F's DSP sites) and the
+    routes to and from it have a cycle each."""
+    import tempfile
+    from pathlib import Path
+    from gen.verilog import convert
+    core = GemmCore(rows=2, cols=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        net = coarse_netlist(convert(core, "gemm", primitives="ecp5"), "gemm", Path(tmp))
+    dsps = [(name, cell) for name, cell in net["cells"].items() if cell["type"] == "MULT18X18D"]
+    assert len(dsps) == core.multipliers == 6 + 4
+    for name, cell in dsps:
+        for port, bits in cell["connections"].items():
+            if port[0] not in "ABP" or not port[1:].isdigit():
+                continue
+            for bit in bits:
+                if isinstance(bit, str):            # constant (sign extension of A and B)
+                    continue
+                ends = (net["readers"].get(bit, []) if port[0] == "P"
+                        else net["drivers"].get(bit, []))
+                kinds = {kind for _, kind, _ in ends}
+                # (A and B bits may repeat one flip-flop's sign bit; P bits may be unused.)
+                assert all("dff" in kind for kind in kinds), f"{name}.{port}: {kinds}"
+
+
+def test_input_handshake_is_one_lut_deep():
+    """``i.ready`` and ``params.ready`` depend on flip-flops and on ``i.valid``, ``i.last``
+    and ``params.valid`` only, with no arithmetic in between (the parameter load from the
+    handshake was the requantized 4x4's critical path on ECP5)."""
+    import tempfile
+    from pathlib import Path
+    from gen.verilog import convert
+    core = GemmCore(rows=4, cols=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        net = coarse_netlist(convert(core, "gemm"), "gemm", Path(tmp))
+    ports = net["ports"]
+    last_bit = ports["i__payload"]["bits"][-1]      # KSlice: a, b, then last
+    allowed = {ports["i__valid"]["bits"][0], last_bit, ports["params__valid"]["bits"][0]}
+    for output in ("i__ready", "params__ready"):
+        seen, todo, cells = set(), list(ports[output]["bits"]), set()
+        while todo:
+            bit = todo.pop()
+            if bit in seen or isinstance(bit, str):
+                continue
+            seen.add(bit)
+            for name, kind, _ in net["drivers"].get(bit, []):
+                if "dff" in kind:
+                    continue
+                assert kind in ("$and", "$or", "$not", "$mux", "$logic_not", "$reduce_and",
+                                "$reduce_or", "$logic_and", "$logic_or", "$eq", "$xor"), \
+                    f"{output} goes through {kind} ({name})"
+                cells.add(name)
+                cell = net["cells"][name]
+                todo += [b for port, bits in cell["connections"].items()
+                         if cell["port_directions"][port] == "input" for b in bits]
+        port_bits = {bit for name, port in ports.items() if port["direction"] == "input"
+                     for bit in port["bits"]}
+        assert seen & port_bits <= allowed, f"{output} depends on other input port bits"
+        assert len(cells) <= 4, f"{output}: {len(cells)} cells"
+
+
 def test_fpga_bench_array_row_summarises_seeds():
     """``python -m fpga.bench gemm --arrays ... --seeds ...``: the block's logic cells are the
     whole design's minus the wrapper's, Fmax is summarised as median (min-max) over the seeds
