@@ -22,7 +22,7 @@ import numpy as np
 from .cli_common import UsageError, parse_block_flags
 
 __all__ = ["add_run_parser", "run_run", "run_config", "simulate", "evaluate", "demo",
-           "DEMO_TEXTS", "DEMO_CONFIGS", "LAST_FMAX"]
+           "DEMO_TEXTS", "DEMO_CONFIGS", "LAST_FMAX", "TARGET_MHZ"]
 
 DEFAULT_RUN_DIR = Path("build/run")
 
