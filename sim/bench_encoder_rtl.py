@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cycle_model", "gemm_pass", "bounds", "throughput", "float_rate", "main",
+__all__ = ["cycle_model", "gemm_pass", "layernorm_pass", "bounds", "throughput", "float_rate", "main",
            "batch_lengths"]
 
 #: Cycles of a GEMM column tile's fetch beyond its parameter and weight words (two read
@@ -35,9 +35,6 @@ __all__ = ["cycle_model", "gemm_pass", "bounds", "throughput", "float_rate", "ma
 FETCH_OVERHEAD = 7
 COMPUTE_OVERHEAD = 2
 GEMM_PASS_OVERHEAD = 8
-#: Cycles per LayerNorm pass beyond its channel records and elements (MiniLM layer 0, 8 x 8
-#: array, port 32).
-LAYERNORM_OVERHEAD = 519
 #: Attention pass of one layer: ``a * sum(t^2) + b * sum(t)`` cycles over the batch's sequence
 #: lengths ``t``, by configuration (heads, head_dim, block, engines). MiniLM's: least squares
 #: through the RTL per-pass counts of batches (9), (14) and (9, 6) tokens (21,107, 33,478 and
@@ -82,20 +79,33 @@ def gemm_pass(p, k: int, n: int, tokens: int) -> int:
     return computed[-1] + drain
 
 
+def layernorm_pass(p, tokens: int) -> int:
+    """Cycles of a LayerNorm pass over ``tokens`` on ``p``: its channel records, the rows at the
+    block's steady rate (``LayerNormParams.pair_period`` per two rows: one element per clock
+    when ``hidden >= row_gap``, slower below), then its latency and the last row's output.
+    Within 30 cycles of the RTL's passes (tiny at batches 1, 8, 32; MiniLM layer 0)."""
+    from hw.layernorm.params import LayerNormParams
+    ln = LayerNormParams(hidden=p.hidden, in_width=16, out_width=16, divider=p.ln_divider)
+    rows = max(tokens * p.hidden, math.ceil(tokens * ln.pair_period / 2))
+    return p.hidden * p.ln_row_words + rows + p.hidden + ln.latency
+
+
 def cycle_model(p, lengths: list[int], attention: tuple[float, float]) -> dict:
     """Modelled cycles of one batch (sequence ``lengths``) on ``p`` (``EncoderParams``): per
-    stage of a layer, per layer, and in all (embedding LayerNorm, layers, pooling)."""
+    stage of a layer, per layer, and in all (input, embedding LayerNorm, layers, pooling)."""
     t = sum(lengths)
     stages = {name: gemm_pass(p, k, n, t) for name, k, n in _gemms(p)}
     a, b = attention
     stages["attention"] = sum(a * s * s + b * s for s in lengths)
-    layernorm = t * p.hidden + p.hidden * p.ln_row_words + LAYERNORM_OVERHEAD
+    layernorm = layernorm_pass(p, t)
     stages["add"] = 2 * (t * p.hidden + 44)
     stages["layernorm"] = 2 * layernorm
     stages["gelu"] = t * p.ffn + 35
     layer = sum(stages.values())
+    # Besides the layers: the embedding sums loaded (one per clock), the embedding LayerNorm
+    # and the pooling pass.
     return {"stages": stages, "layer": layer,
-            "total": p.layers * layer + layernorm + t * p.hidden}
+            "total": p.layers * layer + t * p.hidden + layernorm + t * p.hidden}
 
 
 def bounds(p, lengths: list[int]) -> dict:
