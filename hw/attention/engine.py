@@ -352,19 +352,23 @@ class AttentionEngine(wiring.Component):
     def _tile_params(self, m, r):
         """The GEMM core's tiles: the front row's score tiles and the back row's P.V.
 
-        One parameter beat per tile, taken with the previous tile's last k-slice (or alone):
-        the kind of the next tile is chosen when its beat is taken, P.V first (it frees the
-        back row), and every beat also enters the tile queue that routes the core's output.
+        One parameter beat per tile: the kind of a tile is chosen when its beat is given, P.V
+        first (it frees the back row), and every beat also enters the tile queue that routes
+        the core's output.
 
         The core's parameter and k-slice streams both go through a register stage (a skid
         buffer each), so that the engine's tile choice and operand reads do not run into the
-        core's handshake logic; the engine keeps the core's order itself (``tile_open``: a
-        tile's beat is followed by its k-slices, the next beat goes with the last one)."""
+        core's handshake logic; the engine keeps the core's order itself: a tile's beat, then
+        its k-slices (``tile_open``, ``tile_pv``). The next tile's beat may be given while the
+        current one is being sliced (``next_full``, ``next_pv``: one tile ahead), so the beat
+        does not wait for the last k-slice's handshake."""
         B, chunks, gemm = r.B, r.chunks, r.gemm
         to_params = _StreamRegister(m, "to_gemm_params", gemm.params)
         r.to_gemm = _StreamRegister(m, "to_gemm", gemm.i)
         tile_open = r.tile_open = Signal()      # a beat was given, its last slice not yet
         r.last_slice = Signal()                 # the open tile's last k-slice goes now
+        next_full = Signal()                    # the beat of the tile after the open one
+        next_pv = Signal()                      # was given; that tile's kind
         score_params = r.score_params = Signal(range(r.pairs + 1))  # score tiles announced
         pv_params = r.pv_params = Signal(range(chunks + 1))     # P.V tiles announced (back row)
         probs_done = r.probs_done = Signal()    # every row's probabilities are written
@@ -381,8 +385,7 @@ class AttentionEngine(wiring.Component):
         tile_pv = r.tile_pv = Signal()          # the kind of the tile being sliced
         entry_in = Signal(TileEntry)
         m.d.comb += [
-            to_params.valid.eq((pv_want | score_want) & tiles.w_rdy
-                               & (~tile_open | r.last_slice)),
+            to_params.valid.eq((pv_want | score_want) & tiles.w_rdy & ~next_full),
             entry_in.pv.eq(pv_want),
             entry_in.half.eq(r.front_half),
             entry_in.last.eq(r.last_seen & (score_params == r.n_cmds - 1)),
@@ -393,12 +396,20 @@ class AttentionEngine(wiring.Component):
             tiles.w_en.eq(params_fire),
             tiles.w_data.eq(entry_in),
         ]
+        # (no beat is given while next_full)
+        with m.If(r.last_slice):
+            with m.If(next_full):
+                m.d.sync += [tile_pv.eq(next_pv), next_full.eq(0)]
+            with m.Elif(params_fire):
+                m.d.sync += tile_pv.eq(pv_want)
+            with m.Else():
+                m.d.sync += tile_open.eq(0)
+        with m.Elif(params_fire):
+            with m.If(tile_open):
+                m.d.sync += [next_full.eq(1), next_pv.eq(pv_want)]
+            with m.Else():
+                m.d.sync += [tile_open.eq(1), tile_pv.eq(pv_want)]
         with m.If(params_fire):
-            m.d.sync += tile_open.eq(1)
-        with m.Elif(r.last_slice):
-            m.d.sync += tile_open.eq(0)
-        with m.If(params_fire):
-            m.d.sync += tile_pv.eq(pv_want)
             with m.If(pv_want):
                 m.d.sync += pv_params.eq(pv_params + 1)
             with m.Else():
