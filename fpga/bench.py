@@ -6,12 +6,15 @@ out-of-context and prints the ``lutra report`` table of what it built. The searc
 is generic: grow the block's ``rows``/``cols`` (square, then one column wider) while the fit
 check passes, then step down until nextpnr places and routes the design.
 
-``python -m fpga.bench gemm --arrays 4x4,8x8,12x12 --seeds 1,2,3 [--set a_width=16 ...]``
-instead builds each array size (and each ``--set`` variant) once per seed on ``--reference``
-and prints one row per configuration: MACs, DSPs, the block's LUT4 and FF, its logic cells
-(what nextpnr places for the block alone: the whole design's minus the wrapper's) per MAC,
-Fmax min / median / max over the seeds, and the peak GOPS at the median (2 operations per MAC
-per clock).
+``python -m fpga.bench gemm --arrays 4x4,8x8,12x12 --seeds 1,2,3 [--set a_width=16 ...]
+[--reference ecp5-85f,ice40-up5k]`` instead builds each array size (and each ``--set`` variant)
+once per seed on each ``--reference`` target (an array the target cannot hold is skipped, with
+the fit check's reason) and prints one row per configuration: MACs, DSPs, the block's LUT4 and
+FF, its logic cells (what nextpnr places for the block alone: the whole design's minus the
+wrapper's) per MAC, Fmax min / median / max over the seeds, and the peak GOPS at the median
+(2 operations per MAC per clock). It writes the table (``<block>-scaling.md``) and a plot of Fmax
+(median, min-max bars) and peak GOPS against MACs, one line per target and variant
+(``<block>-scaling.png``), into ``--out``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from .flow import BuildError, build_ooc
 from .targets import DEVICES, TargetError, get_target
 from .tools import ToolError
 
-__all__ = ["largest_candidates", "main"]
+__all__ = ["largest_candidates", "array_row", "array_table", "scaling_series", "plot_arrays",
+           "main"]
 
 DEFAULT_OUT = Path("build/fpga-bench")
 
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help=f"default {DEFAULT_OUT}")
     parser.add_argument("--targets", nargs="*", default=list(DEVICES))
     parser.add_argument("--reference", default="ecp5-85f",
-                        help="target for the default configuration (default ecp5-85f)")
+                        help="target for the default configuration (default ecp5-85f); with "
+                             "--arrays, targets separated by commas (ecp5-85f,ice40-up5k)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--arrays", type=_arrays, metavar="RxC,...",
@@ -80,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with OutputDir(args.out, owner="fpga-bench", force=args.force, prune=False) as out:
             if args.arrays:
-                print(array_table(_sweep(args, out, parser.prog)))
+                rows = _sweep(args, out)
+                table = array_table(rows)
+                name = f"{args.block}-scaling"
+                (out.stage / f"{name}.md").write_text(table)
+                plot_arrays(rows, out.stage / f"{name}.png",
+                            title=f"{args.block}: Fmax and peak GOPS against MACs "
+                                  f"(seeds {','.join(map(str, rows[0]['seeds']))})")
+                print(table)
+                print(f"table: {args.out / (name + '.md')}\nplot: {args.out / (name + '.png')}")
                 return 0
             _run(args, out)
     except (KeyError, ConfigError, OutputError, TargetError, FitError, ToolError,
@@ -118,23 +131,35 @@ def _variants(settings: list[str]) -> list[dict]:
     return variants
 
 
-def _sweep(args, out: OutputDir, prog: str) -> list[dict]:
-    """Build each array and variant once per seed on ``args.reference``; one row each."""
+def _sweep(args, out: OutputDir) -> list[dict]:
+    """Build each array and variant once per seed on each of ``args.reference``'s targets;
+    one row each. Arrays a target cannot hold are skipped with the fit check's reason."""
     spec = get_block(args.block)
-    device, _ = get_target(args.reference)
+    targets = [t for t in args.reference.split(",") if t]
+    devices = [get_target(t)[0] for t in targets]     # every name checked before any build
     seeds = args.seeds or [args.seed]
+    variants = _variants(args.set)
     rows = []
-    for variant in _variants(args.set):
-        for r, c in args.arrays:
-            config = validate_params(spec, {**_typed(spec, variant), "rows": r, "cols": c})
-            reports = []
-            for seed in seeds:
-                where = out.claim(args.reference) / config.key() / f"seed{seed}"
-                report = build_ooc(config, device, where, seed=seed, target_name=args.reference,
-                                   force=args.force)
-                print(f"{config.key()} seed {seed}: {report['timing_summary']}", flush=True)
-                reports.append(report)
-            rows.append(array_row(config, reports, seeds))
+    for target, device in zip(targets, devices):
+        for variant in variants:
+            for r, c in args.arrays:
+                config = validate_params(spec, {**_typed(spec, variant), "rows": r, "cols": c})
+                try:
+                    check_fit(config, device, label=config.key())
+                except FitError as error:
+                    print(f"{config.key()} on {target}: skipped: {error.args[0]}", flush=True)
+                    continue
+                reports = []
+                for seed in seeds:
+                    where = out.claim(target) / config.key() / f"seed{seed}"
+                    report = build_ooc(config, device, where, seed=seed, target_name=target,
+                                       force=args.force)
+                    print(f"{config.key()} on {target} seed {seed}: "
+                          f"{report['timing_summary']}", flush=True)
+                    reports.append(report)
+                rows.append(array_row(config, reports, seeds))
+    if not rows:
+        raise FitError(f"none of the arrays fits {', '.join(targets)}")
     return rows
 
 
@@ -161,7 +186,10 @@ def array_row(config: BlockConfig, reports: list[dict], seeds: list[int]) -> dic
     median = statistics.median(fmax)
     return {"config": " ".join(f"{k}={v}" for k, v in config.params.items()
                                if v != config.block.param(k).default or k in ("rows", "cols")),
-            "macs": macs, "dsp": first["resources"]["dsp"]["used"], "lut4": block["lut4"],
+            "variant": " ".join(f"{k}={v}" for k, v in config.params.items()
+                                if v != config.block.param(k).default
+                                and k not in ("rows", "cols")),
+            "target": first.get("target", ""), "macs": macs, "dsp": first["resources"]["dsp"]["used"], "lut4": block["lut4"],
             "ff": block["ff"], "cells": cells,
             "cells_per_mac": round(cells / macs, 1) if macs else "",
             "ff_per_mac": round(block["ff"] / macs, 1) if macs else "",
@@ -172,15 +200,67 @@ def array_row(config: BlockConfig, reports: list[dict], seeds: list[int]) -> dic
 def array_table(rows: list[dict]) -> str:
     """Markdown table of :func:`array_row` results."""
     head = ("| configuration | MACs | DSP | LUT4 | FF | logic cells (per MAC) | FF/MAC | "
-            "Fmax MHz median (min-max) | seeds | peak GOPS |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+            "Fmax MHz median (min-max) | seeds | peak GOPS | target |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['macs']} | {r['dsp']} | {r['lut4']:,} | {r['ff']:,} | "
             f"{r['cells']:,} ({r['cells_per_mac']}) | {r['ff_per_mac']} | "
             f"{r['fmax_median']:.1f} ({min(r['fmax']):.1f}-{max(r['fmax']):.1f}) | "
-            f"{','.join(map(str, r['seeds']))} | {r['peak_gops']} |")
+            f"{','.join(map(str, r['seeds']))} | {r['peak_gops']} | {r.get('target', '')} |")
     return "\n".join(lines) + "\n"
+
+
+def scaling_series(rows: list[dict]) -> dict[str, dict[str, list]]:
+    """:func:`array_row` results as the plot's lines, one per target and ``--set`` variant,
+    in MACs order: ``macs``, Fmax ``median`` with its distance to the slowest and the fastest
+    seed (``fmax_low``, ``fmax_high``), and peak ``gops`` at the median with the same spread
+    (``gops_low``, ``gops_high``: 2 operations per MAC per clock)."""
+    series: dict[str, dict[str, list]] = {}
+    for row in sorted(rows, key=lambda r: r["macs"]):
+        label = " ".join(filter(None, [row.get("target", ""), row.get("variant", "")]))
+        line = series.setdefault(label or "design", {k: [] for k in (
+            "macs", "median", "fmax_low", "fmax_high", "gops", "gops_low", "gops_high")})
+        low, high = row["fmax_median"] - min(row["fmax"]), max(row["fmax"]) - row["fmax_median"]
+        per_mhz = 2 * row["macs"] / 1000
+        for key, value in (("macs", row["macs"]), ("median", row["fmax_median"]),
+                           ("fmax_low", low), ("fmax_high", high), ("gops", row["peak_gops"]),
+                           ("gops_low", per_mhz * low), ("gops_high", per_mhz * high)):
+            line[key].append(value)
+    return series
+
+
+def plot_arrays(rows: list[dict], path, *, title: str = "") -> dict[str, dict[str, list]]:
+    """PNG at ``path`` (a file name or a binary file) of :func:`array_row` results: Fmax
+    (median, bars from the slowest to the fastest seed) and peak GOPS against MACs, one line
+    per target and ``--set`` variant (:func:`scaling_series`, which it returns)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
+
+    series = scaling_series(rows)
+    figure = Figure(figsize=(11, 4.4))
+    FigureCanvasAgg(figure)
+    fmax_ax, gops_ax = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    for n, (label, line) in enumerate(series.items()):
+        fmax_ax.errorbar(line["macs"], line["median"],
+                         yerr=[line["fmax_low"], line["fmax_high"]], fmt="o-", capsize=4,
+                         color=f"C{n}", label=label)
+        gops_ax.errorbar(line["macs"], line["gops"], yerr=[line["gops_low"], line["gops_high"]],
+                         fmt="s-", capsize=4, color=f"C{n}", label=label)
+    fmax_ax.set_ylabel("Fmax (MHz): median, min-max over seeds")
+    gops_ax.set_ylabel("peak GOPS (2 x MACs x median Fmax)")
+    for ax in (fmax_ax, gops_ax):
+        ax.set_xlabel("MACs (rows x cols)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=110)
+    return series
 
 
 def _run(args, out: OutputDir) -> None:

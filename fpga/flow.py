@@ -52,6 +52,16 @@ def describe_config(config: BlockConfig) -> str:
 _SYNTH = {"ice40": "synth_ice40", "ecp5": "synth_ecp5"}
 
 
+def build_primitives(device: Device, lut_multipliers: bool) -> str:
+    """The primitive set the block's Verilog is written with for ``device``: its family's
+    (multipliers as MULT18X18D or SB_MAC16 instances with their pipeline registers, see
+    hw/common/mul.py), or ``"generic"`` on a part without DSPs or when multipliers are to be
+    built from LUTs."""
+    if device.family in PRIMITIVES and device.dsps and not lut_multipliers:
+        return device.family
+    return "generic"
+
+
 def _synth_command(device: Device, lut_multipliers: bool) -> str:
     cmd = f"{_SYNTH[device.family]} -top {OOC_TOP}"
     if device.family == "ice40" and device.dsps and not lut_multipliers:
@@ -144,9 +154,7 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
         start = time.monotonic()
         _step(progress, "generating Verilog")
         component = build_component(config)
-        # The block's own Verilog, written for the family: on ECP5 its multipliers are
-        # MULT18X18D instances with their pipeline registers (see hw/common/mul.py).
-        primitives = device.family if device.family in PRIMITIVES else "generic"
+        primitives = build_primitives(device, allow_lut_multipliers)
         info = manifest(config, component, primitives=primitives)
         block = top_name(config)
         (tmp / f"{block}.v").write_text(convert(component, block, primitives=primitives))

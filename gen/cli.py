@@ -62,7 +62,7 @@ def _add_primitives(p):
     from .verilog import PRIMITIVES
     p.add_argument("--primitives", choices=PRIMITIVES, default="generic",
                    help="Verilog for simulators and any FPGA (generic, default), or using that "
-                        "family's DSP primitives with their pipeline registers (ecp5)")
+                        "family's DSP primitives with their pipeline registers (ecp5, ice40)")
 
 
 def _run_generate(args) -> int:

@@ -19,7 +19,7 @@ __all__ = ["PRIMITIVES", "BUSES", "PrimitiveTarget", "top_name", "wrap", "conver
 
 #: Vendor primitive sets the Verilog may instantiate: ``generic`` (portable Verilog, what the
 #: simulators run) or a device family whose DSP primitives blocks use directly.
-PRIMITIVES = ("generic", "ecp5")
+PRIMITIVES = ("generic", "ecp5", "ice40")
 
 #: Stream conventions of the top level: the block's own ``lib.stream`` ports (``native``:
 #: ``<name>__valid/ready/payload``, ``clk``/``rst``) or AXI4-Stream interfaces (``axi-stream``,

@@ -93,20 +93,20 @@ def from_words(words, length: int, hidden: int) -> np.ndarray:
 
 class MemoryServer:
     """The contents of Q, K and V of a batch, answering ``(seq, token, chunk)`` reads as the
-    unit does: the head's chunk of the token's row, zeros past the sequence."""
+    unit does: the head's chunk of the rows of ``token`` and ``token + 1``, zeros past the
+    sequence."""
 
     def __init__(self, qkv: list[tuple], *, heads: int, head_dim: int, block: int):
         self.qkv = qkv                  # per sequence: (q, k, v), each [T, hidden]
         self.head_bits = (heads - 1).bit_length()
         self.head_dim, self.block = head_dim, block
 
-    def read(self, tensor: int, req: dict) -> list[int]:
+    def read(self, tensor: int, req: dict) -> list[list[int]]:
         seq, head = req["seq"] >> self.head_bits, req["seq"] & ((1 << self.head_bits) - 1)
         x = self.qkv[seq][tensor]
-        if req["token"] >= len(x):
-            return [0] * self.block
         col = head * self.head_dim + req["chunk"] * self.block
-        return [int(e) for e in x[req["token"], col:col + self.block]]
+        return [[int(e) for e in x[token, col:col + self.block]] if token < len(x)
+                else [0] * self.block for token in (req["token"], req["token"] + 1)]
 
 
 def minilm_case(sentences, *, softmax: str = "recip"):

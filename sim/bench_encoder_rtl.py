@@ -8,10 +8,11 @@ weight bytes / read-port bytes per clock; where the design sits between them; th
 utilisation per stage. The model is checked against every RTL run it prints (``model err``).
 
 The cycle model follows the sequencer (``hw/encoder/core.py``): a GEMM pass, per column tile of
-``cols`` channels, fetches the tile's parameter rows and ``K`` weight rows, then streams
-``ceil(T / rows)`` row tiles of ``K`` k-slices: fetch and compute do not overlap (one tile
-buffer). Element passes take one element per clock. The attention pass is fitted to RTL runs
-(``ATTENTION_FIT``; it is a few per cent of a layer).
+``cols`` channels, fetches the tile's parameter rows and ``K`` weight rows into one of two banks
+while the core streams ``ceil(T / rows)`` row tiles of ``K`` k-slices from the other, so a tile
+costs about the larger of its fetch and its compute (:func:`gemm_pass`). Element passes take one
+element per clock. The attention pass is fitted to RTL runs (``ATTENTION_FIT``; it is a few per
+cent of a layer).
 """
 
 from __future__ import annotations
@@ -23,19 +24,27 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cycle_model", "bounds", "main", "batch_lengths"]
+__all__ = ["cycle_model", "gemm_pass", "layernorm_pass", "bounds", "throughput", "float_rate", "main",
+           "batch_lengths"]
 
-#: Cycles per GEMM column tile beyond its three parameter rows, weight rows and k-slices
-#: (request latency, drain), and per LayerNorm pass beyond its channel records and elements:
-#: from the RTL per-pass counts (MiniLM layer 0, 8 x 8 array, port 32).
-GEMM_TILE_OVERHEAD = 8
-LAYERNORM_OVERHEAD = 519
+#: Cycles of a GEMM column tile's fetch beyond its parameter and weight words (two read
+#: requests' latency), of its compute beyond its k-slices (bank hand-over), and of a GEMM pass
+#: beyond its descriptor's words, the core's latency and the last tile's output beats (see
+#: :func:`gemm_pass`): from the RTL per-pass counts (tiny 4 x 4 at batches 1, 8, 32: compute-
+#: bound; MiniLM 8 x 8 at batch 1: fetch-bound; port 32), within 5 cycles of every pass.
+FETCH_OVERHEAD = 7
+COMPUTE_OVERHEAD = 2
+GEMM_PASS_OVERHEAD = 8
 #: Attention pass of one layer: ``a * sum(t^2) + b * sum(t)`` cycles over the batch's sequence
-#: lengths ``t``, by configuration (heads, head_dim, block, engines). MiniLM's: through the RTL
-#: per-pass counts of batches (9) and (9, 6) tokens; the tiny model's is fitted on each run.
-ATTENTION_FIT = {(12, 32, 4, 2): (95.7, 2052.0)}
+#: lengths ``t``, by configuration (heads, head_dim, block, engines). MiniLM's: least squares
+#: through the RTL per-pass counts of batches (9), (14) and (9, 6) tokens (21,107, 33,478 and
+#: 34,291 cycles; residuals under 300); the tiny model's is fitted on each run.
+ATTENTION_FIT = {(12, 32, 4, 2): (15.9, 2170.9)}
 
 BATCHES = (1, 8, 32)
+#: Batches of the throughput table: 2 is the most the ECP5-85F's activation memory holds
+#: (max_tokens 32: two median-length sentences, 2 x 14 tokens).
+THROUGHPUT_BATCHES = (1, 2, 8, 32)
 
 
 def batch_lengths(lengths: list[int], size: int) -> list[int]:
@@ -51,24 +60,52 @@ def _gemms(p) -> list[tuple[str, int, int]]:
             ("ffn2", f, h)]
 
 
+def gemm_pass(p, k: int, n: int, tokens: int) -> int:
+    """Cycles of a ``K = k``, ``N = n`` GEMM pass over ``tokens`` on ``p``: column tiles through
+    two banks. Tile ``j``'s fetch starts once tile ``j - 1``'s fetch has ended and its bank is
+    free (tile ``j - 2`` computed); its compute once it is fetched and tile ``j - 1`` computed.
+    The pass ends when the last tile's outputs have left the core (``GemmParams.latency`` of the
+    encoder's core, then its ``rows x cols`` beats) and the next descriptor is read."""
+    from hw.gemm.params import GemmParams
+    core = GemmParams(rows=p.rows, cols=p.cols, a_width=16, out_width=16)
+    drain = core.latency + core.beats_per_tile + p.descriptor_words + GEMM_PASS_OVERHEAD
+    fetch = 3 * p.param_row_words + k * p.weight_row_words + FETCH_OVERHEAD
+    compute = math.ceil(tokens / p.rows) * k + COMPUTE_OVERHEAD
+    fetched, computed = [], []
+    for j in range(n // p.cols):
+        start = max(fetched[-1] if fetched else 0, computed[-2] if j >= 2 else 0)
+        fetched.append(start + fetch)
+        computed.append(max(fetched[-1], computed[-1] if computed else 0) + compute)
+    return computed[-1] + drain
+
+
+def layernorm_pass(p, tokens: int) -> int:
+    """Cycles of a LayerNorm pass over ``tokens`` on ``p``: its channel records, the rows at the
+    block's steady rate (``LayerNormParams.pair_period`` per two rows: one element per clock
+    when ``hidden >= row_gap``, slower below), then its latency and the last row's output.
+    Within 30 cycles of the RTL's passes (tiny at batches 1, 8, 32; MiniLM layer 0)."""
+    from hw.layernorm.params import LayerNormParams
+    ln = LayerNormParams(hidden=p.hidden, in_width=16, out_width=16, divider=p.ln_divider)
+    rows = max(tokens * p.hidden, math.ceil(tokens * ln.pair_period / 2))
+    return p.hidden * p.ln_row_words + rows + p.hidden + ln.latency
+
+
 def cycle_model(p, lengths: list[int], attention: tuple[float, float]) -> dict:
     """Modelled cycles of one batch (sequence ``lengths``) on ``p`` (``EncoderParams``): per
-    stage of a layer, per layer, and in all (embedding LayerNorm, layers, pooling)."""
+    stage of a layer, per layer, and in all (input, embedding LayerNorm, layers, pooling)."""
     t = sum(lengths)
-    tiles = math.ceil(t / p.rows)
-    stages = {}
-    for name, k, n in _gemms(p):
-        stages[name] = n // p.cols * (3 * p.param_row_words + k * p.weight_row_words
-                                      + GEMM_TILE_OVERHEAD + tiles * k)
+    stages = {name: gemm_pass(p, k, n, t) for name, k, n in _gemms(p)}
     a, b = attention
     stages["attention"] = sum(a * s * s + b * s for s in lengths)
-    layernorm = t * p.hidden + p.hidden * p.ln_row_words + LAYERNORM_OVERHEAD
+    layernorm = layernorm_pass(p, t)
     stages["add"] = 2 * (t * p.hidden + 44)
     stages["layernorm"] = 2 * layernorm
     stages["gelu"] = t * p.ffn + 35
     layer = sum(stages.values())
+    # Besides the layers: the embedding sums loaded (one per clock), the embedding LayerNorm
+    # and the pooling pass.
     return {"stages": stages, "layer": layer,
-            "total": p.layers * layer + layernorm + t * p.hidden}
+            "total": p.layers * layer + t * p.hidden + layernorm + t * p.hidden}
 
 
 def bounds(p, lengths: list[int]) -> dict:
@@ -79,6 +116,50 @@ def bounds(p, lengths: list[int]) -> dict:
     weight_bytes = p.layers * per_token
     return {"macs": macs, "mac_bound": macs / p.gemm_macs,
             "weight_bytes": weight_bytes, "weight_bound": weight_bytes / (p.port_width / 8)}
+
+
+def float_rate(sentences) -> float:
+    """Sentences per second of the float NumPy forward (``sim.minilm.forward``, one BLAS
+    thread) over ``sentences``, after one warm-up call (weights and tokenizer loaded)."""
+    import time
+
+    from .minilm import forward
+    forward(sentences[0])
+    start = time.perf_counter()
+    for sentence in sentences:
+        forward(sentence)
+    return len(sentences) / (time.perf_counter() - start)
+
+
+def throughput(p, lengths: list[int], attention, float_per_s: float) -> list[dict]:
+    """Per batch size of :data:`THROUGHPUT_BATCHES` (1 and 2: median-length sentences; 8 and
+    32: ``lengths`` cycled, as :func:`batch_lengths`): modelled cycles of MiniLM on ``p``,
+    latency per batch and sentences/s at the last measured clock and at the target
+    (``gen.cli_run.TARGET_MHZ``) against ``float_per_s``; printed as a table and returned."""
+    from gen.cli_run import LAST_FMAX, TARGET_MHZ
+    mhz, what = LAST_FMAX["minilm"]
+    print(f"\nThroughput of all-MiniLM-L6-v2 (6 layers; cycles from the model) at {mhz} MHz "
+          f"({what}) and at {TARGET_MHZ:.0f} MHz, against the float NumPy forward measured "
+          f"in this run (sim.minilm.forward, one BLAS thread): {float_per_s:.1f} sentences/s\n")
+    print(f"| batch | tokens | cycles | ms per batch at {mhz} MHz | sentences/s at {mhz} MHz | "
+          f"x float | ms per batch at {TARGET_MHZ:.0f} MHz | sentences/s at "
+          f"{TARGET_MHZ:.0f} MHz | x float |\n|---|---|---|---|---|---|---|---|---|")
+    out = []
+    for size in THROUGHPUT_BATCHES:
+        batch = batch_lengths(lengths, 1) * size if size <= 2 else batch_lengths(lengths, size)
+        cycles = cycle_model(p, batch, attention)["total"]
+        row = {"batch": size, "tokens": sum(batch), "cycles": cycles,
+               "float_sentences_per_s": float_per_s}
+        cells = []
+        for clock in (mhz, TARGET_MHZ):
+            seconds = cycles / (clock * 1e6)
+            rate = size / seconds
+            row[f"at_{clock:g}_mhz"] = {"ms_per_batch": seconds * 1e3,
+                                        "sentences_per_s": rate, "x_float": rate / float_per_s}
+            cells += [f"{seconds * 1e3:,.0f}", f"{rate:.1f}", f"{rate / float_per_s:.2f}"]
+        print(f"| {size} | {sum(batch)} | {cycles:,.0f} | " + " | ".join(cells) + " |")
+        out.append(row)
+    return out
 
 
 def _rtl_stages(result: dict, descriptors: list[dict]) -> dict:
@@ -213,10 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {row['label']} | "
               + " | ".join(f"{row['gemm_utilisation'].get(g, 0):.2f}" for g, _, _ in
                            _gemms(mini)) + " |")
+    rates = throughput(mini, lengths, attention, float_rate(SENTENCES))
     if args.json is not None:
         import json
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2, default=float) + "\n")
+        args.json.write_text(json.dumps({"runs": rows, "throughput": rates}, indent=2,
+                                        default=float) + "\n")
     return 0
 
 

@@ -107,7 +107,7 @@ def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,
             ctx.set(dut.done_ready, 0)
             state["rows_done"] += 1
 
-    words = B * params.chunks               # words of a block of tokens, one head
+    words = B // 2 * params.chunks          # reads (two tokens each) of a block, one head
     pairs = sum(len(cmds) for *_, cmds in all_rows)
     reads = {0: len(all_rows) * words, 1: pairs * words, 2: pairs * words}
     outputs = sum(min(B, lengths[seq] - qb * B) * params.chunks for seq, _, qb, _ in all_rows)
@@ -285,6 +285,27 @@ def test_unit_matches_golden_with_stalls(overrides, batches):
         bad = np.argwhere(got != want)
         assert bad.size == 0, (f"batch {n}: {len(bad)} mismatches, first at {tuple(bad[0])}: "
                                f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}")
+
+
+@pytest.mark.parametrize("overrides", [
+    {"head_dim": 4, "heads": 2},                                # one word per head
+    {"head_dim": 4, "heads": 1, "max_seqs": 1, "engines": 1},   # one word per token, one sequence
+])
+def test_unit_head_dim_equal_to_block(overrides):
+    """``head_dim == block`` (one chunk): bit-exact, and no zero-width signal in the Verilog
+    (its 1-word memories had ``[-1:0]`` addresses, which Verilator rejects)."""
+    from gen.verilog import convert
+
+    params = UnitParams(**{**UNIT_SMALL, **overrides})
+    batches = [[9, 3]] if params.max_seqs > 1 else [[9]]
+    results, _ = run_unit(params, batches, seed=3)
+    for n, (got, want) in enumerate(results):
+        bad = np.argwhere(got != want)
+        assert bad.size == 0, (f"batch {n}: {len(bad)} mismatches, first at {tuple(bad[0])}: "
+                               f"{got[tuple(bad[0])]} != {want[tuple(bad[0])]}")
+    verilog = convert(AttentionUnit(params), "attention_unit")
+    zero_width = [line.strip() for line in verilog.splitlines() if "[-1:0]" in line]
+    assert zero_width == [], f"zero-width signals: {zero_width[:4]}"
 
 
 # ---- cocotb on the generated Verilog -----------------------------------------------------------

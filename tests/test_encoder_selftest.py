@@ -75,7 +75,8 @@ def test_encoder_selftest_passes():
     signature."""
     selftest, vectors = selftest_design(_config())
     assert len(vectors["memory"]) > 1000 and set(vectors["inputs"]) == {"seq", "x"}
-    assert set(vectors["outputs"]) == {"o"} and vectors["outputs"]["o"]["beats"] == 2 * 32
+    assert set(vectors["outputs"]) == {"o", "err"} and vectors["outputs"]["o"]["beats"] == 2 * 32
+    assert vectors["outputs"]["err"]["beats"] == 0          # a good batch: no refusal beat
     result = _run(selftest)
     assert result.get("passed") == 1 and result["failed"] == 0, result
 

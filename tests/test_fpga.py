@@ -365,3 +365,117 @@ def test_ooc_wrapper_for_every_block(name):
     assert wrapper.output_bits == sum(p["width"] for p in ports if p["direction"] == "out")
     text = convert(wrapper, OOC_TOP)
     assert f"{top_name(config)} block (" in text
+
+
+# ---- array sweep: table and plot (python -m fpga.bench gemm --arrays ...) ------------------------
+
+def _sweep_report(target, family, macs, mhz, dsp):
+    return {"target": target, "family": family, "timing_summary": f"{mhz} MHz",
+            "synth": {"block": {"lut4": 100 * macs, "ff": 200 * macs}, "wrapper": {"comb": 5}},
+            "figures": {"macs": macs}, "clocks": [{"achieved_mhz": mhz}],
+            "resources": {"lc": {"used": 150 * macs + 5}, "dsp": {"used": dsp}}}
+
+
+def test_fpga_bench_scaling_series_and_png(tmp_path):
+    """The plot's lines: one per target and variant, in MACs order, Fmax median with bars to
+    the slowest and fastest seed, peak GOPS (2 operations per MAC per clock) with the same
+    spread; the PNG is written."""
+    from fpga.bench import array_row, plot_arrays
+    rows = []
+    for target, family, (r, c), fmax in (
+            ("ecp5-85f", "ecp5", (4, 4), [150.0, 100.0, 160.0]),
+            ("ecp5-85f", "ecp5", (2, 2), [200.0, 190.0, 210.0]),
+            ("ice40-up5k", "ice40", (1, 4), [50.0, 45.0, 52.0])):
+        macs = r * c
+        reports = [_sweep_report(target, family, macs, f, macs + 4) for f in fmax]
+        rows.append(array_row(gemm(rows=r, cols=c), reports, [1, 2, 3]))
+    rows.append(array_row(gemm(rows=2, cols=2, a_width=16),
+                          [_sweep_report("ecp5-85f", "ecp5", 4, 120.0, 10)], [1]))
+    series = plot_arrays(rows, tmp_path / "scaling.png", title="t")
+    assert list(series) == ["ecp5-85f", "ice40-up5k", "ecp5-85f a_width=16"]
+    ecp5 = series["ecp5-85f"]
+    assert ecp5["macs"] == [4, 16]
+    assert (ecp5["median"], ecp5["fmax_low"], ecp5["fmax_high"]) == ([200.0, 150.0],
+                                                                      [10.0, 50.0], [10.0, 10.0])
+    # 2 x 16 MACs x 150 MHz = 4.8 GOPS; the seeds' spread 50 / 10 MHz is 1.6 / 0.32 GOPS.
+    assert ecp5["gops"][1] == 4.8
+    assert ecp5["gops_low"][1] == pytest.approx(1.6) and ecp5["gops_high"][1] == pytest.approx(0.32)
+    assert series["ice40-up5k"]["gops"] == [0.4]
+    assert series["ecp5-85f a_width=16"]["fmax_low"] == [0.0]
+    png = (tmp_path / "scaling.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # 11 x 4.4 inches at 110 dpi (tight_layout keeps the canvas size).
+    assert int.from_bytes(png[16:20], "big") == 1210
+
+
+def test_fpga_bench_sweep_over_two_targets(tmp_path, monkeypatch, capsys):
+    """--reference with two targets builds every array on each, skips (and says so) an array
+    the target cannot hold, and writes the table and the plot next to each other."""
+    import fpga.bench as bench
+    built = []
+
+    def fake_build(config, device, where, *, seed, target_name, force):
+        built.append((target_name, config.params["rows"], config.params["cols"], seed))
+        macs = config.params["rows"] * config.params["cols"]
+        return _sweep_report(target_name, device.family, macs, 100.0 + seed, macs + 4)
+
+    monkeypatch.setattr(bench, "build_ooc", fake_build)
+    out = tmp_path / "bench"
+    assert bench.main(["gemm", "--arrays", "1x4,4x4", "--seeds", "1,2",
+                       "--reference", "ecp5-85f,ice40-up5k", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert built == [("ecp5-85f", 1, 4, 1), ("ecp5-85f", 1, 4, 2), ("ecp5-85f", 4, 4, 1),
+                     ("ecp5-85f", 4, 4, 2), ("ice40-up5k", 1, 4, 1), ("ice40-up5k", 1, 4, 2)]
+    assert "on ice40-up5k: skipped: " in text and "SB_MAC16" in text
+    assert f"plot: {out / 'gemm-scaling.png'}" in text
+    table = (out / "gemm-scaling.md").read_text()
+    assert table.count("| ice40-up5k |") == 1 and table.count("| ecp5-85f |") == 2
+    assert "| 101.5 (101.0-102.0) | 1,2 |" in table
+    assert (out / "gemm-scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fpga_bench_sweep_refuses_unknown_target(tmp_path, capsys):
+    from fpga.bench import main as bench_main
+    assert bench_main(["gemm", "--arrays", "2x2", "--reference", "ecp5-85f,nope",
+                       "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope" in err
+
+
+# ---- iCE40 primitives ----------------------------------------------------------------------------
+
+def test_ice40_verilog_instantiates_one_registered_sb_mac16_per_multiplier():
+    """Written for iCE40, every PE multiplier and each requantizer partial product is one
+    SB_MAC16 with its operand and product registers (the requantizer's low halves unsigned, so
+    16 x 16 fits); the generic Verilog has none."""
+    from gen.verilog import convert
+    from hw.gemm.core import GemmCore
+    text = convert(GemmCore(rows=2, cols=3, out_lanes=1), "gemm", primitives="ice40")
+    assert text.count("SB_MAC16 #(") == 6 + 4
+    for param in ("A_REG", "B_REG", "PIPELINE_16x16_MULT_REG2"):
+        assert text.count(f".{param}(32'd1)") == 10, param
+    assert text.count(".TOPOUTPUT_SELECT(32'd3)") == 10
+    # Signed PE operands (6) and the requantizer's high x high (1); low halves unsigned.
+    assert text.count(".A_SIGNED(32'd1)") == 6 + 2 and text.count(".B_SIGNED(32'd1)") == 6 + 2
+    assert "SB_MAC16" not in convert(GemmCore(rows=2, cols=3), "gemm")
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("params", [{"rows": 1, "cols": 4}, {"rows": 3, "cols": 2,
+                                                              "a_width": 16, "out_width": 16}],
+                         ids=["1x4", "3x2-a16-out16"])
+def test_cocotb_gemm_ice40_primitives(params, simulator, tmp_path):
+    """The GEMM Verilog written for iCE40 (SB_MAC16 instances, run on sim/models/SB_MAC16.v)
+    passes the same regression as the generic one."""
+    from sim.testing import cocotb_run
+    cocotb_run("gemm", params, simulator, tmp_path, primitives="ice40")
+
+
+def test_build_primitives_only_where_the_part_has_dsps_and_they_are_used():
+    from fpga.flow import build_primitives
+    assert build_primitives(DEVICES["ice40-up5k"], False) == "ice40"
+    assert build_primitives(DEVICES["ecp5-85f"], False) == "ecp5"
+    assert build_primitives(DEVICES["ice40-hx8k"], False) == "generic"     # no DSPs
+    assert build_primitives(DEVICES["ice40-up5k"], True) == "generic"      # LUT multipliers
+    assert build_primitives(DEVICES["ecp5-85f"], True) == "generic"

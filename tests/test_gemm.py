@@ -156,18 +156,23 @@ def test_requantizer_init_wrong():
     with pytest.raises(ValueError) as info:
         Requantizer(lanes=1, out_width=12)
     assert str(info.value) == "out_width must be one of 8, 16, 32, not 12"
+    with pytest.raises(TypeError) as info:
+        Requantizer(lanes=1, far_dsps=1)
+    assert str(info.value) == "far_dsps must be a bool, not 1"
 
 
 # ---- Amaranth simulation -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("out_width", [8, 16, RAW_WIDTH])
-def test_requantizer_matches_golden_with_stalls(out_width):
+@pytest.mark.parametrize("out_width, far_dsps", [(8, False), (16, False), (RAW_WIDTH, False),
+                                                 (8, True), (RAW_WIDTH, True)])
+def test_requantizer_matches_golden_with_stalls(out_width, far_dsps):
     """Every lane against the golden model; ``RAW_WIDTH`` returns the unclamped int32
     ``MultiplyByQuantizedMultiplier`` and carries a ``tag`` through with each beat."""
     lanes, count = 2, 400
     raw = out_width == RAW_WIDTH
-    dut = Requantizer(lanes=lanes, out_width=out_width, tag=signed(7) if raw else None)
+    dut = Requantizer(lanes=lanes, out_width=out_width, tag=signed(7) if raw else None,
+                      far_dsps=far_dsps)
     top = 1 << (out_width - 1)
     rng = np.random.default_rng(5)
     acc = rng.integers(INT32_MIN, INT32_MAX + 1, (count, lanes))
@@ -219,8 +224,11 @@ def test_requantizer_matches_golden_with_stalls(out_width):
         assert beat["last"] == (n % 3 == 0), f"beat {n}: last {beat['last']}"
 
 
-def test_requantizer_latency():
-    dut = Requantizer(lanes=1)
+@pytest.mark.parametrize("far_dsps, latency", [(False, REQUANT_LATENCY),
+                                               (True, REQUANT_LATENCY + 2)])
+def test_requantizer_latency(far_dsps, latency):
+    dut = Requantizer(lanes=1, far_dsps=far_dsps)
+    assert dut.latency == latency
     seen = []
 
     async def bench(ctx):
@@ -240,7 +248,7 @@ def test_requantizer_latency():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == [REQUANT_LATENCY], f"output valid at cycles {seen}"
+    assert seen == [latency], f"output valid at cycles {seen}"
 
 
 def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
@@ -533,6 +541,89 @@ def test_no_combinational_net_fans_out_across_the_array(kwargs, tmp_path):
     fanout = comb_fanout(convert(GemmCore(**kwargs), "gemm"), "gemm", tmp_path)
     worst = sorted(fanout.items(), key=lambda item: -item[1])[:5]
     assert worst[0][1] <= MAX_COMB_FANOUT, f"nets reaching most flip-flop bits: {worst}"
+
+
+def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:
+    """``top`` of Yosys' coarse netlist of ``verilog`` (``proc; flatten; opt -fast``), with
+    every bit's drivers and readers: ``{"cells", "ports", "drivers", "readers"}``, where a
+    driver or reader is ``(cell name, cell type, port)``."""
+    from fpga.tools import run_tool
+    (tmp_path / "top.v").write_text(verilog)
+    run_tool("yosys", ["-q", "-p", f"read_verilog -lib +/ecp5/cells_bb.v; read_verilog top.v; "
+                       f"hierarchy -top {top}; proc; flatten; opt -fast; write_json net.json"],
+             cwd=tmp_path, log=tmp_path / "yosys.log")
+    module = json.loads((tmp_path / "net.json").read_text())["modules"][top]
+    drivers, readers = {}, {}
+    for name, cell in module["cells"].items():
+        for port, bits in cell["connections"].items():
+            table = drivers if cell["port_directions"][port] == "output" else readers
+            for bit in bits:
+                table.setdefault(bit, []).append((name, cell["type"], port))
+    return {"cells": module["cells"], "ports": module["ports"], "drivers": drivers,
+            "readers": readers}
+
+
+def test_dsps_have_registers_on_both_sides():
+    """Every MULT18X18D of the requantized core (PEs and the requantizer's partial products,
+    ``far_dsps``) takes its operands straight from flip-flops and gives its product straight to
+    flip-flops: the DSP may be placed anywhere (the 12 x 12 fills the 85F's DSP sites) and the
+    routes to and from it have a cycle each."""
+    import tempfile
+    from pathlib import Path
+    from gen.verilog import convert
+    core = GemmCore(rows=2, cols=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        net = coarse_netlist(convert(core, "gemm", primitives="ecp5"), "gemm", Path(tmp))
+    dsps = [(name, cell) for name, cell in net["cells"].items() if cell["type"] == "MULT18X18D"]
+    assert len(dsps) == core.multipliers == 6 + 4
+    for name, cell in dsps:
+        for port, bits in cell["connections"].items():
+            if port[0] not in "ABP" or not port[1:].isdigit():
+                continue
+            for bit in bits:
+                if isinstance(bit, str):            # constant (sign extension of A and B)
+                    continue
+                ends = (net["readers"].get(bit, []) if port[0] == "P"
+                        else net["drivers"].get(bit, []))
+                kinds = {kind for _, kind, _ in ends}
+                # (A and B bits may repeat one flip-flop's sign bit; P bits may be unused.)
+                assert all("dff" in kind for kind in kinds), f"{name}.{port}: {kinds}"
+
+
+def test_input_handshake_is_one_lut_deep():
+    """``i.ready`` and ``params.ready`` depend on flip-flops and on ``i.valid``, ``i.last``
+    and ``params.valid`` only, with no arithmetic in between (the parameter load from the
+    handshake was the requantized 4x4's critical path on ECP5)."""
+    import tempfile
+    from pathlib import Path
+    from gen.verilog import convert
+    core = GemmCore(rows=4, cols=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        net = coarse_netlist(convert(core, "gemm"), "gemm", Path(tmp))
+    ports = net["ports"]
+    last_bit = ports["i__payload"]["bits"][-1]      # KSlice: a, b, then last
+    allowed = {ports["i__valid"]["bits"][0], last_bit, ports["params__valid"]["bits"][0]}
+    for output in ("i__ready", "params__ready"):
+        seen, todo, cells = set(), list(ports[output]["bits"]), set()
+        while todo:
+            bit = todo.pop()
+            if bit in seen or isinstance(bit, str):
+                continue
+            seen.add(bit)
+            for name, kind, _ in net["drivers"].get(bit, []):
+                if "dff" in kind:
+                    continue
+                assert kind in ("$and", "$or", "$not", "$mux", "$logic_not", "$reduce_and",
+                                "$reduce_or", "$logic_and", "$logic_or", "$eq", "$xor"), \
+                    f"{output} goes through {kind} ({name})"
+                cells.add(name)
+                cell = net["cells"][name]
+                todo += [b for port, bits in cell["connections"].items()
+                         if cell["port_directions"][port] == "input" for b in bits]
+        port_bits = {bit for name, port in ports.items() if port["direction"] == "input"
+                     for bit in port["bits"]}
+        assert seen & port_bits <= allowed, f"{output} depends on other input port bits"
+        assert len(cells) <= 4, f"{output}: {len(cells)} cells"
 
 
 def test_fpga_bench_array_row_summarises_seeds():

@@ -158,13 +158,13 @@ def test_prove_layernorm_stability(tmp_path, env):
 
 def test_prove_encoder_stability(tmp_path, env):
     """The encoder's outputs leave through one-beat output registers: the stability of the
-    read requests, the pooled sums and the debug stream closes by a 4-step induction, whatever
-    the sequencer's state (it did not close at 4, 6 or 12 steps when req and o were decoded
-    from the state machine and two combinational memory reads)."""
+    read requests, the pooled sums, the batch refusals and the debug stream closes by a 4-step
+    induction, whatever the sequencer's state (it did not close at 4, 6 or 12 steps when req
+    and o were decoded from the state machine and two combinational memory reads)."""
     config = validate_params(get_block("encoder"), PLANS["encoder"].config)
     lines = []
     results = dict(prove_block(config, tmp_path, only="stable", env=env, echo=lines.append))
-    assert set(results) == {"stable:req", "stable:o", "stable:dbg"}, results
+    assert set(results) == {"stable:req", "stable:o", "stable:err", "stable:dbg"}, results
     assert all(o.status == "pass" for o in results.values()), lines
     assert all("proved (k-induction, k=4)" in line for line in lines), lines
 

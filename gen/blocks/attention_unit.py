@@ -20,6 +20,7 @@ def _figures(unit: AttentionUnit) -> dict:
         "hidden": p.hidden,
         "words_per_token": p.words_per_token,
         "memory_words": p.memory_words,
+        "bank_words": p.bank_words,
         "memory_bits": p.memory_bits,
         "max_pairs_per_row": p.max_pairs,
         "row_buffer_bits_per_engine": p.score_buffer_bits,
@@ -32,8 +33,9 @@ def _figures(unit: AttentionUnit) -> dict:
                       f"scores (1.08x the MAC bound measured on one engine, block 4, "
                       f"head_dim 32)",
         "bandwidth": f"per engine: one word of K a clock while it computes scores, one word of V "
-                     f"a clock during P.V, {p.block * p.chunks} words of Q per row; each read "
-                     f"port serves one word a clock to engines e = port mod read_ports "
+                     f"a clock during P.V, {p.block * p.chunks} words of Q per row, two words "
+                     f"(consecutive tokens, from the memories' even and odd banks) a read; each "
+                     f"read port answers one read a clock to engines e = port mod read_ports "
                      f"(round robin, wait <= engines / read_ports - 1 cycles)",
         "load_cycles": "one word a clock on each of q, k, v (words_per_token per token)",
         "output_cycles": "one word a clock once the batch is computed",

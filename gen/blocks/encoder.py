@@ -63,6 +63,7 @@ def _figures(block: EncoderAccelerator) -> dict:
         "gemm_macs_per_clock": p.gemm_macs,
         "activation_memory_bits": p.activation_bits,
         "weight_buffer_bits": p.weight_buffer_bits,
+        "weight_buffers": 2,
         "ram_bits": p.ram_bits,
         "multipliers": p.multipliers,
         "descriptor_words": p.descriptor_words,
@@ -135,6 +136,11 @@ BLOCK = BlockSpec(
         "rdata": "the requested port words, in request order",
         "o": "the pooled int32 sums, hidden beats per sequence; last on each sequence's final "
              "channel",
+        "err": "one beat per refused batch, flags seqs (more than max_seqs sequences), tokens "
+               "(more than max_tokens tokens), length (a sequence of length 0 or over "
+               "max_len): its x beats are taken and dropped, nothing is computed, no o beat "
+               "leaves for it; the next batch is taken at once (a second refused batch waits "
+               "until this beat is taken)",
         "dbg": "every element written to an activation memory: stage tag (layer * 16 + stage), "
                "token, channel, value (with debug)",
     },

@@ -18,7 +18,7 @@ from ..softmax import SoftmaxEngine
 from .params import V_FIFO_DEPTH, EngineParams, block_width, token_width
 from .scheduler import Command
 
-__all__ = ["Word", "ReadRequest", "OutWord", "Quant", "AttentionEngine"]
+__all__ = ["Word", "WordPair", "ReadRequest", "OutWord", "Quant", "AttentionEngine"]
 
 
 def Word(block: int) -> data.ArrayLayout:
@@ -26,9 +26,15 @@ def Word(block: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(8), block)
 
 
+def WordPair(block: int) -> data.ArrayLayout:
+    """The answer to a read: the words of two consecutive tokens (``token``, ``token + 1``)."""
+    return data.ArrayLayout(Word(block), 2)
+
+
 def ReadRequest(seq_width: int, token_width: int, chunks: int) -> data.StructLayout:
-    """A word to read: the command's sequence id (the unit decodes sequence and head from it),
-    a token position in the sequence and a chunk (word) of the head, ``0 .. chunks - 1``."""
+    """Two words to read: the command's sequence id (the unit decodes sequence and head from
+    it), an even token position in the sequence (the answer holds it and the next token) and
+    a chunk (word) of the head, ``0 .. chunks - 1``."""
     return data.StructLayout({"seq": unsigned(seq_width), "token": unsigned(token_width),
                               "chunk": range(max(chunks, 2))})
 
@@ -96,8 +102,8 @@ class AttentionEngine(wiring.Component):
     done_ready : In(1)
         ``done`` is taken in a cycle where both are high.
     q_req, k_req, v_req : Out(stream.Signature(ReadRequest(...)))
-        Word reads of Q, K and V.
-    q_resp, k_resp, v_resp : In(stream.Signature(Word(block)))
+        Reads of Q, K and V, two tokens (an even one and the next) of one chunk each.
+    q_resp, k_resp, v_resp : In(stream.Signature(WordPair(block)))
         Their answers, in order. Tokens past the sequence must read as zeros.
     o : Out(stream.Signature(OutWord(...)))
         Context words of the row's tokens, chunk (column tile) by chunk, token by token.
@@ -112,7 +118,7 @@ class AttentionEngine(wiring.Component):
         bw = block_width(p.max_len, p.block)
         tw = token_width(p.max_len, p.block)
         request = stream.Signature(ReadRequest(p.seq_width, tw, p.chunks))
-        word = stream.Signature(Word(p.block))
+        word = stream.Signature(WordPair(p.block))
         super().__init__({
             "cmd": In(stream.Signature(Command(p.seq_width, bw, p.block))),
             "done": Out(1),
@@ -165,6 +171,7 @@ class AttentionEngine(wiring.Component):
         r = SimpleNamespace(B=B, chunks=p.chunks, pairs=pairs, lanes=p.out_lanes,
                             segments=B // p.out_lanes, log_b=B.bit_length() - 1,
                             pair_bits=max(1, (pairs - 1).bit_length()),
+                            token_pairs=B // 2,
                             word_bits=max(1, (B * pairs - 1).bit_length()))
         m.submodules.gemm = r.gemm = GemmCore(rows=B, cols=B, requantize=True,
                                               out_lanes=r.lanes)
@@ -234,6 +241,18 @@ class AttentionEngine(wiring.Component):
         m.d.comb += port.addr.eq(Cat(n[:r.pair_bits], ~r.front_half))
         return port.data
 
+    def _back_key_registered(self, m, r):
+        """A registered read of the back row's key list (its LUT RAM read would otherwise
+        start the softmax streams' handshake paths); :meth:`_next_back_key` addresses it."""
+        return r.keys.read_port()
+
+    def _next_back_key(self, m, r, port, n):
+        """Address ``port`` with entry ``n`` of the next cycle, in the half that is the back
+        row's in the next cycle (the front row's at the hand-over, where ``n`` is 0). The back
+        row's entries do not change while it is the back row."""
+        m.d.comb += port.addr.eq(Cat(n[:r.pair_bits],
+                                     Mux(r.handover, r.front_half, ~r.front_half)))
+
     def _fetch_q(self, m, r):
         """Q: fetched once per row into the query store.
 
@@ -242,7 +261,8 @@ class AttentionEngine(wiring.Component):
         B, chunks = r.B, r.chunks
         started, seq, query_block = r.started, r.seq, r.query_block
         Lanes = r.Lanes = data.ArrayLayout(signed(8), B * B)
-        m.submodules.q_store = q_store = Memory(shape=Lanes, depth=chunks, init=[])
+        # (at least 2 words: a 1-word memory has a zero-width address, which Verilator rejects)
+        m.submodules.q_store = q_store = Memory(shape=Lanes, depth=max(chunks, 2), init=[])
         q_write = q_store.write_port(granularity=B)
         r.q_read = q_store.read_port(domain="comb")
         q_chunks = r.q_chunks = Signal(range(chunks + 1))   # chunks of every query row received
@@ -252,24 +272,24 @@ class AttentionEngine(wiring.Component):
         q_issuing = Signal()
         m.d.sync += q_issuing.eq(q_issuing | (self.cmd.valid & ~started))
         q_req_fire = self.q_req.valid & self.q_req.ready
-        q_req_r, q_req_r_final = _counter(m, "q_req_row", B, q_req_fire)
+        q_req_r, q_req_r_final = _counter(m, "q_req_row_pair", r.token_pairs, q_req_fire)
         q_req_c, q_req_c_final = _counter(m, "q_req_chunk", chunks, q_req_fire & q_req_r_final)
         m.d.comb += [
             self.q_req.valid.eq(q_issuing),
             self.q_req.payload.seq.eq(seq),
-            self.q_req.payload.token.eq(Cat(q_req_r, query_block)),
+            self.q_req.payload.token.eq(Cat(_even(q_req_r, r), query_block)),
             self.q_req.payload.chunk.eq(q_req_c),
         ]
         with m.If(q_req_fire & q_req_c_final & q_req_r_final):
             m.d.sync += q_issuing.eq(0)
         q_resp_fire = self.q_resp.valid & self.q_resp.ready
-        q_resp_r, q_resp_r_final = _counter(m, "q_resp_row", B, q_resp_fire)
+        q_resp_r, q_resp_r_final = _counter(m, "q_resp_row_pair", r.token_pairs, q_resp_fire)
         q_resp_c, _ = _counter(m, "q_resp_chunk", chunks, q_resp_fire & q_resp_r_final)
         m.d.comb += [
             self.q_resp.ready.eq(1),
             q_write.addr.eq(q_resp_c),
-            q_write.data.eq(Cat(*[self.q_resp.payload] * B)),
-            q_write.en.eq(Mux(q_resp_fire, 1 << q_resp_r, 0)),
+            q_write.data.eq(Cat(*[self.q_resp.payload[0], self.q_resp.payload[1]] * r.token_pairs)),
+            q_write.en.eq(Mux(q_resp_fire, 0b11 << _even(q_resp_r, r), 0)),
         ]
         with m.If(q_resp_fire & q_resp_r_final):
             m.d.sync += q_chunks.eq(q_chunks + 1)
@@ -302,27 +322,27 @@ class AttentionEngine(wiring.Component):
             with m.If(self.cmd.payload.key_block == self.cmd.payload.query_block):
                 m.d.sync += r.query_valid.eq(self.cmd.payload.valid)
         k_req_fire = self.k_req.valid & self.k_req.ready
-        k_req_t, k_req_t_final = _counter(m, "k_req_token", B, k_req_fire)
+        k_req_t, k_req_t_final = _counter(m, "k_req_token_pair", r.token_pairs, k_req_fire)
         k_req_c, k_req_c_final = _counter(m, "k_req_chunk", chunks, k_req_fire & k_req_t_final)
         m.d.comb += [
             self.k_req.valid.eq(k_issuing),
             self.k_req.payload.seq.eq(r.seq),
-            self.k_req.payload.token.eq(Cat(k_req_t, k_block)),
+            self.k_req.payload.token.eq(Cat(_even(k_req_t, r), k_block)),
             self.k_req.payload.chunk.eq(k_req_c),
         ]
         with m.If(k_req_fire & k_req_c_final & k_req_t_final):
             m.d.sync += [k_issuing.eq(0), k_req_half.eq(~k_req_half)]
         k_resp_fire = self.k_resp.valid & self.k_resp.ready
         k_resp_half = r.k_resp_half = Signal()
-        k_resp_t, k_resp_t_final = _counter(m, "k_resp_token", B, k_resp_fire)
+        k_resp_t, k_resp_t_final = _counter(m, "k_resp_token_pair", r.token_pairs, k_resp_fire)
         k_resp_c, k_resp_c_final = _counter(m, "k_resp_chunk", chunks,
                                             k_resp_fire & k_resp_t_final)
         k_block_in = r.k_block_in = k_resp_fire & k_resp_c_final & k_resp_t_final
         m.d.comb += [
             self.k_resp.ready.eq(1),
             k_write.addr.eq(Mux(k_resp_half, chunks, 0) + k_resp_c),
-            k_write.data.eq(Cat(*[self.k_resp.payload] * B)),
-            k_write.en.eq(Mux(k_resp_fire, 1 << k_resp_t, 0)),
+            k_write.data.eq(Cat(*[self.k_resp.payload[0], self.k_resp.payload[1]] * r.token_pairs)),
+            k_write.en.eq(Mux(k_resp_fire, 0b11 << _even(k_resp_t, r), 0)),
         ]
         with m.If(k_resp_fire & k_resp_t_final):
             m.d.sync += k_chunks.eq(k_chunks + 1)
@@ -332,10 +352,23 @@ class AttentionEngine(wiring.Component):
     def _tile_params(self, m, r):
         """The GEMM core's tiles: the front row's score tiles and the back row's P.V.
 
-        One parameter beat per tile, taken with the previous tile's last k-slice (or alone):
-        the kind of the next tile is chosen when its beat is taken, P.V first (it frees the
-        back row), and every beat also enters the tile queue that routes the core's output."""
+        One parameter beat per tile: the kind of a tile is chosen when its beat is given, P.V
+        first (it frees the back row), and every beat also enters the tile queue that routes
+        the core's output.
+
+        The core's parameter and k-slice streams both go through a register stage (a skid
+        buffer each), so that the engine's tile choice and operand reads do not run into the
+        core's handshake logic; the engine keeps the core's order itself: a tile's beat, then
+        its k-slices (``tile_open``, ``tile_pv``). The next tile's beat may be given while the
+        current one is being sliced (``next_full``, ``next_pv``: one tile ahead), so the beat
+        does not wait for the last k-slice's handshake."""
         B, chunks, gemm = r.B, r.chunks, r.gemm
+        to_params = _StreamRegister(m, "to_gemm_params", gemm.params)
+        r.to_gemm = _StreamRegister(m, "to_gemm", gemm.i)
+        tile_open = r.tile_open = Signal()      # a beat was given, its last slice not yet
+        r.last_slice = Signal()                 # the open tile's last k-slice goes now
+        next_full = Signal()                    # the beat of the tile after the open one
+        next_pv = Signal()                      # was given; that tile's kind
         score_params = r.score_params = Signal(range(r.pairs + 1))  # score tiles announced
         pv_params = r.pv_params = Signal(range(chunks + 1))     # P.V tiles announced (back row)
         probs_done = r.probs_done = Signal()    # every row's probabilities are written
@@ -348,11 +381,11 @@ class AttentionEngine(wiring.Component):
                                                         depth=TILE_QUEUE_DEPTH)
         pv_want = r.back_busy & (pv_params != chunks) & (probs_done | (writing & (w_row == B - 1)))
         score_want = score_params != r.n_cmds
-        params_fire = gemm.params.valid & gemm.params.ready
+        params_fire = to_params.valid & to_params.ready
         tile_pv = r.tile_pv = Signal()          # the kind of the tile being sliced
         entry_in = Signal(TileEntry)
         m.d.comb += [
-            gemm.params.valid.eq((pv_want | score_want) & tiles.w_rdy),
+            to_params.valid.eq((pv_want | score_want) & tiles.w_rdy & ~next_full),
             entry_in.pv.eq(pv_want),
             entry_in.half.eq(r.front_half),
             entry_in.last.eq(r.last_seen & (score_params == r.n_cmds - 1)),
@@ -363,26 +396,38 @@ class AttentionEngine(wiring.Component):
             tiles.w_en.eq(params_fire),
             tiles.w_data.eq(entry_in),
         ]
+        # (no beat is given while next_full)
+        with m.If(r.last_slice):
+            with m.If(next_full):
+                m.d.sync += [tile_pv.eq(next_pv), next_full.eq(0)]
+            with m.Elif(params_fire):
+                m.d.sync += tile_pv.eq(pv_want)
+            with m.Else():
+                m.d.sync += tile_open.eq(0)
+        with m.Elif(params_fire):
+            with m.If(tile_open):
+                m.d.sync += [next_full.eq(1), next_pv.eq(pv_want)]
+            with m.Else():
+                m.d.sync += [tile_open.eq(1), tile_pv.eq(pv_want)]
         with m.If(params_fire):
-            m.d.sync += tile_pv.eq(pv_want)
             with m.If(pv_want):
                 m.d.sync += pv_params.eq(pv_params + 1)
             with m.Else():
                 m.d.sync += score_params.eq(score_params + 1)
         quant = self.quant
         m.d.comb += [
-            gemm.params.payload.a_offset.eq(Mux(pv_want, 128, 0)),
-            gemm.params.payload.out_zero_point.eq(
+            to_params.payload.a_offset.eq(Mux(pv_want, 128, 0)),
+            to_params.payload.out_zero_point.eq(
                 Mux(pv_want, quant.context_zero_point, quant.scores_zero_point)),
-            gemm.params.payload.act_min.eq(-128),
-            gemm.params.payload.act_max.eq(127),
+            to_params.payload.act_min.eq(-128),
+            to_params.payload.act_max.eq(127),
         ]
         for c in range(B):
             m.d.comb += [
-                gemm.params.payload.bias[c].eq(0),
-                gemm.params.payload.multiplier[c].eq(
+                to_params.payload.bias[c].eq(0),
+                to_params.payload.multiplier[c].eq(
                     Mux(pv_want, quant.context_multiplier, quant.scores_multiplier)),
-                gemm.params.payload.shift[c].eq(
+                to_params.payload.shift[c].eq(
                     Mux(pv_want, quant.context_shift, quant.scores_shift)),
             ]
 
@@ -392,7 +437,7 @@ class AttentionEngine(wiring.Component):
         B, chunks, gemm = r.B, r.chunks, r.gemm
         busy, full = r.busy, r.full
         slice_half = Signal()
-        i_fire = r.i_fire = gemm.i.valid & gemm.i.ready
+        i_fire = r.i_fire = r.to_gemm.valid & r.to_gemm.ready
         score_fire = i_fire & ~r.tile_pv
         slice_e, slice_e_final = _counter(m, "slice_element", B, score_fire)
         slice_c, slice_c_final = _counter(m, "slice_chunk", chunks, score_fire & slice_e_final)
@@ -417,18 +462,19 @@ class AttentionEngine(wiring.Component):
                        score_a=score_a, score_b=score_b)
 
     def _pv_slices(self, m, r):
-        """P.V k-slices: V words requested in (chunk, key) order; each answer meets its
-        probabilities."""
+        """P.V k-slices: V words requested in (chunk, key) order, two keys a request; each
+        answer meets its probabilities."""
         B, chunks, pairs = r.B, r.chunks, r.pairs
         m.submodules.probs = probs = Memory(shape=data.ArrayLayout(unsigned(8), B),
                                             depth=pairs * B, init=[])
         r.p_write = probs.write_port(granularity=1)
         p_read = probs.read_port(domain="comb")
-        m.submodules.v_fifo = v_fifo = r.v_fifo = SyncFIFO(width=B * 8, depth=V_FIFO_DEPTH)
+        v_depth = V_FIFO_DEPTH // 2                     # in word pairs
+        m.submodules.v_fifo = v_fifo = r.v_fifo = SyncFIFO(width=2 * B * 8, depth=v_depth)
         v_issuing = r.v_issuing = Signal()
-        v_pending = Signal(range(V_FIFO_DEPTH + 1))    # requested, not yet given to the core
+        v_pending = Signal(range(v_depth + 1))  # pairs requested, not yet given to the core
         v_req_fire = self.v_req.valid & self.v_req.ready
-        v_req_t, v_req_t_final = _counter(m, "v_req_token", B, v_req_fire)
+        v_req_t, v_req_t_final = _counter(m, "v_req_token_pair", r.token_pairs, v_req_fire)
         v_req_n = Signal(range(max(pairs, 2)))
         v_key = self._back_key(m, r, v_req_n)
         v_req_n_final = v_req_n == r.b_cmds - 1
@@ -440,17 +486,18 @@ class AttentionEngine(wiring.Component):
             m.d.sync += v_issuing.eq(0)
         pv_fire = r.i_fire & r.tile_pv
         r.probs_ready = Signal()  # key pv_key's probabilities are written
-        m.d.sync += v_pending.eq(v_pending + v_req_fire - pv_fire)
+        pv_t, pv_t_final = _counter(m, "pv_token", B, pv_fire)
+        pair_used = r.pair_used = pv_fire & pv_t[0]    # the second key of a pair entered
+        m.d.sync += v_pending.eq(v_pending + v_req_fire - pair_used)
         m.d.comb += [
-            self.v_req.valid.eq(v_issuing & (v_pending != V_FIFO_DEPTH)),
+            self.v_req.valid.eq(v_issuing & (v_pending != v_depth)),
             self.v_req.payload.seq.eq(r.b_seq),
-            self.v_req.payload.token.eq(Cat(v_req_t, v_key.block)),
+            self.v_req.payload.token.eq(Cat(_even(v_req_t, r), v_key.block)),
             self.v_req.payload.chunk.eq(v_req_c),
             v_fifo.w_en.eq(self.v_resp.valid),
             v_fifo.w_data.eq(self.v_resp.payload),
             self.v_resp.ready.eq(v_fifo.w_rdy),
         ]
-        pv_t, pv_t_final = _counter(m, "pv_token", B, pv_fire)
         pv_n = Signal(range(max(pairs, 2)))
         pv_n_final = pv_n == r.b_cmds - 1
         pv_tiles = r.pv_tiles = Signal(range(chunks + 1))  # P.V tiles whose slices all entered
@@ -458,31 +505,32 @@ class AttentionEngine(wiring.Component):
             m.d.sync += pv_n.eq(Mux(pv_n_final, 0, pv_n + 1))
             with m.If(pv_n_final):
                 m.d.sync += pv_tiles.eq(pv_tiles + 1)
-        pv_key = r.pv_key = Cat(pv_t, pv_n) if r.log_b else pv_n
+        pv_key = r.pv_key = Cat(pv_t, pv_n)
         m.d.comb += p_read.addr.eq(pv_key)
         vars(r).update(pv_fire=pv_fire, pv_last=pv_t_final & pv_n_final, p_read=p_read)
 
     def _core_input(self, m, r):
         """The GEMM core's k-slices: P.V (probabilities and V words) or scores (Q and K)."""
-        gemm, v_fifo, p_read = r.gemm, r.v_fifo, r.p_read
-        v_word = data.View(Word(r.B), v_fifo.r_data)
+        to_gemm, v_fifo, p_read = r.to_gemm, r.v_fifo, r.p_read
+        v_word = data.View(WordPair(r.B), v_fifo.r_data)[r.pv_key[0]]
 
-        # (r_en outside the If: it reads gemm.i.valid, which the If drives, and Icarus does
+        # (r_en outside the If: it reads to_gemm.valid, which the If drives, and Icarus does
         # not re-run a Verilog process for a change it made itself)
-        m.d.comb += v_fifo.r_en.eq(r.pv_fire)
+        m.d.comb += [v_fifo.r_en.eq(r.pair_used),
+                     r.last_slice.eq(r.i_fire & to_gemm.payload.last)]
         with m.If(r.tile_pv):
-            m.d.comb += [gemm.i.valid.eq(v_fifo.r_rdy & r.probs_ready),
-                         gemm.i.payload.last.eq(r.pv_last)]
+            m.d.comb += [to_gemm.valid.eq(r.tile_open & v_fifo.r_rdy & r.probs_ready),
+                         to_gemm.payload.last.eq(r.pv_last)]
             for row in range(r.B):
                 # p - 128 as int8 is p with its top bit flipped
-                m.d.comb += [gemm.i.payload.a[row].eq((p_read.data[row] ^ 0x80).as_signed()),
-                             gemm.i.payload.b[row].eq(v_word[row])]
+                m.d.comb += [to_gemm.payload.a[row].eq((p_read.data[row] ^ 0x80).as_signed()),
+                             to_gemm.payload.b[row].eq(v_word[row])]
         with m.Else():
-            m.d.comb += [gemm.i.valid.eq(r.slice_ready),
-                         gemm.i.payload.last.eq(r.slice_last)]
+            m.d.comb += [to_gemm.valid.eq(r.tile_open & r.slice_ready),
+                         to_gemm.payload.last.eq(r.slice_last)]
             for row in range(r.B):
-                m.d.comb += [gemm.i.payload.a[row].eq(r.score_a[row]),
-                             gemm.i.payload.b[row].eq(r.score_b[row])]
+                m.d.comb += [to_gemm.payload.a[row].eq(r.score_a[row]),
+                             to_gemm.payload.b[row].eq(r.score_b[row])]
 
     def _core_output(self, m, r):
         """GEMM output: scores into the row buffer, context words out.
@@ -561,18 +609,24 @@ class AttentionEngine(wiring.Component):
         s_n = Signal(range(max(pairs, 2)))
         s_lane = Signal(range(B))
         s_addr = r.s_addr = Signal(range(B * pairs))
-        s_entry_valid = self._key_valid(r, self._back_key(m, r, s_n), s_lane, s_row)
-        s_step = streaming & ~priming & (~s_entry_valid | softmax.i.ready)
+        s_key = self._back_key_registered(m, r)
+        s_entry_valid = self._key_valid(r, s_key.data, s_lane, s_row)
+        # the softmax input is registered (a skid buffer): the row buffer's block RAM output
+        # and the lane select would otherwise run straight into the softmax's running maximum
+        to_softmax = _StreamRegister(m, "to_softmax", softmax.i)
+        s_step = streaming & ~priming & (~s_entry_valid | to_softmax.ready)
         s_word_end = s_step & (s_lane == B - 1)
         s_n_final = s_n == r.b_cmds - 1
+        s_n_next = Mux(s_n_final, 0, s_n + 1)
+        self._next_back_key(m, r, s_key, Mux(s_word_end, s_n_next, s_n))
         s_next = Mux(s_n_final, times_constant(s_row + 1, pairs), s_addr + 1)
         next_written = self._scores_written(r, Mux(s_n_final, s_row + 1, s_row),
                                             Mux(s_n_final, 0, s_n + 1))
         m.d.comb += [
             r.s_read.addr.eq(Cat(Mux(s_word_end, s_next, s_addr)[:r.word_bits], back_half)),
-            softmax.i.valid.eq(streaming & ~priming & s_entry_valid),
-            softmax.i.payload.data.eq(r.s_read.data[s_lane]),
-            softmax.i.payload.last.eq(s_n_final & (s_lane == self._last_lane(m, r, s_row))),
+            to_softmax.valid.eq(streaming & ~priming & s_entry_valid),
+            to_softmax.payload.data.eq(r.s_read.data[s_lane]),
+            to_softmax.payload.last.eq(s_n_final & (s_lane == self._last_lane(m, r, s_row))),
         ]
         with m.If(priming):
             m.d.sync += priming.eq(~self._scores_written(r, s_row, s_n))
@@ -581,7 +635,7 @@ class AttentionEngine(wiring.Component):
         with m.If(s_step):
             m.d.sync += s_lane.eq(Mux(s_lane == B - 1, 0, s_lane + 1))
         with m.If(s_word_end):
-            m.d.sync += [s_addr.eq(s_next), s_n.eq(Mux(s_n_final, 0, s_n + 1))]
+            m.d.sync += [s_addr.eq(s_next), s_n.eq(s_n_next)]
             with m.If(s_n_final):
                 m.d.sync += s_row.eq(s_row + 1)
                 with m.If(s_row == B - 1):
@@ -592,9 +646,12 @@ class AttentionEngine(wiring.Component):
         B, softmax, writing, w_row, p_write = r.B, r.softmax, r.writing, r.w_row, r.p_write
         w_n = Signal(range(max(r.pairs, 2)))
         w_lane = Signal(range(B))
-        w_entry_valid = self._key_valid(r, self._back_key(m, r, w_n), w_lane, w_row)
+        w_key = self._back_key_registered(m, r)
+        w_entry_valid = self._key_valid(r, w_key.data, w_lane, w_row)
         w_step = writing & (~w_entry_valid | softmax.o.valid)
         w_n_final = w_n == r.b_cmds - 1
+        w_n_next = Mux(w_n_final, 0, w_n + 1)
+        self._next_back_key(m, r, w_key, Mux(w_step & (w_lane == B - 1), w_n_next, w_n))
         m.d.comb += [
             softmax.o.ready.eq(writing & w_entry_valid),
             p_write.addr.eq(Cat(w_lane, w_n) if r.log_b else w_n),
@@ -604,16 +661,15 @@ class AttentionEngine(wiring.Component):
         with m.If(w_step):
             m.d.sync += w_lane.eq(Mux(w_lane == B - 1, 0, w_lane + 1))
             with m.If(w_lane == B - 1):
-                m.d.sync += w_n.eq(Mux(w_n_final, 0, w_n + 1))
+                m.d.sync += w_n.eq(w_n_next)
                 with m.If(w_n_final):
                     m.d.sync += w_row.eq(w_row + 1)
                     with m.If(w_row == B - 1):
                         m.d.sync += [writing.eq(0), r.probs_done.eq(1)]
         # P.V may take key x once every row's probability of x is written: the slices of the
         # first tile trail the last row's probabilities.
-        w_key = Cat(w_lane, w_n) if r.log_b else w_n
         m.d.comb += r.probs_ready.eq(r.probs_done | (writing & (w_row == B - 1)
-                                                     & (r.pv_key < w_key)))
+                                                     & (r.pv_key < Cat(w_lane, w_n))))
 
     def _handover(self, m, r):
         """The hand-over: the front row becomes the back row.
@@ -623,8 +679,12 @@ class AttentionEngine(wiring.Component):
         score slice has. ``done`` then frees the engine for the scheduler's next row."""
         with m.If(r.back_busy & (r.pv_tiles == r.chunks)):
             m.d.sync += r.back_busy.eq(0)
-        m.d.comb += [self.done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy),
-                     r.handover.eq(self.done & self.done_ready)]
+        # done from a register (it drives the scheduler's slot logic): a cycle behind the
+        # condition, which holds until the hand-over
+        done = Signal()
+        m.d.sync += done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy
+                            & ~r.handover)
+        m.d.comb += [self.done.eq(done), r.handover.eq(done & self.done_ready)]
         with m.If(r.handover):
             m.d.sync += [
                 # the front row becomes the back row
@@ -640,6 +700,33 @@ class AttentionEngine(wiring.Component):
             for h in range(2):
                 with m.If(r.front_half != h):
                     m.d.sync += r.scores_complete[h].eq(0)
+
+
+class _StreamRegister:
+    """A full-rate register stage in front of the stream ``sink`` (a skid buffer): the sink's
+    valid and payload come from registers, and so does ``ready`` towards the source (a second
+    register takes the beat offered while the sink stalls). Drive ``valid`` and ``payload``;
+    a beat is taken when ``valid & ready``."""
+
+    def __init__(self, m, name, sink):
+        self.valid = Signal(name=f"{name}_valid")
+        self.payload = Signal.like(sink.payload, name=f"{name}_payload")
+        skid_full = Signal(name=f"{name}_skid_full")
+        skid = Signal.like(sink.payload, name=f"{name}_skid")
+        self.ready = ~skid_full
+        out_valid = Signal(name=f"{name}_out_valid")
+        out = Signal.like(sink.payload, name=f"{name}_out")
+        m.d.comb += [sink.valid.eq(out_valid), sink.payload.eq(out)]
+        with m.If(~out_valid | sink.ready):
+            m.d.sync += [out_valid.eq(skid_full | self.valid),
+                         out.eq(Mux(skid_full, skid, self.payload)), skid_full.eq(0)]
+        with m.Elif(self.valid & ~skid_full):
+            m.d.sync += [skid_full.eq(1), skid.eq(self.payload)]
+
+
+def _even(pair, r):
+    """The even token position of token pair ``pair`` in a block."""
+    return Cat(Const(0, 1), pair[:r.log_b - 1])
 
 
 def _counter(m, name, limit, step):

@@ -15,9 +15,9 @@ __all__ = ["RowParams", "EngineParams", "UnitParams", "BLOCKS", "SOFTMAX_METHODS
 #: Tokens per block: the GEMM core of an engine is ``block x block`` PEs.
 BLOCKS = (2, 4, 8, 16)
 SOFTMAX_METHODS = ("recip", "lut2d", "shiftmax")
-#: Words of V an engine may have requested and not yet given to its GEMM core: covers the
-#: unit's read round trip (grant, table, address, block RAM read, answer register: 5 cycles,
-#: ``hw.attention.unit.READ_LATENCY``) and the arbiter's waits at one word a clock.
+#: Words of V an engine may have requested and not yet given to its GEMM core (two a request):
+#: covers the unit's read round trip (grant, table, address, block RAM read, answer register:
+#: 5 cycles, ``hw.attention.unit.READ_LATENCY``) and the arbiter's waits at one word a clock.
 V_FIFO_DEPTH = 16
 
 
@@ -164,9 +164,15 @@ class UnitParams(RowParams):
         return self.max_tokens * self.words_per_token
 
     @property
+    def bank_words(self) -> int:
+        """Depth of each of the two banks (even and odd token rows) of the Q, K and V
+        memories: one read gives a word of two consecutive tokens."""
+        return max(-(-self.max_tokens // 2) * self.words_per_token, 2)
+
+    @property
     def memory_bits(self) -> int:
-        """Q, K, V (``read_ports`` copies each) and O together."""
-        return (3 * self.read_ports + 1) * self.memory_words * self.block * 8
+        """Q, K, V (two banks each, ``read_ports`` copies of each) and O together."""
+        return (6 * self.read_ports * self.bank_words + self.memory_words) * self.block * 8
 
     @property
     def engine(self) -> EngineParams:

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.params import params_or_keywords
 from ..common.arith import times_constant
-from .engine import AttentionEngine, Quant, Word
+from .engine import AttentionEngine, Quant, Word, WordPair
 from .params import UnitParams
 from .scheduler import AttentionScheduler
 
@@ -117,7 +117,10 @@ class AttentionUnit(wiring.Component):
         state = Signal(State)
         Seq = data.StructLayout({"base": range(self._params.max_tokens + 1),
                                  "length": SequenceIn(self._params.max_len)["length"].shape})
-        m.submodules.table = table = Memory(shape=Seq, depth=self._params.max_seqs, init=[])
+        # (memories of at least 2 words: a 1-word memory has a zero-width address, which
+        # Verilator rejects)
+        m.submodules.table = table = Memory(shape=Seq, depth=max(self._params.max_seqs, 2),
+                                            init=[])
         table_write = table.write_port()
         batch = self._load_descriptors(m, state, table_write)
         memories, loaded = self._load_words(m, state, batch)
@@ -176,22 +179,42 @@ class AttentionUnit(wiring.Component):
         return _Batch(n_seqs, n_tokens, all_desc, total_words, all_words)
 
     def _load_words(self, m, state, batch: _Batch):
-        """Load: the Q, K, V words into their memories; (the memories, their word counts)."""
-        B, depth = self._params.block, self._params.memory_words
+        """Load: the Q, K, V words into their memories; (the memories, their word counts).
+
+        Each memory is two banks, the even and the odd token rows of the batch, so that one
+        read gives the words of two consecutive tokens; a bank receives its rows' words in
+        order, at consecutive addresses."""
+        p = self._params
+        B, depth, wpt = p.block, p.memory_words, p.words_per_token
         all_words, all_desc, total_words = batch.all_words, batch.all_desc, batch.total_words
         memories, loaded = [], []
         for name in ("q", "k", "v"):
-            mem = Memory(shape=Word(B), depth=depth, init=[])
-            m.submodules[f"{name}_memory"] = mem
-            port, write = getattr(self, name), mem.write_port()
+            banks = [Memory(shape=Word(B), depth=p.bank_words, init=[]) for _ in range(2)]
+            port = getattr(self, name)
             count = Signal(range(depth + 1), name=f"{name}_words")
+            column = Signal(range(max(wpt, 2)), name=f"{name}_load_column")
+            odd = Signal(name=f"{name}_load_odd")       # the token row being loaded is odd
             room = Mux(all_words, count != total_words, ~all_desc & (count != depth))
-            m.d.comb += [port.ready.eq((state == State.LOAD) & room),
-                         write.addr.eq(count), write.data.eq(port.payload),
-                         write.en.eq(port.valid & port.ready)]
-            with m.If(port.valid & port.ready):
-                m.d.sync += count.eq(count + 1)
-            memories.append(mem)
+            fire = port.valid & port.ready
+            m.d.comb += port.ready.eq((state == State.LOAD) & room)
+            for parity, bank in enumerate(banks):
+                m.submodules[f"{name}_memory_{('even', 'odd')[parity]}"] = bank
+                write = bank.write_port()
+                addr = Signal(range(p.bank_words), name=f"{name}_load_addr_{parity}")
+                m.d.comb += [write.addr.eq(addr), write.data.eq(port.payload),
+                             write.en.eq(fire & (odd == parity))]
+                with m.If(fire & (odd == parity)):
+                    m.d.sync += addr.eq(addr + 1)
+                with m.If(state != State.LOAD):
+                    m.d.sync += addr.eq(0)
+            with m.If(fire):
+                m.d.sync += [count.eq(count + 1),
+                             column.eq(Mux(column == wpt - 1, 0, column + 1))]
+                with m.If(column == wpt - 1):
+                    m.d.sync += odd.eq(~odd)
+            with m.If(state != State.LOAD):
+                m.d.sync += [column.eq(0), odd.eq(0)]
+            memories.append(banks)
             loaded.append(count)
         return memories, loaded
 
@@ -199,7 +222,8 @@ class AttentionUnit(wiring.Component):
         """Reads: one round-robin arbiter and five-stage read pipeline per memory port.
 
         Engine e reads through port e % read_ports of each memory (each port a copy of the
-        memory's block RAM when there are several)."""
+        memory's block RAM when there are several). A request names an even token; the
+        answer is its word and the next token's, one from each bank."""
         p = self._params
         for t, name in enumerate(("q", "k", "v")):
             for port in range(p.read_ports):
@@ -218,30 +242,45 @@ class AttentionUnit(wiring.Component):
                 for e, req in enumerate(reqs):
                     with m.If(grant == e):
                         m.d.sync += req1.eq(req.payload)
-                # stage 2: the sequence-table entry; stage 3: the word address
+                # stage 2: the sequence-table entry; stage 3: the two banks' word addresses
                 entry, head = self._lookup(m, table, req1.seq)
-                row, column, outside2 = self._locate(m, f"{tag}_2", entry, head, req1.token,
-                                                     req1.chunk)
-                addr = self._word_address(m, f"{tag}_3", row, column)
-                read = memories[t].read_port()
-                m.d.comb += read.addr.eq(addr)
-                self._answer(m, tag, grant, valid1, engine1, outside2, read, resps)
+                row, column, outside = self._locate(m, f"{tag}_2", entry, head, req1.token,
+                                                    req1.chunk)
+                second = Signal.like(row, name=f"{tag}_2_second_row")   # the next token's
+                second_outside = Signal(name=f"{tag}_2_second_outside")
+                odd_token = Cat(Const(1, 1), req1.token[1:])            # token + 1 (even token)
+                m.d.sync += [second.eq(entry.base + odd_token),
+                             second_outside.eq(odd_token >= entry.length)]
+                outside2 = Cat(outside, second_outside)
+                # the even bank holds the even one of the two rows, the odd bank the odd one:
+                # rows row and row + 1 are at row // 2 in the odd bank, (row + 1) // 2 in the even
+                reads = [bank.read_port() for bank in memories[t]]
+                m.d.comb += [
+                    reads[0].addr.eq(self._word_address(m, f"{tag}_3_even", second[1:], column)),
+                    reads[1].addr.eq(self._word_address(m, f"{tag}_3_odd", row[1:], column)),
+                ]
+                self._answer(m, tag, grant, valid1, engine1, outside2, row[0], reads, resps)
 
-    def _answer(self, m, tag, grant, valid1, engine1, outside2, read, resps):
-        """Stages 2 to 5 of a read port's pipeline: the valid bit, engine and outside flag
-        follow the request; stage 4 is the block RAM read; stage 5 the answer, registered
-        (engines always have room for what they asked)."""
+    def _answer(self, m, tag, grant, valid1, engine1, outside2, swap2, reads, resps):
+        """Stages 2 to 5 of a read port's pipeline: the valid bit, engine, outside flags and
+        whether the first token's row is odd follow the request; stage 4 is the block RAM
+        read; stage 5 the answer, registered (engines always have room for what they asked)."""
         valid2, valid3, valid4, valid5 = (Signal(name=f"{tag}_valid{n}")
                                           for n in range(2, 6))
         engine2, engine3, engine4, engine5 = (Signal.like(grant, name=f"{tag}_engine{n}")
                                               for n in range(2, 6))
-        outside3, outside4 = Signal(name=f"{tag}_outside3"), Signal(name=f"{tag}_outside4")
-        answer = Signal(Word(self._params.block), name=f"{tag}_answer")
+        outside3, outside4 = Signal(2, name=f"{tag}_outside3"), Signal(2, name=f"{tag}_outside4")
+        swap3, swap4 = Signal(name=f"{tag}_swap3"), Signal(name=f"{tag}_swap4")
+        answer = Signal(WordPair(self._params.block), name=f"{tag}_answer")
+        even, odd = reads[0].data, reads[1].data
         m.d.sync += [valid2.eq(valid1), engine2.eq(engine1),
                      valid3.eq(valid2), engine3.eq(engine2), outside3.eq(outside2),
+                     swap3.eq(swap2),
                      valid4.eq(valid3), engine4.eq(engine3), outside4.eq(outside3),
+                     swap4.eq(swap3),
                      valid5.eq(valid4), engine5.eq(engine4),
-                     answer.eq(Mux(outside4, 0, read.data))]
+                     answer[0].eq(Mux(outside4[0], 0, Mux(swap4, odd, even))),
+                     answer[1].eq(Mux(outside4[1], 0, Mux(swap4, even, odd)))]
         for e, resp in enumerate(resps):
             m.d.comb += [resp.valid.eq(valid5 & (engine5 == e)),
                          resp.payload.eq(answer)]
@@ -250,7 +289,7 @@ class AttentionUnit(wiring.Component):
         """Writes of the context into O through one round-robin arbiter; (the O memory, the
         count of words written)."""
         B, depth = self._params.block, self._params.memory_words
-        m.submodules.o_memory = o_memory = Memory(shape=Word(B), depth=depth, init=[])
+        m.submodules.o_memory = o_memory = Memory(shape=Word(B), depth=max(depth, 2), init=[])
         o_write = o_memory.write_port()
         outs = [engine.o for engine in engines]
         grant, granted = _round_robin(m, "o", [o.valid for o in outs])
@@ -352,7 +391,7 @@ class AttentionUnit(wiring.Component):
         whether the token is past the sequence (the address's first stage)."""
         p = self._params
         row = Signal(range(p.max_tokens + 1), name=f"{name}_row")
-        column = Signal(range(p.words_per_token), name=f"{name}_column")
+        column = Signal(range(max(p.words_per_token, 2)), name=f"{name}_column")
         outside = Signal(name=f"{name}_outside")
         m.d.sync += [row.eq(entry.base + token),
                      column.eq(times_constant(head, p.chunks) + chunk),
@@ -362,7 +401,7 @@ class AttentionUnit(wiring.Component):
     def _word_address(self, m, name, row, column):
         """Registered: ``row x hidden / block + column`` (shifted adds, no multiplier)."""
         p = self._params
-        addr = Signal(range(p.memory_words), name=f"{name}_addr")
+        addr = Signal(range(max(p.memory_words, 2)), name=f"{name}_addr")
         m.d.sync += addr.eq(times_constant(row, p.words_per_token) + column)
         return addr
 

@@ -2,19 +2,24 @@
 
 import itertools
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .checks import check_choice, check_int
+from .checks import check_bool, check_choice, check_int
 from .mul import PipelinedMultiplier
 from .pipeline import StallPipeline
 
 __all__ = ["RequantIn", "RequantOut", "Requantizer", "requant_sequencer", "REQUANT_LATENCY",
-           "OUT_WIDTHS", "RAW_WIDTH"]
+           "requant_latency", "OUT_WIDTHS", "RAW_WIDTH"]
 
-#: Pipeline registers between an accepted input and its output beat (no stalls).
+#: Pipeline registers between an accepted input and its output beat (no stalls), by default.
 REQUANT_LATENCY = 9
+
+
+def requant_latency(far_dsps: bool = False) -> int:
+    """Latency of a :class:`Requantizer`: ``REQUANT_LATENCY``, plus 2 with ``far_dsps``."""
+    return REQUANT_LATENCY + (2 if far_dsps else 0)
 
 INT32_MAX = (1 << 31) - 1
 
@@ -62,7 +67,7 @@ class Requantizer(wiring.Component):
     ``sim.golden.gemm.requantize``), including ``INT32_MIN`` operands and ties. The left shift wraps
     modulo 2**32 as two's-complement hardware does. ``shift`` must be in [-31, 31].
 
-    The 32 x 32 product is split into four 17 x 17 partial products so that each maps onto one
+    The 32 x 32 product is split into four 16 x 16 partial products so that each maps onto one
     DSP multiplier (MULT18X18D on ECP5); every adder sits alone between registers.
 
     Parameters
@@ -76,21 +81,29 @@ class Requantizer(wiring.Component):
     tag : shape or None
         Shape of an optional ``tag`` field carried from each input beat to its output beat
         untouched, like ``last`` (e.g. parameters a later stage applies to the same beat).
+    far_dsps : bool
+        One more register stage on each side of the four DSP products (``latency`` is then
+        ``REQUANT_LATENCY + 2``), so that the routes to and from a multiplier have a cycle to
+        themselves: in a design that fills the device's DSPs (the 12 x 12 GEMM on the
+        LFE5U-85F takes 148 of 156) the requantizer's multipliers get whichever sites are
+        left, far from its logic. Default False.
 
     Members
     -------
     i : In(stream.Signature(RequantIn(lanes, out_width, tag)))
         Accumulators and their requantization parameters.
     o : Out(stream.Signature(RequantOut(lanes, out_width, tag)))
-        Results, ``REQUANT_LATENCY`` cycles after the input when not stalled.
+        Results, ``latency`` cycles after the input when not stalled.
     """
 
-    def __init__(self, *, lanes: int, out_width: int = 8, tag=None):
+    def __init__(self, *, lanes: int, out_width: int = 8, tag=None, far_dsps: bool = False):
         check_int("lanes", lanes, 1, 64)
         check_choice("out_width", out_width, OUT_WIDTHS + (RAW_WIDTH,))
+        check_bool("far_dsps", far_dsps)
         self._lanes = lanes
         self._out_width = out_width
         self._tag = tag
+        self._far_dsps = far_dsps
         super().__init__({
             "i": In(stream.Signature(RequantIn(lanes, out_width, tag))),
             "o": Out(stream.Signature(RequantOut(lanes, out_width, tag))),
@@ -104,9 +117,19 @@ class Requantizer(wiring.Component):
     def out_width(self) -> int:
         return self._out_width
 
+    @property
+    def far_dsps(self) -> bool:
+        return self._far_dsps
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an accepted input beat to its output beat (no stalls)."""
+        return requant_latency(self._far_dsps)
+
     def elaborate(self, platform):
         m = Module()
-        n = REQUANT_LATENCY
+        n = self.latency
+        extra = int(self._far_dsps)     # register stages added on each side of the DSPs
         # Stall the whole pipeline only when its output beat is held by the sink.
         pipe = StallPipeline(m, self.i, self.o)
         pipe.finish(n)
@@ -117,9 +140,9 @@ class Requantizer(wiring.Component):
         w = self._out_width
         raw = w == RAW_WIDTH
         if not raw:
-            zp5 = delay("zero_point", signed(w), payload.out_zero_point, 5)
-            lo4 = delay("act_min", signed(w), payload.act_min, 4)
-            hi4 = delay("act_max", signed(w), payload.act_max, 4)
+            zp5 = delay("zero_point", signed(w), payload.out_zero_point, 5 + 2 * extra)
+            lo4 = delay("act_min", signed(w), payload.act_min, 4 + 2 * extra)
+            hi4 = delay("act_max", signed(w), payload.act_max, 4 + 2 * extra)
             # TFLite clamps as min(max(x, act_min), act_max): with act_min > act_max every
             # result is act_max, which the clamp below gives once act_min is lowered to it
             # (compared in s5, selected in s6).
@@ -152,22 +175,27 @@ class Requantizer(wiring.Component):
             m1 = stage(p + "multiplier", signed(32), mult)
             right1 = stage(p + "right", unsigned(6), Mux(shift[-1], -shift, 0))
 
-            # s2-s3: four 17 x 17 partial products (high halves signed, low halves unsigned).
+            # s2-s3: four 16 x 16 partial products (high halves signed, low halves unsigned: one
+            # SB_MAC16 each on iCE40, where a 17-bit signed operand would not fit).
             # Each multiplier registers its operands again (on ECP5 inside the DSP) before the
             # product register: feeding the DSP straight from the s1 barrel shifter was the
             # requantized GEMM's critical path on ECP5.
-            halves_x = (x1[16:].as_signed(), Cat(x1[:16], Const(0, 1)).as_signed())
-            halves_m = (m1[16:].as_signed(), Cat(m1[:16], Const(0, 1)).as_signed())
+            x_dsp = delay(p + "shifted_to_dsp", signed(32), x1, extra)
+            m_dsp = delay(p + "multiplier_to_dsp", signed(32), m1, extra)
+            halves_x = (x_dsp[16:].as_signed(), x_dsp[:16])
+            halves_m = (m_dsp[16:].as_signed(), m_dsp[:16])
             pps = {}
             for (xn, x_half), (mn, m_half) in itertools.product(zip("hl", halves_x),
                                                                  zip("hl", halves_m)):
-                mul = PipelinedMultiplier(a_width=17, b_width=17)
+                mul = PipelinedMultiplier(a_width=16, b_width=16, a_signed=xn == "h",
+                                          b_signed=mn == "h")
                 m.submodules[f"{p}mul_{xn}{mn}"] = mul
                 m.d.comb += [mul.a.eq(x_half), mul.b.eq(m_half), mul.en.eq(advance)]
-                pps[xn + mn] = mul.p                    # signed 34 bits
+                # (32 bits, unsigned for ll)
+                pps[xn + mn] = delay(f"{p}pp_{xn}{mn}_from_dsp", mul.p.shape(), mul.p, extra)
             pp_hh, pp_hl, pp_lh, pp_ll = pps["hh"], pps["hl"], pps["lh"], pps["ll"]
-            sat2 = delay(p + "sat_s2", 1, (x1 == -(1 << 31)) & (m1 == -(1 << 31)), 2)
-            right2 = delay(p + "right_s2", unsigned(6), right1, 2)
+            sat2 = delay(p + "sat_s2", 1, (x1 == -(1 << 31)) & (m1 == -(1 << 31)), 2 + 2 * extra)
+            right2 = delay(p + "right_s2", unsigned(6), right1, 2 + 2 * extra)
 
             # s4: cross terms summed; high and low terms joined with the rounding constant.
             # For every product but the saturating one, gemmlowp's nudged truncating division
@@ -180,8 +208,20 @@ class Requantizer(wiring.Component):
             sat3 = stage(p + "sat_s3", 1, sat2)
             right3 = stage(p + "right_s3", unsigned(6), right2)
 
-            # s5: full product + 2**30; mask of the bits below the rounding bit.
-            total = stage(p + "product", signed(66), outer + (mid << 16))
+            # s5: the high word (bits 31..62) of the full product + 2**30; mask of the bits
+            # below the rounding bit. Bits 0..15 of (mid << 16) are zero, so the high word
+            # needs bits 16..62 of outer + (mid << 16): a 47-bit carry chain, here split in
+            # two, the upper half summed for both carries in and chosen by the lower half's
+            # carry out (carry select: a 24-bit chain and a LUT; the 47-bit chain was the
+            # requantized GEMM's critical path on the iCE40 UP5K, 21.8 ns over 46 levels).
+            upper = outer[16:63]
+            cross = Cat(mid, mid[-1].replicate(len(upper) - len(mid)))
+            split = 24
+            lower_sum = upper[:split] + cross[:split]
+            upper_sum = [upper[split:] + cross[split:] + carry for carry in (0, 1)]
+            sum_16_62 = Cat(lower_sum[:split],
+                            Mux(lower_sum[split], upper_sum[1], upper_sum[0])[:len(upper) - split])
+            total = stage(p + "product", signed(32), sum_16_62[31 - 16:])
             sat4 = stage(p + "sat_s4", 1, sat3)
             right4 = stage(p + "right_s4", unsigned(6), right3)
             # Bits below the rounding bit: bit i is set when i < right - 1. Per-bit constant
@@ -189,7 +229,7 @@ class Requantizer(wiring.Component):
             sticky_mask = stage(p + "sticky_mask", 32, Cat(*(right3 > i + 1 for i in range(32))))
 
             # s6: high word, then x >> (right - 1) keeping the rounding bit; sticky bits.
-            high = Mux(sat4, INT32_MAX, total[31:63].as_signed())
+            high = Mux(sat4, INT32_MAX, total)
             shifted_x2 = stage(p + "shifted_x2", signed(33), (high.as_signed() << 1) >> right4)
             sticky = stage(p + "sticky", 1, (high & sticky_mask).any())
             negative = stage(p + "negative", 1, high[31])

@@ -21,12 +21,14 @@ from ..layernorm import LayerNorm
 from .params import (DESCRIPTOR_FIELDS, INPUT_TAG, MEMORIES, OPS, TAG_BITS,
                      EncoderParams)
 
-__all__ = ["Descriptor", "ReadRequest", "SequenceIn", "PooledOut", "DebugBeat",
+__all__ = ["Descriptor", "ReadRequest", "SequenceIn", "PooledOut", "DebugBeat", "BatchError",
            "EncoderAccelerator"]
 
 #: Bits of a read request's word address and length.
 ADDR_BITS = 32
 LENGTH_BITS = 24
+#: Bits of the token count of a refused batch, whose ``x`` beats are taken and dropped.
+DROP_COUNT_BITS = 32
 #: Elements read ahead of the consumer by the element reader and the k-slice reader.
 READ_AHEAD = 4
 
@@ -44,6 +46,12 @@ def SequenceIn(max_len: int) -> data.StructLayout:
 PooledOut = data.StructLayout({"data": signed(32), "last": unsigned(1)})
 
 
+#: Why a batch was refused (one beat on ``err`` per refused batch; several flags may be set):
+#: ``seqs``: more than ``max_seqs`` sequences; ``tokens``: more than ``max_tokens`` tokens;
+#: ``length``: a sequence of length 0 or longer than ``max_len``.
+BatchError = data.StructLayout({"seqs": 1, "tokens": 1, "length": 1})
+
+
 def DebugBeat(params: EncoderParams) -> data.StructLayout:
     """One element written to an activation memory: its stage tag, token and channel."""
     return data.StructLayout({"tag": unsigned(TAG_BITS), "token": range(params.max_tokens),
@@ -57,13 +65,14 @@ class State(enum.Enum, shape=3):
     WAIT_DESC = 3
     RUN = 4
     NEXT = 5
+    DROP_X = 6      # a refused batch: its x beats taken and dropped
+    REPORT = 7      # a refused batch: its beat on err
 
 
 class Phase(enum.Enum, shape=2):
-    PARAMS = 0      # GEMM tile parameters / LayerNorm channel records
-    WEIGHTS = 1     # GEMM weight tile
-    COMPUTE = 2     # k-slices (GEMM) or element stream (other passes)
-    DRAIN = 3       # wait for the last outputs
+    PARAMS = 0      # a pass's start; LayerNorm channel records; GEMM: waiting for a full bank
+    COMPUTE = 1     # k-slices (GEMM) or element stream (other passes)
+    DRAIN = 2       # wait for the last outputs
 
 
 class _TokenMajor:
@@ -130,6 +139,12 @@ class EncoderAccelerator(wiring.Component):
     rdata : In(stream.Signature(unsigned(port_width)))
         The requested words, in request order.
     o : Out(stream.Signature(PooledOut))
+    err : Out(stream.Signature(BatchError))
+        One beat per refused batch (more than ``max_seqs`` sequences or ``max_tokens``
+        tokens, or a sequence of length 0 or over ``max_len``): the batch's ``x`` beats are
+        taken and dropped, nothing is written or computed and no ``o`` beat leaves for it;
+        the next batch is taken at once (the beat waits in a register: a second refused batch
+        waits until the first one's beat is taken).
     dbg : Out(stream.Signature(DebugBeat(params)))
         Only with ``debug``.
     """
@@ -144,6 +159,7 @@ class EncoderAccelerator(wiring.Component):
             "req": Out(stream.Signature(ReadRequest)),
             "rdata": In(stream.Signature(unsigned(params.port_width))),
             "o": Out(stream.Signature(PooledOut)),
+            "err": Out(stream.Signature(BatchError)),
         }
         if params.debug:
             members["dbg"] = Out(stream.Signature(DebugBeat(params)))
@@ -163,6 +179,7 @@ class EncoderAccelerator(wiring.Component):
         self._element_reader(m, s)
         self._gemm_feed(m, s)
         self._sequencer(m, s)
+        self._batch_check(m, s)
         self._gemm_pass(m, s)
         self._element_passes(m, s)
         self._attention(m, s)
@@ -345,19 +362,29 @@ class EncoderAccelerator(wiring.Component):
                  r_take=r_take, start_reader=start_reader)
 
     def _gemm_feed(self, m: Module, s: _Nets):
-        """The GEMM's weight tile buffer, k-slice reader and tile parameters, the output
-        position registers, and which source feeds the activation read ports."""
+        """The GEMM's two weight tile buffers and tile parameter sets (the fetcher fills one
+        bank while the core computes from the other), the k-slice reader, the output position
+        registers, and which source feeds the activation read ports."""
         p, desc, gemm = s.p, s.desc, s.gemm
         rows, cols = p.rows, p.cols
+        # Two banks of max_k rows: bank b at rows [b * max_k, (b + 1) * max_k).
         m.submodules.wbuf = wbuf = Memory(shape=data.ArrayLayout(signed(8), cols),
-                                          depth=p.max_k, init=[])
+                                          depth=2 * p.max_k, init=[])
         wbuf_write, wbuf_read = wbuf.write_port(), wbuf.read_port()
-        g_bias = Signal(data.ArrayLayout(signed(32), cols))
-        g_mult = Signal(data.ArrayLayout(signed(32), cols))
-        g_shift = Signal(data.ArrayLayout(signed(6), cols))
+        g_bias = [Signal(data.ArrayLayout(signed(32), cols), name=f"g_bias{b}") for b in (0, 1)]
+        g_mult = [Signal(data.ArrayLayout(signed(32), cols), name=f"g_mult{b}") for b in (0, 1)]
+        g_shift = [Signal(data.ArrayLayout(signed(6), cols), name=f"g_shift{b}") for b in (0, 1)]
+        bank_full = [Signal(name=f"bank_full{b}") for b in (0, 1)]
+        # The fetcher: the column tile it fetches, its bank, its record addresses.
+        f_step = Signal(range(3))                       # 0 idle, 1 parameter rows, 2 weights
+        f_bank = Signal()
+        f_paddr = Signal(ADDR_BITS)
+        f_waddr = Signal(ADDR_BITS)
         g_row = Signal(range(max(3, p.max_k) + 1))      # rows of the current fetch taken
-        g_col = Signal(range(p.max_k + 1))              # first output channel of the tile
-        g_col_tile = Signal(range(p.max_k + 1))
+        g_col = Signal(range(p.max_k + 1))              # first output channel being fetched
+        # The core's side: the column tile it computes and its bank.
+        c_bank = Signal()
+        c_col = Signal(range(p.max_k + 1))
         g_k = Signal(range(p.max_k + 1))
         g_tile = Signal(range(p.token_words + 1))       # row tile being issued
         g_tile_base = Signal(range(p.token_words * p.max_k + 1))
@@ -378,7 +405,7 @@ class EncoderAccelerator(wiring.Component):
                     m.d.sync += g_issuing.eq(0)
             with m.Else():
                 m.d.sync += g_k.eq(g_k + 1)
-        m.d.comb += [wbuf_read.addr.eq(g_k)]
+        m.d.comb += [wbuf_read.addr.eq(Mux(c_bank, p.max_k, 0) + g_k)]
         src_word = Signal(data.ArrayLayout(signed(16), rows))
         for n, port in enumerate(s.rd):
             with m.If(s.r_mem_a == n):
@@ -398,9 +425,11 @@ class EncoderAccelerator(wiring.Component):
                      gemm.params.payload.act_min.eq(desc.act_min),
                      gemm.params.payload.act_max.eq(desc.act_max)]
         for c in range(cols):
-            m.d.comb += [gemm.params.payload.bias[c].eq(g_bias[c]),
-                         gemm.params.payload.multiplier[c].eq(g_mult[c]),
-                         gemm.params.payload.shift[c].eq(g_shift[c])]
+            m.d.comb += [gemm.params.payload.bias[c].eq(Mux(c_bank, g_bias[1][c], g_bias[0][c])),
+                         gemm.params.payload.multiplier[c].eq(
+                             Mux(c_bank, g_mult[1][c], g_mult[0][c])),
+                         gemm.params.payload.shift[c].eq(
+                             Mux(c_bank, g_shift[1][c], g_shift[0][c]))]
         with m.If(gemm.params.valid & gemm.params.ready):
             m.d.sync += g_params_left.eq(g_params_left - 1)
         # Output position: tiles leave column tile by column tile, row tile by row tile.
@@ -415,7 +444,9 @@ class EncoderAccelerator(wiring.Component):
         for port in s.rd:
             m.d.comb += port.addr.eq(Mux(s.op == OPS["gemm"], g_tile_base + g_k, s.rpos.addr))
         s.update(wbuf_write=wbuf_write, g_bias=g_bias, g_mult=g_mult, g_shift=g_shift,
-                 g_row=g_row, g_col=g_col, g_col_tile=g_col_tile, g_k=g_k, g_tile=g_tile,
+                 bank_full=bank_full, f_step=f_step, f_bank=f_bank, f_paddr=f_paddr,
+                 f_waddr=f_waddr, c_bank=c_bank, c_col=c_col,
+                 g_row=g_row, g_col=g_col, g_k=g_k, g_tile=g_tile,
                  g_tile_base=g_tile_base, g_params_left=g_params_left, row_tiles=row_tiles,
                  g_issuing=g_issuing, o_c=o_c, o_r=o_r, o_tile=o_tile, o_tile_base=o_tile_base,
                  o_col=o_col, o_token=o_token)
@@ -427,8 +458,15 @@ class EncoderAccelerator(wiring.Component):
         rows, H = p.rows, p.hidden
         n_seqs, n_tokens, wpos, w_ready = s.n_seqs, s.n_tokens, s.wpos, s.w_ready
         seq_fire = self.seq.valid & self.seq.ready
-        m.d.comb += [s.len_write.addr.eq(n_seqs), s.len_write.data.eq(self.seq.payload.length),
-                     s.len_write.en.eq(seq_fire)]
+        refusal = Signal(BatchError)            # the checks the batch has failed so far
+        batch_tokens = Signal(DROP_COUNT_BITS)  # the batch's tokens, not bounded by max_tokens
+        length = self.seq.payload.length
+        failed = Signal(BatchError)             # the checks this seq beat fails
+        m.d.comb += [failed.seqs.eq(n_seqs == p.max_seqs),
+                     failed.tokens.eq(batch_tokens + length > p.max_tokens),
+                     failed.length.eq((length == 0) | (length > p.max_len))]
+        m.d.comb += [s.len_write.addr.eq(n_seqs), s.len_write.data.eq(length),
+                     s.len_write.en.eq(seq_fire & ~failed.seqs)]
         desc_row = data.View(Descriptor, row[:Descriptor.size])
         # seq.ready straight from a flip-flop: a ready computed only from the state would not
         # be evaluated at time 0 by Icarus (no input of it changes before a beat is taken).
@@ -437,10 +475,18 @@ class EncoderAccelerator(wiring.Component):
         run_done = Signal()
         with m.If(state == State.LOAD_SEQ):
             with m.If(seq_fire):
-                m.d.sync += [n_seqs.eq(n_seqs + 1),
-                             n_tokens.eq(n_tokens + self.seq.payload.length)]
+                refused = refusal.as_value() | failed.as_value()
+                m.d.sync += [n_seqs.eq(Mux(failed.seqs, n_seqs, n_seqs + 1)),
+                             n_tokens.eq(n_tokens + length),
+                             batch_tokens.eq(batch_tokens + length), refusal.eq(refused)]
                 with m.If(self.seq.payload.last):
-                    m.d.sync += [state.eq(State.LOAD_X), taking_seqs.eq(0), *wpos.reset()]
+                    m.d.sync += [taking_seqs.eq(0), *wpos.reset()]
+                    with m.If(refused == 0):
+                        m.d.sync += state.eq(State.LOAD_X)
+                    with m.Elif(batch_tokens + length == 0):
+                        m.d.sync += state.eq(State.REPORT)
+                    with m.Else():
+                        m.d.sync += state.eq(State.DROP_X)
         with m.Elif(state == State.LOAD_X):
             m.d.comb += [s.w_valid.eq(self.x.valid), self.x.ready.eq(w_ready),
                          s.w_mem.eq(list(MEMORIES).index("c")), s.w_addr.eq(wpos.addr),
@@ -460,13 +506,16 @@ class EncoderAccelerator(wiring.Component):
             m.d.comb += s.row_ready.eq(1)
             with m.If(s.row_valid):
                 m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), s.phase.eq(Phase.PARAMS),
-                             s.g_col.eq(0), s.g_col_tile.eq(0), s.g_row.eq(0), s.written.eq(0),
+                             s.g_col.eq(0), s.g_row.eq(0), s.f_step.eq(0), s.f_bank.eq(0),
+                             s.f_paddr.eq(desc_row.paddr), s.f_waddr.eq(desc_row.addr),
+                             s.c_bank.eq(0), s.c_col.eq(0), s.bank_full[0].eq(0),
+                             s.bank_full[1].eq(0), s.written.eq(0),
                              *wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
                              s.o_tile.eq(0), s.o_tile_base.eq(0), s.o_col.eq(0),
                              s.o_token.eq(0)]
                 with m.If(desc_row.op == OPS["end"]):
                     m.d.sync += [state.eq(State.LOAD_SEQ), taking_seqs.eq(1), n_seqs.eq(0),
-                                 n_tokens.eq(0)]
+                                 n_tokens.eq(0), batch_tokens.eq(0)]
                 with m.If(desc_row.op == OPS["gemm"]):
                     m.d.sync += s.expect.eq(s.row_tiles * rows * desc_row.n)
                 with m.Else():
@@ -478,20 +527,45 @@ class EncoderAccelerator(wiring.Component):
             m.d.sync += [s.desc_addr.eq(s.desc_addr + p.descriptor_words),
                          state.eq(State.FETCH_DESC)]
 
-        s.update(run_done=run_done, running=state == State.RUN)
+        s.update(run_done=run_done, running=state == State.RUN, refusal=refusal,
+                 batch_tokens=batch_tokens, taking_seqs=taking_seqs)
         m.d.comb += [s.r_width.eq(desc.k), s.r_src.eq(desc.src)]
 
+    def _batch_check(self, m: Module, s: _Nets):
+        """A refused batch (``BatchError``): its ``x`` beats taken and dropped, then one beat on
+        ``err``, then the next batch; nothing of it reaches a memory."""
+        p, state = s.p, s.state
+        drop_channel = Signal(range(p.hidden))
+        err_out = Signal(BatchError)
+        err_valid = Signal()
+        m.d.comb += [self.err.valid.eq(err_valid), self.err.payload.eq(err_out)]
+        with m.If(self.err.valid & self.err.ready):
+            m.d.sync += err_valid.eq(0)
+        with m.If(state == State.DROP_X):
+            m.d.comb += self.x.ready.eq(1)
+            with m.If(self.x.valid):
+                m.d.sync += drop_channel.eq(Mux(drop_channel == p.hidden - 1, 0,
+                                                drop_channel + 1))
+                with m.If(drop_channel == p.hidden - 1):
+                    m.d.sync += s.batch_tokens.eq(s.batch_tokens - 1)
+                    with m.If(s.batch_tokens == 1):
+                        m.d.sync += state.eq(State.REPORT)
+        with m.Elif(state == State.REPORT):
+            with m.If(~err_valid | self.err.ready):
+                m.d.sync += [err_valid.eq(1), err_out.eq(s.refusal), s.refusal.eq(0),
+                             state.eq(State.LOAD_SEQ), s.taking_seqs.eq(1), s.n_seqs.eq(0),
+                             s.n_tokens.eq(0), s.batch_tokens.eq(0)]
+
     def _gemm_pass(self, m: Module, s: _Nets):
-        """A GEMM pass, per column tile: its parameters, its weight tile, the k-slices of
-        every row tile; the outputs written as they leave."""
-        p, desc, phase, gemm, row = s.p, s.desc, s.phase, s.gemm, s.row
+        """A GEMM pass, per column tile: the fetcher fills one bank (parameters, weight tile)
+        while the core streams the k-slices of every row tile from the other; the outputs are
+        written as they leave."""
+        p, desc, phase, gemm = s.p, s.desc, s.phase, s.gemm
         rows, cols = p.rows, p.cols
-        prw, wrw = p.param_row_words, p.weight_row_words
         o_c, o_r, o_tile, o_tile_base, o_col, o_token = (s.o_c, s.o_r, s.o_tile, s.o_tile_base,
                                                          s.o_col, s.o_token)
-        g_row, g_col, g_col_tile = s.g_row, s.g_col, s.g_col_tile
         g_params_left, g_issuing, row_tiles = s.g_params_left, s.g_issuing, s.row_tiles
-        w_ready, written, fetch = s.w_ready, s.written, s.fetch
+        w_ready, written = s.w_ready, s.written
         with m.If(s.running & (s.op == OPS["gemm"])):
             m.d.comb += [s.w_valid.eq(gemm.o.valid), gemm.o.ready.eq(w_ready),
                          s.w_mem.eq(desc.dst), s.w_addr.eq(o_tile_base + o_col + o_c),
@@ -518,45 +592,69 @@ class EncoderAccelerator(wiring.Component):
                         m.d.sync += o_r.eq(o_r + 1)
                 with m.Else():
                     m.d.sync += o_c.eq(o_c + 1)
+            self._gemm_fetcher(m, s)
+            # The core's side: a column tile once its bank is full; the bank freed when its
+            # last k-slice and parameter beat have been taken.
             with m.If(phase == Phase.PARAMS):
-                with m.If(~s.req_pending & (g_row == 0) & (g_params_left == 0)
-                          & ~g_issuing):
-                    with m.If(g_col == desc.n):
-                        m.d.sync += phase.eq(Phase.DRAIN)
-                    with m.Else():
-                        m.d.sync += [*fetch(desc.paddr + g_col_tile * (3 * prw), 3, prw),
-                                     g_row.eq(1)]
-                m.d.comb += s.row_ready.eq(1)
-                with m.If(s.row_valid):
-                    bits = row[:32 * cols]
-                    with m.If(g_row == 1):
-                        m.d.sync += s.g_bias.eq(bits)
-                    with m.Elif(g_row == 2):
-                        m.d.sync += s.g_mult.eq(bits)
-                    with m.Elif(g_row == 3):
-                        m.d.sync += [s.g_shift[c].eq(bits.word_select(c, 8)[:6])
-                                     for c in range(cols)]
-                    m.d.sync += g_row.eq(g_row + 1)
-                    with m.If(g_row == 3):
-                        m.d.sync += [g_row.eq(0), phase.eq(Phase.WEIGHTS),
-                                     *fetch(desc.addr + g_col_tile * desc.k * wrw, desc.k,
-                                            wrw)]
-            with m.Elif(phase == Phase.WEIGHTS):
-                m.d.comb += [s.row_ready.eq(1), s.wbuf_write.addr.eq(g_row),
-                             s.wbuf_write.data.eq(row[:8 * cols]),
-                             s.wbuf_write.en.eq(s.row_valid)]
-                with m.If(s.row_valid):
-                    m.d.sync += g_row.eq(g_row + 1)
-                    with m.If(g_row == desc.k - 1):
-                        m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), g_issuing.eq(1),
-                                     s.g_k.eq(0), s.g_tile.eq(0), s.g_tile_base.eq(0),
-                                     g_params_left.eq(row_tiles)]
+                with m.If(s.c_col == desc.n):
+                    m.d.sync += phase.eq(Phase.DRAIN)
+                with m.Elif(Mux(s.c_bank, s.bank_full[1], s.bank_full[0])):
+                    m.d.sync += [phase.eq(Phase.COMPUTE), g_issuing.eq(1), s.g_k.eq(0),
+                                 s.g_tile.eq(0), s.g_tile_base.eq(0),
+                                 g_params_left.eq(row_tiles)]
             with m.Elif(phase == Phase.COMPUTE):
                 with m.If(~g_issuing & (g_params_left == 0)):
-                    m.d.sync += [phase.eq(Phase.PARAMS), g_col.eq(g_col + cols),
-                                 g_col_tile.eq(g_col_tile + 1)]
+                    m.d.sync += [phase.eq(Phase.PARAMS), s.c_bank.eq(~s.c_bank),
+                                 s.c_col.eq(s.c_col + cols)]
+                    for b in (0, 1):
+                        with m.If(s.c_bank == b):
+                            m.d.sync += s.bank_full[b].eq(0)
             with m.Elif(phase == Phase.DRAIN):
                 m.d.comb += s.run_done.eq(written == s.expect)
+
+    def _gemm_fetcher(self, m: Module, s: _Nets):
+        """The GEMM pass's fetcher: per column tile, once its bank is free, the bias,
+        multiplier and shift rows into the bank's parameter set and the ``K`` weight rows
+        into the bank's half of the tile buffer; then the bank is full and the next tile
+        goes to the other bank, while the core computes."""
+        p, desc, row = s.p, s.desc, s.row
+        cols, prw, wrw = p.cols, p.param_row_words, p.weight_row_words
+        f_step, f_bank, g_row, fetch = s.f_step, s.f_bank, s.g_row, s.fetch
+        with m.If(f_step == 0):
+            free = ~Mux(f_bank, s.bank_full[1], s.bank_full[0])
+            with m.If(~s.req_pending & free & (s.g_col != desc.n)):
+                m.d.sync += [*fetch(s.f_paddr, 3, prw), g_row.eq(1), f_step.eq(1)]
+        with m.Elif(f_step == 1):
+            m.d.comb += s.row_ready.eq(1)
+            with m.If(s.row_valid):
+                bits = row[:32 * cols]
+                for b in (0, 1):
+                    with m.If(f_bank == b):
+                        with m.If(g_row == 1):
+                            m.d.sync += s.g_bias[b].eq(bits)
+                        with m.Elif(g_row == 2):
+                            m.d.sync += s.g_mult[b].eq(bits)
+                        with m.Elif(g_row == 3):
+                            m.d.sync += [s.g_shift[b][c].eq(bits.word_select(c, 8)[:6])
+                                         for c in range(cols)]
+                m.d.sync += g_row.eq(g_row + 1)
+                with m.If(g_row == 3):
+                    m.d.sync += [g_row.eq(0), f_step.eq(2), *fetch(s.f_waddr, desc.k, wrw)]
+        with m.Else():
+            m.d.comb += [s.row_ready.eq(1),
+                         s.wbuf_write.addr.eq(Mux(f_bank, p.max_k, 0) + g_row),
+                         s.wbuf_write.data.eq(row[:8 * cols]),
+                         s.wbuf_write.en.eq(s.row_valid)]
+            with m.If(s.row_valid):
+                m.d.sync += g_row.eq(g_row + 1)
+                with m.If(g_row == desc.k - 1):
+                    m.d.sync += [g_row.eq(0), f_step.eq(0), f_bank.eq(~f_bank),
+                                 s.g_col.eq(s.g_col + cols),
+                                 s.f_paddr.eq(s.f_paddr + 3 * prw),
+                                 s.f_waddr.eq(s.f_waddr + desc.k * wrw)]
+                    for b in (0, 1):
+                        with m.If(f_bank == b):
+                            m.d.sync += s.bank_full[b].eq(1)
 
     def _element_passes(self, m: Module, s: _Nets):
         """The LayerNorm pass (the channel records, then the rows), the ADD and GELU passes

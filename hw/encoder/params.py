@@ -149,8 +149,9 @@ class EncoderParams:
 
     @property
     def weight_buffer_bits(self) -> int:
-        """One weight tile (``K x cols`` int8) on chip."""
-        return self.max_k * self.cols * 8
+        """Two weight tiles (``K x cols`` int8 each) on chip: the fetcher fills one while the
+        GEMM core computes from the other."""
+        return 2 * self.max_k * self.cols * 8
 
     def row_words(self, bits: int) -> int:
         """Port words of one record row of ``bits``."""
@@ -206,8 +207,8 @@ class EncoderParams:
 
     @property
     def ram_bits(self) -> int:
-        """Block RAM of the design: activations, weight tile, attention memories, LayerNorm row
-        buffer and parameters, the GELU table (4096 entries)."""
+        """Block RAM of the design: activations, both weight tiles, attention memories,
+        LayerNorm row buffer and parameters, the GELU table (4096 entries)."""
         unit = self.attention_unit.memory_bits
         layernorm = 2 * self.hidden * 16 + 2 * self.hidden * 110
         return (self.activation_bits + self.weight_buffer_bits + unit + layernorm

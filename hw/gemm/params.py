@@ -181,9 +181,10 @@ class GemmParams:
     @property
     def output_pipeline(self) -> int:
         """Cycles from a row's read out of the row FIFO to its first beat entering the output
-        FIFO: the row shifter, the bias-add register and the requantizer."""
-        from ..common.requant import REQUANT_LATENCY
-        return 2 + (REQUANT_LATENCY if self.requantize else 0)
+        FIFO: the row shifter, the bias-add register and the requantizer (with a register
+        stage on each side of its DSPs: ``far_dsps``)."""
+        from ..common.requant import requant_latency
+        return 2 + (requant_latency(far_dsps=True) if self.requantize else 0)
 
     @property
     def out_fifo_depth(self) -> int:
