@@ -531,8 +531,9 @@ def comb_fanout(verilog: str, top: str, tmp_path) -> dict[str, int]:
 
 @pytest.mark.parametrize("kwargs", [{"rows": 8, "cols": 8}, {"rows": 8, "cols": 8,
                                                              "requantize": False},
-                                    {"rows": 4, "cols": 6, "out_lanes": 2, "a_width": 16}],
-                         ids=["8x8", "8x8-raw", "4x6-a16"])
+                                    {"rows": 4, "cols": 6, "out_lanes": 2, "a_width": 16},
+                                    {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4}],
+                         ids=["8x8", "8x8-raw", "4x6-a16", "4x4-raw-k4"])
 def test_no_combinational_net_fans_out_across_the_array(kwargs, tmp_path):
     """Control that reaches every row or column (tile start and end, parameter loads, the
     read-out) passes through registers: no net driven by logic, and no input port, reaches more
