@@ -76,8 +76,8 @@ class GemmParams:
                          "[-32767, 32768], offset applied per column", choices=A_WIDTHS)
     out_width: int = param(8, "requantized output bits (zero point, act_min/max too); 8 with "
                            "requantize false", choices=OUT_WIDTHS)
-    k_per_pe: int = param(1, "products per PE per clock (dot-product PE): each k-slice beat "
-                          "carries k consecutive k-elements", choices=K_PER_PE)
+    k_per_pe: int = param(1, "products per PE per clock (dot-product PE): each input beat "
+                          "carries k_per_pe consecutive k-slices", choices=K_PER_PE)
 
     def __post_init__(self):
         # out_lanes is bounded by cols, checked below with that bound in the message.
