@@ -129,6 +129,11 @@ def test_init_dot_product_pe():
     assert layout["b"].length == 3 and layout["b"].elem_shape.elem_shape == signed(8)
     assert GemmCore(k_per_pe=2).multipliers == 4 * 4 * 2 + 4         # PEs, requantizer
     assert GemmCore(rows=2, cols=3, a_width=16, k_per_pe=2).multipliers == 12 + 6 + 4
+    # The fit check counts the same products (the registry's resource estimate).
+    from gen.blocks import get_block
+    for kwargs, want in (({"k_per_pe": 4}, 2 * 3 * 4), ({"k_per_pe": 2, "a_width": 16}, 12 + 6)):
+        need = get_block("gemm").resources({"rows": 2, "cols": 3, "requantize": False} | kwargs)
+        assert sum(count for *_, count in need["multipliers"]) == want, kwargs
 
 
 def test_plan_packs_k_per_pe_slices_and_pads_k_with_zeros():
