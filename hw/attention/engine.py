@@ -434,7 +434,7 @@ class AttentionEngine(wiring.Component):
     def _score_slices(self, m, r):
         """Score k-slices: a k-slice of chunk c may go as soon as chunk c of Q and of its K
         block is in, so the slices trail the fetch by a few words."""
-        B, chunks, gemm = r.B, r.chunks, r.gemm
+        B, chunks = r.B, r.chunks
         busy, full = r.busy, r.full
         slice_half = Signal()
         i_fire = r.i_fire = r.to_gemm.valid & r.to_gemm.ready
