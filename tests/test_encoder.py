@@ -226,8 +226,8 @@ def test_amaranth_refuses_oversize_batches():
 
 # ---- cocotb on the generated Verilog -----------------------------------------------------------
 
-#: (cocotb tests, good batch lengths) per simulator, in one build. Icarus runs ~2,000 cycles/s
-#: of this design: the batch check only, its good batch two one-token sequences (max_seqs).
+#: (cocotb tests, good batch lengths) per simulator, in one build. Icarus runs ~1,300-2,900
+#: cycles/s of this design: the batch check only, its good batch two one-token sequences.
 COCOTB_RUNS = {"verilator": ("batch_with_stalls,refused_batches", "3,5"),
                "icarus": ("refused_batches", "1,1")}
 
