@@ -260,6 +260,8 @@ def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     {"rows": 2, "cols": 3, "requantize": False, "out_lanes": 3},
     {"rows": 3, "cols": 2, "acc_width": 24},
     {"rows": 4, "cols": 4, "out_lanes": 2},
+    {"rows": 6, "cols": 2},                     # read-out in two stages (READOUT_GROUP)
+    {"rows": 9, "cols": 3, "requantize": False, "out_lanes": 3},
 ])))
 def test_core_matches_golden_with_stalls(seed, kwargs):
     core = GemmCore(**kwargs)
@@ -277,6 +279,7 @@ def test_core_matches_golden_with_stalls(seed, kwargs):
     {"rows": 3, "cols": 2, "a_width": 16, "out_lanes": 2},
     {"rows": 2, "cols": 3, "a_width": 16, "requantize": False, "out_lanes": 3},
     {"rows": 2, "cols": 2, "out_width": 16, "acc_width": 24},
+    {"rows": 5, "cols": 2, "a_width": 16},      # two-stage read-out with the offset sums
 ], start=10)))
 def test_core_widths_match_golden_with_stalls(seed, kwargs):
     """int16 activations and/or int16 results, random stalls on all three streams."""
