@@ -14,12 +14,15 @@ FF, its logic cells (what nextpnr places for the block alone: the whole design's
 wrapper's) per MAC, Fmax min / median / max over the seeds, and the peak GOPS at the median
 (2 operations per MAC per clock). It writes the table (``<block>-scaling.md``) and a plot of Fmax
 (median, min-max bars) and peak GOPS against MACs, one line per target and variant
-(``<block>-scaling.png``), into ``--out``.
+(``<block>-scaling.png``), into ``--out``. With ``--reuse`` a seed already built there by this
+bench (same configuration, target and seed) is read from its report instead of built again,
+so one target's sweep can be built at a time and the table and plot drawn over all of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -77,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="PARAM=V,...",
                         help="with --arrays: a parameter and the values to build each array "
                              "with (repeatable; e.g. requantize=true,false a_width=8,16)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --arrays: take a configuration's report from an earlier "
+                             "build of this bench in --out (same configuration, target and "
+                             "seed) instead of building it again")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty directory Lutra has not written before")
     args = parser.parse_args(argv)
@@ -152,15 +159,30 @@ def _sweep(args, out: OutputDir) -> list[dict]:
                 reports = []
                 for seed in seeds:
                     where = out.claim(target) / config.key() / f"seed{seed}"
-                    report = build_ooc(config, device, where, seed=seed, target_name=target,
-                                       force=args.force)
+                    report = _earlier(where, config, target, seed) if args.reuse else None
+                    note = f" (earlier build of {report.get('source')})" if report else ""
+                    if report is None:
+                        report = build_ooc(config, device, where, seed=seed,
+                                           target_name=target, force=args.force)
                     print(f"{config.key()} on {target} seed {seed}: "
-                          f"{report['timing_summary']}", flush=True)
+                          f"{report['timing_summary']}{note}", flush=True)
                     reports.append(report)
                 rows.append(array_row(config, reports, seeds))
     if not rows:
         raise FitError(f"none of the arrays fits {', '.join(targets)}")
     return rows
+
+
+def _earlier(where: Path, config: BlockConfig, target: str, seed: int) -> dict | None:
+    """The report an earlier build left in ``where``, if it is of this configuration, target
+    and seed."""
+    try:
+        report = json.loads((where / rpt.REPORT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    same = (report.get("config") == dict(config.params) and report.get("target") == target
+            and report.get("seed") == seed)
+    return report if same else None
 
 
 def _typed(spec, variant: dict) -> dict:

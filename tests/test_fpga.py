@@ -479,3 +479,32 @@ def test_build_primitives_only_where_the_part_has_dsps_and_they_are_used():
     assert build_primitives(DEVICES["ice40-hx8k"], False) == "generic"     # no DSPs
     assert build_primitives(DEVICES["ice40-up5k"], True) == "generic"      # LUT multipliers
     assert build_primitives(DEVICES["ecp5-85f"], True) == "generic"
+
+
+def test_fpga_bench_reuse_takes_earlier_reports_of_the_same_build(tmp_path, monkeypatch, capsys):
+    """--reuse reads a seed's report.json left by an earlier run when its configuration, target
+    and seed match, and builds whatever does not match."""
+    import fpga.bench as bench
+    built = []
+
+    def fake_build(config, device, where, *, seed, target_name, force):
+        built.append(seed)
+        report = {**_sweep_report(target_name, device.family, 4, 100.0 + seed, 8),
+                  "config": dict(config.params), "seed": seed, "source": "abc1234"}
+        where.mkdir(parents=True, exist_ok=True)
+        (where / rpt.REPORT_NAME).write_text(json.dumps(report))
+        return report
+
+    monkeypatch.setattr(bench, "build_ooc", fake_build)
+    out = tmp_path / "bench"
+    argv = ["gemm", "--arrays", "2x2", "--reference", "ice40-up5k", "--out", str(out)]
+    assert bench.main([*argv, "--seeds", "1,2"]) == 0
+    assert built == [1, 2]
+    seed2 = next(out.rglob("seed2")) / rpt.REPORT_NAME
+    seed2.write_text(json.dumps({**json.loads(seed2.read_text()), "seed": 7}))   # not seed 2's
+    capsys.readouterr()
+    assert bench.main([*argv, "--seeds", "1,2,3", "--reuse"]) == 0
+    assert built == [1, 2, 2, 3]
+    text = capsys.readouterr().out
+    assert "seed 1: 101.0 MHz (earlier build of abc1234)" in text
+    assert "| 102.0 (101.0-103.0) | 1,2,3 |" in text

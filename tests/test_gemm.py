@@ -303,6 +303,8 @@ def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     {"rows": 2, "cols": 3, "requantize": False, "out_lanes": 3},
     {"rows": 3, "cols": 2, "acc_width": 24},
     {"rows": 4, "cols": 4, "out_lanes": 2},
+    {"rows": 6, "cols": 2},                     # read-out in two stages (READOUT_GROUP)
+    {"rows": 9, "cols": 3, "requantize": False, "out_lanes": 3},
     {"rows": 3, "cols": 2, "k_per_pe": 2},
     {"rows": 2, "cols": 3, "requantize": False, "k_per_pe": 4},
     {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4, "acc_width": 24},
@@ -323,6 +325,7 @@ def test_core_matches_golden_with_stalls(seed, kwargs):
     {"rows": 3, "cols": 2, "a_width": 16, "out_lanes": 2},
     {"rows": 2, "cols": 3, "a_width": 16, "requantize": False, "out_lanes": 3},
     {"rows": 2, "cols": 2, "out_width": 16, "acc_width": 24},
+    {"rows": 5, "cols": 2, "a_width": 16},      # two-stage read-out with the offset sums
     {"rows": 2, "cols": 3, "a_width": 16, "out_width": 16, "k_per_pe": 2},
     {"rows": 3, "cols": 2, "a_width": 16, "requantize": False, "k_per_pe": 4},
 ], start=10)))

@@ -434,7 +434,7 @@ class AttentionEngine(wiring.Component):
     def _score_slices(self, m, r):
         """Score k-slices: a k-slice of chunk c may go as soon as chunk c of Q and of its K
         block is in, so the slices trail the fetch by a few words."""
-        B, chunks, gemm = r.B, r.chunks, r.gemm
+        B, chunks = r.B, r.chunks
         busy, full = r.busy, r.full
         slice_half = Signal()
         i_fire = r.i_fire = r.to_gemm.valid & r.to_gemm.ready
@@ -620,8 +620,12 @@ class AttentionEngine(wiring.Component):
         s_n_next = Mux(s_n_final, 0, s_n + 1)
         self._next_back_key(m, r, s_key, Mux(s_word_end, s_n_next, s_n))
         s_next = Mux(s_n_final, times_constant(s_row + 1, pairs), s_addr + 1)
-        next_written = self._scores_written(r, Mux(s_n_final, s_row + 1, s_row),
-                                            Mux(s_n_final, 0, s_n + 1))
+        # whether the next word is written, from a register: a word's "written" only turns
+        # true during a row and word ends are at least two cycles apart (a word is block >= 2
+        # keys), so a value a cycle old is for the right word and at worst primes a cycle more
+        next_written = Signal()
+        m.d.sync += next_written.eq(self._scores_written(r, Mux(s_n_final, s_row + 1, s_row),
+                                                         Mux(s_n_final, 0, s_n + 1)))
         m.d.comb += [
             r.s_read.addr.eq(Cat(Mux(s_word_end, s_next, s_addr)[:r.word_bits], back_half)),
             to_softmax.valid.eq(streaming & ~priming & s_entry_valid),

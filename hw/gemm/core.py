@@ -11,7 +11,7 @@ from ..common.params import params_or_keywords
 from ..common.mul import PipelinedMultiplier
 from ..common.pipeline import delayed
 from ..common.requant import Requantizer
-from .params import B_WIDTH, GemmParams, a_offset_width
+from .params import B_WIDTH, READOUT_GROUP, GemmParams, a_offset_width
 
 __all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore"]
 
@@ -19,6 +19,13 @@ __all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore"]
 def _next(pointer, depth: int):
     """``pointer + 1`` modulo ``depth``."""
     return Mux(pointer == depth - 1, 0, pointer + 1)
+
+
+def _select(values, index):
+    """``values[index]``, the choices padded to every value of ``index`` (a complete case
+    statement)."""
+    values = list(values)
+    return Array(values + values[-1:] * (2 ** len(index) - len(values)))[index]
 
 
 # A k-slice's valid and last flags, as they travel with the operands through the array.
@@ -410,7 +417,11 @@ class GemmCore(wiring.Component):
         (readable in every column) when the last column has written them.
         A token travelling down a delay line marks the rows being read; a row index that
         restarts one cycle before the first row selects them (a binary mux is cheaper than a
-        one-hot AND-OR on ECP5's PFUMX slices)."""
+        one-hot AND-OR on ECP5's PFUMX slices). With more than ``READOUT_GROUP`` rows the
+        selection takes two register stages (``GemmParams.readout_stages``): first within
+        groups of neighbouring rows, then among the groups, so that no path gathers a whole
+        column of PEs (the 12:1 mux was the 12 x 12 core's critical path on ECP5, 7.87 ns of
+        which 6.40 ns routing, seed 1)."""
         p = self._params
         rows, cols, width, depth = p.rows, p.cols, p.acc_width, p.row_fifo_depth
         before_first = delayed(m, "row_token", ends, 4, shape=1)
@@ -428,22 +439,37 @@ class GemmCore(wiring.Component):
                 row_index = delayed(m, f"row_index{c}", row_index, 1)
                 reading = delayed(m, f"row_reading{c}", reading, 1)
                 first = delayed(m, f"row_first{c}", first, 1)
-            # Pad the choices to every value of the index so the case statement is complete.
-            choices = [res[r][c] for r in range(rows)]
-            choices += choices[-1:] * (2 ** len(row_index) - rows)
-            row_sum = Array(choices)[row_index]
+            column_sums = [res[r][c] for r in range(rows)]
+            if p.readout_stages == 1:
+                row_sum = _select(column_sums, row_index)
+            else:
+                # Stage 1: within each group, by the index's low bits; stage 2: the group.
+                low = READOUT_GROUP.bit_length() - 1
+                parts = []
+                for g in range(0, rows, READOUT_GROUP):
+                    part = Signal(signed(width), name=f"row_part{c}_{g}", reset_less=True)
+                    m.d.sync += part.eq(_select(column_sums[g:g + READOUT_GROUP],
+                                                row_index[:low]))
+                    parts.append(part)
+                group = delayed(m, f"row_group{c}", row_index[low:], 1)
+                row_sum = _select(parts, group)
             if offset_sum is not None:
                 # The offset sum is final with row 0's sums and overwritten by the next tile's
                 # before this tile's last row is read: held from the first row's read on.
                 held = Signal(signed(width), name=f"offset_held{c}", reset_less=True)
                 with m.If(first):
                     m.d.sync += held.eq(offset_sum[c])
-                row_sum = row_sum - Mux(first, offset_sum[c], held)
+                # (With two stages the first row reaches the subtraction a cycle after its
+                # read, when held has it; the next tile's first read comes later still.)
+                row_sum = row_sum - (Mux(first, offset_sum[c], held) if p.readout_stages == 1
+                                     else held)
             column = Memory(shape=signed(width), depth=depth, init=[])
             m.submodules[f"row_mem{c}"] = column
             write = column.write_port()
             written = Signal(name=f"row_written{c}")
-            m.d.sync += [write.data.eq(row_sum), written.eq(reading)]
+            m.d.sync += [write.data.eq(row_sum),
+                         written.eq(delayed(m, f"row_staged{c}", reading,
+                                            p.readout_stages - 1))]
             m.d.comb += write.en.eq(written)
             if c:
                 m.d.sync += write.addr.eq(row_mems[-1][1].addr)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from ..common.checks import check_int
 from ..common.params import param, validate_fields
 
-__all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "K_PER_PE", "GemmParams", "a_offset_width",
-           "a_offset_range", "max_abs_product", "max_k", "pe_product_width"]
+__all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "K_PER_PE", "READOUT_GROUP", "GemmParams",
+           "a_offset_width", "a_offset_range", "max_abs_product", "max_k", "pe_product_width"]
 
 #: Bits of the activation operand ``a``: int8 (default) or int16.
 A_WIDTHS = (8, 16)
@@ -18,6 +18,9 @@ OUT_WIDTHS = (8, 16)
 B_WIDTH = 8
 #: Products a PE may take per clock (``k_per_pe``): 1 (one MAC per PE) or a dot product.
 K_PER_PE = (1, 2, 4)
+#: Rows whose results one read-out multiplexer gathers in one cycle (a power of two); taller
+#: arrays select in two register stages (``GemmParams.readout_stages``).
+READOUT_GROUP = 4
 
 
 def a_offset_width(a_width: int) -> int:
@@ -163,8 +166,14 @@ class GemmParams:
         the input. A tile holds its reservation from its last k-slice until its last row leaves
         the FIFO; tiles end at most once per ``max(min_tile_cycles, beats_per_tile)`` cycles."""
         period = max(self.min_tile_cycles, self.beats_per_tile)
-        lifetime = self.row_read_delay + 4 + self.beats_per_tile
+        lifetime = self.row_read_delay + self.readout_stages + 3 + self.beats_per_tile
         return self.rows * (-(-lifetime // period) + 1)
+
+    @property
+    def readout_stages(self) -> int:
+        """Register stages from the PE results to a row memory's write: 1, or 2 with more than
+        ``READOUT_GROUP`` rows (a mux within groups of neighbouring rows, then among them)."""
+        return 1 if self.rows <= READOUT_GROUP else 2
 
     @property
     def tile_fifo_depth(self) -> int:
@@ -198,6 +207,7 @@ class GemmParams:
     @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last k-slice to its first output beat (unstalled):
-        the last row finishes ``row_read_delay`` cycles later; then the row register (1), the
-        row FIFO (write, then buffered read: 2), the output pipeline and the output FIFO (2)."""
-        return self.row_read_delay + 1 + 2 + self.output_pipeline + 2
+        the last row finishes ``row_read_delay`` cycles later; then the read-out registers
+        (``readout_stages``), the row FIFO (write, then buffered read: 2), the output pipeline
+        and the output FIFO (2)."""
+        return self.row_read_delay + self.readout_stages + 2 + self.output_pipeline + 2

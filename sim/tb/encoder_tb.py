@@ -5,6 +5,7 @@ The configuration comes from the manifest (``LUTRA_MANIFEST``): the model is reb
 (``sim.encoder_driver.load_model``), its weight image laid out for the array
 (``sim.encoder_image.build_image``) and served behind the read port with random latency and
 gaps. ``LUTRA_ENCODER_LENGTHS`` (comma-separated) sets the batch's sequence lengths.
+``refused_batches`` sends the batch check's refusals (``refused_lengths``) before that batch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import RisingEdge, with_timeout
 
 from hw.encoder.params import EncoderParams
 from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, start_clock_reset
@@ -42,6 +43,7 @@ class TB:
         self.o = StreamSink(dut, m, "o", Stalls(stall_prob, 3, seed + 3))
         self.dbg = (StreamSink(dut, m, "dbg", Stalls(stall_prob, 3, seed + 4))
                     if self.params.debug else None)
+        self.err = StreamSink(dut, m, "err", Stalls(stall_prob, 3, seed + 5))
         self.cycles = 0
 
     async def serve(self):
@@ -60,14 +62,16 @@ class TB:
             await RisingEdge(self.dut.clk)
             self.cycles += 1
 
-    async def run(self, batch) -> dict:
+    async def run(self, batch, refused=()) -> dict:
         await start_clock_reset(self.dut)
         cocotb.start_soon(self.serve())
         cocotb.start_soon(self.count())
-        return await self.next_batch(batch)
+        return await self.next_batch(batch, refused)
 
-    async def next_batch(self, batch) -> dict:
-        """Stream ``batch`` in and collect its outputs (after :meth:`run` started the TB)."""
+    async def next_batch(self, batch, refused=()) -> dict:
+        """Stream ``batch`` in and collect its outputs (after :meth:`run` started the TB);
+        before it, the batches of sequence lengths ``refused`` with distinct garbage on ``x``
+        (a write of it would show on ``dbg`` or in the pooled sums)."""
         debug = []
 
         async def watch():
@@ -78,9 +82,15 @@ class TB:
         if self.dbg is not None:
             cocotb.start_soon(watch())
 
+        async def send_lengths(lengths):
+            for n, length in enumerate(lengths):
+                await self.seq.send({"length": length, "last": int(n == len(lengths) - 1)})
+
         async def feed():
-            for n, ids in enumerate(batch):
-                await self.seq.send({"length": len(ids), "last": int(n == len(batch) - 1)})
+            for lengths in refused:
+                await send_lengths(lengths)
+                await self.x.send_all(12345 - v for v in range(sum(lengths) * self.params.hidden))
+            await send_lengths([len(ids) for ids in batch])
             for ids in batch:
                 await self.x.send_all(int(v) for v in embedding_sums(self.model, ids).ravel())
 
@@ -95,6 +105,30 @@ class TB:
         for _ in range(4):
             await RisingEdge(self.dut.clk)
         return {"debug": debug, "pooled": pooled, "cycles": self.cycles}
+
+
+def batch_flags(lengths, params: EncoderParams) -> dict:
+    """The ``BatchError`` flags of a batch of sequence ``lengths``, from the bounds it must
+    keep: at most ``max_seqs`` sequences and ``max_tokens`` tokens, each length in
+    ``[1, max_len]``."""
+    return {"seqs": int(len(lengths) > params.max_seqs),
+            "tokens": int(sum(lengths) > params.max_tokens),
+            "length": int(any(n == 0 or n > params.max_len for n in lengths))}
+
+
+def refused_lengths(params: EncoderParams) -> list[list[int]]:
+    """Batches the check must refuse: one over each bound alone where the bounds allow it, a
+    length 0, and where ``seq.length`` can carry it a length over ``max_len`` alone and in a
+    batch over all three bounds."""
+    S, T, L = params.max_seqs, params.max_tokens, params.max_len
+    split = -(-(T + 1) // L)                    # sequences of at most L tokens summing to T + 1
+    batches = [[1] * (S + 1)] if S < T else []
+    batches += [[(T + 1) // split + (n < (T + 1) % split) for n in range(split)]] \
+        if split <= S else []
+    batches.append([0])
+    if (L + 1).bit_length() == L.bit_length():  # seq.length carries max_len + 1
+        batches += [[L + 1], [L + 1] + [1] * S]
+    return batches
 
 
 def _lengths(default: str) -> list[int]:
@@ -112,6 +146,34 @@ async def batch_with_stalls(dut):
     compare(expected(tb.model, batch), result["debug"], result["pooled"])
     dut._log.info(f"{len(batch)} sequences, {sum(map(len, batch))} tokens: "
                   f"{result['cycles']} cycles")
+
+
+@cocotb.test()
+async def refused_batches(dut):
+    """Batches over ``max_seqs`` / ``max_tokens`` or with a length 0 or over ``max_len``, then a
+    good batch, random stalls on every stream including ``err``: one ``err`` beat per refused
+    batch with exactly its flags, in order; no memory write (debug beat) or ``o`` beat for
+    them; the good batch bit-exact at every stage boundary; then no further beat."""
+    tb = TB(dut, stall_prob=0.2, seed=seed())
+    refused = refused_lengths(tb.params)
+    want = [batch_flags(lengths, tb.params) for lengths in refused]
+    assert {k for f in want for k, v in f.items() if v} == {"seqs", "tokens", "length"}, want
+    errors = []
+
+    async def watch_err():
+        while True:
+            errors.append(await tb.err.recv())
+
+    cocotb.start_soon(watch_err())
+    batch = random_batch(np.random.default_rng(seed()), tb.model, _lengths("3,5"))
+    # At most 100,000 cycles: the refusals and the good batch take 10,581 ("1,1") and 14,931
+    # ("3,5") with these stalls.
+    result = await with_timeout(tb.run(batch, refused), 1_000_000, "ns")
+    await tb.o.expect_idle(50)
+    assert errors == want, f"err beats {errors} != {want}"
+    compare(expected(tb.model, batch), result["debug"], result["pooled"])
+    dut._log.info(f"{len(refused)} refused batches, then {len(batch)} sequences, "
+                  f"{sum(map(len, batch))} tokens: {result['cycles']} cycles")
 
 
 @cocotb.test(skip="LUTRA_ENCODER_RUN" not in os.environ)
