@@ -308,6 +308,7 @@ def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     {"rows": 3, "cols": 2, "k_per_pe": 2},
     {"rows": 2, "cols": 3, "requantize": False, "k_per_pe": 4},
     {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4, "acc_width": 24},
+    {"rows": 6, "cols": 2, "k_per_pe": 2},      # dot products, two-stage read-out
 ])))
 def test_core_matches_golden_with_stalls(seed, kwargs):
     core = GemmCore(**kwargs)
@@ -328,6 +329,7 @@ def test_core_matches_golden_with_stalls(seed, kwargs):
     {"rows": 5, "cols": 2, "a_width": 16},      # two-stage read-out with the offset sums
     {"rows": 2, "cols": 3, "a_width": 16, "out_width": 16, "k_per_pe": 2},
     {"rows": 3, "cols": 2, "a_width": 16, "requantize": False, "k_per_pe": 4},
+    {"rows": 5, "cols": 2, "a_width": 16, "k_per_pe": 2},
 ], start=10)))
 def test_core_widths_match_golden_with_stalls(seed, kwargs):
     """int16 activations and/or int16 results, random stalls on all three streams."""
