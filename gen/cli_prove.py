@@ -29,6 +29,10 @@ from .outputs import OutputDir
 __all__ = ["PLANS", "Plan", "add_prove_parser", "prove_block", "run_prove"]
 
 DEFAULT_PROVE_DIR = Path("build/prove")
+#: Steps past a flow's constant latency bound that the default depth adds (the input handshake,
+#: the output beat and one spare).
+_REACH_SLACK = 3
+
 #: The induction depth tried first for output stability (it needs no latency to close).
 INDUCTION_K = 4
 
@@ -183,11 +187,15 @@ def prove_block(config: BlockConfig, workdir: Path, *, depth: int | None = None,
 
     plan = _plan(config.block)
     solver = solver or default_solver()
-    depth = depth or plan.depth
     env = env or sby_env(workdir / "bin")
     # One component serves every check: each conversion elaborates it afresh.
     component = config.block.build(config.params)
     flows, handshakes = plan.relations(component, config.block.figures(component))
+    # The default depth follows the latency figures, so a deeper pipeline keeps the reach
+    # cover (and the bounded checks with it) meaningful: the first unit's output appears
+    # at most two steps after its latency bound.
+    depth = depth or max([plan.depth] + [flow.latency[0] + _REACH_SLACK for flow in flows
+                                         if flow.latency is not None])
     results = []
     for name in properties(component, flows, handshakes):
         if only and only not in name:

@@ -146,6 +146,17 @@ def test_prove_gelu(tmp_path, env):
     assert results["stable:o"].status == "pass"
 
 
+def test_prove_gemm_reach_follows_latency(tmp_path, env):
+    """The default depth follows the latency figure: the GEMM's first tile leaves within it
+    (with a fixed depth of 24 the reach cover failed once the pipeline grew to 23 cycles)."""
+    config = validate_params(get_block("gemm"), PLANS["gemm"].config)
+    latency = config.block.figures(config.block.build(config.params))["latency_cycles"]
+    lines = []
+    results = dict(prove_block(config, tmp_path, only="reach", env=env, echo=lines.append))
+    assert results["reach:i>o"].status == "pass", lines
+    assert results["reach:i>o"].step > latency, lines
+
+
 def test_prove_layernorm_stability(tmp_path, env):
     """Output stability needs no latency: a 4-step induction proves the LayerNorm's (whose
     latency bound is 80 cycles) in seconds."""
