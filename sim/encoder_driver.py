@@ -150,9 +150,13 @@ def compare(want: dict, debug: list[tuple], pooled: list[list[int]], *,
 
 
 def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, seed: int = 0,
-             memory: ExternalMemory | None = None, max_cycles: int = 2_000_000) -> dict:
+             memory: ExternalMemory | None = None, max_cycles: int = 2_000_000,
+             refused: list[list[int]] = ()) -> dict:
     """Run ``batch`` through the accelerator in the Amaranth simulator; returns the debug beats,
-    pooled sums and the cycle count."""
+    pooled sums, the beats of the ``err`` stream and the cycle count.
+
+    ``refused``: the lengths of batches to send before ``batch`` that the accelerator must refuse
+    (each with ``sum(lengths) x hidden`` arbitrary ``x`` beats, which it drops)."""
     from amaranth.sim import Simulator
 
     from hw.encoder import EncoderAccelerator
@@ -163,13 +167,19 @@ def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, se
     image = build_image(model, params)
     memory = memory or ExternalMemory(image, gap_prob=stall_prob, seed=seed,
                                       latency=(1, 6) if stall_prob else (1, 1))
-    stalls = [Stalls(stall_prob, 3, seed + k) for k in range(4)]
+    stalls = [Stalls(stall_prob, 3, seed + k) for k in range(5)]
     hidden = params.hidden
-    result = {"debug": [], "pooled": [], "cycles": 0, "done": False}
+    result = {"debug": [], "pooled": [], "err": [], "cycles": 0, "done": False}
     n_out = len(batch) * hidden
     pending: list[tuple[int, int]] = []
 
     async def feed(ctx):
+        for lengths in refused:
+            for n, length in enumerate(lengths):
+                await stream_put(ctx, dut.seq, {"length": length,
+                                                "last": int(n == len(lengths) - 1)}, stalls[0])
+            for v in range(sum(lengths) * hidden):
+                await stream_put(ctx, dut.x, 12345 - v, stalls[0])
         for n, ids in enumerate(batch):
             await stream_put(ctx, dut.seq, {"length": len(ids), "last": int(n == len(batch) - 1)},
                              stalls[0])
@@ -193,6 +203,9 @@ def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, se
     async def debug(ctx):
         await take(ctx, dut.dbg, stalls[2], lambda beat: result["debug"].append(
             (beat["tag"], beat["token"], beat["channel"], beat["data"])))
+
+    async def errors(ctx):
+        await take(ctx, dut.err, stalls[4], result["err"].append)
 
     async def answers(ctx):
         words: list[int] = []
@@ -234,6 +247,7 @@ def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, se
     sim.add_testbench(feed)
     sim.add_testbench(requests)
     sim.add_testbench(answers)
+    sim.add_testbench(errors)
     if params.debug:
         sim.add_testbench(debug)
     sim.add_testbench(outputs)

@@ -135,91 +135,12 @@ def test_amaranth_refuses_oversize_batches():
     is refused with one err beat naming the failed checks, its x beats are dropped (no write
     reaches a memory: no debug beat, no pooled beat), and the good batch after them is
     bit-exact. Random stalls on every stream."""
-    from amaranth.sim import Simulator
-
-    from hw.encoder import EncoderAccelerator
-    from sim.encoder_image import embedding_sums
-    from sim.streams import Stalls, stream_get, stream_put, to_python
-
     model = drv.tiny_model(layers=1)
     params = EncoderParams.for_model(model, max_tokens=16, max_seqs=2)
     batch = drv.random_batch(np.random.default_rng(2), model, [3, 5])
-    dut = EncoderAccelerator(params)
     memory = ExternalMemory(build_image(model, params), gap_prob=0.2, seed=3, latency=(1, 4))
-    stalls = [Stalls(0.2, 3, seed) for seed in range(5)]
-    got = {"err": [], "debug": [], "pooled": [], "done": False}
-    pending = []
-
-    async def feed(ctx):
-        for lengths, _ in REFUSED:
-            for n, length in enumerate(lengths):
-                await stream_put(ctx, dut.seq, {"length": length,
-                                                "last": int(n == len(lengths) - 1)}, stalls[0])
-            for v in range(sum(lengths) * params.hidden):
-                await stream_put(ctx, dut.x, 12345 - v, stalls[0])
-        for n, ids in enumerate(batch):
-            await stream_put(ctx, dut.seq, {"length": len(ids), "last": int(n == len(batch) - 1)},
-                             stalls[0])
-        for ids in batch:
-            for value in embedding_sums(model, ids).ravel():
-                await stream_put(ctx, dut.x, int(value), stalls[0])
-
-    async def take(ctx, port, stall, sink):
-        while not got["done"]:
-            ready = stall.cycles() == 0
-            ctx.set(port.ready, ready)
-            *_, valid, payload = await ctx.tick().sample(port.valid, port.payload)
-            if ready and valid:
-                sink(to_python(payload))
-
-    async def requests(ctx):
-        await take(ctx, dut.req, stalls[1], lambda b: pending.append((b["addr"], b["length"])))
-
-    async def debug(ctx):
-        await take(ctx, dut.dbg, stalls[2], lambda b: got["debug"].append(
-            (b["tag"], b["token"], b["channel"], b["data"])))
-
-    async def errors(ctx):
-        await take(ctx, dut.err, stalls[4], got["err"].append)
-
-    async def answers(ctx):
-        words, wait = [], 0
-        while not got["done"]:
-            if not words and pending:
-                addr, length = pending.pop(0)
-                words, wait = list(memory.read(addr, length)), memory.delay()
-            offer = bool(words) and wait == 0
-            ctx.set(dut.rdata.valid, offer)
-            if offer:
-                ctx.set(dut.rdata.payload, words[0])
-            *_, ready = await ctx.tick().sample(dut.rdata.ready)
-            if offer and ready:
-                words.pop(0)
-                wait = memory.gap()
-            elif wait:
-                wait -= 1
-
-    async def outputs(ctx):
-        for _ in batch:
-            got["pooled"].append([(await stream_get(ctx, dut.o, stalls[3]))["data"]
-                                  for _ in range(params.hidden)])
-        for _ in range(20):                     # no further beat on o
-            assert not ctx.get(dut.o.valid)
-            await ctx.tick()
-        got["done"] = True
-
-    async def clock(ctx):
-        for _ in range(200_000):
-            if got["done"]:
-                return
-            await ctx.tick()
-        raise TimeoutError("the good batch after the refused ones did not finish")
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for bench in (feed, requests, debug, errors, answers, outputs, clock):
-        sim.add_testbench(bench)
-    sim.run()
+    got = drv.simulate(params, model, batch, stall_prob=0.2, seed=0, memory=memory,
+                       refused=[lengths for lengths, _ in REFUSED], max_cycles=200_000)
     assert got["err"] == [flags for _, flags in REFUSED], got["err"]
     drv.compare(drv.expected(model, batch), got["debug"], got["pooled"])
 
