@@ -34,6 +34,7 @@ from gen.outputs import OutputDir, OutputError
 from . import report as rpt
 from .fit import FitError, check_fit
 from .flow import BuildError, build_ooc
+from .pareto import finish_png
 from .targets import DEVICES, TargetError, get_target
 from .tools import ToolError
 
@@ -276,12 +277,7 @@ def plot_arrays(rows: list[dict], path, *, title: str = "") -> dict[str, dict[st
         ax.set_xlabel("MACs (rows x cols)")
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=110)
+    finish_png(figure, (fmax_ax, gops_ax), path, title)
     return series
 
 

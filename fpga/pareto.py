@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["SENSES", "dominates", "pareto_front", "plot_front"]
+__all__ = ["SENSES", "dominates", "pareto_front", "plot_front", "finish_png"]
 
 SENSES = ("max", "min")
 
@@ -107,10 +107,17 @@ def plot_front(points: Sequence[Sequence[float]], senses: Sequence[str], names: 
                             xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel(f"{names[i]} ({'higher' if senses[i] == 'max' else 'lower'} is better)")
         ax.set_ylabel(f"{names[j]} ({'higher' if senses[j] == 'max' else 'lower'} is better)")
+    finish_png(figure, figure.axes, path, title)
+    return front
+
+
+def finish_png(figure, axes, path: str | Path | BinaryIO, title: str = "") -> None:
+    """The house style of Lutra's plots: a light grid and a legend on each of ``axes``, the
+    ``title`` above them all, written to ``path`` as PNG."""
+    for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     if title:
         figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=110)
-    return front
