@@ -207,12 +207,13 @@ def array_row(config: BlockConfig, reports: list[dict], seeds: list[int]) -> dic
     cells = first["resources"]["lc"]["used"] - wrapper["comb"]
     fmax = [r["clocks"][0]["achieved_mhz"] for r in reports]
     median = statistics.median(fmax)
-    return {"config": " ".join(f"{k}={v}" for k, v in config.params.items()
-                               if v != config.block.param(k).default or k in ("rows", "cols")),
-            "variant": " ".join(f"{k}={v}" for k, v in config.params.items()
-                                if v != config.block.param(k).default
-                                and k not in ("rows", "cols")),
-            "target": first.get("target", ""), "macs": macs, "dsp": first["resources"]["dsp"]["used"], "lut4": block["lut4"],
+    # The array size and every parameter off its default; the variant is the latter alone.
+    shown = [(k, v) for k, v in config.params.items()
+             if k in ("rows", "cols") or v != config.block.param(k).default]
+    return {"config": " ".join(f"{k}={v}" for k, v in shown),
+            "variant": " ".join(f"{k}={v}" for k, v in shown if k not in ("rows", "cols")),
+            "target": first.get("target", ""), "macs": macs,
+            "dsp": first["resources"]["dsp"]["used"], "lut4": block["lut4"],
             "ff": block["ff"], "cells": cells,
             "cells_per_mac": round(cells / macs, 1) if macs else "",
             "ff_per_mac": round(block["ff"] / macs, 1) if macs else "",

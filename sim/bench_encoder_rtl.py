@@ -66,8 +66,7 @@ def gemm_pass(p, k: int, n: int, tokens: int) -> int:
     free (tile ``j - 2`` computed); its compute once it is fetched and tile ``j - 1`` computed.
     The pass ends when the last tile's outputs have left the core (``GemmParams.latency`` of the
     encoder's core, then its ``rows x cols`` beats) and the next descriptor is read."""
-    from hw.gemm.params import GemmParams
-    core = GemmParams(rows=p.rows, cols=p.cols, a_width=16, out_width=16)
+    core = p.gemm
     drain = core.latency + core.beats_per_tile + p.descriptor_words + GEMM_PASS_OVERHEAD
     fetch = 3 * p.param_row_words + k * p.weight_row_words + FETCH_OVERHEAD
     compute = math.ceil(tokens / p.rows) * k + COMPUTE_OVERHEAD
@@ -84,8 +83,7 @@ def layernorm_pass(p, tokens: int) -> int:
     block's steady rate (``LayerNormParams.pair_period`` per two rows: one element per clock
     when ``hidden >= row_gap``, slower below), then its latency and the last row's output.
     Within 30 cycles of the RTL's passes (tiny at batches 1, 8, 32; MiniLM layer 0)."""
-    from hw.layernorm.params import LayerNormParams
-    ln = LayerNormParams(hidden=p.hidden, in_width=16, out_width=16, divider=p.ln_divider)
+    ln = p.layernorm
     rows = max(tokens * p.hidden, math.ceil(tokens * ln.pair_period / 2))
     return p.hidden * p.ln_row_words + rows + p.hidden + ln.latency
 

@@ -4,6 +4,7 @@ and weights streamed from external memory. Bit-exact to ``sim.golden.encoder.for
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -189,11 +190,9 @@ class EncoderAccelerator(wiring.Component):
     def _units(self, m: Module, s: _Nets):
         """The GEMM core, the attention unit, LayerNorm, GELU (and its requantizer), ADD."""
         p = s.p
-        rows, cols, H = p.rows, p.cols, p.hidden
-        m.submodules.gemm = gemm = GemmCore(rows=rows, cols=cols, a_width=16, out_width=16)
+        m.submodules.gemm = gemm = GemmCore(p.gemm)
         m.submodules.attention = att = AttentionUnit(p.attention_unit)
-        m.submodules.layernorm = ln = LayerNorm(hidden=H, in_width=16, out_width=16,
-                                                divider=p.ln_divider)
+        m.submodules.layernorm = ln = LayerNorm(**dataclasses.asdict(p.layernorm))
         m.submodules.gelu = gelu = Gelu(method="lut", scale=p.gelu_scale, in_width=12,
                                         out_bits=8)
         m.submodules.gelu_requant = gelu_rq = Requantizer(lanes=1, out_width=16)

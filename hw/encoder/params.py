@@ -183,8 +183,21 @@ class EncoderParams:
         return words * self.port_width
 
     @property
+    def gemm(self):
+        """The GEMM core's parameters: ``rows x cols``, 16-bit activations and outputs."""
+        from ..gemm.params import GemmParams
+        return GemmParams(rows=self.rows, cols=self.cols, a_width=16, out_width=16)
+
+    @property
+    def layernorm(self):
+        """The LayerNorm block's parameters: ``hidden`` channels, 16-bit in and out."""
+        from ..layernorm.params import LayerNormParams
+        return LayerNormParams(hidden=self.hidden, in_width=16, out_width=16,
+                               divider=self.ln_divider)
+
+    @property
     def gemm_macs(self) -> int:
-        return self.rows * self.cols
+        return self.gemm.macs
 
     @property
     def attention_unit(self):
@@ -201,7 +214,7 @@ class EncoderParams:
         """DSP products: the GEMM core (a_width 16: one per PE, one per column, four per
         requantizer lane), the attention engines, LayerNorm (two 17 x 17 normalisation products,
         the square, four for its requantizer), the GELU output requantizer (four)."""
-        gemm = self.rows * self.cols + self.cols + 4
+        gemm = self.gemm.multipliers
         unit = self.engines * (self.block * self.block + 4 + 4)
         return gemm + unit + 7 + 4
 

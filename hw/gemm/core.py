@@ -11,7 +11,7 @@ from ..common.params import params_or_keywords
 from ..common.mul import PipelinedMultiplier
 from ..common.pipeline import delayed
 from ..common.requant import Requantizer
-from .params import B_WIDTH, READOUT_GROUP, GemmParams, a_offset_width
+from .params import B_WIDTH, READOUT_GROUP, REQUANT_FAR_DSPS, GemmParams, a_offset_width
 
 __all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore"]
 
@@ -347,7 +347,7 @@ class GemmCore(wiring.Component):
         # accumulator: each level one carry chain narrower than the accumulator's, and the
         # flags follow through as many registers.
         tree_flags = product_flags
-        for level in range(len(lanes).bit_length() - 1):
+        for level in range(self._params.tree_levels):
             sums = []
             for n in range(0, len(products), 2):
                 pair = products[n] + products[n + 1]
@@ -578,7 +578,7 @@ class GemmCore(wiring.Component):
         # reset one; the payload is qualified by it.
         if p.requantize:
             m.submodules.requant = requant = Requantizer(lanes=lanes, out_width=p.out_width,
-                                                          far_dsps=True)
+                                                          far_dsps=REQUANT_FAR_DSPS)
             beat = requant.i
             m.d.comb += requant.o.ready.eq(1)       # free-running: the credits leave it room
             into_fifo = requant.o

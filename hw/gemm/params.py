@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from ..common.checks import check_int
 from ..common.params import param, validate_fields
 
-__all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "K_PER_PE", "READOUT_GROUP", "GemmParams",
-           "a_offset_width", "a_offset_range", "max_abs_product", "max_k", "pe_product_width"]
+__all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "K_PER_PE", "READOUT_GROUP", "REQUANT_FAR_DSPS",
+           "GemmParams", "a_offset_width", "a_offset_range", "max_abs_product", "max_k",
+           "pe_product_width"]
 
 #: Bits of the activation operand ``a``: int8 (default) or int16.
 A_WIDTHS = (8, 16)
@@ -18,6 +19,10 @@ OUT_WIDTHS = (8, 16)
 B_WIDTH = 8
 #: Products a PE may take per clock (``k_per_pe``): 1 (one MAC per PE) or a dot product.
 K_PER_PE = (1, 2, 4)
+#: Whether the core's requantizer registers both sides of its DSP products
+#: (``Requantizer(far_dsps=...)``): the core fills the device's DSPs, so the requantizer's get
+#: the sites left over, far from its logic.
+REQUANT_FAR_DSPS = True
 #: Rows whose results one read-out multiplexer gathers in one cycle (a power of two); taller
 #: arrays select in two register stages (``GemmParams.readout_stages``).
 READOUT_GROUP = 4
@@ -136,7 +141,7 @@ class GemmParams:
     @property
     def multipliers(self) -> int:
         """DSP products: ``k_per_pe`` per PE and per offset cell (``a_width=16``), four per
-        requantizer lane (its 32 x 32 product in 17 x 17 parts)."""
+        requantizer lane (its 32 x 32 product in 16 x 16 parts)."""
         requant = 4 * self.out_lanes if self.requantize else 0
         return self.macs + self.offset_multipliers + requant
 
@@ -193,7 +198,7 @@ class GemmParams:
         FIFO: the row shifter, the bias-add register and the requantizer (with a register
         stage on each side of its DSPs: ``far_dsps``)."""
         from ..common.requant import requant_latency
-        return 2 + (requant_latency(far_dsps=True) if self.requantize else 0)
+        return 2 + (requant_latency(REQUANT_FAR_DSPS) if self.requantize else 0)
 
     @property
     def out_fifo_depth(self) -> int:
