@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.params import params_or_keywords
 from ..common.arith import times_constant
+from ..common.pipeline import delayed
 from .engine import AttentionEngine, Quant, Word, WordPair
 from .params import UnitParams
 from .scheduler import AttentionScheduler
@@ -259,27 +260,19 @@ class AttentionUnit(wiring.Component):
                     reads[0].addr.eq(self._word_address(m, f"{tag}_3_even", second[1:], column)),
                     reads[1].addr.eq(self._word_address(m, f"{tag}_3_odd", row[1:], column)),
                 ]
-                self._answer(m, tag, grant, valid1, engine1, outside2, row[0], reads, resps)
+                self._answer(m, tag, valid1, engine1, outside2, row[0], reads, resps)
 
-    def _answer(self, m, tag, grant, valid1, engine1, outside2, swap2, reads, resps):
+    def _answer(self, m, tag, valid1, engine1, outside2, swap2, reads, resps):
         """Stages 2 to 5 of a read port's pipeline: the valid bit, engine, outside flags and
         whether the first token's row is odd follow the request; stage 4 is the block RAM
         read; stage 5 the answer, registered (engines always have room for what they asked)."""
-        valid2, valid3, valid4, valid5 = (Signal(name=f"{tag}_valid{n}")
-                                          for n in range(2, 6))
-        engine2, engine3, engine4, engine5 = (Signal.like(grant, name=f"{tag}_engine{n}")
-                                              for n in range(2, 6))
-        outside3, outside4 = Signal(2, name=f"{tag}_outside3"), Signal(2, name=f"{tag}_outside4")
-        swap3, swap4 = Signal(name=f"{tag}_swap3"), Signal(name=f"{tag}_swap4")
+        valid5 = delayed(m, f"{tag}_valid1", valid1, 4)
+        engine5 = delayed(m, f"{tag}_engine1", engine1, 4)
+        outside4 = delayed(m, f"{tag}_outside2", outside2, 2, shape=2)
+        swap4 = delayed(m, f"{tag}_swap2", swap2, 2, shape=1)
         answer = Signal(WordPair(self._params.block), name=f"{tag}_answer")
         even, odd = reads[0].data, reads[1].data
-        m.d.sync += [valid2.eq(valid1), engine2.eq(engine1),
-                     valid3.eq(valid2), engine3.eq(engine2), outside3.eq(outside2),
-                     swap3.eq(swap2),
-                     valid4.eq(valid3), engine4.eq(engine3), outside4.eq(outside3),
-                     swap4.eq(swap3),
-                     valid5.eq(valid4), engine5.eq(engine4),
-                     answer[0].eq(Mux(outside4[0], 0, Mux(swap4, odd, even))),
+        m.d.sync += [answer[0].eq(Mux(outside4[0], 0, Mux(swap4, odd, even))),
                      answer[1].eq(Mux(outside4[1], 0, Mux(swap4, even, odd)))]
         for e, resp in enumerate(resps):
             m.d.comb += [resp.valid.eq(valid5 & (engine5 == e)),
