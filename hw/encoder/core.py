@@ -78,7 +78,11 @@ class Phase(enum.Enum, shape=2):
 
 class _TokenMajor:
     """Position of an element in token-major order over ``width`` channels: memory word
-    address ``(token // rows) * width + channel`` and lane ``token % rows``."""
+    address ``(token // rows) * width + channel`` and lane ``token % rows``.
+
+    The address is a register of its own (``base + channel``, kept by :meth:`step`), not their
+    sum: it drives every activation memory's address pins, and an adder in front of that
+    fan-out was on the critical path."""
 
     def __init__(self, m: Module, name: str, p: EncoderParams):
         self.m, self.p = m, p
@@ -87,10 +91,11 @@ class _TokenMajor:
         self.lane = Signal(range(max(p.rows, 2)), name=f"{name}_lane")
         self.base = Signal(range(depth + 1), name=f"{name}_base")
         self.token = Signal(range(p.max_tokens + 1), name=f"{name}_token")
-        self.addr = self.base + self.channel
+        self.addr = Signal(range(depth + 1), name=f"{name}_addr")
 
     def reset(self):
-        return [self.channel.eq(0), self.lane.eq(0), self.base.eq(0), self.token.eq(0)]
+        return [self.channel.eq(0), self.lane.eq(0), self.base.eq(0), self.token.eq(0),
+                self.addr.eq(0)]
 
     def row_end(self, width):
         return self.channel == width - 1
@@ -98,16 +103,16 @@ class _TokenMajor:
     def step(self, width):
         """Statements moving to the next element."""
         m = self.m
-        stmts = []
         with m.If(self.row_end(width)):
             m.d.sync += [self.channel.eq(0), self.token.eq(self.token + 1)]
             with m.If(self.lane == self.p.rows - 1):
-                m.d.sync += [self.lane.eq(0), self.base.eq(self.base + width)]
+                # The next word: base + width = this address + 1.
+                m.d.sync += [self.lane.eq(0), self.base.eq(self.base + width),
+                             self.addr.eq(self.addr + 1)]
             with m.Else():
-                m.d.sync += self.lane.eq(self.lane + 1)
+                m.d.sync += [self.lane.eq(self.lane + 1), self.addr.eq(self.base)]
         with m.Else():
-            m.d.sync += self.channel.eq(self.channel + 1)
-        return stmts
+            m.d.sync += [self.channel.eq(self.channel + 1), self.addr.eq(self.addr + 1)]
 
 
 class _Nets(SimpleNamespace):
@@ -296,11 +301,20 @@ class EncoderAccelerator(wiring.Component):
                              dbg_out.data.eq(w_data)]
         else:
             m.d.comb += w_ready.eq(1)
+        # The memories are written one cycle after the beat is taken, from registers: the
+        # address, the data and each memory's lane enables fan out to every activation memory,
+        # so no pass's output logic sits in front of that fan-out. (The next read of a written
+        # word comes several cycles later: the next pass starts with a descriptor fetch, and
+        # within a pass the reader is ahead of the writer or on another memory.)
+        wr_addr = Signal.like(w_addr)
+        wr_data = Signal.like(w_data)
+        wr_en = [Signal(rows, name=f"wr_en_{name}") for name in MEMORIES]
+        m.d.sync += [wr_addr.eq(w_addr), wr_data.eq(w_data)]
         for n, port in enumerate(s.wr):
-            m.d.comb += [port.addr.eq(w_addr)]
+            m.d.sync += wr_en[n].eq(Mux(w_fire & (w_mem == n), 1 << w_lane, 0))
+            m.d.comb += [port.addr.eq(wr_addr), port.en.eq(wr_en[n])]
             for lane in range(rows):
-                m.d.comb += [port.data[lane].eq(w_data),
-                             port.en[lane].eq(w_fire & (w_mem == n) & (w_lane == lane))]
+                m.d.comb += port.data[lane].eq(wr_data)
         written = Signal(range(p.token_words * rows * p.max_k + 1))
         expect = Signal.like(written)
         wpos = _TokenMajor(m, "write", p)
@@ -342,9 +356,12 @@ class EncoderAccelerator(wiring.Component):
 
         def element(mem_sel):
             value = Signal(signed(16))
-            for n, port in enumerate(s.rd):
-                with m.If(mem_sel == n):
-                    m.d.comb += value.eq(port.data[r_lane])
+            with m.Switch(mem_sel):             # one case per memory: a parallel mux
+                for n, port in enumerate(s.rd):
+                    with m.Case(n):
+                        m.d.comb += value.eq(port.data[r_lane])
+                with m.Default():
+                    m.d.comb += value.eq(0)
             return value
 
         r_out = data.View(ElementBeat, r_fifo.r_data)
@@ -385,8 +402,15 @@ class EncoderAccelerator(wiring.Component):
         c_bank = Signal()
         c_col = Signal(range(p.max_k + 1))
         g_k = Signal(range(p.max_k + 1))
+        # The tile buffer's read and write addresses (bank * max_k + row), kept as registers.
+        k_addr = Signal(range(2 * p.max_k))
+        f_addr = Signal(range(2 * p.max_k + 1))
         g_tile = Signal(range(p.token_words + 1))       # row tile being issued
-        g_tile_base = Signal(range(p.token_words * p.max_k + 1))
+        # The k-slice's word address, tile * K + k: row tiles are K words apart, so it counts
+        # up by one. It is the element reader's address register (never running in a GEMM
+        # pass): one register drives the activation memories' read address pins, no adder and
+        # no multiplexer in front of that fan-out.
+        g_addr = s.rpos.addr
         g_params_left = Signal(range(p.token_words + 1))
         row_tiles = Signal(range(p.token_words + 1))
         g_issuing = Signal()
@@ -397,19 +421,23 @@ class EncoderAccelerator(wiring.Component):
         m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading < READ_AHEAD))
         m.d.sync += [k_reading.eq(k_issue), k_last.eq(g_k == desc.k - 1)]
         with m.If(k_issue):
+            m.d.sync += g_addr.eq(g_addr + 1)
+            m.d.sync += k_addr.eq(k_addr + 1)
             with m.If(g_k == desc.k - 1):
                 m.d.sync += [g_k.eq(0), g_tile.eq(g_tile + 1),
-                             g_tile_base.eq(g_tile_base + desc.k)]
+                             k_addr.eq(Mux(c_bank, p.max_k, 0))]
                 with m.If(g_tile == row_tiles - 1):
                     m.d.sync += g_issuing.eq(0)
             with m.Else():
                 m.d.sync += g_k.eq(g_k + 1)
-        m.d.comb += [wbuf_read.addr.eq(Mux(c_bank, p.max_k, 0) + g_k)]
+        m.d.comb += [wbuf_read.addr.eq(k_addr), wbuf_write.addr.eq(f_addr)]
         src_word = Signal(data.ArrayLayout(signed(16), rows))
-        for n, port in enumerate(s.rd):
-            with m.If(s.r_mem_a == n):
-                for lane in range(rows):
-                    m.d.comb += src_word[lane].eq(port.data[lane])
+        with m.Switch(s.r_mem_a):
+            for n, port in enumerate(s.rd):
+                with m.Case(n):
+                    m.d.comb += [src_word[lane].eq(port.data[lane]) for lane in range(rows)]
+            with m.Default():
+                m.d.comb += src_word.eq(0)
         m.d.comb += [k_fifo.w_en.eq(k_reading),
                      k_fifo.w_data.eq(Cat(wbuf_read.data, k_last, src_word))]
         k_head = data.View(KBeat, k_fifo.r_data[:KBeat.size])
@@ -431,24 +459,27 @@ class EncoderAccelerator(wiring.Component):
                              Mux(c_bank, g_shift[1][c], g_shift[0][c]))]
         with m.If(gemm.params.valid & gemm.params.ready):
             m.d.sync += g_params_left.eq(g_params_left - 1)
-        # Output position: tiles leave column tile by column tile, row tile by row tile.
+        # Output position: tiles leave column tile by column tile, row tile by row tile. The
+        # word address (tile * N + o_col + o_c), the address of the row's first column and the
+        # row's token are registers kept beside the counters, not sums in front of the writer.
         o_c = Signal(range(max(cols, 2)))
         o_r = Signal(range(max(rows, 2)))
         o_tile = Signal(range(p.token_words + 1))
-        o_tile_base = Signal(range(p.token_words * p.max_k + 1))
         o_col = Signal(range(p.max_k + 1))
-        o_token = Signal(range(p.token_words * rows + 1))
+        o_addr = Signal(range(p.token_words * p.max_k + 1))
+        o_row_addr = Signal.like(o_addr)
+        o_row_token = Signal(range(p.token_words * rows + 1))
 
-        # Which source feeds the read ports.
         for port in s.rd:
-            m.d.comb += port.addr.eq(Mux(s.op == OPS["gemm"], g_tile_base + g_k, s.rpos.addr))
+            m.d.comb += port.addr.eq(g_addr)
         s.update(wbuf_write=wbuf_write, g_bias=g_bias, g_mult=g_mult, g_shift=g_shift,
                  bank_full=bank_full, f_step=f_step, f_bank=f_bank, f_paddr=f_paddr,
                  f_waddr=f_waddr, c_bank=c_bank, c_col=c_col,
-                 g_row=g_row, g_col=g_col, g_k=g_k, g_tile=g_tile,
-                 g_tile_base=g_tile_base, g_params_left=g_params_left, row_tiles=row_tiles,
-                 g_issuing=g_issuing, o_c=o_c, o_r=o_r, o_tile=o_tile, o_tile_base=o_tile_base,
-                 o_col=o_col, o_token=o_token)
+                 g_row=g_row, g_col=g_col, g_k=g_k, g_tile=g_tile, k_addr=k_addr,
+                 f_addr=f_addr,
+                 g_addr=g_addr, g_params_left=g_params_left, row_tiles=row_tiles,
+                 g_issuing=g_issuing, o_c=o_c, o_r=o_r, o_tile=o_tile, o_col=o_col,
+                 o_addr=o_addr, o_row_addr=o_row_addr, o_row_token=o_row_token)
 
     def _sequencer(self, m: Module, s: _Nets):
         """The sequencer: a batch's lengths and embedding sums in, then one pass per
@@ -510,8 +541,8 @@ class EncoderAccelerator(wiring.Component):
                              s.c_bank.eq(0), s.c_col.eq(0), s.bank_full[0].eq(0),
                              s.bank_full[1].eq(0), s.written.eq(0),
                              *wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
-                             s.o_tile.eq(0), s.o_tile_base.eq(0), s.o_col.eq(0),
-                             s.o_token.eq(0)]
+                             s.o_tile.eq(0), s.o_col.eq(0), s.o_addr.eq(0),
+                             s.o_row_addr.eq(0), s.o_row_token.eq(0)]
                 with m.If(desc_row.op == OPS["end"]):
                     m.d.sync += [state.eq(State.LOAD_SEQ), taking_seqs.eq(1), n_seqs.eq(0),
                                  n_tokens.eq(0), batch_tokens.eq(0)]
@@ -561,18 +592,18 @@ class EncoderAccelerator(wiring.Component):
         written as they leave."""
         p, desc, phase, gemm = s.p, s.desc, s.phase, s.gemm
         rows, cols = p.rows, p.cols
-        o_c, o_r, o_tile, o_tile_base, o_col, o_token = (s.o_c, s.o_r, s.o_tile, s.o_tile_base,
-                                                         s.o_col, s.o_token)
+        o_c, o_r, o_tile, o_col = s.o_c, s.o_r, s.o_tile, s.o_col
+        o_addr, o_row_addr, o_row_token = s.o_addr, s.o_row_addr, s.o_row_token
         g_params_left, g_issuing, row_tiles = s.g_params_left, s.g_issuing, s.row_tiles
         w_ready, written = s.w_ready, s.written
         with m.If(s.running & (s.op == OPS["gemm"])):
             m.d.comb += [s.w_valid.eq(gemm.o.valid), gemm.o.ready.eq(w_ready),
-                         s.w_mem.eq(desc.dst), s.w_addr.eq(o_tile_base + o_col + o_c),
+                         s.w_mem.eq(desc.dst), s.w_addr.eq(o_addr),
                          s.w_lane.eq(o_r), s.w_data.eq(gemm.o.payload.data[0]),
-                         s.w_token.eq(o_token + o_r), s.w_channel.eq(o_col + o_c),
+                         s.w_token.eq(o_row_token), s.w_channel.eq(o_col + o_c),
                          s.w_tag.eq(desc.tag)]
             # Rows past the batch's tokens (the last row tile's padding) are dropped.
-            with m.If(o_token + o_r >= s.n_tokens):
+            with m.If(o_row_token >= s.n_tokens):
                 m.d.comb += [s.w_valid.eq(0), gemm.o.ready.eq(1)]
             with m.If(gemm.o.valid & gemm.o.ready):
                 m.d.sync += written.eq(written + 1)
@@ -581,16 +612,21 @@ class EncoderAccelerator(wiring.Component):
                     with m.If(o_r == rows - 1):
                         m.d.sync += o_r.eq(0)
                         with m.If(o_tile == row_tiles - 1):
-                            m.d.sync += [o_tile.eq(0), o_tile_base.eq(0), o_token.eq(0),
-                                         o_col.eq(o_col + cols)]
+                            # The next column tile, from the first row tile.
+                            m.d.sync += [o_tile.eq(0), o_col.eq(o_col + cols),
+                                         o_addr.eq(o_col + cols), o_row_addr.eq(o_col + cols),
+                                         o_row_token.eq(0)]
                         with m.Else():
                             m.d.sync += [o_tile.eq(o_tile + 1),
-                                         o_tile_base.eq(o_tile_base + desc.n),
-                                         o_token.eq(o_token + rows)]
+                                         o_addr.eq(o_row_addr + desc.n),
+                                         o_row_addr.eq(o_row_addr + desc.n),
+                                         o_row_token.eq(o_row_token + 1)]
                     with m.Else():
-                        m.d.sync += o_r.eq(o_r + 1)
+                        # The next row (lane) of the same words.
+                        m.d.sync += [o_r.eq(o_r + 1), o_addr.eq(o_row_addr),
+                                     o_row_token.eq(o_row_token + 1)]
                 with m.Else():
-                    m.d.sync += o_c.eq(o_c + 1)
+                    m.d.sync += [o_c.eq(o_c + 1), o_addr.eq(o_addr + 1)]
             self._gemm_fetcher(m, s)
             # The core's side: a column tile once its bank is full; the bank freed when its
             # last k-slice and parameter beat have been taken.
@@ -599,7 +635,8 @@ class EncoderAccelerator(wiring.Component):
                     m.d.sync += phase.eq(Phase.DRAIN)
                 with m.Elif(Mux(s.c_bank, s.bank_full[1], s.bank_full[0])):
                     m.d.sync += [phase.eq(Phase.COMPUTE), g_issuing.eq(1), s.g_k.eq(0),
-                                 s.g_tile.eq(0), s.g_tile_base.eq(0),
+                                 s.k_addr.eq(Mux(s.c_bank, p.max_k, 0)),
+                                 s.g_tile.eq(0), s.g_addr.eq(0),
                                  g_params_left.eq(row_tiles)]
             with m.Elif(phase == Phase.COMPUTE):
                 with m.If(~g_issuing & (g_params_left == 0)):
@@ -638,14 +675,14 @@ class EncoderAccelerator(wiring.Component):
                                          for c in range(cols)]
                 m.d.sync += g_row.eq(g_row + 1)
                 with m.If(g_row == 3):
-                    m.d.sync += [g_row.eq(0), f_step.eq(2), *fetch(s.f_waddr, desc.k, wrw)]
+                    m.d.sync += [g_row.eq(0), f_step.eq(2), *fetch(s.f_waddr, desc.k, wrw),
+                                 s.f_addr.eq(Mux(f_bank, p.max_k, 0))]
         with m.Else():
             m.d.comb += [s.row_ready.eq(1),
-                         s.wbuf_write.addr.eq(Mux(f_bank, p.max_k, 0) + g_row),
                          s.wbuf_write.data.eq(row[:8 * cols]),
                          s.wbuf_write.en.eq(s.row_valid)]
             with m.If(s.row_valid):
-                m.d.sync += g_row.eq(g_row + 1)
+                m.d.sync += [g_row.eq(g_row + 1), s.f_addr.eq(s.f_addr + 1)]
                 with m.If(g_row == desc.k - 1):
                     m.d.sync += [g_row.eq(0), f_step.eq(0), f_bank.eq(~f_bank),
                                  s.g_col.eq(s.g_col + cols),
