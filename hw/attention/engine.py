@@ -611,18 +611,18 @@ class AttentionEngine(wiring.Component):
         # was written one cycle ago (a register: a word's "written" only turns true during a
         # row, so a value a cycle old is at worst late; it is cleared when the reader moves on,
         # and a word is block >= 2 keys, so the consumer never waits on that cycle)
-        reading = r.reading = Signal()
+        reading = Signal()
         rd_row = Signal(range(B))
         rd_n = Signal(range(max(pairs, 2)))
-        rd_addr = r.rd_addr = Signal(range(B * pairs))
-        rd_written = r.rd_written = Signal()
+        rd_addr = Signal(range(B * pairs))
+        rd_written = Signal()
         # the consumer: (row, key block, lane) of the key going to the softmax
         s_row = Signal(range(B))
         s_n = Signal(range(max(pairs, 2)))
         s_lane = Signal(range(B))
         s_word = Signal(Word(B))
-        s_word_valid = r.s_word_valid = Signal()
-        read_valid = r.read_valid = Signal()        # the block RAM's read data is a word
+        s_word_valid = Signal()
+        read_valid = Signal()        # the block RAM's read data is a word
         s_key = self._back_key_registered(m, r)
         s_entry_valid = self._key_valid(r, s_key.data, s_lane, s_row)
         # the softmax input is registered (a skid buffer): the lane select would otherwise run
