@@ -315,8 +315,6 @@ class EncoderAccelerator(wiring.Component):
             m.d.comb += [port.addr.eq(wr_addr), port.en.eq(wr_en[n])]
             for lane in range(rows):
                 m.d.comb += port.data[lane].eq(wr_data)
-        written = Signal(range(p.token_words * rows * p.max_k + 1))
-        expect = Signal.like(written)
         wpos = _TokenMajor(m, "write", p)
 
         def to_writer(valid, value, ready):
@@ -325,11 +323,11 @@ class EncoderAccelerator(wiring.Component):
                          w_token.eq(wpos.token), w_channel.eq(wpos.channel), w_tag.eq(desc.tag)]
             with m.If(w_fire):
                 wpos.step(desc.n)
-                m.d.sync += written.eq(written + 1)
 
         s.update(w_valid=w_valid, w_ready=w_ready, w_mem=w_mem, w_addr=w_addr, w_lane=w_lane,
                  w_data=w_data, w_token=w_token, w_channel=w_channel, w_tag=w_tag,
-                 w_fire=w_fire, written=written, expect=expect, wpos=wpos, to_writer=to_writer)
+                 w_fire=w_fire, wpos=wpos, to_writer=to_writer,
+                 all_written=wpos.token == s.n_tokens)
 
     def _element_reader(self, m: Module, s: _Nets):
         """The element reader: token-major over ``n_tokens x desc.k`` from ``src`` (and
@@ -539,17 +537,13 @@ class EncoderAccelerator(wiring.Component):
                              s.g_col.eq(0), s.g_row.eq(0), s.f_step.eq(0), s.f_bank.eq(0),
                              s.f_paddr.eq(desc_row.paddr), s.f_waddr.eq(desc_row.addr),
                              s.c_bank.eq(0), s.c_col.eq(0), s.bank_full[0].eq(0),
-                             s.bank_full[1].eq(0), s.written.eq(0),
+                             s.bank_full[1].eq(0),
                              *wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
                              s.o_tile.eq(0), s.o_col.eq(0), s.o_addr.eq(0),
                              s.o_row_addr.eq(0), s.o_row_token.eq(0)]
                 with m.If(desc_row.op == OPS["end"]):
                     m.d.sync += [state.eq(State.LOAD_SEQ), taking_seqs.eq(1), n_seqs.eq(0),
                                  n_tokens.eq(0), batch_tokens.eq(0)]
-                with m.If(desc_row.op == OPS["gemm"]):
-                    m.d.sync += s.expect.eq(s.row_tiles * rows * desc_row.n)
-                with m.Else():
-                    m.d.sync += s.expect.eq(n_tokens * desc_row.n)
         with m.Elif(state == State.RUN):
             with m.If(run_done):
                 m.d.sync += state.eq(State.NEXT)
@@ -595,7 +589,7 @@ class EncoderAccelerator(wiring.Component):
         o_c, o_r, o_tile, o_col = s.o_c, s.o_r, s.o_tile, s.o_col
         o_addr, o_row_addr, o_row_token = s.o_addr, s.o_row_addr, s.o_row_token
         g_params_left, g_issuing, row_tiles = s.g_params_left, s.g_issuing, s.row_tiles
-        w_ready, written = s.w_ready, s.written
+        w_ready = s.w_ready
         with m.If(s.running & (s.op == OPS["gemm"])):
             m.d.comb += [s.w_valid.eq(gemm.o.valid), gemm.o.ready.eq(w_ready),
                          s.w_mem.eq(desc.dst), s.w_addr.eq(o_addr),
@@ -606,7 +600,6 @@ class EncoderAccelerator(wiring.Component):
             with m.If(o_row_token >= s.n_tokens):
                 m.d.comb += [s.w_valid.eq(0), gemm.o.ready.eq(1)]
             with m.If(gemm.o.valid & gemm.o.ready):
-                m.d.sync += written.eq(written + 1)
                 with m.If(o_c == cols - 1):
                     m.d.sync += o_c.eq(0)
                     with m.If(o_r == rows - 1):
@@ -646,7 +639,8 @@ class EncoderAccelerator(wiring.Component):
                         with m.If(s.c_bank == b):
                             m.d.sync += s.bank_full[b].eq(0)
             with m.Elif(phase == Phase.DRAIN):
-                m.d.comb += s.run_done.eq(written == s.expect)
+                # Done when the last column tile's last output has been taken.
+                m.d.comb += s.run_done.eq(o_col == desc.n)
 
     def _gemm_fetcher(self, m: Module, s: _Nets):
         """The GEMM pass's fetcher: per column tile, once its bank is free, the bias,
@@ -699,7 +693,7 @@ class EncoderAccelerator(wiring.Component):
         ln, add, gelu, gelu_rq = s.ln, s.add, s.gelu, s.gelu_rq
         r_valid, r_out, r_take, g_row = s.r_valid, s.r_out, s.r_take, s.g_row
         to_writer, start_reader, run_done = s.to_writer, s.start_reader, s.run_done
-        written, expect, row_valid = s.written, s.expect, s.row_valid
+        all_written, row_valid = s.all_written, s.row_valid
         # LayerNorm: the channel records, then the rows.
         ln_rec = s.row[:128]
         m.d.comb += [ln.params.payload.multiplier.eq(ln_rec[0:32]),
@@ -720,7 +714,7 @@ class EncoderAccelerator(wiring.Component):
                     with m.If(g_row == p.hidden):
                         m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), *start_reader()]
             with m.Elif(phase == Phase.COMPUTE):
-                m.d.comb += run_done.eq(written == expect)
+                m.d.comb += run_done.eq(all_written)
 
         # ADD and GELU: one element in, one out. The ADD's load (one beat) applies to the beats
         # accepted after it: it is sent in the pass's first cycle, before the reader starts.
@@ -751,7 +745,7 @@ class EncoderAccelerator(wiring.Component):
             with m.If(phase == Phase.PARAMS):
                 m.d.sync += [phase.eq(Phase.COMPUTE), *start_reader()]
             with m.Else():
-                m.d.comb += run_done.eq(written == expect)
+                m.d.comb += run_done.eq(all_written)
 
     def _attention(self, m: Module, s: _Nets):
         """The attention pass: Q, K, V memories packed into words, the sequences' lengths as
@@ -805,7 +799,7 @@ class EncoderAccelerator(wiring.Component):
                     m.d.sync += a_tensor.eq(a_tensor + 1)
                     with m.If(a_tensor != 2):
                         m.d.sync += start_reader()
-                m.d.comb += s.run_done.eq(s.written == s.expect)
+                m.d.comb += s.run_done.eq(s.all_written)
             m.d.comb += att.o.ready.eq(~unpack_valid)
             with m.If(att.o.valid & att.o.ready):
                 m.d.sync += [unpack.eq(att.o.payload.data), unpack_valid.eq(1)]
@@ -849,10 +843,10 @@ class EncoderAccelerator(wiring.Component):
                 m.d.sync += [phase.eq(Phase.COMPUTE), pool_seq.eq(0), pool_tok.eq(0),
                              pool_channel.eq(0), *s.start_reader()]
             with m.Else():
-                m.d.comb += s.run_done.eq(s.written == s.expect)
+                # Done when the last sequence's last element has been taken.
+                m.d.comb += s.run_done.eq(pool_seq == s.n_seqs)
             with m.If(r_take):
-                m.d.sync += [s.written.eq(s.written + 1),
-                             pool_channel.eq(Mux(pool_channel == H - 1, 0, pool_channel + 1))]
+                m.d.sync += pool_channel.eq(Mux(pool_channel == H - 1, 0, pool_channel + 1))
                 with m.If(pool_channel == H - 1):
                     m.d.sync += pool_tok.eq(Mux(final, 0, pool_tok + 1))
                     with m.If(final):
