@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..add import AddUnit
 from ..attention.unit import AttentionUnit
+from ..common.pipeline import delayed
 from ..common.requant import Requantizer
 from ..gelu import Gelu
 from ..gemm import GemmCore
@@ -30,8 +31,10 @@ ADDR_BITS = 32
 LENGTH_BITS = 24
 #: Bits of the token count of a refused batch, whose ``x`` beats are taken and dropped.
 DROP_COUNT_BITS = 32
-#: Elements read ahead of the consumer by the element reader and the k-slice reader.
-READ_AHEAD = 4
+#: Elements read ahead of the consumer by the element reader and the k-slice reader: the
+#: request, the block RAM's read, its data register and the FIFO's output register are in
+#: flight at one element per clock, plus one of slack.
+READ_AHEAD = 5
 
 Descriptor = data.StructLayout({name: (signed(w) if s else unsigned(w))
                                 for name, w, s in DESCRIPTOR_FIELDS})
@@ -217,6 +220,11 @@ class EncoderAccelerator(wiring.Component):
             mems.append(mem)
             rd.append(mem.read_port())
             wr.append(mem.write_port(granularity=1))
+        # Each memory's read word through a register: the block RAM's clock-to-output and the
+        # route from it are a path of their own, the readers' multiplexers come after it.
+        rd_data = [Signal(data.ArrayLayout(signed(bits), p.rows), name=f"rd_data_{name}")
+                   for name, (bits, _) in MEMORIES.items()]
+        m.d.sync += [reg.eq(port.data) for reg, port in zip(rd_data, rd)]
         lengths = Memory(shape=unsigned(p.max_len.bit_length()), depth=p.max_seqs, init=[])
         m.submodules.lengths = lengths
         len_write = lengths.write_port()
@@ -227,7 +235,7 @@ class EncoderAccelerator(wiring.Component):
         desc_addr = Signal(ADDR_BITS)
         n_seqs = Signal(range(p.max_seqs + 1))
         n_tokens = Signal(range(p.max_tokens + 1))
-        s.update(rd=rd, wr=wr, lengths=lengths, len_write=len_write, state=state, phase=phase,
+        s.update(rd=rd, rd_data=rd_data, wr=wr, lengths=lengths, len_write=len_write, state=state, phase=phase,
                  desc=desc, desc_addr=desc_addr, n_seqs=n_seqs, n_tokens=n_tokens, op=desc.op)
 
     def _fetch(self, m: Module, s: _Nets):
@@ -340,13 +348,17 @@ class EncoderAccelerator(wiring.Component):
         ElementBeat = data.StructLayout({"a": signed(16), "b": signed(16), "row_last": 1})
         m.submodules.r_fifo = r_fifo = SyncFIFOBuffered(width=ElementBeat.size,
                                                         depth=READ_AHEAD)
-        r_issue, r_reading = Signal(), Signal()
-        r_lane, r_row_last = Signal.like(rpos.lane), Signal()
-        r_mem_a, r_mem_b = Signal(3), Signal(3)
-        m.d.comb += r_issue.eq(r_running & (r_fifo.level + r_reading < READ_AHEAD))
-        m.d.sync += [r_reading.eq(r_issue), r_lane.eq(rpos.lane),
-                     r_row_last.eq(rpos.row_end(r_width)), r_mem_a.eq(r_src),
-                     r_mem_b.eq(desc.src2)]
+        # An element is issued (its address), read (the block RAM), then in the read data
+        # registers (``s.rd_data``), where the multiplexers pick it into the FIFO.
+        r_issue = Signal()
+        r_reading = delayed(m, "r_issue", r_issue, 1)
+        r_loaded = delayed(m, "r_issue", r_reading, 1)
+        r_lane = delayed(m, "r_lane", rpos.lane, 2)
+        r_row_last = delayed(m, "r_row_last", rpos.row_end(r_width), 2)
+        r_mem_a = delayed(m, "r_mem_a", r_src, 2)
+        r_mem_b = delayed(m, "r_mem_b", desc.src2, 2)
+        m.d.comb += r_issue.eq(r_running
+                               & (r_fifo.level + r_reading + r_loaded < READ_AHEAD))
         with m.If(r_issue):
             rpos.step(r_width)
             with m.If(rpos.row_end(r_width) & (rpos.token == n_tokens - 1)):
@@ -357,13 +369,13 @@ class EncoderAccelerator(wiring.Component):
             with m.Switch(mem_sel):             # one case per memory: a parallel mux
                 for n, port in enumerate(s.rd):
                     with m.Case(n):
-                        m.d.comb += value.eq(port.data[r_lane])
+                        m.d.comb += value.eq(s.rd_data[n][r_lane])
                 with m.Default():
                     m.d.comb += value.eq(0)
             return value
 
         r_out = data.View(ElementBeat, r_fifo.r_data)
-        m.d.comb += [r_fifo.w_en.eq(r_reading),
+        m.d.comb += [r_fifo.w_en.eq(r_loaded),
                      r_fifo.w_data.eq(Cat(element(r_mem_a), element(r_mem_b), r_row_last))]
         r_valid, r_take = r_fifo.r_rdy, Signal()
         m.d.comb += r_fifo.r_en.eq(r_take)
@@ -372,7 +384,8 @@ class EncoderAccelerator(wiring.Component):
             return [r_running.eq(1), *rpos.reset()]
 
         s.update(rpos=rpos, r_src=r_src, r_width=r_width, r_running=r_running, r_fifo=r_fifo,
-                 r_reading=r_reading, r_mem_a=r_mem_a, r_out=r_out, r_valid=r_valid,
+                 r_in_flight=r_reading | r_loaded, r_mem_a=r_mem_a, r_out=r_out,
+                 r_valid=r_valid,
                  r_take=r_take, start_reader=start_reader)
 
     def _gemm_feed(self, m: Module, s: _Nets):
@@ -415,9 +428,11 @@ class EncoderAccelerator(wiring.Component):
         KBeat = data.StructLayout({"b": data.ArrayLayout(signed(8), cols), "last": 1})
         m.submodules.k_fifo = k_fifo = SyncFIFOBuffered(
             width=KBeat.size + rows * 16, depth=READ_AHEAD)
-        k_issue, k_reading, k_last = Signal(), Signal(), Signal()
-        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading < READ_AHEAD))
-        m.d.sync += [k_reading.eq(k_issue), k_last.eq(g_k == desc.k - 1)]
+        k_issue = Signal()
+        k_reading = delayed(m, "k_issue", k_issue, 1)
+        k_loaded = delayed(m, "k_issue", k_reading, 1)
+        k_last = delayed(m, "k_last", g_k == desc.k - 1, 2)
+        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading + k_loaded < READ_AHEAD))
         with m.If(k_issue):
             m.d.sync += g_addr.eq(g_addr + 1)
             m.d.sync += k_addr.eq(k_addr + 1)
@@ -429,15 +444,17 @@ class EncoderAccelerator(wiring.Component):
             with m.Else():
                 m.d.sync += g_k.eq(g_k + 1)
         m.d.comb += [wbuf_read.addr.eq(k_addr), wbuf_write.addr.eq(f_addr)]
+        # The weight row through a register too, beside the activation word's.
+        wbuf_data = delayed(m, "wbuf_data", wbuf_read.data, 1)
         src_word = Signal(data.ArrayLayout(signed(16), rows))
         with m.Switch(s.r_mem_a):
-            for n, port in enumerate(s.rd):
+            for n, reg in enumerate(s.rd_data):
                 with m.Case(n):
-                    m.d.comb += [src_word[lane].eq(port.data[lane]) for lane in range(rows)]
+                    m.d.comb += [src_word[lane].eq(reg[lane]) for lane in range(rows)]
             with m.Default():
                 m.d.comb += src_word.eq(0)
-        m.d.comb += [k_fifo.w_en.eq(k_reading),
-                     k_fifo.w_data.eq(Cat(wbuf_read.data, k_last, src_word))]
+        m.d.comb += [k_fifo.w_en.eq(k_loaded),
+                     k_fifo.w_data.eq(Cat(wbuf_data, k_last, src_word))]
         k_head = data.View(KBeat, k_fifo.r_data[:KBeat.size])
         k_a = data.View(data.ArrayLayout(signed(16), rows), k_fifo.r_data[KBeat.size:])
         m.d.comb += [gemm.i.valid.eq(k_fifo.r_rdy), k_fifo.r_en.eq(gemm.i.ready),
@@ -794,7 +811,7 @@ class EncoderAccelerator(wiring.Component):
                              unpack_n.eq(0), *start_reader()]
             with m.Elif(phase == Phase.COMPUTE):
                 # The next tensor once the reader has finished and the last word left.
-                with m.If(~s.r_running & (s.r_fifo.level == 0) & ~pack_valid & ~s.r_reading
+                with m.If(~s.r_running & (s.r_fifo.level == 0) & ~pack_valid & ~s.r_in_flight
                           & (a_tensor != 3)):
                     m.d.sync += a_tensor.eq(a_tensor + 1)
                     with m.If(a_tensor != 2):
