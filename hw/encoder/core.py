@@ -128,7 +128,7 @@ def _skid(m: Module, name: str, source) -> SimpleNamespace:
     held = Signal(source.payload.shape(), name=f"{name}_held")
     sink = SimpleNamespace(valid=Signal(name=f"{name}_valid"),
                            payload=Signal(source.payload.shape(), name=f"{name}_payload"),
-                           ready=Signal(name=f"{name}_ready"))
+                           ready=Signal(name=f"{name}_ready"), full=full)
     m.d.comb += [source.ready.eq(~full), sink.valid.eq(full | source.valid),
                  sink.payload.eq(Mux(full, held, source.payload))]
     with m.If(full):
@@ -397,17 +397,19 @@ class EncoderAccelerator(wiring.Component):
                     m.d.comb += value.eq(0)
             return value
 
-        r_out = data.View(ElementBeat, r_fifo.r_data)
         m.d.comb += [r_fifo.w_en.eq(r_loaded),
                      r_fifo.w_data.eq(Cat(element(r_mem_a), element(r_mem_b), r_row_last))]
-        r_valid, r_take = r_fifo.r_rdy, Signal()
-        m.d.comb += r_fifo.r_en.eq(r_take)
+        # The passes take elements through a skid buffer: the FIFO's read enable (and so its
+        # level, the issue decision and the read address) no longer follows a unit's ready.
+        r_skid = _skid(m, "r_skid", SimpleNamespace(
+            valid=r_fifo.r_rdy, payload=data.View(ElementBeat, r_fifo.r_data), ready=r_fifo.r_en))
+        r_out, r_valid, r_take = r_skid.payload, r_skid.valid, r_skid.ready
 
         def start_reader():
             return [r_running.eq(1), *rpos.reset()]
 
         s.update(rpos=rpos, r_src=r_src, r_width=r_width, r_running=r_running, r_fifo=r_fifo,
-                 r_in_flight=r_reading | r_loaded, r_mem_a=r_mem_a, r_out=r_out,
+                 r_in_flight=r_reading | r_loaded | r_skid.full, r_mem_a=r_mem_a, r_out=r_out,
                  r_valid=r_valid,
                  r_take=r_take, start_reader=start_reader)
 
