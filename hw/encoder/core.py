@@ -118,6 +118,27 @@ class _TokenMajor:
             m.d.sync += [self.channel.eq(self.channel + 1), self.addr.eq(self.addr + 1)]
 
 
+def _skid(m: Module, name: str, source) -> SimpleNamespace:
+    """A skid buffer on ``source`` (a unit's output stream): ``source.ready`` is a flip-flop
+    (the buffer is empty), so the sink's readiness, decoded from the sequencer's state and
+    opcode, no longer runs into the unit's pipeline enables (a fan-out of ~1,000 clock
+    enables). A beat passes straight through while the sink takes it; one the sink refuses is
+    held and sent first. Returns the stream the sink sees (``valid``, ``payload``, ``ready``)."""
+    full = Signal(name=f"{name}_full")
+    held = Signal(source.payload.shape(), name=f"{name}_held")
+    sink = SimpleNamespace(valid=Signal(name=f"{name}_valid"),
+                           payload=Signal(source.payload.shape(), name=f"{name}_payload"),
+                           ready=Signal(name=f"{name}_ready"), full=full)
+    m.d.comb += [source.ready.eq(~full), sink.valid.eq(full | source.valid),
+                 sink.payload.eq(Mux(full, held, source.payload))]
+    with m.If(full):
+        with m.If(sink.ready):
+            m.d.sync += full.eq(0)
+    with m.Elif(source.valid & ~sink.ready):
+        m.d.sync += [full.eq(1), held.eq(source.payload)]
+    return sink
+
+
 class _Nets(SimpleNamespace):
     """The units, memories, signals and helpers that the parts of
     ``EncoderAccelerator.elaborate`` share, one attribute each (``p``: the parameters)."""
@@ -207,7 +228,9 @@ class EncoderAccelerator(wiring.Component):
         m.submodules.add = add = AddUnit(in_width=16, out_width=16, inputs=2)
         m.d.comb += [gelu_rq.i.valid.eq(gelu.o.valid), gelu.o.ready.eq(gelu_rq.i.ready),
                      gelu_rq.i.payload.acc[0].eq(gelu.o.payload.data[0])]
-        s.update(gemm=gemm, att=att, ln=ln, gelu=gelu, gelu_rq=gelu_rq, add=add)
+        s.update(gemm=gemm, att=att, ln=ln, gelu=gelu, gelu_rq=gelu_rq, add=add,
+                 gemm_o=_skid(m, "gemm_o", gemm.o), ln_o=_skid(m, "ln_o", ln.o),
+                 add_o=_skid(m, "add_o", add.o), gelu_o=_skid(m, "gelu_o", gelu_rq.o))
 
     def _memories(self, m: Module, s: _Nets):
         """The activation memories, the sequence lengths and the sequencer's registers."""
@@ -374,17 +397,19 @@ class EncoderAccelerator(wiring.Component):
                     m.d.comb += value.eq(0)
             return value
 
-        r_out = data.View(ElementBeat, r_fifo.r_data)
         m.d.comb += [r_fifo.w_en.eq(r_loaded),
                      r_fifo.w_data.eq(Cat(element(r_mem_a), element(r_mem_b), r_row_last))]
-        r_valid, r_take = r_fifo.r_rdy, Signal()
-        m.d.comb += r_fifo.r_en.eq(r_take)
+        # The passes take elements through a skid buffer: the FIFO's read enable (and so its
+        # level, the issue decision and the read address) no longer follows a unit's ready.
+        r_skid = _skid(m, "r_skid", SimpleNamespace(
+            valid=r_fifo.r_rdy, payload=data.View(ElementBeat, r_fifo.r_data), ready=r_fifo.r_en))
+        r_out, r_valid, r_take = r_skid.payload, r_skid.valid, r_skid.ready
 
         def start_reader():
             return [r_running.eq(1), *rpos.reset()]
 
         s.update(rpos=rpos, r_src=r_src, r_width=r_width, r_running=r_running, r_fifo=r_fifo,
-                 r_in_flight=r_reading | r_loaded, r_mem_a=r_mem_a, r_out=r_out,
+                 r_in_flight=r_reading | r_loaded | r_skid.full, r_mem_a=r_mem_a, r_out=r_out,
                  r_valid=r_valid,
                  r_take=r_take, start_reader=start_reader)
 
@@ -601,22 +626,22 @@ class EncoderAccelerator(wiring.Component):
         """A GEMM pass, per column tile: the fetcher fills one bank (parameters, weight tile)
         while the core streams the k-slices of every row tile from the other; the outputs are
         written as they leave."""
-        p, desc, phase, gemm = s.p, s.desc, s.phase, s.gemm
+        p, desc, phase, gemm_o = s.p, s.desc, s.phase, s.gemm_o
         rows, cols = p.rows, p.cols
         o_c, o_r, o_tile, o_col = s.o_c, s.o_r, s.o_tile, s.o_col
         o_addr, o_row_addr, o_row_token = s.o_addr, s.o_row_addr, s.o_row_token
         g_params_left, g_issuing, row_tiles = s.g_params_left, s.g_issuing, s.row_tiles
         w_ready = s.w_ready
         with m.If(s.running & (s.op == OPS["gemm"])):
-            m.d.comb += [s.w_valid.eq(gemm.o.valid), gemm.o.ready.eq(w_ready),
+            m.d.comb += [s.w_valid.eq(gemm_o.valid), gemm_o.ready.eq(w_ready),
                          s.w_mem.eq(desc.dst), s.w_addr.eq(o_addr),
-                         s.w_lane.eq(o_r), s.w_data.eq(gemm.o.payload.data[0]),
+                         s.w_lane.eq(o_r), s.w_data.eq(gemm_o.payload.data[0]),
                          s.w_token.eq(o_row_token), s.w_channel.eq(o_col + o_c),
                          s.w_tag.eq(desc.tag)]
             # Rows past the batch's tokens (the last row tile's padding) are dropped.
             with m.If(o_row_token >= s.n_tokens):
-                m.d.comb += [s.w_valid.eq(0), gemm.o.ready.eq(1)]
-            with m.If(gemm.o.valid & gemm.o.ready):
+                m.d.comb += [s.w_valid.eq(0), gemm_o.ready.eq(1)]
+            with m.If(gemm_o.valid & gemm_o.ready):
                 with m.If(o_c == cols - 1):
                     m.d.sync += o_c.eq(0)
                     with m.If(o_r == rows - 1):
@@ -719,7 +744,7 @@ class EncoderAccelerator(wiring.Component):
                      ln.params.payload.negate.eq(ln_rec[72]),
                      ln.params.payload.out_zero_point.eq(desc.zp0)]
         with m.If(running & (op == OPS["layernorm"])):
-            to_writer(ln.o.valid, ln.o.payload.data, ln.o.ready)
+            to_writer(s.ln_o.valid, s.ln_o.payload.data, s.ln_o.ready)
             m.d.comb += [ln.i.valid.eq(r_valid), ln.i.payload.data.eq(r_out.a),
                          r_take.eq(ln.i.ready & r_valid)]
             with m.If(phase == Phase.PARAMS):
@@ -741,7 +766,7 @@ class EncoderAccelerator(wiring.Component):
                          add.i.payload.data[1][0].eq(r_out.b),
                          add.i.payload.last.eq(r_out.row_last),
                          add.params.valid.eq(phase == Phase.PARAMS)]
-            to_writer(add.o.valid, add.o.payload.data[0], add.o.ready)
+            to_writer(s.add_o.valid, s.add_o.payload.data[0], s.add_o.ready)
         for k in range(2):
             m.d.comb += [add.params.payload.multiplier[k].eq(desc[f"mul{k}"]),
                          add.params.payload.shift[k].eq(desc[f"sh{k}"][:6])]
@@ -752,7 +777,7 @@ class EncoderAccelerator(wiring.Component):
             m.d.comb += [gelu.i.valid.eq(r_valid), r_take.eq(gelu.i.ready & r_valid),
                          gelu.i.payload.data[0].eq(r_out.a[:12]),
                          gelu.i.payload.last.eq(r_out.row_last)]
-            to_writer(gelu_rq.o.valid, gelu_rq.o.payload.data[0], gelu_rq.o.ready)
+            to_writer(s.gelu_o.valid, s.gelu_o.payload.data[0], s.gelu_o.ready)
         m.d.comb += [gelu_rq.i.payload.multiplier[0].eq(desc.mul0),
                      gelu_rq.i.payload.shift[0].eq(desc.sh0[:6]),
                      gelu_rq.i.payload.out_zero_point.eq(desc.zp0),
