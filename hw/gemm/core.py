@@ -7,6 +7,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.fabric_mul import FabricMultiplier
 from ..common.params import params_or_keywords
 from ..common.mul import PipelinedMultiplier
 from ..common.pipeline import delayed
@@ -123,6 +124,10 @@ class GemmCore(wiring.Component):
         accumulator and one read-out serve ``k_per_pe`` products. Each ``i`` beat then
         carries ``k_per_pe`` k-slices; a K that is not a multiple is padded with zero
         k-slices (``b = 0``), as ``sim/gemm_driver.py``'s ``plan`` does.
+    fabric_cols : int
+        0 (default) to ``cols``: the last ``fabric_cols`` columns of PEs multiply in logic
+        (:class:`hw.common.fabric_mul.FabricMultiplier`, radix-4 Booth) instead of DSPs, with
+        the same latency, so an array can hold more products than the device has DSPs.
 
     Members
     -------
@@ -159,6 +164,7 @@ class GemmCore(wiring.Component):
     a_width = property(lambda self: self._params.a_width)
     out_width = property(lambda self: self._params.out_width)
     k_per_pe = property(lambda self: self._params.k_per_pe)
+    fabric_cols = property(lambda self: self._params.fabric_cols)
     # Derived figures (documented on GemmParams).
     max_k = property(lambda self: self._params.max_k)
     a_offset_range = property(lambda self: self._params.a_offset_range)
@@ -306,10 +312,11 @@ class GemmCore(wiring.Component):
             col_in.append(lanes)
         return edge_flags, row_in, flags_in, col_in
 
-    def _pe(self, m, name, a_left, b_above, flags_left):
+    def _pe(self, m, name, a_left, b_above, flags_left, fabric=False):
         """One multiply-accumulate cell of ``k_per_pe`` products (the operand lists
         ``a_left``, ``b_above``); returns its operand and flag registers (passed on to its
-        neighbours) and its result register (the tile's sum)."""
+        neighbours) and its result register (the tile's sum). With ``fabric`` its multipliers
+        are :class:`FabricMultiplier` (logic) instead of DSPs, with the same latency."""
         width = self._params.acc_width
         k = len(a_left)
         lanes = [""] if k == 1 else [str(j) for j in range(k)]
@@ -331,8 +338,9 @@ class GemmCore(wiring.Component):
         # the fabric, with its flags: the route out of the DSP and the accumulator's carry
         # chain are then in separate cycles.
         muls, products = [], []
+        multiplier = FabricMultiplier if fabric else PipelinedMultiplier
         for j in lanes:
-            mul = PipelinedMultiplier(a_width=len(a_left[0]), b_width=B_WIDTH)
+            mul = multiplier(a_width=len(a_left[0]), b_width=B_WIDTH)
             m.submodules[name + "mul" + j] = mul
             muls.append(mul)
             products.append(Signal.like(mul.p, name=name + "product" + j, reset_less=True))
@@ -375,7 +383,8 @@ class GemmCore(wiring.Component):
 
     def _pe_array(self, m, a_offset, edge_flags, row_in, flags_in, col_in):
         """The rows x cols processing elements (and, with int16 activations, a row of offset
-        cells); returns their result registers ``res[r][c]`` and the offset sums (or None)."""
+        cells); returns their result registers ``res[r][c]`` and the offset sums (or None).
+        The last ``fabric_cols`` columns multiply in logic; the offset cells use DSPs."""
         p = self._params
         rows, cols = p.rows, p.cols
         res = [[None] * cols for _ in range(rows)]
@@ -385,7 +394,8 @@ class GemmCore(wiring.Component):
             b_here = []
             for c in range(cols):
                 a_left, b, flags_left, res[r][c] = self._pe(m, f"pe{r}_{c}_", a_left,
-                                                            b_above[c], flags_left)
+                                                            b_above[c], flags_left,
+                                                            fabric=c >= cols - p.fabric_cols)
                 b_here.append(b)
             b_above = b_here
 

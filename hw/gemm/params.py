@@ -87,10 +87,12 @@ class GemmParams:
                            "requantize false", choices=OUT_WIDTHS)
     k_per_pe: int = param(1, "products per PE per clock (dot-product PE): each input beat "
                           "carries k_per_pe consecutive k-slices", choices=K_PER_PE)
+    fabric_cols: int = param(0, "PE columns (the last ones, at most cols) whose multipliers are "
+                             "built from logic instead of DSPs", lo=0, hi=32)
 
     def __post_init__(self):
         # out_lanes is bounded by cols, checked below with that bound in the message.
-        validate_fields(self, exclude=("out_lanes",))
+        validate_fields(self, exclude=("out_lanes", "fabric_cols"))
         lo = pe_product_width(self.a_width)
         if self.acc_width < lo:
             raise ValueError(f"acc_width must be in [{lo}, 32] when a_width is "
@@ -102,13 +104,25 @@ class GemmParams:
         if self.cols % self.out_lanes:
             raise ValueError(f"out_lanes must divide cols ({self.cols}), not "
                              f"{self.out_lanes!r}")
+        check_int("fabric_cols", self.fabric_cols, 0, self.cols)
 
     # ---- derived figures ---------------------------------------------------------------------
 
     @property
     def macs(self) -> int:
-        """Products per clock (one DSP each): ``rows * cols * k_per_pe``."""
+        """Products per clock: ``rows * cols * k_per_pe`` (``dsp_macs + fabric_macs``)."""
         return self.rows * self.cols * self.k_per_pe
+
+    @property
+    def fabric_macs(self) -> int:
+        """Products per clock of the PEs whose multipliers are logic (``fabric_cols``
+        columns): ``rows * fabric_cols * k_per_pe``."""
+        return self.rows * self.fabric_cols * self.k_per_pe
+
+    @property
+    def dsp_macs(self) -> int:
+        """Products per clock of the PEs on DSPs (one DSP each)."""
+        return self.macs - self.fabric_macs
 
     @property
     def tree_levels(self) -> int:
@@ -141,10 +155,11 @@ class GemmParams:
 
     @property
     def multipliers(self) -> int:
-        """DSP products: ``k_per_pe`` per PE and per offset cell (``a_width=16``), four per
-        requantizer lane (its 32 x 32 product in 16 x 16 parts)."""
+        """DSP products: ``k_per_pe`` per PE outside the ``fabric_cols`` columns and per
+        offset cell (``a_width=16``), four per requantizer lane (its 32 x 32 product in
+        16 x 16 parts)."""
         requant = 4 * self.out_lanes if self.requantize else 0
-        return self.macs + self.offset_multipliers + requant
+        return self.dsp_macs + self.offset_multipliers + requant
 
     @property
     def min_tile_cycles(self) -> int:
