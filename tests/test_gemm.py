@@ -42,6 +42,7 @@ def test_init_defaults():
     ({"k_per_pe": 3}, ValueError, "k_per_pe must be one of 1, 2, 4, not 3"),
     ({"k_per_pe": 8}, ValueError, "k_per_pe must be one of 1, 2, 4, not 8"),
     ({"k_per_pe": True}, TypeError, "k_per_pe must be an integer, not True"),
+    ({"block_ram": 1}, TypeError, "block_ram must be a bool, not 1"),
 ])
 def test_init_wrong(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -309,6 +310,10 @@ def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     {"rows": 2, "cols": 3, "requantize": False, "k_per_pe": 4},
     {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4, "acc_width": 24},
     {"rows": 6, "cols": 2, "k_per_pe": 2},      # dot products, two-stage read-out
+    {"rows": 2, "cols": 3, "block_ram": True},  # row and tile memories in block RAM
+    {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2, "acc_width": 28,
+     "block_ram": True},
+    {"rows": 3, "cols": 3, "requantize": False, "out_lanes": 3, "block_ram": True},
 ])))
 def test_core_matches_golden_with_stalls(seed, kwargs):
     core = GemmCore(**kwargs)
@@ -412,6 +417,8 @@ COCOTB_CONFIGS = [
     {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16},
     {"rows": 3, "cols": 2, "k_per_pe": 2},
     {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4},
+    {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2, "acc_width": 28,
+     "block_ram": True},
 ]
 
 
@@ -429,11 +436,16 @@ def test_cocotb(params, simulator, tmp_path):
                                                               "requantize": False},
                                     {"rows": 2, "cols": 2, "a_width": 16, "out_width": 16},
                                     {"rows": 2, "cols": 2, "a_width": 16, "requantize": False,
-                                     "k_per_pe": 2}],
-                         ids=["2x3", "3x2-raw", "2x2-a16-out16", "2x2-a16-raw-k2"])
+                                     "k_per_pe": 2},
+                                    {"rows": 2, "cols": 3, "block_ram": True},
+                                    {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2,
+                                     "acc_width": 28, "block_ram": True}],
+                         ids=["2x3", "3x2-raw", "2x2-a16-out16", "2x2-a16-raw-k2",
+                              "2x3-bram", "6x2-raw-k2-acc28-bram"])
 def test_cocotb_ecp5_primitives(params, simulator, tmp_path):
-    """The Verilog written for ECP5 (MULT18X18D instances with their pipeline registers, run
-    on the behavioural model in sim/models) passes the same regression as the generic one."""
+    """The Verilog written for ECP5 (MULT18X18D instances with their pipeline registers, and
+    with ``block_ram`` DP16KD instances read through their output register, run on the
+    behavioural models in sim/models) passes the same regression as the generic one."""
     cocotb_run("gemm", params, simulator, tmp_path, primitives="ecp5")
 
 
