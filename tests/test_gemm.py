@@ -469,6 +469,29 @@ def test_ecp5_verilog_instantiates_one_registered_dsp_per_pe():
     assert convert(wide_dot, "gemm", primitives="ecp5").count("MULT18X18D ") == (6 + 3) * 2
 
 
+def test_block_ram_memories_are_dp16kd_read_through_their_output_register():
+    """With block_ram the row memories (one per column, acc_width bits) and the tile memory
+    (raw: cols x 32 bias bits) are DP16KDs of 18 bits each on ECP5, read through REGMODE_B
+    OUTREG; the latency grows by that register; the fit check counts the same blocks."""
+    from fpga.fit import estimate
+    from fpga.targets import get_target
+    from gen.blocks import get_block
+    from gen.config import validate_params
+    from gen.verilog import convert
+    params = {"rows": 2, "cols": 3, "requantize": False, "acc_width": 28}
+    core = GemmCore(**params, block_ram=True)
+    blocks = 3 * -(-28 // 18) + -(-3 * 32 // 18)                 # 3 x 2 + 6
+    text = convert(core, "gemm", primitives="ecp5")
+    assert text.count("DP16KD ") == blocks
+    assert text.count('.REGMODE_B("OUTREG")') == blocks
+    assert "DP16KD" not in convert(GemmCore(**params), "gemm", primitives="ecp5")
+    assert core.latency == GemmCore(**params).latency + 1
+    config = validate_params(get_block("gemm"), {**params, "block_ram": True})
+    assert estimate(config, get_target("ecp5-85f")[0])["brams"] == blocks
+    lut_ram = validate_params(get_block("gemm"), params)
+    assert estimate(lut_ram, get_target("ecp5-85f")[0])["brams"] == 0
+
+
 @pytest.mark.cocotb
 def test_bench_reports_utilization_from_rtl_cycles(tmp_path, capsys):
     from sim.bench_gemm import main as bench_main
