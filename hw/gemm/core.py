@@ -1,7 +1,7 @@
 """Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
 requantization to int8 or int16."""
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -42,8 +42,8 @@ class _CoreBlockRAM(BlockRAM):
         return _Ports(self.w_addr, self.w_data, self.w_en)
 
     def read_port(self, *, domain):
-        return _Ports(self.r_addr, self.r_data.as_signed() if isinstance(self._shape, type(
-            signed(1))) and self._shape.signed else self.r_data)
+        signed_data = Shape.cast(self._shape).signed
+        return _Ports(self.r_addr, self.r_data.as_signed() if signed_data else self.r_data)
 
 
 def _memory(m, name: str, shape, depth: int, block_ram: bool):
@@ -514,11 +514,10 @@ class GemmCore(wiring.Component):
     def _output_side(self, m, row_mems, row_written, tile_mem, out_layout, row_pop):
         """Rows leave the row memories (one per column) whole into a shifter that emits
         ``out_lanes`` elements per clock. Nothing here waits on ``o.ready``: the requantizer
-        runs free into an output FIFO
-        whose free entries are counted (credits), and a row is read only when every beat it
-        makes has an entry reserved. Whether a row is loaded is decided a cycle ahead, so the
-        load enable of the wide shifter is a flip-flop, and no multiplexer grows with
-        ``cols``."""
+        runs free into an output FIFO whose free entries are counted (credits), and a row is
+        read only when every beat it makes has an entry reserved. Whether a row is loaded is
+        decided a cycle ahead, so the load enable of the wide shifter is a flip-flop, and no
+        multiplexer grows with ``cols``."""
         p = self._params
         cols, lanes, depth = p.cols, p.out_lanes, p.row_fifo_depth
         segments = p.segments
