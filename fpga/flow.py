@@ -64,7 +64,7 @@ def build_primitives(device: Device, lut_multipliers: bool) -> str:
 
 def _synth_command(device: Device, lut_multipliers: bool) -> str:
     cmd = f"{_SYNTH[device.family]} -top {OOC_TOP}"
-    if device.family == "ice40" and device.dsps and not lut_multipliers:
+    if build_primitives(device, lut_multipliers) == "ice40":
         cmd += " -dsp"              # synth_ice40 leaves multipliers in LUTs without it
     if device.family == "ecp5" and lut_multipliers:
         cmd += " -nodsp"

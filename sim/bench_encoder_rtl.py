@@ -27,6 +27,10 @@ import numpy as np
 __all__ = ["cycle_model", "gemm_pass", "layernorm_pass", "bounds", "throughput", "float_rate", "main",
            "batch_lengths"]
 
+#: The readers' read-data register (``hw/encoder/core.py``): one cycle more per pass, before
+#: the first element (GEMM, LayerNorm, ADD, GELU, pooling) or k-slice reaches its unit; the
+#: attention pass restarts its reader per tensor (3 cycles, within its fit's residuals).
+READ_REGISTER = 1
 #: Cycles of a GEMM column tile's fetch beyond its parameter and weight words (two read
 #: requests' latency), of its compute beyond its k-slices (bank hand-over), and of a GEMM pass
 #: beyond its descriptor's words, the core's latency and the last tile's output beats (see
@@ -34,7 +38,7 @@ __all__ = ["cycle_model", "gemm_pass", "layernorm_pass", "bounds", "throughput",
 #: bound; MiniLM 8 x 8 at batch 1: fetch-bound; port 32), within 5 cycles of every pass.
 FETCH_OVERHEAD = 7
 COMPUTE_OVERHEAD = 2
-GEMM_PASS_OVERHEAD = 8
+GEMM_PASS_OVERHEAD = 8 + READ_REGISTER
 #: Attention pass of one layer: ``a * sum(t^2) + b * sum(t)`` cycles over the batch's sequence
 #: lengths ``t``, by configuration (heads, head_dim, block, engines). MiniLM's: least squares
 #: through the RTL per-pass counts of batches (9), (14) and (9, 6) tokens (21,107, 33,478 and
@@ -85,7 +89,7 @@ def layernorm_pass(p, tokens: int) -> int:
     Within 30 cycles of the RTL's passes (tiny at batches 1, 8, 32; MiniLM layer 0)."""
     ln = p.layernorm
     rows = max(tokens * p.hidden, math.ceil(tokens * ln.pair_period / 2))
-    return p.hidden * p.ln_row_words + rows + p.hidden + ln.latency
+    return p.hidden * p.ln_row_words + rows + p.hidden + ln.latency + READ_REGISTER
 
 
 def cycle_model(p, lengths: list[int], attention: tuple[float, float]) -> dict:
@@ -96,14 +100,14 @@ def cycle_model(p, lengths: list[int], attention: tuple[float, float]) -> dict:
     a, b = attention
     stages["attention"] = sum(a * s * s + b * s for s in lengths)
     layernorm = layernorm_pass(p, t)
-    stages["add"] = 2 * (t * p.hidden + 44)
+    stages["add"] = 2 * (t * p.hidden + 44 + READ_REGISTER)
     stages["layernorm"] = 2 * layernorm
-    stages["gelu"] = t * p.ffn + 35
+    stages["gelu"] = t * p.ffn + 35 + READ_REGISTER
     layer = sum(stages.values())
     # Besides the layers: the embedding sums loaded (one per clock), the embedding LayerNorm
     # and the pooling pass.
     return {"stages": stages, "layer": layer,
-            "total": p.layers * layer + t * p.hidden + layernorm + t * p.hidden}
+            "total": p.layers * layer + t * p.hidden + layernorm + t * p.hidden + READ_REGISTER}
 
 
 def bounds(p, lengths: list[int]) -> dict:

@@ -481,6 +481,17 @@ def test_build_primitives_only_where_the_part_has_dsps_and_they_are_used():
     assert build_primitives(DEVICES["ecp5-85f"], True) == "generic"
 
 
+def test_synth_command_maps_multipliers_to_the_dsps_the_part_has():
+    """synth_ice40 needs -dsp to use the SB_MAC16s (only on parts that have them, and not when
+    LUT multipliers are asked for); synth_ecp5 maps to MULT18X18D unless -nodsp."""
+    from fpga.flow import _synth_command
+    assert _synth_command(DEVICES["ice40-up5k"], False).endswith(" -dsp")
+    assert "-dsp" not in _synth_command(DEVICES["ice40-hx8k"], False)
+    assert "-dsp" not in _synth_command(DEVICES["ice40-up5k"], True)
+    assert "dsp" not in _synth_command(DEVICES["ecp5-85f"], False)
+    assert _synth_command(DEVICES["ecp5-85f"], True).endswith(" -nodsp")
+
+
 def test_fpga_bench_reuse_takes_earlier_reports_of_the_same_build(tmp_path, monkeypatch, capsys):
     """--reuse reads a seed's report.json left by an earlier run when its configuration, target
     and seed match, and builds whatever does not match."""

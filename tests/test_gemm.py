@@ -185,12 +185,14 @@ def test_requantizer_matches_golden_with_stalls(out_width, far_dsps):
     mult = rng.integers(INT32_MIN, INT32_MAX + 1, (count, lanes))
     shift = rng.integers(-31, 32, (count, lanes))
     acc[:30], mult[:15] = INT32_MIN, INT32_MIN                 # the saturating SRDHM case
+    shift[:15:3], shift[1:15:3] = 0, rng.integers(-3, 0, (5, lanes))   # exponents 0 and 1-3
     acc[30:60] = rng.integers(-4, 5, (30, lanes)) << 20          # exact halves: ties
     mult[30:60], shift[30:60] = 1 << 30, rng.integers(-25, 1, (30, lanes))
     mult[60:200] = rng.integers(1 << 30, 1 << 31, (140, lanes))  # realistic Q31 multipliers
     shift[60:200] = rng.integers(-20, 2, (140, lanes))
     acc[60:200] = rng.integers(-(1 << 18), 1 << 18, (140, lanes))
     zp = rng.integers(-top, top, count)
+    zp[:15:3] = top - 1                     # INT32_MAX + zero point, clamped to act_max
     lo, hi = rng.integers(-top, 0, count), rng.integers(0, top, count)
     # bounds in any order: TFLite's min(max(x, act_min), act_max) gives act_max when inverted
     lo[200:280], hi[200:280] = rng.integers(-top, top, (2, 80))
@@ -231,7 +233,7 @@ def test_requantizer_matches_golden_with_stalls(out_width, far_dsps):
 
 
 @pytest.mark.parametrize("far_dsps, latency", [(False, REQUANT_LATENCY),
-                                               (True, REQUANT_LATENCY + 2)])
+                                               (True, REQUANT_LATENCY + 3)])
 def test_requantizer_latency(far_dsps, latency):
     dut = Requantizer(lanes=1, far_dsps=far_dsps)
     assert dut.latency == latency

@@ -59,9 +59,16 @@ def test_init_wrong(kwargs, error, message):
         assert str(info.value) == message
 
 
-def test_init_is_keyword_only_and_params_frozen():
-    with pytest.raises(TypeError):
+def test_init_takes_params_or_keywords_and_params_frozen():
+    params = LayerNormParams(hidden=8, divider="pipelined")
+    assert LayerNorm(params).parameters is params
+    assert LayerNorm(hidden=8, divider="pipelined").parameters == params
+    with pytest.raises(TypeError) as info:
         LayerNorm(384)
+    assert str(info.value) == "parameters must be a LayerNormParams, not 384"
+    with pytest.raises(TypeError) as info:
+        LayerNorm(params, hidden=8)
+    assert str(info.value) == "give either parameters or keyword parameters, not both"
     with pytest.raises(FrozenInstanceError):
         LayerNormParams().hidden = 8
 

@@ -597,53 +597,80 @@ class AttentionEngine(wiring.Component):
     def _stream_scores(self, m, r):
         """Back row: row buffer -> softmax engine.
 
-        The buffer's read port gives the word addressed in the previous cycle: the address
-        presented is the next word when the current one's last key is handled. A word
-        waits until the core has written it (the back row's last score tiles may still be
-        draining from the core at the hand-over)."""
-        B, pairs, softmax = r.B, r.pairs, r.softmax
+        The row buffer's words go through two registers before their keys are selected: the
+        block RAM's read data (held while its enable is low) and the word register the lane
+        select reads, so the DP16KD's clock-to-output has a path of its own (it ran through the
+        lane select into the softmax's input register). A reader fetches the row's words in
+        order, one a cycle at most, while the stage after it is free or is freed in that cycle;
+        a word is read only once the core has written it (the back row's last score tiles may
+        still be draining from the core at the hand-over)."""
+        B, pairs, softmax, word_bits = r.B, r.pairs, r.softmax, r.word_bits
         streaming = r.streaming = Signal()
-        priming = r.priming = Signal()          # the current word's read is not yet valid
         back_half = ~r.front_half
+        # the reader: (row, key block) of the next word to read, its address, and whether it
+        # was written one cycle ago (a register: a word's "written" only turns true during a
+        # row, so a value a cycle old is at worst late; it is cleared when the reader moves on,
+        # and a word is block >= 2 keys, so the consumer never waits on that cycle)
+        reading = Signal()
+        rd_row = Signal(range(B))
+        rd_n = Signal(range(max(pairs, 2)))
+        rd_addr = Signal(range(B * pairs))
+        rd_written = Signal()
+        # the consumer: (row, key block, lane) of the key going to the softmax
         s_row = Signal(range(B))
         s_n = Signal(range(max(pairs, 2)))
         s_lane = Signal(range(B))
-        s_addr = r.s_addr = Signal(range(B * pairs))
+        s_word = Signal(Word(B))
+        s_word_valid = Signal()
+        read_valid = Signal()        # the block RAM's read data is a word
         s_key = self._back_key_registered(m, r)
         s_entry_valid = self._key_valid(r, s_key.data, s_lane, s_row)
-        # the softmax input is registered (a skid buffer): the row buffer's block RAM output
-        # and the lane select would otherwise run straight into the softmax's running maximum
+        # the softmax input is registered (a skid buffer): the lane select would otherwise run
+        # straight into the softmax's running maximum
         to_softmax = _StreamRegister(m, "to_softmax", softmax.i)
-        s_step = streaming & ~priming & (~s_entry_valid | to_softmax.ready)
+        s_step = streaming & s_word_valid & (~s_entry_valid | to_softmax.ready)
         s_word_end = s_step & (s_lane == B - 1)
         s_n_final = s_n == r.b_cmds - 1
         s_n_next = Mux(s_n_final, 0, s_n + 1)
         self._next_back_key(m, r, s_key, Mux(s_word_end, s_n_next, s_n))
-        s_next = Mux(s_n_final, times_constant(s_row + 1, pairs), s_addr + 1)
-        # whether the next word is written, from a register: a word's "written" only turns
-        # true during a row and word ends are at least two cycles apart (a word is block >= 2
-        # keys), so a value a cycle old is for the right word and at worst primes a cycle more
-        next_written = Signal()
-        m.d.sync += next_written.eq(self._scores_written(r, Mux(s_n_final, s_row + 1, s_row),
-                                                         Mux(s_n_final, 0, s_n + 1)))
+        advance = read_valid & (~s_word_valid | s_word_end)
+        issue = reading & rd_written & (~read_valid | advance)
+        rd_n_final = rd_n == r.b_cmds - 1
         m.d.comb += [
-            r.s_read.addr.eq(Cat(Mux(s_word_end, s_next, s_addr)[:r.word_bits], back_half)),
-            to_softmax.valid.eq(streaming & ~priming & s_entry_valid),
-            to_softmax.payload.data.eq(r.s_read.data[s_lane]),
+            r.s_read.addr.eq(Cat(rd_addr[:word_bits], back_half)),
+            r.s_read.en.eq(issue),
+            to_softmax.valid.eq(streaming & s_word_valid & s_entry_valid),
+            to_softmax.payload.data.eq(s_word[s_lane]),
             to_softmax.payload.last.eq(s_n_final & (s_lane == self._last_lane(m, r, s_row))),
         ]
-        with m.If(priming):
-            m.d.sync += priming.eq(~self._scores_written(r, s_row, s_n))
+        m.d.sync += [
+            rd_written.eq(reading & ~issue & self._scores_written(r, rd_row, rd_n)),
+            read_valid.eq(issue | (read_valid & ~advance)),
+        ]
+        with m.If(issue):
+            m.d.sync += [rd_addr.eq(Mux(rd_n_final, times_constant(rd_row + 1, pairs),
+                                        rd_addr + 1)),
+                         rd_n.eq(Mux(rd_n_final, 0, rd_n + 1))]
+            with m.If(rd_n_final):
+                m.d.sync += rd_row.eq(rd_row + 1)
+                with m.If(rd_row == B - 1):
+                    m.d.sync += reading.eq(0)
+        with m.If(advance):
+            m.d.sync += [s_word.eq(r.s_read.data), s_word_valid.eq(1)]
         with m.Elif(s_word_end):
-            m.d.sync += priming.eq(~next_written)
+            m.d.sync += s_word_valid.eq(0)
         with m.If(s_step):
             m.d.sync += s_lane.eq(Mux(s_lane == B - 1, 0, s_lane + 1))
         with m.If(s_word_end):
-            m.d.sync += [s_addr.eq(s_next), s_n.eq(s_n_next)]
+            m.d.sync += s_n.eq(s_n_next)
             with m.If(s_n_final):
                 m.d.sync += s_row.eq(s_row + 1)
                 with m.If(s_row == B - 1):
                     m.d.sync += streaming.eq(0)
+        # the hand-over starts the next row from its first word (every register above is
+        # back at its first value: the previous row's words were all read and consumed)
+        with m.If(r.handover):
+            m.d.sync += [reading.eq(1), rd_written.eq(0), rd_addr.eq(0)]
 
     def _write_probs(self, m, r):
         """Back row: softmax engine -> probability buffer (0 for masked keys)."""
@@ -695,7 +722,7 @@ class AttentionEngine(wiring.Component):
                 r.back_busy.eq(1), r.b_seq.eq(r.seq), r.b_query_block.eq(r.query_block),
                 r.b_cmds.eq(r.n_cmds), r.b_query_valid.eq(r.query_valid),
                 r.b_last_valid.eq(r.last_valid), r.front_half.eq(~r.front_half),
-                r.streaming.eq(1), r.priming.eq(1), r.writing.eq(1), r.s_addr.eq(0),
+                r.streaming.eq(1), r.writing.eq(1),
                 r.v_issuing.eq(1), r.probs_done.eq(0), r.pv_params.eq(0), r.pv_tiles.eq(0),
                 # the front starts over in the other half
                 r.started.eq(0), r.n_cmds.eq(0), r.last_seen.eq(0), r.q_chunks.eq(0),

@@ -2,7 +2,7 @@
 
 import itertools
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,8 +18,8 @@ REQUANT_LATENCY = 9
 
 
 def requant_latency(far_dsps: bool = False) -> int:
-    """Latency of a :class:`Requantizer`: ``REQUANT_LATENCY``, plus 2 with ``far_dsps``."""
-    return REQUANT_LATENCY + (2 if far_dsps else 0)
+    """Latency of a :class:`Requantizer`: ``REQUANT_LATENCY``, plus 3 with ``far_dsps``."""
+    return REQUANT_LATENCY + (3 if far_dsps else 0)
 
 INT32_MAX = (1 << 31) - 1
 
@@ -68,7 +68,8 @@ class Requantizer(wiring.Component):
     modulo 2**32 as two's-complement hardware does. ``shift`` must be in [-31, 31].
 
     The 32 x 32 product is split into four 16 x 16 partial products so that each maps onto one
-    DSP multiplier (MULT18X18D on ECP5); every adder sits alone between registers.
+    DSP multiplier (MULT18X18D on ECP5, SB_MAC16 on iCE40); every adder sits alone between
+    registers.
 
     Parameters
     ----------
@@ -82,11 +83,12 @@ class Requantizer(wiring.Component):
         Shape of an optional ``tag`` field carried from each input beat to its output beat
         untouched, like ``last`` (e.g. parameters a later stage applies to the same beat).
     far_dsps : bool
-        One more register stage on each side of the four DSP products (``latency`` is then
-        ``REQUANT_LATENCY + 2``), so that the routes to and from a multiplier have a cycle to
-        themselves: in a design that fills the device's DSPs (the 12 x 12 GEMM on the
-        LFE5U-85F takes 148 of 156) the requantizer's multipliers get whichever sites are
-        left, far from its logic. Default False.
+        The deeper form (``latency`` is then ``REQUANT_LATENCY + 3``): one more register stage
+        on each side of the four DSP products, so that the routes to and from a multiplier
+        have a cycle to themselves (in a design that fills the device's DSPs, the 12 x 12 GEMM
+        on the LFE5U-85F takes 148 of 156, the requantizer's multipliers get whichever sites
+        are left, far from its logic), the left shift split over the first of them, and the
+        high word's 48-bit sum over two stages. Default False.
 
     Members
     -------
@@ -140,9 +142,9 @@ class Requantizer(wiring.Component):
         w = self._out_width
         raw = w == RAW_WIDTH
         if not raw:
-            zp5 = delay("zero_point", signed(w), payload.out_zero_point, 5 + 2 * extra)
-            lo4 = delay("act_min", signed(w), payload.act_min, 4 + 2 * extra)
-            hi4 = delay("act_max", signed(w), payload.act_max, 4 + 2 * extra)
+            zp5 = delay("zero_point", signed(w), payload.out_zero_point, n - 4)
+            lo4 = delay("act_min", signed(w), payload.act_min, n - 5)
+            hi4 = delay("act_max", signed(w), payload.act_max, n - 5)
             # TFLite clamps as min(max(x, act_min), act_max): with act_min > act_max every
             # result is act_max, which the clamp below gives once act_min is lowered to it
             # (compared in s5, selected in s6).
@@ -169,19 +171,26 @@ class Requantizer(wiring.Component):
             mult = self.i.payload.multiplier[lane]
             shift = self.i.payload.shift[lane]
 
-            # s1: left shift (wrapping), right-shift amount, saturation operands.
+            # s1: left shift (wrapping), right-shift amount. Both fit 5 bits: shift is in
+            # [-31, 31]. With far_dsps the left shift is split: by 0..7 here, by 0, 8, 16 or 24
+            # in the register stage before the DSPs (a 5-level shifter from the input was the
+            # requantized 2 x 2 GEMM's critical path on the iCE40 UP5K).
             left = Mux(shift[-1], 0, shift.as_unsigned()[:5])
-            x1 = stage(p + "shifted", signed(32), (acc << left)[:32].as_signed())
-            m1 = stage(p + "multiplier", signed(32), mult)
-            right1 = stage(p + "right", unsigned(6), Mux(shift[-1], -shift, 0))
+            right1 = stage(p + "right", unsigned(5), Mux(shift[-1], -shift, 0)[:5])
+            if extra:
+                x_fine = stage(p + "shifted_fine", signed(32), (acc << left[:3])[:32].as_signed())
+                coarse = stage(p + "left_coarse", unsigned(2), left[3:])
+                x_dsp = stage(p + "shifted", signed(32),
+                              (x_fine << Cat(C(0, 3), coarse))[:32].as_signed())
+            else:
+                x_dsp = stage(p + "shifted", signed(32), (acc << left)[:32].as_signed())
+            m_dsp = delay(p + "multiplier", signed(32), mult, 1 + extra)
 
             # s2-s3: four 16 x 16 partial products (high halves signed, low halves unsigned: one
             # SB_MAC16 each on iCE40, where a 17-bit signed operand would not fit).
             # Each multiplier registers its operands again (on ECP5 inside the DSP) before the
             # product register: feeding the DSP straight from the s1 barrel shifter was the
             # requantized GEMM's critical path on ECP5.
-            x_dsp = delay(p + "shifted_to_dsp", signed(32), x1, extra)
-            m_dsp = delay(p + "multiplier_to_dsp", signed(32), m1, extra)
             halves_x = (x_dsp[16:].as_signed(), x_dsp[:16])
             halves_m = (m_dsp[16:].as_signed(), m_dsp[:16])
             pps = {}
@@ -194,54 +203,78 @@ class Requantizer(wiring.Component):
                 # (32 bits, unsigned for ll)
                 pps[xn + mn] = delay(f"{p}pp_{xn}{mn}_from_dsp", mul.p.shape(), mul.p, extra)
             pp_hh, pp_hl, pp_lh, pp_ll = pps["hh"], pps["hl"], pps["lh"], pps["ll"]
-            sat2 = delay(p + "sat_s2", 1, (x1 == -(1 << 31)) & (m1 == -(1 << 31)), 2 + 2 * extra)
-            right2 = delay(p + "right_s2", unsigned(6), right1, 2 + 2 * extra)
 
             # s4: cross terms summed; high and low terms joined with the rounding constant.
-            # For every product but the saturating one, gemmlowp's nudged truncating division
-            # (ab + nudge) / 2**31 equals floor((ab + 2**30) / 2**31).
+            # For every product, gemmlowp's nudged truncating division (ab + nudge) / 2**31
+            # equals floor((ab + 2**30) / 2**31) but for INT32_MIN * INT32_MIN, where the
+            # floor is 2**31 and SaturatingRoundingDoublingHighMul gives INT32_MAX. The high
+            # word is kept in 33 bits, so that product is 2**31 exactly: RoundingDivideByPOT
+            # of 2**31 and of INT32_MAX agree for every exponent but 0, and for exponent 0 the
+            # clamp below (int8 and int16 results) or the raw form's saturation (int32) gives
+            # what INT32_MAX would. No 32-bit compares of the operands are needed.
             mid = stage(p + "pp_mid", signed(35), pp_hl + pp_lh)
             # (hh << 32) + ll + 2**30: the low 30 bits of ll pass through untouched, so only
             # the upper part needs an adder (36 bits, not 66).
             outer_hi = (pp_hh << 2) + pp_ll[30:32] + 1
             outer = stage(p + "pp_outer", signed(66), Cat(pp_ll[:30], outer_hi).as_signed())
-            sat3 = stage(p + "sat_s3", 1, sat2)
-            right3 = stage(p + "right_s3", unsigned(6), right2)
 
-            # s5: the high word (bits 31..62) of the full product + 2**30; mask of the bits
-            # below the rounding bit. Bits 0..15 of (mid << 16) are zero, so the high word
-            # needs bits 16..62 of outer + (mid << 16): a 47-bit carry chain, here split in
-            # two, the upper half summed for both carries in and chosen by the lower half's
-            # carry out (carry select: a 24-bit chain and a LUT; the 47-bit chain was the
-            # requantized GEMM's critical path on the iCE40 UP5K, 21.8 ns over 46 levels).
-            upper = outer[16:63]
+            # s5: the high word (bits 31..63) of the full product + 2**30. Bits 0..15 of
+            # (mid << 16) are zero, so it needs bits 16..63 of outer + (mid << 16): a 48-bit
+            # sum. With far_dsps it takes two register stages, 24 bits each (the second's
+            # carry in is its low bit: (2a + c) + (2b + 1) = 2 (a + b + c) + ...); otherwise
+            # one, the upper half summed for both carries in and chosen by the lower half's
+            # carry out (the 47-bit chain was the requantized GEMM's critical path on the
+            # iCE40 UP5K, 21.8 ns over 46 levels; the carry select, merged by Yosys into one
+            # chain with a route between its halves, the requantized 4 x 4 and 8 x 8's on
+            # ECP5, 6.9-7.0 ns).
+            upper = outer[16:64]
             cross = Cat(mid, mid[-1].replicate(len(upper) - len(mid)))
             split = 24
             lower_sum = upper[:split] + cross[:split]
-            upper_sum = [upper[split:] + cross[split:] + carry for carry in (0, 1)]
-            sum_16_62 = Cat(lower_sum[:split],
-                            Mux(lower_sum[split], upper_sum[1], upper_sum[0])[:len(upper) - split])
-            total = stage(p + "product", signed(32), sum_16_62[31 - 16:])
-            sat4 = stage(p + "sat_s4", 1, sat3)
-            right4 = stage(p + "right_s4", unsigned(6), right3)
-            # Bits below the rounding bit: bit i is set when i < right - 1. Per-bit constant
-            # compares keep this off a carry chain (a shift-and-subtract was the critical path).
-            sticky_mask = stage(p + "sticky_mask", 32, Cat(*(right3 > i + 1 for i in range(32))))
+            if extra:
+                low_word = stage(p + "high_low", unsigned(split - 15 + 1), lower_sum[15:])
+                upper_hi = stage(p + "outer_high", unsigned(len(upper) - split), upper[split:])
+                mid_hi = stage(p + "mid_high", signed(len(mid) - split), mid[split:])
+                mid_hi_ext = Cat(mid_hi, mid_hi[-1].replicate(len(upper) - len(mid)))
+                upper_sum = Cat(low_word[-1], upper_hi) + Cat(C(1, 1), mid_hi_ext)
+                high_next = Cat(low_word[:-1], upper_sum[1:len(upper) - split + 1])
+            else:
+                upper_sums = [upper[split:] + cross[split:] + carry for carry in (0, 1)]
+                high_next = Cat(lower_sum[15:split], Mux(lower_sum[split], upper_sums[1],
+                                                         upper_sums[0])[:len(upper) - split])
+            high_next = high_next.as_signed()
+            # The right shift's amount: for the mask beside the high word, then for the shift.
+            right_m = delay(p + "right_to_mask", unsigned(5), right1, 3 + 3 * extra)
+            high = stage(p + "high", signed(33), high_next)
+            # The high word already shifted by 0 or 16 (keeping the rounding bit), so that the
+            # next stage's shifter has 4 levels, not 5 (the UP5K's critical path).
+            coarse_x2 = stage(p + "high_coarse_x2", signed(34),
+                              (high_next << 1) >> Cat(C(0, 4), right_m[4]))
+            right_sh = stage(p + "right_to_shift", unsigned(4), right_m[:4])
+            # Bits below the rounding bit: bit i is set when i < right - 1 (so i < 30). Per-bit
+            # constant compares keep this off a carry chain (a shift-and-subtract was the
+            # critical path).
+            sticky_mask = stage(p + "sticky_mask", 30, Cat(*(right_m > i + 1 for i in range(30))))
 
-            # s6: high word, then x >> (right - 1) keeping the rounding bit; sticky bits.
-            high = Mux(sat4, INT32_MAX, total)
-            shifted_x2 = stage(p + "shifted_x2", signed(33), (high.as_signed() << 1) >> right4)
-            sticky = stage(p + "sticky", 1, (high & sticky_mask).any())
-            negative = stage(p + "negative", 1, high[31])
+            # s6: x >> (right - 1) keeping the rounding bit; sticky bits; the sign.
+            shifted_x2 = stage(p + "shifted_x2", signed(34), coarse_x2 >> right_sh)
+            sticky = stage(p + "sticky", 1, (high[:30] & sticky_mask).any())
+            negative = stage(p + "negative", 1, high[-1])
 
-            # s7: round half away from zero (RoundingDivideByPOT).
-            half = shifted_x2[0]
+            # s7: round half away from zero (RoundingDivideByPOT). The increment is split: the
+            # upper half's carry in is the increment when the lower half is all ones, so no
+            # chain spans all 33 bits (a 33-bit chain was a critical path on the UP5K).
+            quotient = shifted_x2[1:]
+            up = shifted_x2[0] & (~negative | sticky)
+            low_q, high_q = quotient[:16], quotient[16:]
             rounded = stage(p + "rounded", signed(33),
-                            shifted_x2[1:].as_signed() + (half & (~negative | sticky)))
+                            Cat((low_q + up)[:16], (high_q + (up & low_q.all()))[:len(high_q)]))
 
             if raw:
-                # s8-s9: the rounded high word is already an int32; the same latency as below.
-                held = stage(p + "raw", signed(32), rounded[:32].as_signed())
+                # s8-s9: the rounded high word is an int32 but for the saturating product's
+                # 2**31 (exponent 0), which is INT32_MAX; the same latency as below.
+                held = stage(p + "raw", signed(32),
+                             Mux(rounded[31] & ~rounded[32], INT32_MAX, rounded[:32]))
                 result = stage(p + "result", signed(32), held)
             else:
                 # s8: output zero point, and the comparisons that decide the clamp; s9: clamp.

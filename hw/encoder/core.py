@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..add import AddUnit
 from ..attention.unit import AttentionUnit
+from ..common.pipeline import delayed
 from ..common.requant import Requantizer
 from ..gelu import Gelu
 from ..gemm import GemmCore
@@ -30,8 +31,10 @@ ADDR_BITS = 32
 LENGTH_BITS = 24
 #: Bits of the token count of a refused batch, whose ``x`` beats are taken and dropped.
 DROP_COUNT_BITS = 32
-#: Elements read ahead of the consumer by the element reader and the k-slice reader.
-READ_AHEAD = 4
+#: Elements read ahead of the consumer by the element reader and the k-slice reader: the
+#: request, the block RAM's read, its data register and the FIFO's output register are in
+#: flight at one element per clock, plus one of slack.
+READ_AHEAD = 5
 
 Descriptor = data.StructLayout({name: (signed(w) if s else unsigned(w))
                                 for name, w, s in DESCRIPTOR_FIELDS})
@@ -78,7 +81,11 @@ class Phase(enum.Enum, shape=2):
 
 class _TokenMajor:
     """Position of an element in token-major order over ``width`` channels: memory word
-    address ``(token // rows) * width + channel`` and lane ``token % rows``."""
+    address ``(token // rows) * width + channel`` and lane ``token % rows``.
+
+    The address is a register of its own (``base + channel``, kept by :meth:`step`), not their
+    sum: it drives every activation memory's address pins, and an adder in front of that
+    fan-out was on the critical path."""
 
     def __init__(self, m: Module, name: str, p: EncoderParams):
         self.m, self.p = m, p
@@ -87,10 +94,11 @@ class _TokenMajor:
         self.lane = Signal(range(max(p.rows, 2)), name=f"{name}_lane")
         self.base = Signal(range(depth + 1), name=f"{name}_base")
         self.token = Signal(range(p.max_tokens + 1), name=f"{name}_token")
-        self.addr = self.base + self.channel
+        self.addr = Signal(range(depth + 1), name=f"{name}_addr")
 
     def reset(self):
-        return [self.channel.eq(0), self.lane.eq(0), self.base.eq(0), self.token.eq(0)]
+        return [self.channel.eq(0), self.lane.eq(0), self.base.eq(0), self.token.eq(0),
+                self.addr.eq(0)]
 
     def row_end(self, width):
         return self.channel == width - 1
@@ -98,16 +106,37 @@ class _TokenMajor:
     def step(self, width):
         """Statements moving to the next element."""
         m = self.m
-        stmts = []
         with m.If(self.row_end(width)):
             m.d.sync += [self.channel.eq(0), self.token.eq(self.token + 1)]
             with m.If(self.lane == self.p.rows - 1):
-                m.d.sync += [self.lane.eq(0), self.base.eq(self.base + width)]
+                # The next word: base + width = this address + 1.
+                m.d.sync += [self.lane.eq(0), self.base.eq(self.base + width),
+                             self.addr.eq(self.addr + 1)]
             with m.Else():
-                m.d.sync += self.lane.eq(self.lane + 1)
+                m.d.sync += [self.lane.eq(self.lane + 1), self.addr.eq(self.base)]
         with m.Else():
-            m.d.sync += self.channel.eq(self.channel + 1)
-        return stmts
+            m.d.sync += [self.channel.eq(self.channel + 1), self.addr.eq(self.addr + 1)]
+
+
+def _skid(m: Module, name: str, source) -> SimpleNamespace:
+    """A skid buffer on ``source`` (a unit's output stream): ``source.ready`` is a flip-flop
+    (the buffer is empty), so the sink's readiness, decoded from the sequencer's state and
+    opcode, no longer runs into the unit's pipeline enables (a fan-out of ~1,000 clock
+    enables). A beat passes straight through while the sink takes it; one the sink refuses is
+    held and sent first. Returns the stream the sink sees (``valid``, ``payload``, ``ready``)."""
+    full = Signal(name=f"{name}_full")
+    held = Signal(source.payload.shape(), name=f"{name}_held")
+    sink = SimpleNamespace(valid=Signal(name=f"{name}_valid"),
+                           payload=Signal(source.payload.shape(), name=f"{name}_payload"),
+                           ready=Signal(name=f"{name}_ready"), full=full)
+    m.d.comb += [source.ready.eq(~full), sink.valid.eq(full | source.valid),
+                 sink.payload.eq(Mux(full, held, source.payload))]
+    with m.If(full):
+        with m.If(sink.ready):
+            m.d.sync += full.eq(0)
+    with m.Elif(source.valid & ~sink.ready):
+        m.d.sync += [full.eq(1), held.eq(source.payload)]
+    return sink
 
 
 class _Nets(SimpleNamespace):
@@ -199,7 +228,9 @@ class EncoderAccelerator(wiring.Component):
         m.submodules.add = add = AddUnit(in_width=16, out_width=16, inputs=2)
         m.d.comb += [gelu_rq.i.valid.eq(gelu.o.valid), gelu.o.ready.eq(gelu_rq.i.ready),
                      gelu_rq.i.payload.acc[0].eq(gelu.o.payload.data[0])]
-        s.update(gemm=gemm, att=att, ln=ln, gelu=gelu, gelu_rq=gelu_rq, add=add)
+        s.update(gemm=gemm, att=att, ln=ln, gelu=gelu, gelu_rq=gelu_rq, add=add,
+                 gemm_o=_skid(m, "gemm_o", gemm.o), ln_o=_skid(m, "ln_o", ln.o),
+                 add_o=_skid(m, "add_o", add.o), gelu_o=_skid(m, "gelu_o", gelu_rq.o))
 
     def _memories(self, m: Module, s: _Nets):
         """The activation memories, the sequence lengths and the sequencer's registers."""
@@ -212,6 +243,11 @@ class EncoderAccelerator(wiring.Component):
             mems.append(mem)
             rd.append(mem.read_port())
             wr.append(mem.write_port(granularity=1))
+        # Each memory's read word through a register: the block RAM's clock-to-output and the
+        # route from it are a path of their own, the readers' multiplexers come after it.
+        rd_data = [Signal(data.ArrayLayout(signed(bits), p.rows), name=f"rd_data_{name}")
+                   for name, (bits, _) in MEMORIES.items()]
+        m.d.sync += [reg.eq(port.data) for reg, port in zip(rd_data, rd)]
         lengths = Memory(shape=unsigned(p.max_len.bit_length()), depth=p.max_seqs, init=[])
         m.submodules.lengths = lengths
         len_write = lengths.write_port()
@@ -222,7 +258,7 @@ class EncoderAccelerator(wiring.Component):
         desc_addr = Signal(ADDR_BITS)
         n_seqs = Signal(range(p.max_seqs + 1))
         n_tokens = Signal(range(p.max_tokens + 1))
-        s.update(rd=rd, wr=wr, lengths=lengths, len_write=len_write, state=state, phase=phase,
+        s.update(rd=rd, rd_data=rd_data, wr=wr, lengths=lengths, len_write=len_write, state=state, phase=phase,
                  desc=desc, desc_addr=desc_addr, n_seqs=n_seqs, n_tokens=n_tokens, op=desc.op)
 
     def _fetch(self, m: Module, s: _Nets):
@@ -296,13 +332,20 @@ class EncoderAccelerator(wiring.Component):
                              dbg_out.data.eq(w_data)]
         else:
             m.d.comb += w_ready.eq(1)
+        # The memories are written one cycle after the beat is taken, from registers: the
+        # address, the data and each memory's lane enables fan out to every activation memory,
+        # so no pass's output logic sits in front of that fan-out. (The next read of a written
+        # word comes several cycles later: the next pass starts with a descriptor fetch, and
+        # within a pass the reader is ahead of the writer or on another memory.)
+        wr_addr = Signal.like(w_addr)
+        wr_data = Signal.like(w_data)
+        wr_en = [Signal(rows, name=f"wr_en_{name}") for name in MEMORIES]
+        m.d.sync += [wr_addr.eq(w_addr), wr_data.eq(w_data)]
         for n, port in enumerate(s.wr):
-            m.d.comb += [port.addr.eq(w_addr)]
+            m.d.sync += wr_en[n].eq(Mux(w_fire & (w_mem == n), 1 << w_lane, 0))
+            m.d.comb += [port.addr.eq(wr_addr), port.en.eq(wr_en[n])]
             for lane in range(rows):
-                m.d.comb += [port.data[lane].eq(w_data),
-                             port.en[lane].eq(w_fire & (w_mem == n) & (w_lane == lane))]
-        written = Signal(range(p.token_words * rows * p.max_k + 1))
-        expect = Signal.like(written)
+                m.d.comb += port.data[lane].eq(wr_data)
         wpos = _TokenMajor(m, "write", p)
 
         def to_writer(valid, value, ready):
@@ -311,11 +354,11 @@ class EncoderAccelerator(wiring.Component):
                          w_token.eq(wpos.token), w_channel.eq(wpos.channel), w_tag.eq(desc.tag)]
             with m.If(w_fire):
                 wpos.step(desc.n)
-                m.d.sync += written.eq(written + 1)
 
         s.update(w_valid=w_valid, w_ready=w_ready, w_mem=w_mem, w_addr=w_addr, w_lane=w_lane,
                  w_data=w_data, w_token=w_token, w_channel=w_channel, w_tag=w_tag,
-                 w_fire=w_fire, written=written, expect=expect, wpos=wpos, to_writer=to_writer)
+                 w_fire=w_fire, wpos=wpos, to_writer=to_writer,
+                 all_written=wpos.token == s.n_tokens)
 
     def _element_reader(self, m: Module, s: _Nets):
         """The element reader: token-major over ``n_tokens x desc.k`` from ``src`` (and
@@ -328,13 +371,17 @@ class EncoderAccelerator(wiring.Component):
         ElementBeat = data.StructLayout({"a": signed(16), "b": signed(16), "row_last": 1})
         m.submodules.r_fifo = r_fifo = SyncFIFOBuffered(width=ElementBeat.size,
                                                         depth=READ_AHEAD)
-        r_issue, r_reading = Signal(), Signal()
-        r_lane, r_row_last = Signal.like(rpos.lane), Signal()
-        r_mem_a, r_mem_b = Signal(3), Signal(3)
-        m.d.comb += r_issue.eq(r_running & (r_fifo.level + r_reading < READ_AHEAD))
-        m.d.sync += [r_reading.eq(r_issue), r_lane.eq(rpos.lane),
-                     r_row_last.eq(rpos.row_end(r_width)), r_mem_a.eq(r_src),
-                     r_mem_b.eq(desc.src2)]
+        # An element is issued (its address), read (the block RAM), then in the read data
+        # registers (``s.rd_data``), where the multiplexers pick it into the FIFO.
+        r_issue = Signal()
+        r_reading = delayed(m, "r_issue", r_issue, 1)
+        r_loaded = delayed(m, "r_issue", r_reading, 1)
+        r_lane = delayed(m, "r_lane", rpos.lane, 2)
+        r_row_last = delayed(m, "r_row_last", rpos.row_end(r_width), 2)
+        r_mem_a = delayed(m, "r_mem_a", r_src, 2)
+        r_mem_b = delayed(m, "r_mem_b", desc.src2, 2)
+        m.d.comb += r_issue.eq(r_running
+                               & (r_fifo.level + r_reading + r_loaded < READ_AHEAD))
         with m.If(r_issue):
             rpos.step(r_width)
             with m.If(rpos.row_end(r_width) & (rpos.token == n_tokens - 1)):
@@ -342,22 +389,28 @@ class EncoderAccelerator(wiring.Component):
 
         def element(mem_sel):
             value = Signal(signed(16))
-            for n, port in enumerate(s.rd):
-                with m.If(mem_sel == n):
-                    m.d.comb += value.eq(port.data[r_lane])
+            with m.Switch(mem_sel):             # one case per memory: a parallel mux
+                for n, port in enumerate(s.rd):
+                    with m.Case(n):
+                        m.d.comb += value.eq(s.rd_data[n][r_lane])
+                with m.Default():
+                    m.d.comb += value.eq(0)
             return value
 
-        r_out = data.View(ElementBeat, r_fifo.r_data)
-        m.d.comb += [r_fifo.w_en.eq(r_reading),
+        m.d.comb += [r_fifo.w_en.eq(r_loaded),
                      r_fifo.w_data.eq(Cat(element(r_mem_a), element(r_mem_b), r_row_last))]
-        r_valid, r_take = r_fifo.r_rdy, Signal()
-        m.d.comb += r_fifo.r_en.eq(r_take)
+        # The passes take elements through a skid buffer: the FIFO's read enable (and so its
+        # level, the issue decision and the read address) no longer follows a unit's ready.
+        r_skid = _skid(m, "r_skid", SimpleNamespace(
+            valid=r_fifo.r_rdy, payload=data.View(ElementBeat, r_fifo.r_data), ready=r_fifo.r_en))
+        r_out, r_valid, r_take = r_skid.payload, r_skid.valid, r_skid.ready
 
         def start_reader():
             return [r_running.eq(1), *rpos.reset()]
 
         s.update(rpos=rpos, r_src=r_src, r_width=r_width, r_running=r_running, r_fifo=r_fifo,
-                 r_reading=r_reading, r_mem_a=r_mem_a, r_out=r_out, r_valid=r_valid,
+                 r_in_flight=r_reading | r_loaded | r_skid.full, r_mem_a=r_mem_a, r_out=r_out,
+                 r_valid=r_valid,
                  r_take=r_take, start_reader=start_reader)
 
     def _gemm_feed(self, m: Module, s: _Nets):
@@ -385,33 +438,48 @@ class EncoderAccelerator(wiring.Component):
         c_bank = Signal()
         c_col = Signal(range(p.max_k + 1))
         g_k = Signal(range(p.max_k + 1))
+        # The tile buffer's read and write addresses (bank * max_k + row), kept as registers.
+        k_addr = Signal(range(2 * p.max_k))
+        f_addr = Signal(range(2 * p.max_k + 1))
         g_tile = Signal(range(p.token_words + 1))       # row tile being issued
-        g_tile_base = Signal(range(p.token_words * p.max_k + 1))
+        # The k-slice's word address, tile * K + k: row tiles are K words apart, so it counts
+        # up by one. It is the element reader's address register (never running in a GEMM
+        # pass): one register drives the activation memories' read address pins, no adder and
+        # no multiplexer in front of that fan-out.
+        g_addr = s.rpos.addr
         g_params_left = Signal(range(p.token_words + 1))
         row_tiles = Signal(range(p.token_words + 1))
         g_issuing = Signal()
         KBeat = data.StructLayout({"b": data.ArrayLayout(signed(8), cols), "last": 1})
         m.submodules.k_fifo = k_fifo = SyncFIFOBuffered(
             width=KBeat.size + rows * 16, depth=READ_AHEAD)
-        k_issue, k_reading, k_last = Signal(), Signal(), Signal()
-        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading < READ_AHEAD))
-        m.d.sync += [k_reading.eq(k_issue), k_last.eq(g_k == desc.k - 1)]
+        k_issue = Signal()
+        k_reading = delayed(m, "k_issue", k_issue, 1)
+        k_loaded = delayed(m, "k_issue", k_reading, 1)
+        k_last = delayed(m, "k_last", g_k == desc.k - 1, 2)
+        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading + k_loaded < READ_AHEAD))
         with m.If(k_issue):
+            m.d.sync += g_addr.eq(g_addr + 1)
+            m.d.sync += k_addr.eq(k_addr + 1)
             with m.If(g_k == desc.k - 1):
                 m.d.sync += [g_k.eq(0), g_tile.eq(g_tile + 1),
-                             g_tile_base.eq(g_tile_base + desc.k)]
+                             k_addr.eq(Mux(c_bank, p.max_k, 0))]
                 with m.If(g_tile == row_tiles - 1):
                     m.d.sync += g_issuing.eq(0)
             with m.Else():
                 m.d.sync += g_k.eq(g_k + 1)
-        m.d.comb += [wbuf_read.addr.eq(Mux(c_bank, p.max_k, 0) + g_k)]
+        m.d.comb += [wbuf_read.addr.eq(k_addr), wbuf_write.addr.eq(f_addr)]
+        # The weight row through a register too, beside the activation word's.
+        wbuf_data = delayed(m, "wbuf_data", wbuf_read.data, 1)
         src_word = Signal(data.ArrayLayout(signed(16), rows))
-        for n, port in enumerate(s.rd):
-            with m.If(s.r_mem_a == n):
-                for lane in range(rows):
-                    m.d.comb += src_word[lane].eq(port.data[lane])
-        m.d.comb += [k_fifo.w_en.eq(k_reading),
-                     k_fifo.w_data.eq(Cat(wbuf_read.data, k_last, src_word))]
+        with m.Switch(s.r_mem_a):
+            for n, reg in enumerate(s.rd_data):
+                with m.Case(n):
+                    m.d.comb += [src_word[lane].eq(reg[lane]) for lane in range(rows)]
+            with m.Default():
+                m.d.comb += src_word.eq(0)
+        m.d.comb += [k_fifo.w_en.eq(k_loaded),
+                     k_fifo.w_data.eq(Cat(wbuf_data, k_last, src_word))]
         k_head = data.View(KBeat, k_fifo.r_data[:KBeat.size])
         k_a = data.View(data.ArrayLayout(signed(16), rows), k_fifo.r_data[KBeat.size:])
         m.d.comb += [gemm.i.valid.eq(k_fifo.r_rdy), k_fifo.r_en.eq(gemm.i.ready),
@@ -431,24 +499,27 @@ class EncoderAccelerator(wiring.Component):
                              Mux(c_bank, g_shift[1][c], g_shift[0][c]))]
         with m.If(gemm.params.valid & gemm.params.ready):
             m.d.sync += g_params_left.eq(g_params_left - 1)
-        # Output position: tiles leave column tile by column tile, row tile by row tile.
+        # Output position: tiles leave column tile by column tile, row tile by row tile. The
+        # word address (tile * N + o_col + o_c), the address of the row's first column and the
+        # row's token are registers kept beside the counters, not sums in front of the writer.
         o_c = Signal(range(max(cols, 2)))
         o_r = Signal(range(max(rows, 2)))
         o_tile = Signal(range(p.token_words + 1))
-        o_tile_base = Signal(range(p.token_words * p.max_k + 1))
         o_col = Signal(range(p.max_k + 1))
-        o_token = Signal(range(p.token_words * rows + 1))
+        o_addr = Signal(range(p.token_words * p.max_k + 1))
+        o_row_addr = Signal.like(o_addr)
+        o_row_token = Signal(range(p.token_words * rows + 1))
 
-        # Which source feeds the read ports.
         for port in s.rd:
-            m.d.comb += port.addr.eq(Mux(s.op == OPS["gemm"], g_tile_base + g_k, s.rpos.addr))
+            m.d.comb += port.addr.eq(g_addr)
         s.update(wbuf_write=wbuf_write, g_bias=g_bias, g_mult=g_mult, g_shift=g_shift,
                  bank_full=bank_full, f_step=f_step, f_bank=f_bank, f_paddr=f_paddr,
                  f_waddr=f_waddr, c_bank=c_bank, c_col=c_col,
-                 g_row=g_row, g_col=g_col, g_k=g_k, g_tile=g_tile,
-                 g_tile_base=g_tile_base, g_params_left=g_params_left, row_tiles=row_tiles,
-                 g_issuing=g_issuing, o_c=o_c, o_r=o_r, o_tile=o_tile, o_tile_base=o_tile_base,
-                 o_col=o_col, o_token=o_token)
+                 g_row=g_row, g_col=g_col, g_k=g_k, g_tile=g_tile, k_addr=k_addr,
+                 f_addr=f_addr,
+                 g_addr=g_addr, g_params_left=g_params_left, row_tiles=row_tiles,
+                 g_issuing=g_issuing, o_c=o_c, o_r=o_r, o_tile=o_tile, o_col=o_col,
+                 o_addr=o_addr, o_row_addr=o_row_addr, o_row_token=o_row_token)
 
     def _sequencer(self, m: Module, s: _Nets):
         """The sequencer: a batch's lengths and embedding sums in, then one pass per
@@ -508,17 +579,13 @@ class EncoderAccelerator(wiring.Component):
                              s.g_col.eq(0), s.g_row.eq(0), s.f_step.eq(0), s.f_bank.eq(0),
                              s.f_paddr.eq(desc_row.paddr), s.f_waddr.eq(desc_row.addr),
                              s.c_bank.eq(0), s.c_col.eq(0), s.bank_full[0].eq(0),
-                             s.bank_full[1].eq(0), s.written.eq(0),
+                             s.bank_full[1].eq(0),
                              *wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
-                             s.o_tile.eq(0), s.o_tile_base.eq(0), s.o_col.eq(0),
-                             s.o_token.eq(0)]
+                             s.o_tile.eq(0), s.o_col.eq(0), s.o_addr.eq(0),
+                             s.o_row_addr.eq(0), s.o_row_token.eq(0)]
                 with m.If(desc_row.op == OPS["end"]):
                     m.d.sync += [state.eq(State.LOAD_SEQ), taking_seqs.eq(1), n_seqs.eq(0),
                                  n_tokens.eq(0), batch_tokens.eq(0)]
-                with m.If(desc_row.op == OPS["gemm"]):
-                    m.d.sync += s.expect.eq(s.row_tiles * rows * desc_row.n)
-                with m.Else():
-                    m.d.sync += s.expect.eq(n_tokens * desc_row.n)
         with m.Elif(state == State.RUN):
             with m.If(run_done):
                 m.d.sync += state.eq(State.NEXT)
@@ -559,38 +626,42 @@ class EncoderAccelerator(wiring.Component):
         """A GEMM pass, per column tile: the fetcher fills one bank (parameters, weight tile)
         while the core streams the k-slices of every row tile from the other; the outputs are
         written as they leave."""
-        p, desc, phase, gemm = s.p, s.desc, s.phase, s.gemm
+        p, desc, phase, gemm_o = s.p, s.desc, s.phase, s.gemm_o
         rows, cols = p.rows, p.cols
-        o_c, o_r, o_tile, o_tile_base, o_col, o_token = (s.o_c, s.o_r, s.o_tile, s.o_tile_base,
-                                                         s.o_col, s.o_token)
+        o_c, o_r, o_tile, o_col = s.o_c, s.o_r, s.o_tile, s.o_col
+        o_addr, o_row_addr, o_row_token = s.o_addr, s.o_row_addr, s.o_row_token
         g_params_left, g_issuing, row_tiles = s.g_params_left, s.g_issuing, s.row_tiles
-        w_ready, written = s.w_ready, s.written
+        w_ready = s.w_ready
         with m.If(s.running & (s.op == OPS["gemm"])):
-            m.d.comb += [s.w_valid.eq(gemm.o.valid), gemm.o.ready.eq(w_ready),
-                         s.w_mem.eq(desc.dst), s.w_addr.eq(o_tile_base + o_col + o_c),
-                         s.w_lane.eq(o_r), s.w_data.eq(gemm.o.payload.data[0]),
-                         s.w_token.eq(o_token + o_r), s.w_channel.eq(o_col + o_c),
+            m.d.comb += [s.w_valid.eq(gemm_o.valid), gemm_o.ready.eq(w_ready),
+                         s.w_mem.eq(desc.dst), s.w_addr.eq(o_addr),
+                         s.w_lane.eq(o_r), s.w_data.eq(gemm_o.payload.data[0]),
+                         s.w_token.eq(o_row_token), s.w_channel.eq(o_col + o_c),
                          s.w_tag.eq(desc.tag)]
             # Rows past the batch's tokens (the last row tile's padding) are dropped.
-            with m.If(o_token + o_r >= s.n_tokens):
-                m.d.comb += [s.w_valid.eq(0), gemm.o.ready.eq(1)]
-            with m.If(gemm.o.valid & gemm.o.ready):
-                m.d.sync += written.eq(written + 1)
+            with m.If(o_row_token >= s.n_tokens):
+                m.d.comb += [s.w_valid.eq(0), gemm_o.ready.eq(1)]
+            with m.If(gemm_o.valid & gemm_o.ready):
                 with m.If(o_c == cols - 1):
                     m.d.sync += o_c.eq(0)
                     with m.If(o_r == rows - 1):
                         m.d.sync += o_r.eq(0)
                         with m.If(o_tile == row_tiles - 1):
-                            m.d.sync += [o_tile.eq(0), o_tile_base.eq(0), o_token.eq(0),
-                                         o_col.eq(o_col + cols)]
+                            # The next column tile, from the first row tile.
+                            m.d.sync += [o_tile.eq(0), o_col.eq(o_col + cols),
+                                         o_addr.eq(o_col + cols), o_row_addr.eq(o_col + cols),
+                                         o_row_token.eq(0)]
                         with m.Else():
                             m.d.sync += [o_tile.eq(o_tile + 1),
-                                         o_tile_base.eq(o_tile_base + desc.n),
-                                         o_token.eq(o_token + rows)]
+                                         o_addr.eq(o_row_addr + desc.n),
+                                         o_row_addr.eq(o_row_addr + desc.n),
+                                         o_row_token.eq(o_row_token + 1)]
                     with m.Else():
-                        m.d.sync += o_r.eq(o_r + 1)
+                        # The next row (lane) of the same words.
+                        m.d.sync += [o_r.eq(o_r + 1), o_addr.eq(o_row_addr),
+                                     o_row_token.eq(o_row_token + 1)]
                 with m.Else():
-                    m.d.sync += o_c.eq(o_c + 1)
+                    m.d.sync += [o_c.eq(o_c + 1), o_addr.eq(o_addr + 1)]
             self._gemm_fetcher(m, s)
             # The core's side: a column tile once its bank is full; the bank freed when its
             # last k-slice and parameter beat have been taken.
@@ -599,7 +670,8 @@ class EncoderAccelerator(wiring.Component):
                     m.d.sync += phase.eq(Phase.DRAIN)
                 with m.Elif(Mux(s.c_bank, s.bank_full[1], s.bank_full[0])):
                     m.d.sync += [phase.eq(Phase.COMPUTE), g_issuing.eq(1), s.g_k.eq(0),
-                                 s.g_tile.eq(0), s.g_tile_base.eq(0),
+                                 s.k_addr.eq(Mux(s.c_bank, p.max_k, 0)),
+                                 s.g_tile.eq(0), s.g_addr.eq(0),
                                  g_params_left.eq(row_tiles)]
             with m.Elif(phase == Phase.COMPUTE):
                 with m.If(~g_issuing & (g_params_left == 0)):
@@ -609,7 +681,8 @@ class EncoderAccelerator(wiring.Component):
                         with m.If(s.c_bank == b):
                             m.d.sync += s.bank_full[b].eq(0)
             with m.Elif(phase == Phase.DRAIN):
-                m.d.comb += s.run_done.eq(written == s.expect)
+                # Done when the last column tile's last output has been taken.
+                m.d.comb += s.run_done.eq(o_col == desc.n)
 
     def _gemm_fetcher(self, m: Module, s: _Nets):
         """The GEMM pass's fetcher: per column tile, once its bank is free, the bias,
@@ -638,14 +711,14 @@ class EncoderAccelerator(wiring.Component):
                                          for c in range(cols)]
                 m.d.sync += g_row.eq(g_row + 1)
                 with m.If(g_row == 3):
-                    m.d.sync += [g_row.eq(0), f_step.eq(2), *fetch(s.f_waddr, desc.k, wrw)]
+                    m.d.sync += [g_row.eq(0), f_step.eq(2), *fetch(s.f_waddr, desc.k, wrw),
+                                 s.f_addr.eq(Mux(f_bank, p.max_k, 0))]
         with m.Else():
             m.d.comb += [s.row_ready.eq(1),
-                         s.wbuf_write.addr.eq(Mux(f_bank, p.max_k, 0) + g_row),
                          s.wbuf_write.data.eq(row[:8 * cols]),
                          s.wbuf_write.en.eq(s.row_valid)]
             with m.If(s.row_valid):
-                m.d.sync += g_row.eq(g_row + 1)
+                m.d.sync += [g_row.eq(g_row + 1), s.f_addr.eq(s.f_addr + 1)]
                 with m.If(g_row == desc.k - 1):
                     m.d.sync += [g_row.eq(0), f_step.eq(0), f_bank.eq(~f_bank),
                                  s.g_col.eq(s.g_col + cols),
@@ -662,7 +735,7 @@ class EncoderAccelerator(wiring.Component):
         ln, add, gelu, gelu_rq = s.ln, s.add, s.gelu, s.gelu_rq
         r_valid, r_out, r_take, g_row = s.r_valid, s.r_out, s.r_take, s.g_row
         to_writer, start_reader, run_done = s.to_writer, s.start_reader, s.run_done
-        written, expect, row_valid = s.written, s.expect, s.row_valid
+        all_written, row_valid = s.all_written, s.row_valid
         # LayerNorm: the channel records, then the rows.
         ln_rec = s.row[:128]
         m.d.comb += [ln.params.payload.multiplier.eq(ln_rec[0:32]),
@@ -671,7 +744,7 @@ class EncoderAccelerator(wiring.Component):
                      ln.params.payload.negate.eq(ln_rec[72]),
                      ln.params.payload.out_zero_point.eq(desc.zp0)]
         with m.If(running & (op == OPS["layernorm"])):
-            to_writer(ln.o.valid, ln.o.payload.data, ln.o.ready)
+            to_writer(s.ln_o.valid, s.ln_o.payload.data, s.ln_o.ready)
             m.d.comb += [ln.i.valid.eq(r_valid), ln.i.payload.data.eq(r_out.a),
                          r_take.eq(ln.i.ready & r_valid)]
             with m.If(phase == Phase.PARAMS):
@@ -683,7 +756,7 @@ class EncoderAccelerator(wiring.Component):
                     with m.If(g_row == p.hidden):
                         m.d.sync += [g_row.eq(0), phase.eq(Phase.COMPUTE), *start_reader()]
             with m.Elif(phase == Phase.COMPUTE):
-                m.d.comb += run_done.eq(written == expect)
+                m.d.comb += run_done.eq(all_written)
 
         # ADD and GELU: one element in, one out. The ADD's load (one beat) applies to the beats
         # accepted after it: it is sent in the pass's first cycle, before the reader starts.
@@ -693,7 +766,7 @@ class EncoderAccelerator(wiring.Component):
                          add.i.payload.data[1][0].eq(r_out.b),
                          add.i.payload.last.eq(r_out.row_last),
                          add.params.valid.eq(phase == Phase.PARAMS)]
-            to_writer(add.o.valid, add.o.payload.data[0], add.o.ready)
+            to_writer(s.add_o.valid, s.add_o.payload.data[0], s.add_o.ready)
         for k in range(2):
             m.d.comb += [add.params.payload.multiplier[k].eq(desc[f"mul{k}"]),
                          add.params.payload.shift[k].eq(desc[f"sh{k}"][:6])]
@@ -704,7 +777,7 @@ class EncoderAccelerator(wiring.Component):
             m.d.comb += [gelu.i.valid.eq(r_valid), r_take.eq(gelu.i.ready & r_valid),
                          gelu.i.payload.data[0].eq(r_out.a[:12]),
                          gelu.i.payload.last.eq(r_out.row_last)]
-            to_writer(gelu_rq.o.valid, gelu_rq.o.payload.data[0], gelu_rq.o.ready)
+            to_writer(s.gelu_o.valid, s.gelu_o.payload.data[0], s.gelu_o.ready)
         m.d.comb += [gelu_rq.i.payload.multiplier[0].eq(desc.mul0),
                      gelu_rq.i.payload.shift[0].eq(desc.sh0[:6]),
                      gelu_rq.i.payload.out_zero_point.eq(desc.zp0),
@@ -714,7 +787,7 @@ class EncoderAccelerator(wiring.Component):
             with m.If(phase == Phase.PARAMS):
                 m.d.sync += [phase.eq(Phase.COMPUTE), *start_reader()]
             with m.Else():
-                m.d.comb += run_done.eq(written == expect)
+                m.d.comb += run_done.eq(all_written)
 
     def _attention(self, m: Module, s: _Nets):
         """The attention pass: Q, K, V memories packed into words, the sequences' lengths as
@@ -763,12 +836,12 @@ class EncoderAccelerator(wiring.Component):
                              unpack_n.eq(0), *start_reader()]
             with m.Elif(phase == Phase.COMPUTE):
                 # The next tensor once the reader has finished and the last word left.
-                with m.If(~s.r_running & (s.r_fifo.level == 0) & ~pack_valid & ~s.r_reading
+                with m.If(~s.r_running & (s.r_fifo.level == 0) & ~pack_valid & ~s.r_in_flight
                           & (a_tensor != 3)):
                     m.d.sync += a_tensor.eq(a_tensor + 1)
                     with m.If(a_tensor != 2):
                         m.d.sync += start_reader()
-                m.d.comb += s.run_done.eq(s.written == s.expect)
+                m.d.comb += s.run_done.eq(s.all_written)
             m.d.comb += att.o.ready.eq(~unpack_valid)
             with m.If(att.o.valid & att.o.ready):
                 m.d.sync += [unpack.eq(att.o.payload.data), unpack_valid.eq(1)]
@@ -812,10 +885,10 @@ class EncoderAccelerator(wiring.Component):
                 m.d.sync += [phase.eq(Phase.COMPUTE), pool_seq.eq(0), pool_tok.eq(0),
                              pool_channel.eq(0), *s.start_reader()]
             with m.Else():
-                m.d.comb += s.run_done.eq(s.written == s.expect)
+                # Done when the last sequence's last element has been taken.
+                m.d.comb += s.run_done.eq(pool_seq == s.n_seqs)
             with m.If(r_take):
-                m.d.sync += [s.written.eq(s.written + 1),
-                             pool_channel.eq(Mux(pool_channel == H - 1, 0, pool_channel + 1))]
+                m.d.sync += pool_channel.eq(Mux(pool_channel == H - 1, 0, pool_channel + 1))
                 with m.If(pool_channel == H - 1):
                     m.d.sync += pool_tok.eq(Mux(final, 0, pool_tok + 1))
                     with m.If(final):

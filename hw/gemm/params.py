@@ -19,9 +19,10 @@ OUT_WIDTHS = (8, 16)
 B_WIDTH = 8
 #: Products a PE may take per clock (``k_per_pe``): 1 (one MAC per PE) or a dot product.
 K_PER_PE = (1, 2, 4)
-#: Whether the core's requantizer registers both sides of its DSP products
-#: (``Requantizer(far_dsps=...)``): the core fills the device's DSPs, so the requantizer's get
-#: the sites left over, far from its logic.
+#: Whether the core's requantizer takes its deeper form (``Requantizer(far_dsps=...)``, 3
+#: cycles more): both sides of its DSP products registered (the core fills the device's DSPs,
+#: so the requantizer's get the sites left over, far from its logic), and its left shift and
+#: high-word sum split over more stages (150 MHz on ECP5, 50 MHz on the iCE40 UP5K).
 REQUANT_FAR_DSPS = True
 #: Rows whose results one read-out multiplexer gathers in one cycle (a power of two); taller
 #: arrays select in two register stages (``GemmParams.readout_stages``).
@@ -197,9 +198,8 @@ class GemmParams:
     @property
     def output_pipeline(self) -> int:
         """Cycles from a row's read out of the row FIFO to its first beat entering the output
-        FIFO: the row shifter, the bias-add register and the requantizer (with a register
-        stage on each side of its DSPs: ``far_dsps``); with ``block_ram`` the read's output
-        register first."""
+        FIFO: the row shifter, the bias-add register and the requantizer (its deeper form:
+        ``far_dsps``); with ``block_ram`` the read's output register first."""
         from ..common.requant import requant_latency
         return (2 + int(self.block_ram)
                 + (requant_latency(REQUANT_FAR_DSPS) if self.requantize else 0))

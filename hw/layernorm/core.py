@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from sim.golden.layernorm import NORM_FRAC_BITS, RECIP_BITS
 
 from ..common.mul import MULTIPLIER_LATENCY, PipelinedMultiplier
+from ..common.params import params_or_keywords
 from ..common.requant import Requantizer, RequantIn
 from ..common.pipeline import StallPipeline
 from .params import LayerNormParams
@@ -93,7 +94,7 @@ class LayerNorm(wiring.Component):
     normalised; ``params`` is held not-ready while rows that use the bank it would overwrite are
     still in flight. Before the first load every parameter is 0 (outputs 0).
 
-    The keyword-only parameters build and check a :class:`LayerNormParams`
+    Takes a :class:`LayerNormParams` or its fields as keywords (not both), checked by it
     (:attr:`parameters`), which also derives the latency and rate figures.
 
     Parameters
@@ -115,14 +116,13 @@ class LayerNorm(wiring.Component):
         One output per input element, in order; ``last`` on each row's final element.
     """
 
-    def __init__(self, *, hidden: int = 384, in_width: int = 16, out_width: int = 16,
-                 divider: str = "iterative"):
-        self._params = LayerNormParams(hidden=hidden, in_width=in_width, out_width=out_width,
-                                       divider=divider)
+    def __init__(self, parameters: LayerNormParams | None = None, **kwargs):
+        self._params = p = params_or_keywords(LayerNormParams, parameters, kwargs,
+                                              name="parameters")
         super().__init__({
-            "i": In(stream.Signature(InBeat(in_width))),
-            "params": In(stream.Signature(ParamBeat(out_width))),
-            "o": Out(stream.Signature(OutBeat(out_width))),
+            "i": In(stream.Signature(InBeat(p.in_width))),
+            "params": In(stream.Signature(ParamBeat(p.out_width))),
+            "o": Out(stream.Signature(OutBeat(p.out_width))),
         })
 
     @property
