@@ -233,7 +233,7 @@ def test_requantizer_matches_golden_with_stalls(out_width, far_dsps):
 
 
 @pytest.mark.parametrize("far_dsps, latency", [(False, REQUANT_LATENCY),
-                                               (True, REQUANT_LATENCY + 3)])
+                                               (True, REQUANT_LATENCY + 4)])
 def test_requantizer_latency(far_dsps, latency):
     dut = Requantizer(lanes=1, far_dsps=far_dsps)
     assert dut.latency == latency

@@ -337,21 +337,27 @@ class AttentionUnit(wiring.Component):
                                                             depth=out_fifo_depth)
         o_read = o_memory.read_port()
         read_addr = Signal(range(depth + 1))
-        reading = Signal()          # a read issued last cycle: its word enters the FIFO now
+        reading = Signal()          # a read issued last cycle: its word is on the read port now
         issue = Signal()
         last_read = Signal()
+        # the word is registered before the FIFO: the block RAMs' clock-to-output and their
+        # output multiplexer (O is many DP16KD deep) would otherwise run into the FIFO's LUT
+        # RAM write (the 2-engine default-heads build's worst path, 84.6 MHz)
+        o_word = Signal(B * 8 + 1)
+        o_word_valid = Signal()
         m.d.comb += [
             issue.eq((state == State.OUTPUT) & (read_addr != total_words)
-                     & (out_fifo.level + reading < out_fifo_depth)),
+                     & (out_fifo.level + reading + o_word_valid < out_fifo_depth)),
             o_read.addr.eq(read_addr),
             o_read.en.eq(issue),
-            out_fifo.w_en.eq(reading),
-            out_fifo.w_data.eq(Cat(o_read.data, last_read)),
+            out_fifo.w_en.eq(o_word_valid),
+            out_fifo.w_data.eq(o_word),
             self.o.valid.eq(out_fifo.r_rdy),
             self.o.payload.eq(out_fifo.r_data),
             out_fifo.r_en.eq(self.o.ready),
         ]
-        m.d.sync += [reading.eq(issue), last_read.eq(read_addr == total_words - 1)]
+        m.d.sync += [reading.eq(issue), last_read.eq(read_addr == total_words - 1),
+                     o_word_valid.eq(reading), o_word.eq(Cat(o_read.data, last_read))]
         with m.If(issue):
             m.d.sync += read_addr.eq(read_addr + 1)
         return read_addr

@@ -18,8 +18,8 @@ REQUANT_LATENCY = 9
 
 
 def requant_latency(far_dsps: bool = False) -> int:
-    """Latency of a :class:`Requantizer`: ``REQUANT_LATENCY``, plus 3 with ``far_dsps``."""
-    return REQUANT_LATENCY + (3 if far_dsps else 0)
+    """Latency of a :class:`Requantizer`: ``REQUANT_LATENCY``, plus 4 with ``far_dsps``."""
+    return REQUANT_LATENCY + (4 if far_dsps else 0)
 
 INT32_MAX = (1 << 31) - 1
 
@@ -83,12 +83,12 @@ class Requantizer(wiring.Component):
         Shape of an optional ``tag`` field carried from each input beat to its output beat
         untouched, like ``last`` (e.g. parameters a later stage applies to the same beat).
     far_dsps : bool
-        The deeper form (``latency`` is then ``REQUANT_LATENCY + 3``): one more register stage
+        The deeper form (``latency`` is then ``REQUANT_LATENCY + 4``): one more register stage
         on each side of the four DSP products, so that the routes to and from a multiplier
         have a cycle to themselves (in a design that fills the device's DSPs, the 12 x 12 GEMM
         on the LFE5U-85F takes 148 of 156, the requantizer's multipliers get whichever sites
-        are left, far from its logic), the left shift split over the first of them, and the
-        high word's 48-bit sum over two stages. Default False.
+        are left, far from its logic), the left shift split over the first of them, the
+        high word's 48-bit sum and the rounding increment each over two stages. Default False.
 
     Members
     -------
@@ -264,11 +264,21 @@ class Requantizer(wiring.Component):
             # s7: round half away from zero (RoundingDivideByPOT). The increment is split: the
             # upper half's carry in is the increment when the lower half is all ones, so no
             # chain spans all 33 bits (a 33-bit chain was a critical path on the UP5K).
+            # With far_dsps the halves take a register stage each, the lower half's carry out
+            # registered between them (the lookahead's all-ones tree and the upper chain were
+            # the 1 x 4 GEMM's critical path on the UP5K, 20.1 ns).
             quotient = shifted_x2[1:]
             up = shifted_x2[0] & (~negative | sticky)
             low_q, high_q = quotient[:16], quotient[16:]
-            rounded = stage(p + "rounded", signed(33),
-                            Cat((low_q + up)[:16], (high_q + (up & low_q.all()))[:len(high_q)]))
+            if extra:
+                low_sum = stage(p + "rounded_low", unsigned(17), low_q + up)
+                high_q = stage(p + "quotient_high", unsigned(len(high_q)), high_q)
+                rounded = stage(p + "rounded", signed(33),
+                                Cat(low_sum[:16], (high_q + low_sum[16])[:len(high_q)]))
+            else:
+                rounded = stage(p + "rounded", signed(33),
+                                Cat((low_q + up)[:16],
+                                    (high_q + (up & low_q.all()))[:len(high_q)]))
 
             if raw:
                 # s8-s9: the rounded high word is an int32 but for the saturating product's

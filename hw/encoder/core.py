@@ -119,11 +119,12 @@ class _TokenMajor:
 
 
 def _skid(m: Module, name: str, source) -> SimpleNamespace:
-    """A skid buffer on ``source`` (a unit's output stream): ``source.ready`` is a flip-flop
-    (the buffer is empty), so the sink's readiness, decoded from the sequencer's state and
-    opcode, no longer runs into the unit's pipeline enables (a fan-out of ~1,000 clock
-    enables). A beat passes straight through while the sink takes it; one the sink refuses is
-    held and sent first. Returns the stream the sink sees (``valid``, ``payload``, ``ready``)."""
+    """A skid buffer on the stream ``source``: ``source.ready`` is a flip-flop (the buffer is
+    empty), so the sink's readiness (decoded from the sequencer's state and opcode, or a unit's
+    stall chain) does not run into the source's logic (a unit's pipeline enables, ~1,000 clock
+    enables; the reader's FIFO and address). A beat passes straight through while the sink
+    takes it; one the sink refuses is held and sent first. Returns the stream the sink sees
+    (``valid``, ``payload``, ``ready``) and ``full``."""
     full = Signal(name=f"{name}_full")
     held = Signal(source.payload.shape(), name=f"{name}_held")
     sink = SimpleNamespace(valid=Signal(name=f"{name}_valid"),
@@ -258,8 +259,9 @@ class EncoderAccelerator(wiring.Component):
         desc_addr = Signal(ADDR_BITS)
         n_seqs = Signal(range(p.max_seqs + 1))
         n_tokens = Signal(range(p.max_tokens + 1))
-        s.update(rd=rd, rd_data=rd_data, wr=wr, lengths=lengths, len_write=len_write, state=state, phase=phase,
-                 desc=desc, desc_addr=desc_addr, n_seqs=n_seqs, n_tokens=n_tokens, op=desc.op)
+        s.update(rd=rd, rd_data=rd_data, wr=wr, lengths=lengths, len_write=len_write,
+                 state=state, phase=phase, desc=desc, desc_addr=desc_addr, n_seqs=n_seqs,
+                 n_tokens=n_tokens, op=desc.op)
 
     def _fetch(self, m: Module, s: _Nets):
         """One read request at a time (``s.fetch``), the words assembled into record rows

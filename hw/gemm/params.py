@@ -19,10 +19,10 @@ OUT_WIDTHS = (8, 16)
 B_WIDTH = 8
 #: Products a PE may take per clock (``k_per_pe``): 1 (one MAC per PE) or a dot product.
 K_PER_PE = (1, 2, 4)
-#: Whether the core's requantizer takes its deeper form (``Requantizer(far_dsps=...)``, 3
+#: Whether the core's requantizer takes its deeper form (``Requantizer(far_dsps=...)``, 4
 #: cycles more): both sides of its DSP products registered (the core fills the device's DSPs,
-#: so the requantizer's get the sites left over, far from its logic), and its left shift and
-#: high-word sum split over more stages (150 MHz on ECP5, 50 MHz on the iCE40 UP5K).
+#: so the requantizer's get the sites left over, far from its logic), and its left shift,
+#: high-word sum and rounding split over more stages (150 MHz on ECP5, 50 MHz on the iCE40 UP5K).
 REQUANT_FAR_DSPS = True
 #: Rows whose results one read-out multiplexer gathers in one cycle (a power of two); taller
 #: arrays select in two register stages (``GemmParams.readout_stages``).
