@@ -45,13 +45,22 @@ def _blocks(depth: int, width: int, shapes) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in shapes)
 
 
+# A memory the block puts in block RAM itself (``(depth, width, "block")``, e.g. the GEMM's
+# ``hw.gemm.bram.BlockRAM``): on ECP5 DP16KD instances of 1024 x 18, on iCE40 what Yosys infers.
+_ECP5_BLOCK_INSTANCE_SHAPES = ((1024, 18),)
+
+
 def _memories(memories, device: Device) -> dict:
-    """LUT4s, FFs and block RAMs that ``(depth, width)`` memories take on ``device``."""
+    """LUT4s, FFs and block RAMs that ``(depth, width)`` memories take on ``device``; a memory
+    given as ``(depth, width, "block")`` is in block RAM whatever its depth."""
     luts = ffs = brams = 0
-    for depth, width in memories:
+    for depth, width, *kind in memories:
         if depth <= 0:
             continue
-        if device.family == "ice40":
+        if kind == ["block"]:
+            brams += _blocks(depth, width, _ICE40_EBR_SHAPES if device.family == "ice40"
+                             else _ECP5_BLOCK_INSTANCE_SHAPES)
+        elif device.family == "ice40":
             if depth < _ICE40_MIN_EBR_DEPTH:
                 ffs += depth * width
                 luts += width * max(depth - 1, 1) // 2

@@ -49,6 +49,7 @@ def test_init_defaults():
     ({"cols": 2, "fabric_cols": 3}, ValueError, "fabric_cols must be in [0, 2], not 3"),
     ({"fabric_cols": -1}, ValueError, "fabric_cols must be in [0, 4], not -1"),
     ({"fabric_cols": 1.0}, TypeError, "fabric_cols must be an integer, not 1.0"),
+    ({"block_ram": 1}, TypeError, "block_ram must be a bool, not 1"),
 ])
 def test_init_wrong(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -343,6 +344,10 @@ def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     {"rows": 6, "cols": 2, "k_per_pe": 2},      # dot products, two-stage read-out
     {"rows": 3, "cols": 4, "fabric_cols": 2},   # DSP and fabric PEs side by side
     {"rows": 2, "cols": 3, "requantize": False, "k_per_pe": 2, "fabric_cols": 3},
+    {"rows": 2, "cols": 3, "block_ram": True},  # row and tile memories in block RAM
+    {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2, "acc_width": 28,
+     "block_ram": True},
+    {"rows": 3, "cols": 3, "requantize": False, "out_lanes": 3, "block_ram": True},
 ])))
 def test_core_matches_golden_with_stalls(seed, kwargs):
     core = GemmCore(**kwargs)
@@ -449,6 +454,8 @@ COCOTB_CONFIGS = [
     {"rows": 4, "cols": 4, "requantize": False, "k_per_pe": 4},
     {"rows": 3, "cols": 4, "fabric_cols": 2},
     {"rows": 2, "cols": 3, "a_width": 16, "requantize": False, "k_per_pe": 2, "fabric_cols": 3},
+    {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2, "acc_width": 28,
+     "block_ram": True},
 ]
 
 
@@ -467,11 +474,16 @@ def test_cocotb(params, simulator, tmp_path):
                                     {"rows": 2, "cols": 2, "a_width": 16, "out_width": 16},
                                     {"rows": 2, "cols": 2, "a_width": 16, "requantize": False,
                                      "k_per_pe": 2},
-                                    {"rows": 2, "cols": 3, "fabric_cols": 1}],
-                         ids=["2x3", "3x2-raw", "2x2-a16-out16", "2x2-a16-raw-k2", "2x3-fabric1"])
+                                    {"rows": 2, "cols": 3, "fabric_cols": 1},
+                                    {"rows": 2, "cols": 3, "block_ram": True},
+                                    {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2,
+                                     "acc_width": 28, "block_ram": True}],
+                         ids=["2x3", "3x2-raw", "2x2-a16-out16", "2x2-a16-raw-k2", "2x3-fabric1",
+                              "2x3-bram", "6x2-raw-k2-acc28-bram"])
 def test_cocotb_ecp5_primitives(params, simulator, tmp_path):
-    """The Verilog written for ECP5 (MULT18X18D instances with their pipeline registers, run
-    on the behavioural model in sim/models) passes the same regression as the generic one."""
+    """The Verilog written for ECP5 (MULT18X18D instances with their pipeline registers, and
+    with ``block_ram`` DP16KD instances read through their output register, run on the
+    behavioural models in sim/models) passes the same regression as the generic one."""
     cocotb_run("gemm", params, simulator, tmp_path, primitives="ecp5")
 
 
@@ -493,6 +505,29 @@ def test_ecp5_verilog_instantiates_one_registered_dsp_per_pe():
     assert convert(dot, "gemm", primitives="ecp5").count("MULT18X18D ") == 6 * 4
     wide_dot = GemmCore(rows=2, cols=3, requantize=False, a_width=16, k_per_pe=2)
     assert convert(wide_dot, "gemm", primitives="ecp5").count("MULT18X18D ") == (6 + 3) * 2
+
+
+def test_block_ram_memories_are_dp16kd_read_through_their_output_register():
+    """With block_ram the row memories (one per column, acc_width bits) and the tile memory
+    (raw: cols x 32 bias bits) are DP16KDs of 18 bits each on ECP5, read through REGMODE_B
+    OUTREG; the latency grows by that register; the fit check counts the same blocks."""
+    from fpga.fit import estimate
+    from fpga.targets import get_target
+    from gen.blocks import get_block
+    from gen.config import validate_params
+    from gen.verilog import convert
+    params = {"rows": 2, "cols": 3, "requantize": False, "acc_width": 28}
+    core = GemmCore(**params, block_ram=True)
+    blocks = 3 * -(-28 // 18) + -(-3 * 32 // 18)                 # 3 x 2 + 6
+    text = convert(core, "gemm", primitives="ecp5")
+    assert text.count("DP16KD ") == blocks
+    assert text.count('.REGMODE_B("OUTREG")') == blocks
+    assert "DP16KD" not in convert(GemmCore(**params), "gemm", primitives="ecp5")
+    assert core.latency == GemmCore(**params).latency + 1
+    config = validate_params(get_block("gemm"), {**params, "block_ram": True})
+    assert estimate(config, get_target("ecp5-85f")[0])["brams"] == blocks
+    lut_ram = validate_params(get_block("gemm"), params)
+    assert estimate(lut_ram, get_target("ecp5-85f")[0])["brams"] == 0
 
 
 @pytest.mark.cocotb

@@ -56,7 +56,8 @@ def _resources(p: dict) -> dict:
     Multipliers: one 10x8 product per PE (16x8 with ``a_width=16``, plus one 16x8 offset
     product per column); each requantizer lane multiplies 32x32 (Q31).
     Memories: the row memories (one per column), the tile memory and the output FIFO
-    (``SyncFIFOBuffered``: ``depth - 1`` entries in memory, one in its output register).
+    (``SyncFIFOBuffered``: ``depth - 1`` entries in memory, one in its output register); with
+    ``block_ram`` the row and tile memories are marked as block RAM for the fit check.
     LUT4s and FFs outside the memories: per PE the
     operand, product, accumulator and result registers (106 FFs) and the accumulator / read-out
     logic; per column the tile parameters, bias add and output selection; plus control and the
@@ -83,6 +84,11 @@ def _resources(p: dict) -> dict:
     out_bits = lanes * (cfg.out_width if cfg.requantize else 32) + 1
     memories = [(cfg.row_fifo_depth, cols * cfg.acc_width),
                 (cfg.tile_fifo_depth, tile_bits), (cfg.out_fifo_depth - 1, out_bits)]
+    if cfg.block_ram:
+        # One block RAM memory per column and one for the tile parameters, each read through
+        # a register (inside the DP16KD on ECP5, flip-flops elsewhere: counted).
+        memories = [*[(cfg.row_fifo_depth, cfg.acc_width, "block")] * cols,
+                    (cfg.tile_fifo_depth, tile_bits, "block"), memories[-1]]
     requant = lanes if cfg.requantize else 0
     luts = 600 + 40 * rows * cols + 330 * cols + 300 * (requant - 1)
     ffs = 850 + 106 * rows * cols + 330 * cols + 300 * (requant - 1)
@@ -101,8 +107,10 @@ def _resources(p: dict) -> dict:
     fabric_comb, fabric_ffs = _FABRIC_MUL_COST[operand]
     luts += fabric_comb * cfg.fabric_macs
     ffs += fabric_ffs * cfg.fabric_macs
+    if cfg.block_ram:
+        ffs += cols * cfg.acc_width + tile_bits
     return {"multipliers": products, "memories": memories,
-            "ram_bits": sum(d * w for d, w in memories), "luts": luts, "ffs": ffs}
+            "ram_bits": sum(d * w for d, w, *_ in memories), "luts": luts, "ffs": ffs}
 
 
 def _selftest(p: dict, seed: int) -> dict:

@@ -1,7 +1,7 @@
 """Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
 requantization to int8 or int16."""
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -12,6 +12,7 @@ from ..common.params import params_or_keywords
 from ..common.mul import PipelinedMultiplier
 from ..common.pipeline import delayed
 from ..common.requant import Requantizer
+from .bram import BlockRAM
 from .params import B_WIDTH, READOUT_GROUP, REQUANT_FAR_DSPS, GemmParams, a_offset_width
 
 __all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore"]
@@ -20,6 +21,39 @@ __all__ = ["KSlice", "TileParams", "GemmOut", "GemmCore"]
 def _next(pointer, depth: int):
     """``pointer + 1`` modulo ``depth``."""
     return Mux(pointer == depth - 1, 0, pointer + 1)
+
+
+class _Ports:
+    """Port signals under the names of a ``Memory`` port's (``addr``, ``data``, ``en``)."""
+
+    def __init__(self, addr, data, en=None):
+        self.addr, self.data, self.en = addr, data, en
+
+
+class _CoreBlockRAM(BlockRAM):
+    """A :class:`BlockRAM` whose ports are taken as a ``Memory``'s are (``write_port()``,
+    ``read_port()``), so that the core drives both kinds of row and tile memory alike; the read
+    data has the memory's shape."""
+
+    def __init__(self, shape, depth: int):
+        self._shape = shape
+        super().__init__(width=len(Signal(shape)), depth=depth)
+
+    def write_port(self):
+        return _Ports(self.w_addr, self.w_data, self.w_en)
+
+    def read_port(self, *, domain):
+        signed_data = Shape.cast(self._shape).signed
+        return _Ports(self.r_addr, self.r_data.as_signed() if signed_data else self.r_data)
+
+
+def _memory(m, name: str, shape, depth: int, block_ram: bool):
+    """The core's row or tile memory ``name``: a ``Memory`` (LUT RAM, read a cycle after its
+    address) or, with ``block_ram``, a :class:`BlockRAM` (read two cycles after)."""
+    memory = (_CoreBlockRAM(shape, depth) if block_ram
+              else Memory(shape=shape, depth=depth, init=[]))
+    m.submodules[name] = memory
+    return memory
 
 
 def _select(values, index):
@@ -208,8 +242,7 @@ class GemmCore(wiring.Component):
 
         out_fields = {name: field.shape for name, field in tile_layout if name != "a_offset"}
         out_layout = data.StructLayout(out_fields)
-        tile_mem = Memory(shape=out_layout.size, depth=p.tile_fifo_depth, init=[])
-        m.submodules.tile_mem = tile_mem
+        tile_mem = _memory(m, "tile_mem", out_layout.size, p.tile_fifo_depth, p.block_ram)
 
         # Whether a tile's last k-slice may be taken now (its parameters held, the spacing since
         # the previous tile's end elapsed, room in the row FIFO), registered: computed a cycle
@@ -473,8 +506,7 @@ class GemmCore(wiring.Component):
                 # read, when held has it; the next tile's first read comes later still.)
                 row_sum = row_sum - (Mux(first, offset_sum[c], held) if p.readout_stages == 1
                                      else held)
-            column = Memory(shape=signed(width), depth=depth, init=[])
-            m.submodules[f"row_mem{c}"] = column
+            column = _memory(m, f"row_mem{c}", signed(width), depth, p.block_ram)
             write = column.write_port()
             written = Signal(name=f"row_written{c}")
             m.d.sync += [write.data.eq(row_sum),
@@ -491,11 +523,11 @@ class GemmCore(wiring.Component):
 
     def _output_side(self, m, row_mems, row_written, tile_mem, out_layout, row_pop):
         """Rows leave the row memories (one per column) whole into a shifter that emits
-        ``out_lanes`` elements per clock. Nothing here waits on ``o.ready``: the requantizer runs free into an output FIFO
-        whose free entries are counted (credits), and a row is read only when every beat it
-        makes has an entry reserved. Whether a row is loaded is decided a cycle ahead, so the
-        load enable of the wide shifter is a flip-flop, and no multiplexer grows with
-        ``cols``."""
+        ``out_lanes`` elements per clock. Nothing here waits on ``o.ready``: the requantizer
+        runs free into an output FIFO whose free entries are counted (credits), and a row is
+        read only when every beat it makes has an entry reserved. Whether a row is loaded is
+        decided a cycle ahead, so the load enable of the wide shifter is a flip-flop, and no
+        multiplexer grows with ``cols``."""
         p = self._params
         cols, lanes, depth = p.cols, p.out_lanes, p.row_fifo_depth
         segments = p.segments
@@ -563,6 +595,15 @@ class GemmCore(wiring.Component):
             m.d.sync += tile_read.addr.eq(_next(tile_read.addr, p.tile_fifo_depth))
         head_last = at_last
         tile = data.View(out_layout, tile_read.data)
+        # A block RAM's read takes a cycle more (its output register): the shifter then takes
+        # the row and its tile's parameters a cycle after the decision's `load`, and the beats
+        # it forms follow as much later. (Rows, credits and addresses are still counted at
+        # `load`: only the data path moves.)
+        take, shift_remaining = load, remaining
+        if p.block_ram:
+            take = delayed(m, "take", load, 1)
+            head_last = delayed(m, "take_last", head_last, 1, shape=1)
+            shift_remaining = delayed(m, "take_remaining", remaining, 1)
 
         # The shifter: position s holds elements s * lanes .. s * lanes + lanes - 1. It shifts
         # every clock (what passes the end while no row is in it is never marked valid).
@@ -576,7 +617,7 @@ class GemmCore(wiring.Component):
             regs = [Signal(shape, name=f"shift_{name}{c}", reset_less=True) for c in range(cols)]
             for c in range(cols):
                 after = regs[c + lanes] if c + lanes < cols else regs[c]
-                m.d.sync += regs[c].eq(Mux(load, value(c), after))
+                m.d.sync += regs[c].eq(Mux(take, value(c), after))
             shifter[name] = regs[:lanes]
         row_end = Signal(name="shift_last")     # the row is its tile's last
         if p.requantize:
@@ -584,9 +625,9 @@ class GemmCore(wiring.Component):
                       "act_max": tile.act_max}
             held = {k: Signal(v.shape(), name=f"shift_{k}", reset_less=True)
                     for k, v in shared.items()}
-            with m.If(load):
+            with m.If(take):
                 m.d.sync += [held[k].eq(v) for k, v in shared.items()]
-        with m.If(load):
+        with m.If(take):
             m.d.sync += row_end.eq(head_last)
         # One register stage: the bias added, the beat formed. Its valid flag is the only
         # reset one; the payload is qualified by it.
@@ -603,8 +644,8 @@ class GemmCore(wiring.Component):
         beat_payload = Signal(beat.payload.shape(), reset_less=True)
         m.d.comb += [beat.valid.eq(beat_valid), beat.payload.eq(beat_payload)]
         m.d.sync += [
-            beat_valid.eq(remaining != 0),
-            beat_payload.last.eq(row_end & (remaining == 1)),
+            beat_valid.eq(shift_remaining != 0),
+            beat_payload.last.eq(row_end & (shift_remaining == 1)),
         ]
         for lane in range(lanes):
             total = (shifter["acc"][lane] + shifter["bias"][lane])[:32].as_signed()

@@ -89,6 +89,8 @@ class GemmParams:
                           "carries k_per_pe consecutive k-slices", choices=K_PER_PE)
     fabric_cols: int = param(0, "PE columns (the last ones, at most cols) whose multipliers are "
                              "built from logic instead of DSPs", lo=0, hi=32)
+    block_ram: bool = param(False, "row and tile memories in block RAM, read through its output "
+                            "register (latency +1): fewer logic cells than LUT RAM")
 
     def __post_init__(self):
         # out_lanes is bounded by cols, checked below with that bound in the message.
@@ -212,9 +214,10 @@ class GemmParams:
     def output_pipeline(self) -> int:
         """Cycles from a row's read out of the row FIFO to its first beat entering the output
         FIFO: the row shifter, the bias-add register and the requantizer (its deeper form:
-        ``far_dsps``)."""
+        ``far_dsps``); with ``block_ram`` the read's output register first."""
         from ..common.requant import requant_latency
-        return 2 + (requant_latency(REQUANT_FAR_DSPS) if self.requantize else 0)
+        return (2 + int(self.block_ram)
+                + (requant_latency(REQUANT_FAR_DSPS) if self.requantize else 0))
 
     @property
     def out_fifo_depth(self) -> int:
