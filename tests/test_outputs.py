@@ -166,8 +166,11 @@ def test_failure_in_commit_keeps_outputs_recognised(tmp_path, monkeypatch, capsy
 
 
 SLOW_GENERATE = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     from pathlib import Path
+    # Ctrl-C as from a terminal: a suite started in the background (`make test &` from a script)
+    # hands its children SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import gen.verilog
     from gen.cli import main
     convert = gen.verilog.convert
@@ -195,7 +198,12 @@ def _interrupt(tmp_path, out, sig) -> subprocess.CompletedProcess:
         assert time.monotonic() < deadline, "the subprocess never started writing"
         time.sleep(0.05)
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
