@@ -36,15 +36,15 @@ class _CoreBlockRAM(BlockRAM):
     data has the memory's shape."""
 
     def __init__(self, shape, depth: int):
-        self._shape = shape
-        super().__init__(width=len(Signal(shape)), depth=depth)
+        self._shape = Shape.cast(shape)
+        super().__init__(width=self._shape.width, depth=depth)
 
     def write_port(self):
         return _Ports(self.w_addr, self.w_data, self.w_en)
 
     def read_port(self, *, domain):
-        signed_data = Shape.cast(self._shape).signed
-        return _Ports(self.r_addr, self.r_data.as_signed() if signed_data else self.r_data)
+        return _Ports(self.r_addr,
+                      self.r_data.as_signed() if self._shape.signed else self.r_data)
 
 
 def _memory(m, name: str, shape, depth: int, block_ram: bool):
