@@ -711,6 +711,40 @@ def test_input_handshake_is_one_lut_deep():
         assert len(cells) <= 4, f"{output}: {len(cells)} cells"
 
 
+@pytest.mark.parametrize("kwargs", [{"rows": 4, "cols": 4},
+                                    {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2,
+                                     "acc_width": 28, "block_ram": True}],
+                         ids=["4x4", "6x2-raw-k2-bram"])
+def test_input_valid_and_last_reach_no_arithmetic(kwargs):
+    """From ``i.valid``, ``i.last`` and ``params.valid`` to the next registers there is logic
+    and selection only: the tile end counts its rows into the reservation a cycle later (the
+    input through the reservation's adder was the raw 8x8 block_ram core's critical path on
+    ECP5)."""
+    import tempfile
+    from pathlib import Path
+    from gen.verilog import convert
+    with tempfile.TemporaryDirectory() as tmp:
+        net = coarse_netlist(convert(GemmCore(**kwargs), "gemm"), "gemm", Path(tmp))
+    ports = net["ports"]
+    todo = [ports["i__valid"]["bits"][0], ports["i__payload"]["bits"][-1],
+            ports["params__valid"]["bits"][0]]
+    seen, kinds = set(), set()
+    while todo:
+        bit = todo.pop()
+        if bit in seen or isinstance(bit, str):
+            continue
+        seen.add(bit)
+        for name, kind, port in net["readers"].get(bit, []):
+            if "dff" in kind:
+                continue
+            kinds.add(kind)
+            cell = net["cells"][name]
+            todo += [b for out, bits in cell["connections"].items()
+                     if cell["port_directions"][out] == "output" for b in bits]
+    arithmetic = kinds & {"$add", "$sub", "$alu", "$lt", "$le", "$gt", "$ge", "$mul"}
+    assert not arithmetic, f"the input handshake reaches {sorted(arithmetic)}"
+
+
 def test_fpga_bench_array_row_summarises_seeds():
     """``python -m fpga.bench gemm --arrays ... --seeds ...``: the block's logic cells are the
     whole design's minus the wrapper's, Fmax is summarised as median (min-max) over the seeds
