@@ -530,6 +530,40 @@ def test_block_ram_memories_are_dp16kd_read_through_their_output_register():
     assert estimate(lut_ram, get_target("ecp5-85f")[0])["brams"] == 0
 
 
+@pytest.mark.parametrize("kwargs", [{"rows": 2, "cols": 2},
+                                    {"rows": 2, "cols": 3, "requantize": False,
+                                     "block_ram": True}], ids=["2x2", "2x3-raw-bram"])
+def test_ice40_block_ram_writes_are_not_delayed(kwargs, tmp_path):
+    """On iCE40 the row and tile memories are SB_RAM40_4K written straight from the core's
+    write-data registers: Yosys does not keep a read-first behaviour (which the core does not
+    need: it never reads a word in the cycle it is written) by delaying each write through
+    flip-flops of its own and bypassing it (two flip-flops per memory bit)."""
+    from fpga.tools import run_tool
+    from gen.verilog import convert
+    (tmp_path / "top.v").write_text(convert(GemmCore(**kwargs), "gemm", primitives="ice40"))
+    run_tool("yosys", ["-q", "-p", "read_verilog top.v; synth_ice40 -dsp -top gemm; "
+                       "write_json net.json"], cwd=tmp_path, log=tmp_path / "yosys.log")
+    cells = json.loads((tmp_path / "net.json").read_text())["modules"]["gemm"]["cells"]
+    readers, drivers = {}, {}
+    for name, cell in cells.items():
+        for port, bits in cell["connections"].items():
+            table = drivers if cell["port_directions"][port] == "output" else readers
+            for bit in bits:
+                table.setdefault(bit, []).append((name, cell["type"], port))
+    # (The output FIFO, Amaranth's SyncFIFOBuffered, keeps its memory's read-first behaviour.)
+    rams = [cell for name, cell in cells.items() if cell["type"] == "SB_RAM40_4K"
+            and name.startswith(("tile_mem", "row_mem"))]
+    assert len(rams) >= 1 + kwargs["cols"], f"{len(rams)} SB_RAM40_4K for the core's memories"
+    for ram in rams:
+        for bit in ram["connections"]["WDATA"]:
+            if isinstance(bit, str):
+                continue
+            (_, kind, _), = drivers[bit]
+            others = [(k, p) for _, k, p in readers[bit] if k != "SB_RAM40_4K"]
+            assert not (kind.startswith("SB_DFF") and others), \
+                f"write data bit {bit} is a flip-flop that also feeds {others}"
+
+
 @pytest.mark.cocotb
 def test_bench_reports_utilization_from_rtl_cycles(tmp_path, capsys):
     from sim.bench_gemm import main as bench_main

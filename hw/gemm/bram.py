@@ -82,8 +82,11 @@ class BlockRAM(wiring.Component):
         if uses_ecp5_primitives(platform):
             self._ecp5(m)
             return m
+        # (no_rw_check: see the class docstring on reads of a word being written; without it
+        # Yosys keeps a Memory's read-first behaviour on iCE40 by delaying each write a cycle
+        # and bypassing it, two flip-flops per bit.)
         memory = Memory(shape=unsigned(self._width), depth=self._depth, init=[],
-                        attrs={"ram_style": "block"})
+                        attrs={"ram_style": "block", "no_rw_check": 1})
         m.submodules.memory = memory
         write, read = memory.write_port(), memory.read_port(domain="sync")
         m.d.comb += [write.addr.eq(self.w_addr), write.data.eq(self.w_data),
