@@ -1,6 +1,7 @@
 """GemmCore and Requantizer: construction, Amaranth simulation and cocotb on the Verilog."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.common.fabric_mul import FabricMultiplier
+from hw.common.mul import PipelinedMultiplier
 from hw.common.requant import RAW_WIDTH, REQUANT_LATENCY, Requantizer
 from hw.gemm import GemmCore
 from hw.gemm.params import GemmParams, max_abs_product
@@ -197,7 +199,63 @@ def test_requantizer_init_wrong():
     assert str(info.value) == "far_dsps must be a bool, not 1"
 
 
+def test_pipelined_multiplier_init_wrong():
+    with pytest.raises(ValueError) as info:
+        PipelinedMultiplier(a_width=8, b_width=8, latency=4)
+    assert str(info.value) == "latency must be in [2, 3], not 4"
+
+
 # ---- Amaranth simulation -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("latency", [2, 3])
+def test_pipelined_multiplier_latency_with_stalls(latency):
+    """Each product leaves ``latency`` enabled cycles after its operands, whatever the enable
+    does in between (the generic form; the SB_MAC16 and MULT18X18D forms run the same cocotb
+    regressions on their models)."""
+    dut = PipelinedMultiplier(a_width=10, b_width=8, latency=latency)
+    rng = np.random.default_rng(latency)
+    pairs = [(int(rng.integers(-512, 512)), int(rng.integers(-128, 128))) for _ in range(200)]
+    enables = rng.random(len(pairs) + 20) < 0.7
+    got = []
+
+    async def bench(ctx):
+        presented = []
+        for cycle, en in enumerate(enables):
+            a, b = pairs[cycle % len(pairs)]
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            ctx.set(dut.en, int(en))
+            if en:
+                presented.append(a * b)
+                if len(presented) > latency:
+                    # The product of the operands presented `latency` enabled cycles ago.
+                    got.append((ctx.get(dut.p), presented[-1 - latency]))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(got) > 100
+    for n, (p, want) in enumerate(got):
+        assert p == want, f"product {n}: {p} != {want}"
+
+
+def test_ice40_dsps_hold_the_stage_after_the_product():
+    """Written for iCE40, the PE's product register and the requantizer's register after its
+    partial products (``far_dsps``) are the SB_MAC16's own pipeline register
+    (PIPELINE_16x16_MULT_REG1), not fabric flip-flops; the ECP5 and generic forms keep them in
+    the fabric; the latency is the same."""
+    from gen.verilog import convert
+    core = GemmCore(rows=2, cols=3)
+    ice40 = convert(core, "gemm", primitives="ice40")
+    assert ice40.count("SB_MAC16 #(") == ice40.count(".PIPELINE_16x16_MULT_REG1(32'd1)") == 6 + 4
+    for text in (convert(core, "gemm", primitives="ecp5"), convert(core, "gemm")):
+        assert "pp_hh_from_dsp_d1" in text and "pe1_2_product" in text
+    assert "pp_hh_from_dsp_d1" not in ice40
+    assert not re.search(r"always @\(posedge clk\)[^;]*pe1_2_product <=", ice40)
+
+
 
 
 @pytest.mark.parametrize("out_width, far_dsps", [(8, False), (16, False), (RAW_WIDTH, False),

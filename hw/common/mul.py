@@ -18,6 +18,10 @@ the multiplier) gets an Fmax that the silicon does not have; this form is timed 
 Operands wider than the SB_MAC16's 16 bits (signed or unsigned) keep the generic form, which Yosys
 splits over DSPs and LUTs.
 
+``latency=3`` registers the product once more: on iCE40 in the SB_MAC16's own pipeline register
+(``PIPELINE_16x16_MULT_REG1``, between its 8 x 8 partial products and their sum), so the stage
+takes no flip-flop of the fabric; elsewhere a fabric register after the product.
+
 All forms have the same cycle behaviour; ``sim/models/MULT18X18D.v`` and ``sim/models/SB_MAC16.v``
 are the behavioural models the tests use to check that.
 """
@@ -50,7 +54,7 @@ def uses_ice40_primitives(platform) -> bool:
 
 
 class PipelinedMultiplier(wiring.Component):
-    """Signed product of two operands, two clock cycles after they are presented.
+    """Signed product of two operands, ``latency`` clock cycles after they are presented.
 
     Parameters
     ----------
@@ -60,28 +64,32 @@ class PipelinedMultiplier(wiring.Component):
         Whether each operand is two's complement (the default) or unsigned. An unsigned operand
         of up to 16 bits takes one SB_MAC16 on iCE40 where the same value as a signed operand
         would need 17 bits (more than the SB_MAC16 takes).
+    latency : int
+        2 (default) or 3: the product registered once more (inside the SB_MAC16 on iCE40).
 
     Members
     -------
     a : In(signed(a_width) or unsigned(a_width))
     b : In(signed(b_width) or unsigned(b_width))
     en : In(1)
-        Clock enable of both register stages (tie high, the default, for a free-running
+        Clock enable of every register stage (tie high, the default, for a free-running
         pipeline): with it low nothing moves, as in a stalled pipeline.
     p : Out(signed(a_width + b_width)), unsigned if both operands are
-        ``a * b`` of the operands presented two enabled cycles ago. Registers have no reset:
-        the value after reset is undefined until two operands have passed.
+        ``a * b`` of the operands presented ``latency`` enabled cycles ago. Registers have no
+        reset: the value after reset is undefined until ``latency`` operands have passed.
     """
 
     def __init__(self, *, a_width: int, b_width: int, a_signed: bool = True,
-                 b_signed: bool = True):
+                 b_signed: bool = True, latency: int = MULTIPLIER_LATENCY):
         check_bool("a_signed", a_signed)
+        check_int("latency", latency, MULTIPLIER_LATENCY, MULTIPLIER_LATENCY + 1)
         check_bool("b_signed", b_signed)
         # An unsigned operand must fit the MULT18X18D's 18 signed bits once zero-extended.
         check_int("a_width", a_width, 2 if a_signed else 1, _ECP5_WIDTH - (not a_signed))
         check_int("b_width", b_width, 2 if b_signed else 1, _ECP5_WIDTH - (not b_signed))
         self._a_width, self._b_width = a_width, b_width
         self._a_signed, self._b_signed = a_signed, b_signed
+        self._latency = latency
         shape_a = signed(a_width) if a_signed else unsigned(a_width)
         shape_b = signed(b_width) if b_signed else unsigned(b_width)
         width_p = a_width + b_width
@@ -107,29 +115,34 @@ class PipelinedMultiplier(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return MULTIPLIER_LATENCY
+        return self._latency
 
     def elaborate(self, platform):
         m = Module()
-        if uses_ecp5_primitives(platform):
-            self._ecp5(m)
-            return m
         if uses_ice40_primitives(platform) and self._a_width <= _ICE40_WIDTH \
                 and self._b_width <= _ICE40_WIDTH:
             self._ice40(m)
             return m
-        a = Signal.like(self.a, name="a_reg", reset_less=True)
-        b = Signal.like(self.b, name="b_reg", reset_less=True)
-        with m.If(self.en):
-            m.d.sync += [a.eq(self.a), b.eq(self.b), self.p.eq(a * b)]
+        # The two-stage product, then (latency 3) a fabric register.
+        p = self.p if self._latency == MULTIPLIER_LATENCY else Signal.like(self.p, name="p_dsp")
+        if uses_ecp5_primitives(platform):
+            self._ecp5(m, p)
+        else:
+            a = Signal.like(self.a, name="a_reg", reset_less=True)
+            b = Signal.like(self.b, name="b_reg", reset_less=True)
+            with m.If(self.en):
+                m.d.sync += [a.eq(self.a), b.eq(self.b), p.eq(a * b)]
+        if p is not self.p:
+            with m.If(self.en):
+                m.d.sync += self.p.eq(p)
         return m
 
-    def _ecp5(self, m: Module) -> None:
+    def _ecp5(self, m: Module, product) -> None:
         # Operands sign-extended to the DSP's 18 bits; SIGNEDA/B select two's complement.
         a = Signal(signed(_ECP5_WIDTH), name="a_ext")
         b = Signal(signed(_ECP5_WIDTH), name="b_ext")
         p = Signal(2 * _ECP5_WIDTH, name="p_full")
-        m.d.comb += [a.eq(self.a), b.eq(self.b), self.p.eq(p[:len(self.p)])]
+        m.d.comb += [a.eq(self.a), b.eq(self.b), product.eq(p[:len(product)])]
         ports = {f"i_A{n}": a[n] for n in range(_ECP5_WIDTH)}
         ports |= {f"i_B{n}": b[n] for n in range(_ECP5_WIDTH)}
         ports |= {f"i_C{n}": 0 for n in range(_ECP5_WIDTH)}
@@ -160,7 +173,8 @@ class PipelinedMultiplier(wiring.Component):
             "SB_MAC16",
             p_NEG_TRIGGER=0, p_C_REG=0, p_A_REG=1, p_B_REG=1, p_D_REG=0,
             p_TOP_8x8_MULT_REG=0, p_BOT_8x8_MULT_REG=0,
-            p_PIPELINE_16x16_MULT_REG1=0, p_PIPELINE_16x16_MULT_REG2=1,
+            p_PIPELINE_16x16_MULT_REG1=int(self._latency > MULTIPLIER_LATENCY),
+            p_PIPELINE_16x16_MULT_REG2=1,
             p_TOPOUTPUT_SELECT=3, p_TOPADDSUB_LOWERINPUT=0, p_TOPADDSUB_UPPERINPUT=0,
             p_TOPADDSUB_CARRYSELECT=0, p_BOTOUTPUT_SELECT=3, p_BOTADDSUB_LOWERINPUT=0,
             p_BOTADDSUB_UPPERINPUT=0, p_BOTADDSUB_CARRYSELECT=0, p_MODE_8x8=0,

@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import check_bool, check_choice, check_int
-from .mul import PipelinedMultiplier
+from .mul import MULTIPLIER_LATENCY, PipelinedMultiplier, uses_ice40_primitives
 from .pipeline import StallPipeline
 
 __all__ = ["RequantIn", "RequantOut", "Requantizer", "requant_sequencer", "REQUANT_LATENCY",
@@ -132,6 +132,9 @@ class Requantizer(wiring.Component):
         m = Module()
         n = self.latency
         extra = int(self._far_dsps)     # register stages added on each side of the DSPs
+        # On iCE40 the stage after the DSPs is the SB_MAC16's own pipeline register (the
+        # fabric's flip-flops are what the UP5K runs out of first); elsewhere a fabric register.
+        in_dsp = extra if uses_ice40_primitives(platform) else 0
         # Stall the whole pipeline only when its output beat is held by the sink.
         pipe = StallPipeline(m, self.i, self.o)
         pipe.finish(n)
@@ -197,11 +200,13 @@ class Requantizer(wiring.Component):
             for (xn, x_half), (mn, m_half) in itertools.product(zip("hl", halves_x),
                                                                  zip("hl", halves_m)):
                 mul = PipelinedMultiplier(a_width=16, b_width=16, a_signed=xn == "h",
-                                          b_signed=mn == "h")
+                                          b_signed=mn == "h",
+                                          latency=MULTIPLIER_LATENCY + in_dsp)
                 m.submodules[f"{p}mul_{xn}{mn}"] = mul
                 m.d.comb += [mul.a.eq(x_half), mul.b.eq(m_half), mul.en.eq(advance)]
                 # (32 bits, unsigned for ll)
-                pps[xn + mn] = delay(f"{p}pp_{xn}{mn}_from_dsp", mul.p.shape(), mul.p, extra)
+                pps[xn + mn] = delay(f"{p}pp_{xn}{mn}_from_dsp", mul.p.shape(), mul.p,
+                                     extra - in_dsp)
             pp_hh, pp_hl, pp_lh, pp_ll = pps["hh"], pps["hl"], pps["lh"], pps["ll"]
 
             # s4: cross terms summed; high and low terms joined with the rounding constant.

@@ -9,7 +9,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.fabric_mul import FabricMultiplier
 from ..common.params import params_or_keywords
-from ..common.mul import PipelinedMultiplier, uses_ecp5_primitives
+from ..common.mul import (MULTIPLIER_LATENCY, PipelinedMultiplier, uses_ecp5_primitives,
+                          uses_ice40_primitives)
 from ..common.pipeline import delayed
 from ..common.requant import Requantizer
 from .bram import BlockRAM
@@ -220,7 +221,8 @@ class GemmCore(wiring.Component):
         m = Module()
         a_offset, fire, ends, tile_mem, out_layout, row_pop = self._input_side(m, platform)
         edge_flags, row_in, flags_in, col_in = self._edge_and_skew(m, a_offset, fire)
-        res, offset_sum = self._pe_array(m, a_offset, edge_flags, row_in, flags_in, col_in)
+        res, offset_sum = self._pe_array(m, platform, a_offset, edge_flags, row_in,
+                                            flags_in, col_in)
         # A dot-product PE's adder tree delays its sums: the read-out follows that much later.
         ends = delayed(m, "tree_end", ends, self._params.tree_levels, shape=1)
         row_mems, row_written = self._row_readout(m, platform, ends, res, offset_sum)
@@ -363,7 +365,7 @@ class GemmCore(wiring.Component):
             col_in.append(lanes)
         return edge_flags, row_in, flags_in, col_in
 
-    def _pe(self, m, name, a_left, b_above, flags_left, fabric=False):
+    def _pe(self, m, platform, name, a_left, b_above, flags_left, fabric=False):
         """One multiply-accumulate cell of ``k_per_pe`` products (the operand lists
         ``a_left``, ``b_above``); returns its operand and flag registers (passed on to its
         neighbours) and its result register (the tile's sum). With ``fabric`` its multipliers
@@ -388,10 +390,16 @@ class GemmCore(wiring.Component):
         # ECP5 both register stages live inside the DSP), and is registered once more in
         # the fabric, with its flags: the route out of the DSP and the accumulator's carry
         # chain are then in separate cycles.
+        # On iCE40 that fabric register is the SB_MAC16's own pipeline register instead (the
+        # fabric's flip-flops are what the UP5K runs out of first).
         muls, products = [], []
-        multiplier = FabricMultiplier if fabric else PipelinedMultiplier
+        in_dsp = not fabric and uses_ice40_primitives(platform)
         for j in lanes:
-            mul = multiplier(a_width=len(a_left[0]), b_width=B_WIDTH)
+            if fabric:
+                mul = FabricMultiplier(a_width=len(a_left[0]), b_width=B_WIDTH)
+            else:
+                mul = PipelinedMultiplier(a_width=len(a_left[0]), b_width=B_WIDTH,
+                                          latency=MULTIPLIER_LATENCY + in_dsp)
             m.submodules[name + "mul" + j] = mul
             muls.append(mul)
             products.append(Signal.like(mul.p, name=name + "product" + j, reset_less=True))
@@ -401,7 +409,8 @@ class GemmCore(wiring.Component):
         m.d.sync += [reg.eq(value) for regs, values in ((a, a_left), (b, b_above))
                      for reg, value in zip(regs, values)]
         m.d.sync += [flags.eq(flags_left), product_flags.eq(flags)]
-        m.d.sync += [product.eq(mul.p) for product, mul in zip(products, muls)]
+        domain = "comb" if in_dsp else "sync"
+        m.d[domain] += [product.eq(mul.p) for product, mul in zip(products, muls)]
         # With k_per_pe > 1 the products are summed in pairs, a register per level, before the
         # accumulator: each level one carry chain narrower than the accumulator's, and the
         # flags follow through as many registers.
@@ -432,7 +441,7 @@ class GemmCore(wiring.Component):
             m.d.sync += [acc.eq(0), result.eq(total)]
         return a, b, flags, result
 
-    def _pe_array(self, m, a_offset, edge_flags, row_in, flags_in, col_in):
+    def _pe_array(self, m, platform, a_offset, edge_flags, row_in, flags_in, col_in):
         """The rows x cols processing elements (and, with int16 activations, a row of offset
         cells); returns their result registers ``res[r][c]`` and the offset sums (or None).
         The last ``fabric_cols`` columns multiply in logic; the offset cells use DSPs."""
@@ -444,8 +453,8 @@ class GemmCore(wiring.Component):
             a_left, flags_left = row_in[r], flags_in[r]
             b_here = []
             for c in range(cols):
-                a_left, b, flags_left, res[r][c] = self._pe(m, f"pe{r}_{c}_", a_left,
-                                                            b_above[c], flags_left,
+                a_left, b, flags_left, res[r][c] = self._pe(m, platform, f"pe{r}_{c}_",
+                                                            a_left, b_above[c], flags_left,
                                                             fabric=c >= cols - p.fabric_cols)
                 b_here.append(b)
             b_above = b_here
@@ -462,8 +471,8 @@ class GemmCore(wiring.Component):
             zp_left, flags_left = [zero_point] * p.k_per_pe, edge_flags
             offset_sum = []
             for c in range(cols):
-                zp_left, _, flags_left, total = self._pe(m, f"offset{c}_", zp_left, col_in[c],
-                                                         flags_left)
+                zp_left, _, flags_left, total = self._pe(m, platform, f"offset{c}_", zp_left,
+                                                         col_in[c], flags_left)
                 offset_sum.append(total)
         return res, offset_sum
 
