@@ -234,9 +234,11 @@ class GemmCore(wiring.Component):
         out_layout, row_pop)``.
 
         Only a_offset, applied as k-slices enter, is held here; the fields used when the
-        tile's rows leave go into the tile FIFO as the beat is taken (through a register, so
-        the FIFO's write enable starts at a flip-flop): it holds every tile that has ended and
-        not yet left, plus the one being sliced."""
+        tile's rows leave go into the tile FIFO as the beat is taken (on ECP5 through a
+        register, so the LUT RAM's write enable starts at a flip-flop; elsewhere the block RAM
+        registers its write itself, and the register would cost a flip-flop per bit, 304 of
+        the requantized 1 x 4 on the UP5K): it holds every tile that has ended and not yet
+        left, plus the one being sliced."""
         p = self._params
         rows = p.rows
         spacing = p.min_tile_cycles
@@ -271,12 +273,13 @@ class GemmCore(wiring.Component):
             self.params.ready.eq(~have_params | ends),
             params_fire.eq(self.params.valid & self.params.ready),
         ]
-        tile_push = Signal()
-        tile_push_data = Signal(out_layout.size, reset_less=True)
-        m.d.sync += [
-            tile_push.eq(params_fire),
-            tile_push_data.eq(Cat(*(self.params.payload[k] for k in out_fields))),
-        ]
+        tile_fields = Cat(*(self.params.payload[k] for k in out_fields))
+        if uses_ecp5_primitives(platform):
+            tile_push = Signal()
+            tile_push_data = Signal(out_layout.size, reset_less=True)
+            m.d.sync += [tile_push.eq(params_fire), tile_push_data.eq(tile_fields)]
+        else:
+            tile_push, tile_push_data = params_fire, tile_fields
         tile_write = tile_mem.write_port()
         m.d.comb += [tile_write.en.eq(tile_push), tile_write.data.eq(tile_push_data)]
         with m.If(tile_push):
