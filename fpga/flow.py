@@ -84,16 +84,41 @@ def _synth_command(device: Device, lut_multipliers: bool) -> str:
     return cmd
 
 
+# synth_ice40 -dsp's ice40_dsp pass takes the SB_MAC16 instances of the block's Verilog for
+# multipliers to pack and rewrites their configuration from the fabric registers it finds around
+# them: an instance's own A/B, pipeline and product registers are switched off (and its clock
+# tied low) when none are found, and adders after it are pulled in, which changes what the
+# netlist computes. The instances are therefore hidden from it under another (black-box) type.
+_ICE40_DSP = "SB_MAC16"
+_ICE40_DSP_HIDDEN = "LUTRA_SB_MAC16"
+_ICE40_DSP_STUB = f"""(* blackbox *)
+module {_ICE40_DSP_HIDDEN}(input CLK, CE, input [15:0] C, A, B, D,
+    input AHOLD, BHOLD, CHOLD, DHOLD, IRSTTOP, IRSTBOT, ORSTTOP, ORSTBOT, OLOADTOP, OLOADBOT,
+    input ADDSUBTOP, ADDSUBBOT, OHOLDTOP, OHOLDBOT, CI, ACCUMCI, SIGNEXTIN,
+    output [31:0] O, output CO, ACCUMCO, SIGNEXTOUT);
+""" + "".join(f"    parameter [{width - 1}:0] {name} = 0;\n" for name, width in (
+    ("NEG_TRIGGER", 1), ("C_REG", 1), ("A_REG", 1), ("B_REG", 1), ("D_REG", 1),
+    ("TOP_8x8_MULT_REG", 1), ("BOT_8x8_MULT_REG", 1), ("PIPELINE_16x16_MULT_REG1", 1),
+    ("PIPELINE_16x16_MULT_REG2", 1), ("TOPOUTPUT_SELECT", 2), ("TOPADDSUB_LOWERINPUT", 2),
+    ("TOPADDSUB_UPPERINPUT", 1), ("TOPADDSUB_CARRYSELECT", 2), ("BOTOUTPUT_SELECT", 2),
+    ("BOTADDSUB_LOWERINPUT", 2), ("BOTADDSUB_UPPERINPUT", 1), ("BOTADDSUB_CARRYSELECT", 2),
+    ("MODE_8x8", 1), ("A_SIGNED", 1), ("B_SIGNED", 1))) + "endmodule\n"
+
+
 def _synth_script(block: str, device: Device, lut_multipliers: bool) -> str:
     """The Yosys script: the block from its RTLIL, the wrapper from its Verilog."""
+    hide = build_primitives(device, lut_multipliers) == "ice40"
     return "\n".join([
+        *([f"read_verilog -lib <<EOT\n{_ICE40_DSP_STUB}EOT"] if hide else []),
         f"read_rtlil {block}.il",
         f"read_verilog {OOC_TOP}.v",
+        *([f"chtype -set {_ICE40_DSP_HIDDEN} t:{_ICE40_DSP}"] if hide else []),
         f"hierarchy -top {OOC_TOP}",
         # Keep the block a module of its own through synthesis so that `stat` counts its
         # cells apart from the wrapper's; flatten only the mapped netlist for nextpnr.
         f"setattr -mod -set keep_hierarchy 1 {block}",
         _synth_command(device, lut_multipliers),
+        *([f"chtype -set {_ICE40_DSP} t:{_ICE40_DSP_HIDDEN}"] if hide else []),
         "tee -q -o stat.json stat -json",
         f"setattr -mod -unset keep_hierarchy {block}",
         "flatten",

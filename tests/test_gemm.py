@@ -622,6 +622,40 @@ def test_ice40_block_ram_writes_are_not_delayed(kwargs, tmp_path):
                 f"write data bit {bit} is a flip-flop that also feeds {others}"
 
 
+def test_ice40_build_synthesis_keeps_each_sb_mac16_as_written(tmp_path):
+    """``lutra build``'s synthesis for the UP5K (``fpga.flow._synth_script``, ``synth_ice40
+    -dsp``) leaves every SB_MAC16 of the core as the Verilog writes it: Yosys' ice40_dsp pass
+    used to rewrite them (operand, pipeline and product registers off, clock tied low, the
+    accumulator's adder pulled in), so the netlist placed and timed computed something else."""
+    from fpga.flow import _synth_script, build_primitives
+    from fpga.ooc import OOC_TOP, OocWrapper
+    from fpga.targets import DEVICES
+    from fpga.tools import run_tool
+    from gen.blocks import get_block
+    from gen.config import build_component, validate_params
+    from gen.verilog import convert, convert_rtlil, manifest
+    device = DEVICES["ice40-up5k"]
+    config = validate_params(get_block("gemm"), {"rows": 1, "cols": 2})
+    core = build_component(config)
+    primitives = build_primitives(device, False)
+    written = convert(core, "blk", primitives=primitives)
+    (tmp_path / "blk.il").write_text(convert_rtlil(core, "blk", primitives=primitives))
+    wrapper = OocWrapper(module="blk", ports=manifest(config, core, primitives=primitives)["ports"])
+    (tmp_path / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
+    (tmp_path / "synth.ys").write_text(_synth_script("blk", device, False))
+    run_tool("yosys", ["-q", "synth.ys"], cwd=tmp_path, log=tmp_path / "yosys.log")
+    cells = [cell for module in json.loads((tmp_path / "synth.json").read_text())["modules"]
+             .values() for cell in module["cells"].values() if cell["type"] == "SB_MAC16"]
+    assert len(cells) == written.count("SB_MAC16 #(") == 2 + 4
+    for cell in cells:
+        params = {k: int(v, 2) for k, v in cell["parameters"].items()}
+        assert (params["A_REG"], params["B_REG"], params["PIPELINE_16x16_MULT_REG1"],
+                params["PIPELINE_16x16_MULT_REG2"], params["TOPOUTPUT_SELECT"],
+                params["BOTOUTPUT_SELECT"], params["TOPADDSUB_UPPERINPUT"]) == \
+            (1, 1, 1, 1, 3, 3, 0), params
+        assert cell["connections"]["CLK"] != ["0"], "clock tied low"
+
+
 @pytest.mark.cocotb
 def test_bench_reports_utilization_from_rtl_cycles(tmp_path, capsys):
     from sim.bench_gemm import main as bench_main
