@@ -597,9 +597,11 @@ def test_ice40_block_ram_writes_are_not_delayed(kwargs, tmp_path):
     need: it never reads a word in the cycle it is written) by delaying each write through
     flip-flops of its own and bypassing it (two flip-flops per memory bit)."""
     from fpga.tools import run_tool
-    from gen.verilog import convert
-    (tmp_path / "top.v").write_text(convert(GemmCore(**kwargs), "gemm", primitives="ice40"))
-    run_tool("yosys", ["-q", "-p", "read_verilog top.v; synth_ice40 -dsp -top gemm; "
+    from gen.verilog import convert_rtlil
+    # (As lutra build reads it: Amaranth's RTLIL.)
+    (tmp_path / "top.il").write_text(convert_rtlil(GemmCore(**kwargs), "gemm",
+                                                   primitives="ice40"))
+    run_tool("yosys", ["-q", "-p", "read_rtlil top.il; synth_ice40 -dsp -top gemm; "
                        "write_json net.json"], cwd=tmp_path, log=tmp_path / "yosys.log")
     cells = json.loads((tmp_path / "net.json").read_text())["modules"]["gemm"]["cells"]
     readers, drivers = {}, {}

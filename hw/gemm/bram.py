@@ -82,16 +82,19 @@ class BlockRAM(wiring.Component):
         if uses_ecp5_primitives(platform):
             self._ecp5(m)
             return m
-        # (no_rw_check: see the class docstring on reads of a word being written; without it
-        # Yosys keeps a Memory's read-first behaviour on iCE40 by delaying each write a cycle
-        # and bypassing it, two flip-flops per bit.)
+        # (no_rw_check: see the class docstring on reads of a word being written. The read
+        # register follows the asynchronous port, so that Yosys merges it into the memory
+        # and, told so, leaves collisions undefined: a synchronous port reaches it from
+        # Amaranth's RTLIL with a read-first behaviour, which Yosys keeps on iCE40 by delaying
+        # each write a cycle and bypassing it, two flip-flops per bit.)
         memory = Memory(shape=unsigned(self._width), depth=self._depth, init=[],
                         attrs={"ram_style": "block", "no_rw_check": 1})
         m.submodules.memory = memory
-        write, read = memory.write_port(), memory.read_port(domain="sync")
+        write, read = memory.write_port(), memory.read_port(domain="comb")
+        read_data = Signal(self._width, reset_less=True)
         m.d.comb += [write.addr.eq(self.w_addr), write.data.eq(self.w_data),
                      write.en.eq(self.w_en), read.addr.eq(self.r_addr)]
-        m.d.sync += self.r_data.eq(read.data)
+        m.d.sync += [read_data.eq(read.data), self.r_data.eq(read_data)]
         return m
 
     def _ecp5(self, m: Module) -> None:

@@ -1,7 +1,7 @@
 """Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
 requantization to int8 or int16."""
 
-from amaranth import Array, Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Array, Cat, Elaboratable, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -48,18 +48,46 @@ class _CoreBlockRAM(BlockRAM):
                       self.r_data.as_signed() if self._shape.signed else self.r_data)
 
 
+class _CollisionFreeMemory(Elaboratable):
+    """A ``Memory`` whose one read port is read a cycle after its address, as a ``Memory``'s
+    synchronous port is, but through a register after its asynchronous port, and marked
+    ``no_rw_check``: the core never reads a word in the cycle it is written. Yosys merges the
+    register into the memory and, told so, leaves collisions undefined; a synchronous port
+    reaches it from Amaranth's RTLIL with its read-first behaviour fixed, which Yosys keeps on
+    iCE40 block RAM by delaying every write a cycle and bypassing it (two flip-flops per bit:
+    889 FF and 446 LUT4 of the requantized 1 x 4 on the UP5K, a part at 87 % of its cells)."""
+
+    def __init__(self, shape, depth: int):
+        self._memory = Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
+        self._reads = []
+
+    def write_port(self):
+        return self._memory.write_port()
+
+    def read_port(self, *, domain):
+        assert domain == "sync"
+        read = self._memory.read_port(domain="comb")
+        data = Signal.like(read.data, name="read_data", reset_less=True)
+        self._reads.append((read, data))
+        return _Ports(read.addr, data)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = self._memory
+        m.d.sync += [data.eq(read.data) for read, data in self._reads]
+        return m
+
+
 def _memory(m, name: str, shape, depth: int, block_ram: bool, platform):
     """The core's row or tile memory ``name``: a ``Memory`` (LUT RAM, read a cycle after its
-    address) or, with ``block_ram``, a :class:`BlockRAM` (read two cycles after).
-
-    The core never reads a word in the cycle it is written, so but for ECP5's forms (LUT RAM,
-    or DP16KD instances) the memory is marked ``no_rw_check``: without it Yosys maps it to iCE40
-    block RAM with the read-first behaviour of a ``Memory`` kept by delaying each write a cycle
-    and bypassing it, two flip-flops per bit (889 FF and 446 LUT4 of the requantized 1 x 4 on
-    the UP5K, a part at 87 % of its logic cells)."""
-    attrs = {} if uses_ecp5_primitives(platform) else {"no_rw_check": 1}
-    memory = (_CoreBlockRAM(shape, depth) if block_ram
-              else Memory(shape=shape, depth=depth, init=[], attrs=attrs))
+    address) or, with ``block_ram``, a :class:`BlockRAM` (read two cycles after). Outside
+    ECP5's forms (LUT RAM, or DP16KD instances) it is a :class:`_CollisionFreeMemory`."""
+    if block_ram:
+        memory = _CoreBlockRAM(shape, depth)
+    elif uses_ecp5_primitives(platform):
+        memory = Memory(shape=shape, depth=depth, init=[])
+    else:
+        memory = _CollisionFreeMemory(shape, depth)
     m.submodules[name] = memory
     return memory
 
