@@ -56,8 +56,9 @@ GEMM_PASS_OVERHEAD = 8 + READ_REGISTER
 ATTENTION_FIT = {(12, 32, 4, 2): (15.9, 2170.9), (12, 32, 4, 1): (31.8, 2407.3)}
 
 BATCHES = (1, 8, 32)
-#: Clocks of the per-array table (``--arrays``), MHz: the issue's target and the GEMM core's
-#: measured 8 x 8 Fmax class. Not measured for the encoder at these array sizes.
+#: Clocks of the per-array table (``--arrays``), MHz: the issue's target, and about what the
+#: GEMM core alone reaches on the ECP5-85F (docs/blocks/gemm.md). Neither is measured for the
+#: encoder.
 ARRAY_CLOCKS = (100.0, 150.0)
 _ARRAY = re.compile(r"^(\d+)x(\d+)(?:\+(\d+))?(?:e(\d+))?$")
 #: Batches of the throughput table: 2 is the most the ECP5-85F's activation memory holds
@@ -206,18 +207,13 @@ def array_figures(p, lengths: list[int], float_per_s: float, *,
                   clocks=ARRAY_CLOCKS) -> list[dict]:
     """MiniLM (6 layers) on ``p`` at batches of :data:`BATCHES` (``batch_lengths``): modelled
     cycles, both bounds and sentences/s at ``clocks`` against the float forward's
-    ``float_per_s``; printed as one table and returned. ``KeyError`` if the attention pass of
-    ``p``'s engine count has no fit (:data:`ATTENTION_FIT`)."""
-    key = (p.heads, p.head_dim, p.block, p.engines)
-    if key not in ATTENTION_FIT:
-        raise KeyError(f"no attention fit for {p.engines} engine(s) (ATTENTION_FIT): not "
-                       f"measured")
-    attention = ATTENTION_FIT[key]
+    ``float_per_s``; printed as one table and returned. The attention pass of ``p``'s
+    engine count must have a fit (:data:`ATTENTION_FIT`)."""
+    attention = ATTENTION_FIT[(p.heads, p.head_dim, p.block, p.engines)]
     label = (f"{p.rows} x {p.cols}" + (f" ({p.fabric_cols} fabric cols)" if p.fabric_cols
                                        else "") + f", {p.engines} engine(s)")
     print(f"\nMiniLM, 6 layers, array {label}: {p.gemm_macs} MACs per clock "
-          f"({p.fabric_macs} in logic), {p.multipliers} DSP products by "
-          f"EncoderParams.multipliers; cycles from the model, port {p.port_width} bits\n")
+          f"({p.fabric_macs} in logic); cycles from the model, port {p.port_width} bits\n")
     heads = " | ".join(f"sentences/s at {c:g} MHz | x float" for c in clocks)
     print(f"| batch | tokens | cycles | x MAC bound | x weight bound | {heads} |\n"
           + "|---" * (5 + 2 * len(clocks)) + "|")
