@@ -145,6 +145,7 @@ def markdown_report(report: dict) -> str:
              "- configuration: " + ", ".join(f"{k}={v}" for k, v in report["config"].items()),
              f"- tools: {', '.join(f'{k} {v}' for k, v in report['tools'].items())}",
              f"- seed: {report['seed']}",
+             f"- router: {report.get('router', 'router1')}",
              f"- source: {report.get('source', 'unknown')}"]
     if report.get("wrapper"):
         lines.append(f"- wrapper: {report['wrapper']['description']}")

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fpga.flow import ROUTERS
+
 from .cli_common import UsageError, add_force, configs_from_args
 from .outputs import OutputDir
 from .progress import Progress
@@ -34,6 +36,9 @@ def add_build_parser(sub) -> argparse.ArgumentParser:
                    help="requested clock in MHz (default 50 iCE40, 150 ECP5; board self-test: "
                         "the board's clock)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
+                   help="nextpnr's router (default router1; router2 is often faster on large "
+                        "designs)")
     p.add_argument("--bitstream", action="store_true",
                    help="build the self-test top for a board down to a bitstream")
     p.add_argument("--allow-lut-multipliers", action="store_true",
@@ -82,7 +87,8 @@ def run_build(args) -> int:
             with Progress(f"lutra build {config.name}") as progress:
                 report = build_ooc(config, device, out, freq_mhz=args.freq, seed=args.seed,
                                    allow_lut_multipliers=args.allow_lut_multipliers,
-                                   target_name=args.target, force=force, progress=progress)
+                                   target_name=args.target, router=args.router, force=force,
+                                   progress=progress)
     except (TargetError, FitError, ToolError, BuildError) as error:
         raise UsageError(str(error)) from None
     print(summary(report))

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from amaranth.lib import stream, wiring
 
 from .config import BlockConfig, build_component
@@ -15,7 +15,7 @@ from .layout import describe_shape, flatten_shape
 from .outputs import OutputDir
 
 __all__ = ["PRIMITIVES", "BUSES", "PrimitiveTarget", "top_name", "wrap", "convert",
-           "manifest", "write_outputs", "generate"]
+           "convert_rtlil", "manifest", "write_outputs", "generate"]
 
 #: Vendor primitive sets the Verilog may instantiate: ``generic`` (portable Verilog, what the
 #: simulators run) or a device family whose DSP primitives blocks use directly.
@@ -61,12 +61,21 @@ def convert(component, name: str, *, primitives: str = "generic") -> str:
 
     ``primitives`` other than ``"generic"`` lets blocks instantiate that family's primitives.
     """
+    return verilog.convert(component, name=name, platform=_platform(primitives), emit_src=False)
+
+
+def convert_rtlil(component, name: str, *, primitives: str = "generic") -> str:
+    """RTLIL text of ``component``, as :func:`convert` elaborates it (what ``lutra build``
+    synthesises: Yosys reads it far faster than Verilog with large memory initialisers)."""
+    return rtlil.convert(component, name=name, platform=_platform(primitives), emit_src=False)
+
+
+def _platform(primitives: str) -> PrimitiveTarget | None:
     if primitives not in PRIMITIVES:
         raise ValueError(f"primitives must be one of {', '.join(PRIMITIVES)}, "
                          f"not {primitives!r}")
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    platform = None if primitives == "generic" else PrimitiveTarget(primitives)
-    return verilog.convert(component, name=name, platform=platform, emit_src=False)
+    return None if primitives == "generic" else PrimitiveTarget(primitives)
 
 
 def _ports(component, meanings: dict) -> tuple[list, dict]:

@@ -69,7 +69,9 @@ def test_resources_estimate():
                                        "lanes": 2})
     # Four 17 x 17 products per requantized value: three legs and the output, per lane.
     assert len(need["multipliers"]) == AddUnitParams(inputs=3, lanes=2).multipliers == 32
-    assert need["memories"] == []
+    # One memory: the output queue, a place per beat in flight (latency 19, plus one) of two
+    # 16-bit lanes and ``last``.
+    assert need["memories"] == [(19 + 1, 2 * 16 + 1)]
 
 
 def test_param_beat_checks_left_shift():
@@ -197,6 +199,45 @@ def test_load_applies_from_the_next_cycle():
     sim.add_testbench(bench)
     sim.run()
     want = [add_int(list(x[:, :1]), first)[0, 0]] + add_int(list(x[:, 1:]), second)[:, 0].tolist()
+    assert got == want, f"{got} != {want}"
+
+
+def test_stalled_sink_does_not_stall_the_pipeline():
+    """A sink that takes nothing: the block still accepts ``latency + 1`` beats back to back
+    (its pipeline runs on into the output queue), then holds ``i.ready`` low; released, the
+    beats come out in order, exact, one per clock."""
+    params = config(in_width=16, inputs=2, lanes=1)
+    dut = get_block("add").build(params)
+    rng = np.random.default_rng(4)
+    load = random_params(rng, 2, 16, 16)
+    x = random_tensor(rng, 2, 40, 1, 16, 0)
+    accepted, got = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.params.payload, param_beat(load, 16))
+        ctx.set(dut.params.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.params.valid, 0)
+        beats = x.transpose(1, 0, 2)
+        for cycle in range(3 * dut.latency):
+            ctx.set(dut.i.payload, {"data": beats[len(accepted)].tolist(), "last": 0})
+            ctx.set(dut.i.valid, 1)
+            if ctx.get(dut.i.ready):
+                accepted.append(cycle)
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        ctx.set(dut.o.ready, 1)
+        while ctx.get(dut.o.valid):
+            got.append(ctx.get(dut.o.payload.data[0]))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    places = dut.latency + 1
+    assert accepted == list(range(places)), f"accepted in cycles {accepted}"
+    want = add_int(list(x[:, :places]), load)[:, 0].tolist()
     assert got == want, f"{got} != {want}"
 
 

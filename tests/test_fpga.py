@@ -295,6 +295,8 @@ def test_cli_list_targets(capsys):
     (["build", "gemm", "--target", "icebreaker"], "needs 20 SB_MAC16 multipliers"),
     (["build", "gemm", "--target", "ecp5-85f", "--bitstream"], "--bitstream needs a board"),
     (["build", "gemm", "--rows", "0", "--target", "ecp5-85f"], "gemm.rows: must be in"),
+    (["build", "gemm", "--target", "ecp5-85f", "--router", "router3"],
+     "argument --router: invalid choice: 'router3' (choose from 'router1', 'router2')"),
     (["report", "/nonexistent-lutra"], "/nonexistent-lutra: not a directory"),
 ])
 def test_cli_errors(capsys, argv, message):
@@ -490,6 +492,23 @@ def test_synth_command_maps_multipliers_to_the_dsps_the_part_has():
     assert "-dsp" not in _synth_command(DEVICES["ice40-up5k"], True)
     assert "dsp" not in _synth_command(DEVICES["ecp5-85f"], False)
     assert _synth_command(DEVICES["ecp5-85f"], True).endswith(" -nodsp")
+
+
+def test_synth_script_reads_the_block_as_rtlil():
+    from fpga.flow import _synth_script
+    script = _synth_script("lutra_gemm", DEVICES["ecp5-85f"], False).splitlines()
+    assert script[:3] == ["read_rtlil lutra_gemm.il", "read_verilog lutra_ooc.v",
+                          "hierarchy -top lutra_ooc"], script
+    assert not any("lutra_gemm.v" in line for line in script), script
+
+
+def test_build_ooc_refuses_an_unknown_router(tmp_path):
+    from fpga.flow import build_ooc
+    config = validate_params(get_block("gemm"), {})
+    with pytest.raises(ValueError, match=r"^router must be one of router1, router2, "
+                                         r"not 'router3'$"):
+        build_ooc(config, "ecp5-85f", tmp_path / "b", router="router3")
+    assert not (tmp_path / "b").exists()
 
 
 def test_fpga_bench_reuse_takes_earlier_reports_of_the_same_build(tmp_path, monkeypatch, capsys):

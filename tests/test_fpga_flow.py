@@ -9,6 +9,7 @@ compared with what the tools really used: multipliers exactly, logic cells withi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -80,7 +81,19 @@ def test_ooc_ice40_cli(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def ecp5_2x2(tmp_path_factory):
     out = tmp_path_factory.mktemp("ecp5") / "b"
-    return build_ooc(gemm(rows=2, cols=2), DEVICES["ecp5-25f"], out, freq_mhz=100)
+    return build_ooc(gemm(rows=2, cols=2), DEVICES["ecp5-25f"], out, freq_mhz=100,
+                     router="router2")
+
+
+def test_ecp5_reads_rtlil_and_routes_with_router2(ecp5_2x2):
+    out = Path(ecp5_2x2["_path"])
+    script = (out / "synth.ys").read_text().splitlines()
+    assert script[:2] == ["read_rtlil lutra_gemm.il", "read_verilog lutra_ooc.v"], script
+    assert "Executing RTLIL frontend" in (out / "synth.log").read_text()
+    assert "module lutra_gemm(" in (out / "lutra_gemm.v").read_text()   # still written
+    assert ecp5_2x2["router"] == "router2"
+    assert "- router: router2" in (out / "report.md").read_text()
+    assert "Router2" in (out / "pnr.log").read_text()
 
 
 def test_ecp5_estimate_matches_synthesis(ecp5_2x2):

@@ -556,10 +556,11 @@ def test_bench_reports_utilization_from_rtl_cycles(tmp_path, capsys):
 MAX_COMB_FANOUT = 64
 
 
-def comb_fanout(verilog: str, top: str, tmp_path) -> dict[str, int]:
+def comb_fanout(verilog: str, top: str, tmp_path, *, registers: bool = False) -> dict[str, int]:
     """For every net driven by logic (not by a flip-flop, a memory or a top-level port other than
-    ``clk``/``rst``), the number of flip-flop bits whose data, enable or reset it reaches
-    through combinational cells only, from Yosys' coarse netlist (``proc; flatten; opt``, so
+    ``clk``/``rst``), or with ``registers`` every flip-flop output instead, the number of
+    flip-flop bits whose data, enable or reset it reaches through combinational cells only,
+    from Yosys' coarse netlist (``proc; flatten; opt``, so
     equal logic is shared as synthesis shares it; no technology mapping, so the count does not depend on a vendor's LUT packing). A memory port
     counts as one register: a block RAM or LUT RAM has one enable per port."""
     from fpga.tools import run_tool
@@ -572,7 +573,7 @@ def comb_fanout(verilog: str, top: str, tmp_path) -> dict[str, int]:
     for name, net in module["netnames"].items():
         for bit in net["bits"]:
             names.setdefault(bit, name)
-    registers = {}
+    regs, q_bits = {}, set()
     for cell_name, cell in module["cells"].items():
         ins = [bit for port, bits in cell["connections"].items()
                if cell["port_directions"][port] == "input" for bit in bits]
@@ -580,8 +581,9 @@ def comb_fanout(verilog: str, top: str, tmp_path) -> dict[str, int]:
                 if cell["port_directions"][port] == "output" for bit in bits]
         if cell["type"].startswith("$mem"):
             for bit in ins:
-                registers.setdefault(bit, set()).add((cell_name, 0))
+                regs.setdefault(bit, set()).add((cell_name, 0))
         elif "dff" in cell["type"]:
+            q_bits.update(bit for bit in cell["connections"]["Q"] if isinstance(bit, int))
             # A data bit reaches its own flip-flop; an enable or reset reaches all of them.
             width = len(cell["connections"]["Q"])
             for port, bits in cell["connections"].items():
@@ -589,7 +591,7 @@ def comb_fanout(verilog: str, top: str, tmp_path) -> dict[str, int]:
                     continue
                 for index, bit in enumerate(bits):
                     ffs = [index] if port == "D" else range(width)
-                    registers.setdefault(bit, set()).update((cell_name, n) for n in ffs)
+                    regs.setdefault(bit, set()).update((cell_name, n) for n in ffs)
         else:
             for bit in ins:
                 sinks.setdefault(bit, []).append(cell_name)
@@ -598,18 +600,21 @@ def comb_fanout(verilog: str, top: str, tmp_path) -> dict[str, int]:
 
     def reach(bit):             # the logic is acyclic: memoised depth-first search
         if bit not in reached:
-            found = set(registers.get(bit, ()))
+            found = set(regs.get(bit, ()))
             for cell in sinks.get(bit, ()):
                 for out in outputs[cell]:
                     found |= reach(out)
             reached[bit] = found
         return reached[bit]
 
-    driven_by_logic = {bit for outs in outputs.values() for bit in outs if isinstance(bit, int)}
-    ports = {bit for name, port in module["ports"].items() if port["direction"] == "input"
-             and name not in ("clk", "rst") for bit in port["bits"]}
+    if registers:
+        sources = q_bits
+    else:
+        sources = {bit for outs in outputs.values() for bit in outs if isinstance(bit, int)}
+        sources |= {bit for name, port in module["ports"].items() if port["direction"] == "input"
+                    and name not in ("clk", "rst") for bit in port["bits"]}
     return {f"{names.get(bit, '?')} (bit {bit})": len(reach(bit))
-            for bit in sorted(driven_by_logic | ports, key=str)}
+            for bit in sorted(sources, key=str)}
 
 
 @pytest.mark.parametrize("kwargs", [{"rows": 8, "cols": 8}, {"rows": 8, "cols": 8,
@@ -626,6 +631,24 @@ def test_no_combinational_net_fans_out_across_the_array(kwargs, tmp_path):
     fanout = comb_fanout(convert(GemmCore(**kwargs), "gemm"), "gemm", tmp_path)
     worst = sorted(fanout.items(), key=lambda item: -item[1])[:5]
     assert worst[0][1] <= MAX_COMB_FANOUT, f"nets reaching most flip-flop bits: {worst}"
+
+
+#: Most flip-flop bits one flip-flop may reach through logic in a requantized array, whatever its
+#: size: one column of the output shifter (its acc, bias, multiplier and shift: 102 bits), or
+#: a_offset into each row's edge adder (10 bits a row). (At 7635736, 8 x 8: the shifter's load
+#: reached 888 bits, and the accumulator clear of an anti-diagonal's PEs, merged into one
+#: register, 512; 768 at 12 x 12.)
+MAX_REGISTER_FANOUT = 128
+
+
+def test_no_register_fans_out_across_the_array(tmp_path):
+    """Control registers that reach the whole array are replicated: one copy of the shifter's
+    load per column, the PEs' flags one set per PE (not merged per anti-diagonal)."""
+    from gen.verilog import convert
+    fanout = comb_fanout(convert(GemmCore(rows=8, cols=8), "gemm"), "gemm", tmp_path,
+                         registers=True)
+    worst = sorted(fanout.items(), key=lambda item: -item[1])[:5]
+    assert worst[0][1] <= MAX_REGISTER_FANOUT, f"registers reaching most flip-flop bits: {worst}"
 
 
 def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:

@@ -87,8 +87,10 @@ def test_resources_estimate():
                                              "divider": "iterative"})
     # The square, two for (x - mean) * recip, four in the requantizer (mean * t is shift-add).
     assert len(need["multipliers"]) == 7
-    # The statistics FIFO, the row buffer and the parameter memory (two banks).
-    assert sorted(need["memories"]) == [(3, 49), (768, 16), (768, 79)]
+    # The statistics FIFO, the output queue (a place per element from its read to the
+    # requantizer's output, 1 + 6 + 9, plus one; 8 bits and ``last``), the row buffer and the
+    # parameter memory (two banks).
+    assert sorted(need["memories"]) == [(3, 49), (1 + 6 + 9 + 1, 8 + 1), (768, 16), (768, 79)]
 
 
 # ---- Amaranth simulation -----------------------------------------------------------------------
@@ -161,7 +163,7 @@ def test_matches_golden_with_stalls(params):
 
 def test_sink_held_off_for_long():
     """A sink that stalls for up to 60 cycles at a time: the full row buffer, the statistics
-    FIFO and every pipeline stage hold their beats."""
+    FIFO and the output queue hold their beats."""
     params = config(hidden=6, in_width=8)
     rng = np.random.default_rng(4)
     plan = [("load", random_params(rng, 6, 8)), ("rows", random_rows(rng, 6, 8, 14)),

@@ -5,7 +5,8 @@ Bit-exact to :func:`sim.golden.add.add_int` (``reference_integer_ops/add.h`` for
     leg_k = MBQM((x_k + offset_k) << left_shift, multiplier_k, shift_k)     (int32)
     out   = clamp(MBQM(leg_0 + leg_1 [+ leg_2], out_multiplier, out_shift) + out_offset)
 
-Three stages, each a stream with backpressure:
+Three stages that never stall, then a :class:`~hw.common.credit.CreditQueue` that holds what
+the sink does not take and admits an input beat only when it will have a place for it:
 
 1. the input legs: one :class:`~hw.common.requant.Requantizer` with ``inputs * lanes`` lanes in
    its raw int32 form (``RAW_WIDTH``), fed straight from the input beat and the parameter
@@ -20,6 +21,7 @@ from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..common.credit import CreditQueue
 from ..common.requant import RAW_WIDTH, Requantizer
 from .params import AddUnitParams
 
@@ -133,15 +135,25 @@ class AddUnit(wiring.Component):
         with m.If(self.params.valid):
             m.d.sync += load.eq(self.params.payload)
 
+        # The stages run free (their requantizers' ``o.ready`` is 1): a stall on ``o`` reaches
+        # no pipeline register, only the queue and its credit count.
+        m.submodules.queue = queue = CreditQueue(OutBeat(lanes, ow), latency=cfg.latency)
+        take = Signal()
+        m.d.comb += [
+            self.i.ready.eq(queue.room),
+            take.eq(self.i.valid & queue.room),
+            queue.take.eq(take),
+        ]
+
         # 1. Input legs, lane k * lanes + j for input k, element j; the output parameters of
         # the load the beat was accepted under travel with it as the tag.
         m.submodules.legs = legs = Requantizer(lanes=n * lanes, out_width=RAW_WIDTH,
                                                tag=OutputParams(ow))
         m.d.comb += [
-            legs.i.valid.eq(self.i.valid),
-            self.i.ready.eq(legs.i.ready),
+            legs.i.valid.eq(take),
             legs.i.payload.last.eq(self.i.payload.last),
             legs.i.payload.tag.eq(load.out),
+            legs.o.ready.eq(1),
         ]
         for k in range(n):
             for j in range(lanes):
@@ -153,25 +165,22 @@ class AddUnit(wiring.Component):
                     legs.i.payload.shift[lane].eq(load.shift[k]),
                 ]
 
-        # 2. The legs' sum per lane, one register with its own valid (a stream stage).
+        # 2. The legs' sum per lane, one register with its own valid.
         sums = Signal(data.ArrayLayout(signed(32), lanes))
         sums_tag = Signal(OutputParams(ow))
         sums_last = Signal()
         sums_valid = Signal()
-        m.submodules.out = out = Requantizer(lanes=lanes, out_width=ow)
-        take = ~sums_valid | out.i.ready
-        m.d.comb += legs.o.ready.eq(take)
-        with m.If(take):
-            m.d.sync += [
-                sums_valid.eq(legs.o.valid),
-                sums_tag.eq(legs.o.payload.tag),
-                sums_last.eq(legs.o.payload.last),
-            ]
-            for j in range(lanes):
-                total = sum(legs.o.payload.data[k * lanes + j] for k in range(n))
-                m.d.sync += sums[j].eq(total[:32].as_signed())
+        m.d.sync += [
+            sums_valid.eq(legs.o.valid),
+            sums_tag.eq(legs.o.payload.tag),
+            sums_last.eq(legs.o.payload.last),
+        ]
+        for j in range(lanes):
+            total = sum(legs.o.payload.data[k * lanes + j] for k in range(n))
+            m.d.sync += sums[j].eq(total[:32].as_signed())
 
         # 3. Output requantization, zero point and clamp to the output type.
+        m.submodules.out = out = Requantizer(lanes=lanes, out_width=ow)
         top = 1 << (ow - 1)
         m.d.comb += [
             out.i.valid.eq(sums_valid),
@@ -187,9 +196,10 @@ class AddUnit(wiring.Component):
                 out.i.payload.shift[j].eq(sums_tag.out_shift),
             ]
         m.d.comb += [
-            self.o.valid.eq(out.o.valid),
-            out.o.ready.eq(self.o.ready),
-            self.o.payload.data.eq(out.o.payload.data),
-            self.o.payload.last.eq(out.o.payload.last),
+            queue.i.valid.eq(out.o.valid),
+            out.o.ready.eq(1),
+            queue.i.payload.data.eq(out.o.payload.data),
+            queue.i.payload.last.eq(out.o.payload.last),
         ]
+        wiring.connect(m, queue.o, wiring.flipped(self.o))
         return m

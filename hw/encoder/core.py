@@ -376,8 +376,9 @@ class EncoderAccelerator(wiring.Component):
         # An element is issued (its address), read (the block RAM), then in the read data
         # registers (``s.rd_data``), where the multiplexers pick it into the FIFO.
         r_issue = Signal()
-        r_reading = delayed(m, "r_issue", r_issue, 1)
-        r_loaded = delayed(m, "r_issue", r_reading, 1)
+        r_reading = Signal()
+        r_loaded = Signal()
+        m.d.sync += [r_reading.eq(r_issue), r_loaded.eq(r_reading)]
         r_lane = delayed(m, "r_lane", rpos.lane, 2)
         r_row_last = delayed(m, "r_row_last", rpos.row_end(r_width), 2)
         r_mem_a = delayed(m, "r_mem_a", r_src, 2)
@@ -456,8 +457,9 @@ class EncoderAccelerator(wiring.Component):
         m.submodules.k_fifo = k_fifo = SyncFIFOBuffered(
             width=KBeat.size + rows * 16, depth=READ_AHEAD)
         k_issue = Signal()
-        k_reading = delayed(m, "k_issue", k_issue, 1)
-        k_loaded = delayed(m, "k_issue", k_reading, 1)
+        k_reading = Signal()
+        k_loaded = Signal()
+        m.d.sync += [k_reading.eq(k_issue), k_loaded.eq(k_reading)]
         k_last = delayed(m, "k_last", g_k == desc.k - 1, 2)
         m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading + k_loaded < READ_AHEAD))
         with m.If(k_issue):

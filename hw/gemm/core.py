@@ -67,6 +67,56 @@ def _select(values, index):
 _Flags = data.StructLayout({"valid": 1, "last": 1})
 
 
+class _FlagChain:
+    """A row's flags ``stages`` registers after its edge register (``flags``, a ``_Flags``
+    value), their valid flag carried exclusive-or the row's ``phase``, a register that toggles
+    every cycle, as it was when the flags entered the edge register.
+
+    Every PE's flags would otherwise be the same delays of the same edge flags as those of the
+    other PEs of its anti-diagonal, which Yosys merges into one register per anti-diagonal:
+    its accumulator clear and enable then reached 12 PEs across the 12 x 12 array (768
+    flip-flops). A phase is a register that feeds back on itself, which synthesis cannot merge
+    with another row's, so the rows' flags differ and each PE has its own."""
+
+    def __init__(self, flags, phase, stages: int):
+        self.flags, self.phase, self.stages = flags, phase, stages
+
+    @classmethod
+    def edge(cls, m: Module, name: str, valid, last, phase) -> "_FlagChain":
+        """The edge register of a row's flags, taking ``valid`` and ``last``."""
+        flags = Signal(_Flags, name=name, init=cls._invalid(0))
+        m.d.sync += [flags.valid.eq(valid ^ phase), flags.last.eq(last)]
+        return cls(flags, phase, 0)
+
+    @staticmethod
+    def _invalid(stages: int) -> dict:
+        # The reset value, an invalid beat at every stage (the phase restarts at 0).
+        return {"valid": (stages + 1) & 1, "last": 0}
+
+    def next(self, m: Module, name: str) -> "_FlagChain":
+        """The chain one register further on (a register named ``name``)."""
+        flags = Signal(_Flags, name=name, init=self._invalid(self.stages + 1))
+        m.d.sync += flags.eq(self.flags)
+        return _FlagChain(flags, self.phase, self.stages + 1)
+
+    def delayed(self, m: Module, name: str, cycles: int) -> "_FlagChain":
+        """The chain ``cycles`` registers further on (named ``{name}_d1``, ...)."""
+        chain = self
+        for k in range(cycles):
+            chain = chain.next(m, f"{name}_d{k + 1}")
+        return chain
+
+    @property
+    def valid(self):
+        """The true valid flag: the phase has toggled once per register since it was applied,
+        and once for the edge register itself."""
+        return self.flags.valid ^ self.phase ^ ((self.stages + 1) & 1)
+
+    @property
+    def last(self):
+        return self.flags.last
+
+
 def KSlice(rows: int, cols: int, a_width: int = 8, k_per_pe: int = 1) -> data.StructLayout:
     """One k-slice of a tile: column ``k`` of A (``rows`` values of ``a_width`` bits), row ``k``
     of B (``cols`` int8 values); ``last`` marks the tile's final k-slice.
@@ -211,17 +261,17 @@ class GemmCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a_offset, fire, ends, tile_mem, out_layout, row_pop = self._input_side(m)
-        edge_flags, row_in, flags_in, col_in = self._edge_and_skew(m, a_offset, fire)
-        res, offset_sum = self._pe_array(m, a_offset, edge_flags, row_in, flags_in, col_in)
+        a_offset, fire, ends, tile_mems, out_layout, row_pop = self._input_side(m)
+        row_in, flags_in, col_in = self._edge_and_skew(m, a_offset, fire)
+        res, offset_sum = self._pe_array(m, a_offset, row_in, flags_in, col_in)
         # A dot-product PE's adder tree delays its sums: the read-out follows that much later.
         ends = delayed(m, "tree_end", ends, self._params.tree_levels, shape=1)
         row_mems, row_written = self._row_readout(m, ends, res, offset_sum)
-        self._output_side(m, row_mems, row_written, tile_mem, out_layout, row_pop)
+        self._output_side(m, row_mems, row_written, tile_mems, out_layout, row_pop)
         return m
 
     def _input_side(self, m):
-        """Tile parameters and input acceptance; returns ``(a_offset, fire, ends, tile_mem,
+        """Tile parameters and input acceptance; returns ``(a_offset, fire, ends, tile_mems,
         out_layout, row_pop)``.
 
         Only a_offset, applied as k-slices enter, is held here; the fields used when the
@@ -242,7 +292,6 @@ class GemmCore(wiring.Component):
 
         out_fields = {name: field.shape for name, field in tile_layout if name != "a_offset"}
         out_layout = data.StructLayout(out_fields)
-        tile_mem = _memory(m, "tile_mem", out_layout.size, p.tile_fifo_depth, p.block_ram)
 
         # Whether a tile's last k-slice may be taken now (its parameters held, the spacing since
         # the previous tile's end elapsed, room in the row FIFO), registered: computed a cycle
@@ -267,10 +316,20 @@ class GemmCore(wiring.Component):
             tile_push.eq(params_fire),
             tile_push_data.eq(Cat(*(self.params.payload[k] for k in out_fields))),
         ]
-        tile_write = tile_mem.write_port()
-        m.d.comb += [tile_write.en.eq(tile_push), tile_write.data.eq(tile_push_data)]
-        with m.If(tile_push):
-            m.d.sync += tile_write.addr.eq(_next(tile_write.addr, p.tile_fifo_depth))
+        # The tile FIFO is one memory per column (its bias, multiplier and shift) and one for
+        # the fields the columns share, each with write and read address counters of its own
+        # (which synthesis does not merge: each feeds back on itself): one address register
+        # reached 217 LUT RAM cells on the 12 x 12. (In block RAM, one memory.)
+        tile_mems = []
+        for name, spans in self._tile_parts(out_layout):
+            mem = _memory(m, name, sum(width for _, width in spans), p.tile_fifo_depth,
+                          p.block_ram)
+            tile_write = mem.write_port()
+            m.d.comb += [tile_write.en.eq(tile_push), tile_write.data.eq(
+                Cat(*(tile_push_data[offset:offset + width] for offset, width in spans)))]
+            with m.If(tile_push):
+                m.d.sync += tile_write.addr.eq(_next(tile_write.addr, p.tile_fifo_depth))
+            tile_mems.append((mem, spans))
         with m.If(params_fire):
             m.d.sync += [a_offset.eq(self.params.payload.a_offset), have_params.eq(1)]
         with m.Elif(ends):
@@ -300,11 +359,34 @@ class GemmCore(wiring.Component):
             self.params.valid & int(spacing == 1) & room_after(1),
             (have_params | self.params.valid) & (1 if spacing <= 2 else gap <= 1) &
             room_after(0)))
-        return a_offset, fire, ends, tile_mem, out_layout, row_pop
+        return a_offset, fire, ends, tile_mems, out_layout, row_pop
+
+    def _tile_parts(self, out_layout):
+        """The tile memories: ``(name, spans)``, each span ``(offset, width)`` a field (or an
+        element of one) of ``out_layout``, in the order the memory's word holds them."""
+        p = self._params
+        if p.block_ram:
+            return [("tile_mem", [(0, out_layout.size)])]
+        per_column = [name for name in ("bias", "multiplier", "shift")
+                      if name in out_layout.members]
+        parts = []
+        for c in range(p.cols):
+            spans = []
+            for name in per_column:
+                field = out_layout[name]
+                width = Shape.cast(field.shape.elem_shape).width
+                spans.append((field.offset + c * width, width))
+            parts.append((f"tile_mem{c}", spans))
+        shared = [(out_layout[name].offset, Shape.cast(out_layout[name].shape).width)
+                  for name in out_layout.members if name not in per_column]
+        if shared:
+            parts.append(("tile_mem_shared", shared))
+        return parts
 
     def _edge_and_skew(self, m, a_offset, fire):
-        """Edge registers and the skew delay lines; returns ``(edge_flags, row_in, flags_in,
-        col_in)``, the operands as one list of ``k_per_pe`` lanes per row and per column.
+        """Edge registers and the skew delay lines; returns ``(row_in, flags_in, col_in)``,
+        the operands as one list of ``k_per_pe`` lanes per row and per column, and each row's
+        flags.
         With int8 activations a_offset is added to a at the edge; with int16 the offset is
         applied per column (``_pe_array``)."""
         p = self._params
@@ -315,14 +397,13 @@ class GemmCore(wiring.Component):
             return (vector, "") if k == 1 else (vector[j], f"_{j}")
         offset_per_column = p.a_width == 16
         operand_a_width = p.operand_a_width
-        edge_flags = Signal(_Flags)
-        m.d.sync += [
-            edge_flags.valid.eq(fire),
-            edge_flags.last.eq(self.i.payload.last),
-        ]
-
         row_in, flags_in = [], []
         for r in range(p.rows):
+            # Each row's flags are its own (``_FlagChain``: not merged per anti-diagonal).
+            phase = Signal(name=f"flags_phase{r}")
+            m.d.sync += phase.eq(~phase)
+            edge = _FlagChain.edge(m, f"edge_flags{r}", fire, self.i.payload.last, phase)
+            flags_in.append(edge.delayed(m, f"skew_flags{r}", r))
             lanes = []
             for j in range(k):
                 a_in, suffix = lane(self.i.payload.a[r], j)
@@ -332,7 +413,6 @@ class GemmCore(wiring.Component):
                 lanes.append(delayed(m, f"skew_a{r}{suffix}", edge_a, r,
                                      shape=signed(operand_a_width), reset_less=True))
             row_in.append(lanes)
-            flags_in.append(delayed(m, f"skew_flags{r}", edge_flags, r, shape=_Flags))
         col_in = []
         for c in range(p.cols):
             lanes = []
@@ -343,7 +423,7 @@ class GemmCore(wiring.Component):
                 lanes.append(delayed(m, f"skew_b{c}{suffix}", edge_b, c, shape=signed(8),
                                      reset_less=True))
             col_in.append(lanes)
-        return edge_flags, row_in, flags_in, col_in
+        return row_in, flags_in, col_in
 
     def _pe(self, m, name, a_left, b_above, flags_left, fabric=False):
         """One multiply-accumulate cell of ``k_per_pe`` products (the operand lists
@@ -357,11 +437,10 @@ class GemmCore(wiring.Component):
         # flip-flops' only synchronous set/reset costs a LUT per bit on ECP5.
         a = [Signal(a_left[0].shape(), name=name + "a" + j, reset_less=True) for j in lanes]
         b = [Signal(signed(B_WIDTH), name=name + "b" + j, reset_less=True) for j in lanes]
-        flags = Signal(_Flags, name=name + "flags")
+        flags = flags_left.next(m, name + "flags")
         # The product's flags, aligned with it: valid, and the tile's end registered as
-        # such, so the accumulator's clear is a flip-flop (set by reset, too), not logic
-        # shared by every PE whose flags Yosys merges (all PEs of an anti-diagonal see the
-        # same delays of the same flags).
+        # such, so the accumulator's clear is a flip-flop (set by reset, too) of this PE
+        # alone (see _FlagChain).
         product_valid = Signal(name=name + "product_valid")
         product_end = Signal(name=name + "product_end", init=1)
         acc = Signal(signed(width), name=name + "acc", reset_less=True)
@@ -377,17 +456,15 @@ class GemmCore(wiring.Component):
             m.submodules[name + "mul" + j] = mul
             muls.append(mul)
             products.append(Signal.like(mul.p, name=name + "product" + j, reset_less=True))
-        product_flags = Signal(_Flags, name=name + "product_flags")
         m.d.comb += [port.eq(value) for mul, x, y in zip(muls, a_left, b_above)
                      for port, value in ((mul.a, x), (mul.b, y))]
         m.d.sync += [reg.eq(value) for regs, values in ((a, a_left), (b, b_above))
                      for reg, value in zip(regs, values)]
-        m.d.sync += [flags.eq(flags_left), product_flags.eq(flags)]
         m.d.sync += [product.eq(mul.p) for product, mul in zip(products, muls)]
         # With k_per_pe > 1 the products are summed in pairs, a register per level, before the
         # accumulator: each level one carry chain narrower than the accumulator's, and the
         # flags follow through as many registers.
-        tree_flags = product_flags
+        tree_flags = flags.next(m, name + "product_flags")
         for level in range(self._params.tree_levels):
             sums = []
             for n in range(0, len(products), 2):
@@ -396,7 +473,7 @@ class GemmCore(wiring.Component):
                                    reset_less=True))
                 m.d.sync += sums[-1].eq(pair)
             products = sums
-            tree_flags = delayed(m, f"{name}sum{level}_flags", tree_flags, 1)
+            tree_flags = tree_flags.next(m, f"{name}sum{level}_flags_d1")
         m.d.sync += [
             product_valid.eq(tree_flags.valid),
             product_end.eq(tree_flags.valid & tree_flags.last),
@@ -414,7 +491,7 @@ class GemmCore(wiring.Component):
             m.d.sync += [acc.eq(0), result.eq(total)]
         return a, b, flags, result
 
-    def _pe_array(self, m, a_offset, edge_flags, row_in, flags_in, col_in):
+    def _pe_array(self, m, a_offset, row_in, flags_in, col_in):
         """The rows x cols processing elements (and, with int16 activations, a row of offset
         cells); returns their result registers ``res[r][c]`` and the offset sums (or None).
         The last ``fabric_cols`` columns multiply in logic; the offset cells use DSPs."""
@@ -441,7 +518,8 @@ class GemmCore(wiring.Component):
             # lane, so its sum is zero_point * sum_j b[k + j, c].)
             zero_point = Signal(signed(p.a_width), name="edge_zero_point", reset_less=True)
             m.d.sync += zero_point.eq(-a_offset)
-            zp_left, flags_left = [zero_point] * p.k_per_pe, edge_flags
+            # (Row 0 has no skew: its flags are at its edge register.)
+            zp_left, flags_left = [zero_point] * p.k_per_pe, flags_in[0]
             offset_sum = []
             for c in range(cols):
                 zp_left, _, flags_left, total = self._pe(m, f"offset{c}_", zp_left, col_in[c],
@@ -473,6 +551,17 @@ class GemmCore(wiring.Component):
             token.append(delayed(m, f"row_token{r}", token[-1], 1, shape=1))
         row_index = Signal(range(max(rows, 2)))
         m.d.sync += row_index.eq(Mux(before_first, 0, row_index + 1))
+        # With two stages each group's select (the index's low bits) is a counter of its own,
+        # delayed column by column as the index is: one register reaching every group of a
+        # column (289 LUTs on the 12 x 12) would span the column's PEs again. (Each counter
+        # feeds back on itself, so synthesis does not merge them.)
+        low = READOUT_GROUP.bit_length() - 1
+        groups = range(0, rows, READOUT_GROUP)
+        group_index = {}
+        if p.readout_stages == 2:
+            for g in groups:
+                group_index[g] = Signal(low, name=f"row_index_low{g}")
+                m.d.sync += group_index[g].eq(Mux(before_first, 0, group_index[g] + 1))
         reading = Signal()
         m.d.comb += reading.eq(Cat(*token).any())
         first = token[0]
@@ -480,6 +569,8 @@ class GemmCore(wiring.Component):
         for c in range(cols):
             if c:
                 row_index = delayed(m, f"row_index{c}", row_index, 1)
+                group_index = {g: delayed(m, f"row_index_low{g}_{c}", index, 1)
+                               for g, index in group_index.items()}
                 reading = delayed(m, f"row_reading{c}", reading, 1)
                 first = delayed(m, f"row_first{c}", first, 1)
             column_sums = [res[r][c] for r in range(rows)]
@@ -487,12 +578,11 @@ class GemmCore(wiring.Component):
                 row_sum = _select(column_sums, row_index)
             else:
                 # Stage 1: within each group, by the index's low bits; stage 2: the group.
-                low = READOUT_GROUP.bit_length() - 1
                 parts = []
-                for g in range(0, rows, READOUT_GROUP):
+                for g in groups:
                     part = Signal(signed(width), name=f"row_part{c}_{g}", reset_less=True)
                     m.d.sync += part.eq(_select(column_sums[g:g + READOUT_GROUP],
-                                                row_index[:low]))
+                                                group_index[g]))
                     parts.append(part)
                 group = delayed(m, f"row_group{c}", row_index[low:], 1)
                 row_sum = _select(parts, group)
@@ -521,7 +611,7 @@ class GemmCore(wiring.Component):
             row_mems.append((column, write, written))
         return [mem for mem, _, _ in row_mems], row_mems[-1][2]
 
-    def _output_side(self, m, row_mems, row_written, tile_mem, out_layout, row_pop):
+    def _output_side(self, m, row_mems, row_written, tile_mems, out_layout, row_pop):
         """Rows leave the row memories (one per column) whole into a shifter that emits
         ``out_lanes`` elements per clock. Nothing here waits on ``o.ready``: the requantizer
         runs free into an output FIFO whose free entries are counted (credits), and a row is
@@ -571,7 +661,6 @@ class GemmCore(wiring.Component):
             m.d.sync += row_of_tile.eq(Mux(at_last, 0, row_of_tile + 1))
         last_next = Mux(load, row_of_tile == p.rows - 2, at_last) if p.rows > 1 else 1
         reads = [mem.read_port(domain="sync") for mem in row_mems]
-        tile_read = tile_mem.read_port(domain="sync")
         # One read address counter per group of columns: a single one reaches every LUT RAM
         # cell of every row memory (291 on the 12 x 12), a net across the array. The counters
         # are not merged by synthesis (each feeds back on itself); the groups are sized so
@@ -580,8 +669,9 @@ class GemmCore(wiring.Component):
         # flip-flop) rather than the decision: load_next, spread to the groups' counters, was
         # the 8x8 core's critical path on ECP5 (7.57 ns, 5.68 ns routing, seed 1).
         advance = load if segments >= 2 else load_next
+        # (With `load` one counter per column.)
         addr_bits = len(Signal(range(depth)))
-        per_group = -(-cols // min(cols, max(1, 32 // addr_bits)))
+        per_group = 1 if segments >= 2 else -(-cols // min(cols, max(1, 32 // addr_bits)))
         for first in range(0, cols, per_group):
             row_addr = Signal(range(depth), name=f"row_read_addr{first}")
             with m.If(advance):
@@ -591,19 +681,36 @@ class GemmCore(wiring.Component):
         # credit compares -> decision -> its enable was the requantized 4x4 and 8x8's critical
         # path on ECP5 once the requantizer's were gone (7.02 ns on the 8x8, seed 1).
         tile_advance = load & at_last if segments >= 2 else load_next & last_next
-        with m.If(tile_advance):
-            m.d.sync += tile_read.addr.eq(_next(tile_read.addr, p.tile_fifo_depth))
+        tile_data = Signal(out_layout.size)
+        for mem, spans in tile_mems:
+            tile_read = mem.read_port(domain="sync")
+            with m.If(tile_advance):
+                m.d.sync += tile_read.addr.eq(_next(tile_read.addr, p.tile_fifo_depth))
+            m.d.comb += Cat(*(tile_data[offset:offset + width]
+                              for offset, width in spans)).eq(tile_read.data)
         head_last = at_last
-        tile = data.View(out_layout, tile_read.data)
+        tile = data.View(out_layout, tile_data)
+        # The shifter's load reaches every bit of every column (1,266 registers on the 12 x 12):
+        # with rows of 2 beats or more it is one copy of `load` per column, each its own
+        # register, so that no flip-flop drives the whole shifter. (Loads are then never on
+        # consecutive cycles, so a copy that clears itself after a load is `load` exactly, and
+        # it feeds back on itself: synthesis cannot merge the copies, as it merges flip-flops
+        # of equal inputs.)
+        takes = [load]
+        if segments >= 2:                   # (one more for the fields every column shares)
+            takes = [Signal(name=f"shift_take{c}") for c in range(cols + 1)]
+            m.d.sync += [take_c.eq(load_next & ~take_c) for take_c in takes]
+        shift_remaining = remaining
         # A block RAM's read takes a cycle more (its output register): the shifter then takes
         # the row and its tile's parameters a cycle after the decision's `load`, and the beats
         # it forms follow as much later. (Rows, credits and addresses are still counted at
         # `load`: only the data path moves.)
-        take, shift_remaining = load, remaining
         if p.block_ram:
-            take = delayed(m, "take", load, 1)
+            takes = [delayed(m, f"shift_take{c}_ram", t, 1) for c, t in enumerate(takes)]
             head_last = delayed(m, "take_last", head_last, 1, shape=1)
             shift_remaining = delayed(m, "take_remaining", remaining, 1)
+        take = takes[-1]                    # for the fields every column shares
+        takes = (takes * cols)[:cols]       # each column's
 
         # The shifter: position s holds elements s * lanes .. s * lanes + lanes - 1. It shifts
         # every clock (what passes the end while no row is in it is never marked valid).
@@ -617,7 +724,7 @@ class GemmCore(wiring.Component):
             regs = [Signal(shape, name=f"shift_{name}{c}", reset_less=True) for c in range(cols)]
             for c in range(cols):
                 after = regs[c + lanes] if c + lanes < cols else regs[c]
-                m.d.sync += regs[c].eq(Mux(take, value(c), after))
+                m.d.sync += regs[c].eq(Mux(takes[c], value(c), after))
             shifter[name] = regs[:lanes]
         row_end = Signal(name="shift_last")     # the row is its tile's last
         if p.requantize:

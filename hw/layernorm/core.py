@@ -9,7 +9,9 @@ Two passes over each row, overlapped across rows:
 2. **Normalisation.** The row is read back with its ``mean`` and ``recip`` and its channel's
    parameters (a second memory, two banks): ``norm = ((x - mean) * recip) >> 11`` (two 17 x 17
    products), ``acc = (-norm if negate else norm) + bias``, then the shared TFLite
-   :class:`~hw.common.requant.Requantizer`.
+   :class:`~hw.common.requant.Requantizer`. The read-back, normalisation and requantizer run
+   free into a :class:`~hw.common.credit.CreditQueue`: an element is read back only when the
+   queue will have a place for it, and a stall on ``o`` reaches no pipeline register.
 
 Row ``k + 1`` streams in while row ``k`` is normalised.
 """
@@ -22,9 +24,10 @@ from amaranth.lib.wiring import In, Out
 
 from sim.golden.layernorm import NORM_FRAC_BITS, RECIP_BITS
 
+from ..common.credit import CreditQueue
 from ..common.mul import MULTIPLIER_LATENCY, PipelinedMultiplier
 from ..common.params import params_or_keywords
-from ..common.requant import Requantizer, RequantIn
+from ..common.requant import REQUANT_LATENCY, Requantizer, RequantIn
 from ..common.pipeline import StallPipeline
 from .params import LayerNormParams
 from .stats import RECIP_STEPS, RowStats, RowStatsOut, RowSums, stat_widths
@@ -153,13 +156,17 @@ class LayerNorm(wiring.Component):
         m.submodules.descriptors = descs = SyncFIFOBuffered(width=stats_layout.size,
                                                             depth=DESCRIPTORS)
         m.submodules.requant = requant = Requantizer(lanes=1, out_width=ow)
+        # From an element's read (``read_issue``) to the requantizer's output: the read
+        # register, the normaliser, the requantizer.
+        m.submodules.queue = queue = CreditQueue(
+            OutBeat(ow), latency=1 + NORM_LATENCY + REQUANT_LATENCY)
 
         current_bank, rows_using = self._parameter_loads(m, chan_write)
         read_issue, row_read_done, read_bank = self._intake(m, row_write, stats, descs,
                                                             current_bank, rows_using)
         beat = self._read_back(m, row_read, chan_read, descs, stats_layout, read_issue,
-                               row_read_done, read_bank)
-        self._normalise(m, beat, requant)
+                               row_read_done, read_bank, queue)
+        self._normalise(m, beat, requant, queue)
         return m
 
     def _parameter_loads(self, m, chan_write):
@@ -258,9 +265,10 @@ class LayerNorm(wiring.Component):
         return read_issue, row_read_done, read_bank
 
     def _read_back(self, m, row_read, chan_read, descs, stats_layout, read_issue,
-                   row_read_done, read_bank):
-        """Read the row back with its statistics and the channel's parameters; returns the
-        stream of elements to normalise."""
+                   row_read_done, read_bank, queue):
+        """Read the row back with its statistics and the channel's parameters, one element
+        per clock while the output queue has room; returns the stream of elements to
+        normalise (its ``ready`` is always 1)."""
         cfg = self._params
         n, w, ow = cfg.hidden, cfg.in_width, cfg.out_width
         depth = cfg.row_buffer_depth
@@ -276,7 +284,8 @@ class LayerNorm(wiring.Component):
         read_advance = Signal()
         m.d.comb += [
             read_advance.eq(~beat.valid | beat.ready),
-            read_issue.eq(read_advance & descs.r_rdy),
+            read_issue.eq(read_advance & descs.r_rdy & queue.room),
+            queue.take.eq(read_issue),
             row_read_done.eq(read_issue & row_end),
             read_bank.eq(head.bank),
             row_read.addr.eq(read_addr),
@@ -297,9 +306,10 @@ class LayerNorm(wiring.Component):
             m.d.sync += [read_addr.eq(_wrap(read_addr, depth)), col_out.eq(_wrap(col_out, n))]
         return beat
 
-    def _normalise(self, m, beat, requant):
+    def _normalise(self, m, beat, requant, queue):
         """Normalise: norm = floor((x - mean) * recip / 2**11), acc = +-norm + bias, then the
-        requantizer onto the output."""
+        requantizer into the output queue. Nothing here stalls (the requantizer's ``o.ready``
+        is 1, so every ``advance`` is constant)."""
         w, ow = self._params.in_width, self._params.out_width
         to_requant = stream.Signature(RequantIn(1, ow)).create()
         pipe = StallPipeline(m, beat, to_requant)
@@ -336,6 +346,7 @@ class LayerNorm(wiring.Component):
         pipe.finish(NORM_LATENCY)
         m.d.comb += [requant.i.valid.eq(to_requant.valid), requant.i.payload.eq(
             to_requant.payload), to_requant.ready.eq(requant.i.ready)]
-        m.d.comb += [self.o.valid.eq(requant.o.valid), requant.o.ready.eq(self.o.ready),
-                     self.o.payload.data.eq(requant.o.payload.data[0]),
-                     self.o.payload.last.eq(requant.o.payload.last)]
+        m.d.comb += [queue.i.valid.eq(requant.o.valid), requant.o.ready.eq(1),
+                     queue.i.payload.data.eq(requant.o.payload.data[0]),
+                     queue.i.payload.last.eq(requant.o.payload.last)]
+        wiring.connect(m, queue.o, wiring.flipped(self.o))
