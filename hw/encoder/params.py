@@ -228,8 +228,9 @@ class EncoderParams:
     @property
     def multipliers(self) -> int:
         """DSP products: the GEMM core (a_width 16: one per PE outside the ``fabric_cols``
-        columns, one per column's offset cell, four per requantizer lane), the attention engines, LayerNorm (two 17 x 17 normalisation products,
-        the square, four for its requantizer), the GELU output requantizer (four)."""
+        columns, one per column's offset cell, four per requantizer lane), the attention
+        engines, LayerNorm (two 17 x 17 normalisation products, the square, four for its
+        requantizer), the GELU output requantizer (four)."""
         gemm = self.gemm.multipliers
         unit = self.engines * (self.block * self.block + 4 + 4)
         return gemm + unit + 7 + 4
