@@ -88,9 +88,9 @@ def test_resources_estimate():
     # The square, two for (x - mean) * recip, four in the requantizer (mean * t is shift-add).
     assert len(need["multipliers"]) == 7
     # The statistics FIFO, the output queue (a place per element from its read to the
-    # requantizer's output, 1 + 6 + 9, plus one; 8 bits and ``last``), the row buffer and the
-    # parameter memory (two banks).
-    assert sorted(need["memories"]) == [(3, 49), (1 + 6 + 9 + 1, 8 + 1), (768, 16), (768, 79)]
+    # requantizer's output, 1 + 6 + 9, plus one, rounded up to a power of two; 8 bits and
+    # ``last``), the row buffer and the parameter memory (two banks).
+    assert sorted(need["memories"]) == [(3, 49), (32, 8 + 1), (768, 16), (768, 79)]
 
 
 # ---- Amaranth simulation -----------------------------------------------------------------------

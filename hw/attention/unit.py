@@ -23,8 +23,9 @@ __all__ = ["SequenceIn", "ContextOut", "AttentionUnit", "READ_LATENCY"]
 #: Cycles from an engine's read request handshake to its answer: the registered grant; the
 #: sequence-table entry looked up (token position in the batch, head and chunk offset, past
 #: the length or not); the word address (a constant product by ``hidden / block``, shifted
-#: adds); the block RAM read; the answer registered. Each stage reads registers only.
-READ_LATENCY = 5
+#: adds); the block RAM read; the two banks' words registered; the answer registered in a
+#: copy per engine. Each stage reads registers only.
+READ_LATENCY = 6
 
 
 def SequenceIn(max_len: int) -> data.StructLayout:
@@ -220,7 +221,7 @@ class AttentionUnit(wiring.Component):
         return memories, loaded
 
     def _read_ports(self, m, engines, memories, table):
-        """Reads: one round-robin arbiter and five-stage read pipeline per memory port.
+        """Reads: one round-robin arbiter and six-stage read pipeline per memory port.
 
         Engine e reads through port e % read_ports of each memory (each port a copy of the
         memory's block RAM when there are several). A request names an even token; the
@@ -263,20 +264,35 @@ class AttentionUnit(wiring.Component):
                 self._answer(m, tag, valid1, engine1, outside2, row[0], reads, resps)
 
     def _answer(self, m, tag, valid1, engine1, outside2, swap2, reads, resps):
-        """Stages 2 to 5 of a read port's pipeline: the valid bit, engine, outside flags and
+        """Stages 2 to 6 of a read port's pipeline: the valid bit, engine, outside flags and
         whether the first token's row is odd follow the request; stage 4 is the block RAM
-        read; stage 5 the answer, registered (engines always have room for what they asked)."""
+        read; stage 5 the two banks' words, registered; stage 6 the answer (the words in token
+        order, zeros past the length) in a register of its own per engine (engines always have
+        room for what they asked).
+
+        At the default sizes a bank is several DP16KD deep and the engines are spread over the
+        device: with one answer register for all engines, the block RAMs' output multiplexer,
+        the token swap and the long wires to four engines were one stage (the 4-engine
+        build's worst path, 16.4 ns, 15.0 of it routing). Now the words are registered beside
+        the block RAMs and each engine's copy can sit beside its engine; a copy loads only the
+        answers for its engine, so Yosys does not merge the copies into one."""
+        B = self._params.block
         valid5 = delayed(m, f"{tag}_valid1", valid1, 4)
         engine5 = delayed(m, f"{tag}_engine1", engine1, 4)
-        outside4 = delayed(m, f"{tag}_outside2", outside2, 2, shape=2)
-        swap4 = delayed(m, f"{tag}_swap2", swap2, 2, shape=1)
-        answer = Signal(WordPair(self._params.block), name=f"{tag}_answer")
-        even, odd = reads[0].data, reads[1].data
-        m.d.sync += [answer[0].eq(Mux(outside4[0], 0, Mux(swap4, odd, even))),
-                     answer[1].eq(Mux(outside4[1], 0, Mux(swap4, even, odd)))]
+        outside5 = delayed(m, f"{tag}_outside2", outside2, 3, shape=2)
+        swap5 = delayed(m, f"{tag}_swap2", swap2, 3, shape=1)
+        words = Signal(WordPair(B), name=f"{tag}_words")      # [even bank, odd bank]
+        m.d.sync += [words[0].eq(reads[0].data), words[1].eq(reads[1].data)]
+        first = Mux(outside5[0], 0, Mux(swap5, words[1], words[0]))
+        second = Mux(outside5[1], 0, Mux(swap5, words[0], words[1]))
         for e, resp in enumerate(resps):
-            m.d.comb += [resp.valid.eq(valid5 & (engine5 == e)),
-                         resp.payload.eq(answer)]
+            mine = valid5 & (engine5 == e)
+            valid = Signal(name=f"{tag}_valid6_{e}")
+            answer = Signal(WordPair(B), name=f"{tag}_answer_{e}")
+            m.d.sync += valid.eq(mine)
+            with m.If(mine):
+                m.d.sync += [answer[0].eq(first), answer[1].eq(second)]
+            m.d.comb += [resp.valid.eq(valid), resp.payload.eq(answer)]
 
     def _context_writes(self, m, engines, table):
         """Writes of the context into O through one round-robin arbiter; (the O memory, the

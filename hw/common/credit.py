@@ -2,7 +2,7 @@
 
 from amaranth import Module, Mux, Shape, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .checks import check_int
@@ -21,7 +21,7 @@ class CreditQueue(wiring.Component):
     whatever the sink does, and what the sink does not take waits in the queue. A beat that
     arrives while the queue is empty and the sink ready passes straight through, so the
     pipeline's latency and its rate of one beat per clock are unchanged; ``latency + 1``
-    places (LUT RAM) keep that rate.
+    places keep that rate (LUT RAM, rounded up to a power of two).
 
     Parameters
     ----------
@@ -55,22 +55,37 @@ class CreditQueue(wiring.Component):
 
     @property
     def depth(self) -> int:
-        """Places in the queue: every beat taken and not yet delivered has one."""
-        return self._latency + 1
+        """Places in the queue: every beat taken and not yet delivered has one (``latency + 1``
+        would do; a power of two keeps the pointers plain counters)."""
+        return 1 << self._latency.bit_length()
 
     def elaborate(self, platform):
         m = Module()
         depth = self.depth
-        m.submodules.queue = queue = SyncFIFO(width=Shape.cast(self._shape).width, depth=depth)
-        through = ~queue.r_rdy & self.o.ready
+        m.submodules.queue = queue = Memory(shape=Shape.cast(self._shape).width, depth=depth,
+                                            init=[])
+        write, read = queue.write_port(), queue.read_port(domain="comb")
+        # The queue's state is its two pointers alone (one wrap bit above the address), so no
+        # reachable-only relation between registers is needed to see that ``o`` holds while
+        # stalled: the head moves only when taken, and a full queue takes no write.
+        put = Signal(range(2 * depth))
+        get = Signal(range(2 * depth))
+        held = put != get
+        # ``depth`` or more held (unreachable): no write, which could land on the head.
+        full = (put - get)[depth.bit_length() - 1]
+        through = ~held & self.o.ready
+        push = self.i.valid & ~through & ~full
+        pop = held & self.o.ready
         m.d.comb += [
             self.i.ready.eq(1),
-            self.o.valid.eq(queue.r_rdy | self.i.valid),
-            self.o.payload.eq(Mux(queue.r_rdy, queue.r_data, self.i.payload)),
-            queue.r_en.eq(self.o.ready),
-            queue.w_data.eq(self.i.payload),
-            queue.w_en.eq(self.i.valid & ~through),
+            self.o.valid.eq(held | self.i.valid),
+            self.o.payload.eq(Mux(held, read.data, self.i.payload)),
+            read.addr.eq(get[:-1]),
+            write.addr.eq(put[:-1]),
+            write.data.eq(self.i.payload),
+            write.en.eq(push),
         ]
+        m.d.sync += [put.eq(put + push), get.eq(get + pop)]
         # Beats taken and not yet delivered: at most ``depth``, so the queue never overflows.
         # With the sink always ready ``latency`` are owed, so ``room`` stays 1.
         owed = Signal(range(depth + 1))
