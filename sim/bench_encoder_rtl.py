@@ -13,19 +13,26 @@ while the core streams ``ceil(T / rows)`` row tiles of ``K`` k-slices from the o
 costs about the larger of its fetch and its compute (:func:`gemm_pass`). Element passes take one
 element per clock. The attention pass is fitted to RTL runs (``ATTENTION_FIT``; it is a few per
 cent of a layer).
+
+``--arrays`` adds MiniLM's figures (model) for other GEMM arrays, e.g. the largest the fit
+check accepts on the ECP5-85F with fabric columns (``12x12+5e1``: 12 x 12 PEs, the last 5
+columns multiplying in logic, 1 attention engine): the fabric columns leave every cycle
+figure unchanged (same latency as the DSP PEs), so the array's size is all the model needs.
+``--model-only`` skips the RTL runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cycle_model", "gemm_pass", "layernorm_pass", "bounds", "throughput", "float_rate", "main",
-           "batch_lengths"]
+__all__ = ["cycle_model", "gemm_pass", "layernorm_pass", "bounds", "throughput", "float_rate",
+           "main", "batch_lengths", "parse_array", "minilm_params", "array_figures"]
 
 #: The readers' read-data register (``hw/encoder/core.py``): one cycle more per pass, before
 #: the first element (GEMM, LayerNorm, ADD, GELU, pooling) or k-slice reaches its unit; the
@@ -43,9 +50,17 @@ GEMM_PASS_OVERHEAD = 8 + READ_REGISTER
 #: lengths ``t``, by configuration (heads, head_dim, block, engines). MiniLM's: least squares
 #: through the RTL per-pass counts of batches (9), (14) and (9, 6) tokens (21,107, 33,478 and
 #: 34,291 cycles; residuals under 300); the tiny model's is fitted on each run.
-ATTENTION_FIT = {(12, 32, 4, 2): (15.9, 2170.9)}
+#: MiniLM's with one engine (the ECP5-85F's builds): through batches (9), (14) and (9, 6) on
+#: the 12 x 12 array with 5 fabric columns (24,745, 39,877 and 39,590 cycles; residuals under
+#: 510); the GEMM passes of those runs are within 1 cycle of :func:`gemm_pass`.
+ATTENTION_FIT = {(12, 32, 4, 2): (15.9, 2170.9), (12, 32, 4, 1): (31.8, 2407.3)}
 
 BATCHES = (1, 8, 32)
+#: Clocks of the per-array table (``--arrays``), MHz: the issue's target, and about what the
+#: GEMM core alone reaches on the ECP5-85F (docs/blocks/gemm.md). Neither is measured for the
+#: encoder.
+ARRAY_CLOCKS = (100.0, 150.0)
+_ARRAY = re.compile(r"^(\d+)x(\d+)(?:\+(\d+))?(?:e(\d+))?$")
 #: Batches of the throughput table: 2 is the most the ECP5-85F's activation memory holds
 #: (max_tokens 32: two median-length sentences, 2 x 14 tokens).
 THROUGHPUT_BATCHES = (1, 2, 8, 32)
@@ -164,6 +179,66 @@ def throughput(p, lengths: list[int], attention, float_per_s: float) -> list[dic
     return out
 
 
+def parse_array(text: str) -> dict:
+    """``ROWSxCOLS[+FABRIC][eENGINES]`` (``8x8``, ``12x12+5e1``) as ``EncoderParams`` fields;
+    2 engines unless given. ``ValueError`` (one line) for anything else."""
+    match = _ARRAY.match(text)
+    if not match:
+        raise ValueError(f"an array is ROWSxCOLS[+FABRIC_COLS][eENGINES], e.g. 12x12+5e1, "
+                         f"not {text!r}")
+    rows, cols, fabric, engines = match.groups()
+    return {"rows": int(rows), "cols": int(cols), "fabric_cols": int(fabric or 0),
+            "engines": int(engines or 2)}
+
+
+def minilm_params(**array):
+    """``EncoderParams`` of all-MiniLM-L6-v2 (6 layers) on ``array`` (``rows``, ``cols``,
+    ``fabric_cols``, ``engines``; port 32 bits) with activation memory for 32 sentences of up
+    to 64 tokens: batches 8 and 32 do not fit an ECP5-85F's block RAM (its build holds 32
+    tokens), so their rows are the model of a larger memory."""
+    from hw.encoder.params import EncoderParams
+
+    from .encoder_driver import load_model
+    return EncoderParams.for_model(load_model("minilm", 0, 64), max_tokens=32 * 64,
+                                   max_seqs=32, debug=False, **array)
+
+
+def array_figures(p, lengths: list[int], float_per_s: float, *,
+                  clocks=ARRAY_CLOCKS) -> list[dict]:
+    """MiniLM (6 layers) on ``p`` at batches of :data:`BATCHES` (``batch_lengths``): modelled
+    cycles, both bounds and sentences/s at ``clocks`` against the float forward's
+    ``float_per_s``; printed as one table and returned. The attention pass of ``p``'s
+    engine count must have a fit (:data:`ATTENTION_FIT`)."""
+    attention = ATTENTION_FIT[(p.heads, p.head_dim, p.block, p.engines)]
+    label = (f"{p.rows} x {p.cols}" + (f" ({p.fabric_cols} fabric cols)" if p.fabric_cols
+                                       else "") + f", {p.engines} engine(s)")
+    print(f"\nMiniLM, 6 layers, array {label}: {p.gemm_macs} MACs per clock "
+          f"({p.fabric_macs} in logic); cycles from the model, port {p.port_width} bits\n")
+    heads = " | ".join(f"sentences/s at {c:g} MHz | x float" for c in clocks)
+    print(f"| batch | tokens | cycles | x MAC bound | x weight bound | {heads} |\n"
+          + "|---" * (5 + 2 * len(clocks)) + "|")
+    out = []
+    for size in BATCHES:
+        batch = batch_lengths(lengths, size)
+        cycles = cycle_model(p, batch, attention)["total"]
+        b = bounds(p, batch)
+        row = {"array": label, "rows": p.rows, "cols": p.cols, "fabric_cols": p.fabric_cols,
+               "engines": p.engines, "macs_per_clock": p.gemm_macs, "batch": size,
+               "tokens": sum(batch), "cycles": cycles, "source": "model",
+               "vs_mac_bound": cycles / b["mac_bound"],
+               "vs_weight_bound": cycles / b["weight_bound"],
+               "float_sentences_per_s": float_per_s}
+        cells = []
+        for clock in clocks:
+            rate = size * clock * 1e6 / cycles
+            row[f"sentences_per_s_at_{clock:g}_mhz"] = rate
+            cells += [f"{rate:.1f}", f"{rate / float_per_s:.2f}"]
+        print(f"| {size} | {sum(batch)} | {cycles:,.0f} | {row['vs_mac_bound']:.2f} | "
+              f"{row['vs_weight_bound']:.2f} | " + " | ".join(cells) + " |")
+        out.append(row)
+    return out
+
+
 def _rtl_stages(result: dict, descriptors: list[dict]) -> dict:
     """Cycles per pass of a harness run, summed by stage name over the layers."""
     from hw.encoder.params import OPS
@@ -249,10 +324,41 @@ def main(argv: list[str] | None = None) -> int:
                         help="Verilator builds, shared with 'lutra run encoder' (default "
                              "build/run)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--arrays", default="",
+                        help="comma-separated GEMM arrays for MiniLM's per-array table "
+                             "(model): ROWSxCOLS[+FABRIC_COLS][eENGINES], e.g. "
+                             "8x8,12x12+5e1 (engines default 2)")
+    parser.add_argument("--model-only", action="store_true",
+                        help="no RTL runs: the per-array tables (--arrays, default 8x8) and "
+                             "the float forward only")
     args = parser.parse_args(argv)
     if not 0 <= args.minilm_layers <= 6:
         parser.error(f"--minilm-layers must be in [0, 6], not {args.minilm_layers}")
+    texts = [t for t in args.arrays.split(",") if t] or (["8x8"] if args.model_only else [])
+    specs = []
+    for text in texts:
+        try:
+            specs.append(parse_array(text))
+        except ValueError as error:
+            parser.error(f"--arrays {text}: {error}")
+    arrays = []
+    for text, spec in zip(texts, specs):
+        try:
+            arrays.append(minilm_params(**spec))
+        except (ValueError, TypeError) as error:
+            parser.error(f"--arrays {text}: {error}")
+    for p in arrays:
+        if (p.heads, p.head_dim, p.block, p.engines) not in ATTENTION_FIT:
+            parser.error(f"--arrays: no attention fit for {p.engines} engine(s) (measured: "
+                         f"{', '.join(str(k[3]) for k in ATTENTION_FIT)})")
     lengths = [len(token_ids(s)) for s in SENTENCES]
+    if args.model_only:
+        float_per_s = float_rate(SENTENCES)
+        print(f"float NumPy forward (sim.minilm.forward, one BLAS thread), measured in this "
+              f"run: {float_per_s:.1f} sentences/s")
+        figures = [row for p in arrays for row in array_figures(p, lengths, float_per_s)]
+        _write_json(args.json, {"arrays": figures})
+        return 0
     rows = []
     print("Cycles per batch against the lower bounds (sentence lengths of sim.minilm.SENTENCES; "
           "'x' = cycles / bound)\n")
@@ -296,13 +402,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {row['label']} | "
               + " | ".join(f"{row['gemm_utilisation'].get(g, 0):.2f}" for g, _, _ in
                            _gemms(mini)) + " |")
-    rates = throughput(mini, lengths, attention, float_rate(SENTENCES))
-    if args.json is not None:
-        import json
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": rows, "throughput": rates}, indent=2,
-                                        default=float) + "\n")
+    float_per_s = float_rate(SENTENCES)
+    rates = throughput(mini, lengths, attention, float_per_s)
+    figures = [row for p in arrays for row in array_figures(p, lengths, float_per_s)]
+    _write_json(args.json, {"runs": rows, "throughput": rates, "arrays": figures})
     return 0
+
+
+def _write_json(path: Path | None, figures: dict) -> None:
+    if path is not None:
+        import json
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=2, default=float) + "\n")
 
 
 if __name__ == "__main__":

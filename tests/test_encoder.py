@@ -30,6 +30,9 @@ def test_for_model(tiny):
                                      "not 24"),
     ({"debug": 1}, TypeError, "debug must be a bool, not 1"),
     ({"cols": 3}, ValueError, "cols must divide hidden (32), not 3"),
+    ({"fabric_cols": 5}, ValueError, "fabric_cols must be in [0, 4], not 5"),
+    ({"fabric_cols": -1}, ValueError, "fabric_cols must be in [0, 4], not -1"),
+    ({"fabric_cols": 1.0}, TypeError, "fabric_cols must be an integer, not 1.0"),
     ({"block": 16, "heads": 4}, ValueError, "block must divide the head size (8), not 16"),
     ({"max_tokens": 8}, ValueError, "max_tokens must be >= max_len (16), not 8"),
     ({"heads": 3}, ValueError, "heads must divide hidden (32), not 3"),
@@ -39,6 +42,35 @@ def test_params_wrong(kwargs, exc, message):
     with pytest.raises(exc) as info:
         EncoderParams(**kwargs)
     assert str(info.value).startswith(message)
+
+
+def test_fabric_cols():
+    """The GEMM core gets the fabric columns: as many products per clock, fewer DSPs."""
+    p, dsp = EncoderParams(rows=4, cols=4, fabric_cols=3), EncoderParams(rows=4, cols=4)
+    assert (p.gemm.fabric_cols, p.gemm.a_width, p.gemm.k_per_pe) == (3, 16, 1)
+    assert (p.gemm_macs, p.fabric_macs, dsp.fabric_macs) == (16, 12, 0)
+    assert dsp.multipliers - p.multipliers == 12
+    assert p.gemm.latency == dsp.gemm.latency
+
+
+def test_fit_counts_fabric_macs():
+    """The fit check's estimate: each fabric product drops its DSP and counts the measured
+    synthesis cost of a 16 x 8 FabricMultiplier (195 comb slots, 66 FF; docs/blocks/gemm.md)
+    in place of the DSP PE's PipelinedMultiplier (registers only in the netlist count)."""
+    from gen.blocks import get_block
+    from gen.config import validate_params
+    from gen.resources import netlist_resources
+    from hw.common.mul import PipelinedMultiplier
+    block = get_block("encoder")
+    need = {f: block.resources(dict(validate_params(block, {"model_layers": 1,
+                                                            "fabric_cols": f}).params))
+            for f in (0, 2)}
+    dsp_mul = netlist_resources(PipelinedMultiplier(a_width=16, b_width=8))
+    fabric = 4 * 2
+    assert len(need[0]["multipliers"]) - len(need[2]["multipliers"]) == fabric
+    assert need[2]["ffs"] - need[0]["ffs"] == fabric * (66 - dsp_mul["ffs"])
+    # (each estimate's LUT count is rounded once over the whole netlist)
+    assert abs(need[2]["luts"] - need[0]["luts"] - fabric * (195 - dsp_mul["luts"])) <= 1
 
 
 def test_for_model_wrong(tiny):
@@ -113,9 +145,10 @@ def test_external_memory(tiny):
 @pytest.mark.parametrize("lengths, stall_prob, seed", [([3, 5], 0.25, 1)])
 def test_amaranth_one_layer(lengths, stall_prob, seed):
     """One layer, two sequences, random stalls on every stream: every stage boundary and the
-    pooled sums bit-exact."""
+    pooled sums bit-exact. The GEMM array's last two columns multiply in logic
+    (``fabric_cols``), the first two on DSPs: both kinds of PE in one run."""
     model = drv.tiny_model(layers=1)
-    params = EncoderParams.for_model(model, max_tokens=16, max_seqs=2)
+    params = EncoderParams.for_model(model, max_tokens=16, max_seqs=2, fabric_cols=2)
     batch = drv.random_batch(np.random.default_rng(seed), model, lengths)
     result = drv.simulate(params, model, batch, stall_prob=stall_prob, seed=seed)
     drv.compare(drv.expected(model, batch), result["debug"], result["pooled"])
@@ -147,10 +180,11 @@ def test_amaranth_refuses_oversize_batches():
 
 # ---- cocotb on the generated Verilog -----------------------------------------------------------
 
-#: (cocotb tests, good batch lengths) per simulator, in one build. Icarus runs ~1,300-2,900
-#: cycles/s of this design: the batch check only, its good batch two one-token sequences.
-COCOTB_RUNS = {"verilator": ("batch_with_stalls,refused_batches", "3,5"),
-               "icarus": ("refused_batches", "1,1")}
+#: (cocotb tests, good batch lengths, GEMM fabric columns) per simulator, in one build. Icarus
+#: runs ~1,300-2,900 cycles/s of this design: the batch check only, its good batch two
+#: one-token sequences, on an array whose last two columns multiply in logic.
+COCOTB_RUNS = {"verilator": ("batch_with_stalls,refused_batches", "3,5", 0),
+               "icarus": ("refused_batches", "1,1", 2)}
 
 
 @pytest.mark.cocotb
@@ -158,8 +192,9 @@ COCOTB_RUNS = {"verilator": ("batch_with_stalls,refused_batches", "3,5"),
 def test_cocotb(simulator, tmp_path):
     """One tiny layer: refused batches (each flag of the batch check), then a batch of
     sequences, random stalls on every stream including err."""
-    testcase, lengths = COCOTB_RUNS[simulator]
-    cocotb_run("encoder", {"model_layers": 1, "max_tokens": 16, "max_seqs": 2}, simulator,
+    testcase, lengths, fabric_cols = COCOTB_RUNS[simulator]
+    cocotb_run("encoder", {"model_layers": 1, "max_tokens": 16, "max_seqs": 2,
+                           "fabric_cols": fabric_cols}, simulator,
                tmp_path, testcase=testcase, LUTRA_ENCODER_LENGTHS=lengths)
 
 

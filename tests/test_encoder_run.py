@@ -70,3 +70,25 @@ def test_cycle_model_minilm_layer():
     assert abs(model["total"] / 528_832 - 1) < 0.005, model
     b = bounds(p, [9])
     assert b["weight_bytes"] == 1_769_472 and b["mac_bound"] == b["macs"] / 64
+
+
+def test_cycle_model_minilm_layer_fabric_array():
+    """The cycle model against the RTL count of MiniLM layer 0 on a 9-token sentence on the
+    largest array the fit check accepts on the ECP5-85F: 12 x 12, the last 5 columns in logic,
+    1 attention engine (528,577 cycles at 5f86439; `lutra run encoder --layers 1 --rows 12
+    --cols 12 --fabric-cols 5 --engines 1 --text "The cat sat on the mat."`)."""
+    from hw.encoder.params import EncoderParams
+    from sim.bench_encoder_rtl import ATTENTION_FIT, cycle_model
+    p = EncoderParams(hidden=384, heads=12, ffn=1536, layers=1, max_len=64, rows=12, cols=12,
+                      fabric_cols=5, engines=1, max_tokens=64, debug=False)
+    model = cycle_model(p, [9], ATTENTION_FIT[(12, 32, 4, 1)])
+    assert abs(model["total"] / 528_577 - 1) < 0.005, model
+
+
+def test_bench_arrays_wrong(capsys):
+    """``lutra bench encoder --rtl --arrays``: a malformed array is an error, status 2."""
+    assert main(["bench", "encoder", "--rtl", "--model-only", "--arrays", "8x8,12by12"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "--arrays 12by12: an array is ROWSxCOLS[+FABRIC_COLS][eENGINES], e.g. 12x12+5e1, " \
+           "not '12by12'" in err, err

