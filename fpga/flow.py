@@ -212,6 +212,9 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
         tmp = staged.stage
         start = time.monotonic()
         _step(progress, "generating Verilog")
+        # The commit is read as the gateware is elaborated: a commit made during a long
+        # place and route must not relabel the build.
+        source = source_revision()
         component = build_component(config)
         primitives = build_primitives(device, allow_lut_multipliers)
         info = manifest(config, component, primitives=primitives)
@@ -264,7 +267,7 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
             "device": device.describe(),
             "family": device.family,
             "tools": tools,
-            "source": source_revision(),
+            "source": source,
             "seed": seed,
             "router": router,
             "primitives": primitives,
