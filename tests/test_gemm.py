@@ -259,41 +259,6 @@ def test_ice40_dsps_hold_the_requantizer_stage_after_the_product():
         assert re.search(r"always @\(posedge clk\)[^;]*pe1_2_product <=", text)
 
 
-@pytest.mark.parametrize("width, addend_width", [(32, 18), (24, 26), (18, 18), (19, 18)])
-def test_carry_select_sum_wraps_as_the_accumulator_does(width, addend_width):
-    """The iCE40 PE accumulator's adder (two carry chains of half its width, the upper one
-    selected by the lower one's carry) is ``acc + addend`` modulo ``2**width``: random
-    operands and those that carry or borrow across the halves and past the top."""
-    from amaranth import Signal
-    from hw.gemm.core import _carry_select_sum
-    m = Module()
-    acc, addend = Signal(signed(width)), Signal(signed(addend_width))
-    total = Signal(signed(width))
-    m.d.comb += total.eq(_carry_select_sum(m, "pe_", acc, addend))
-    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
-    a_lo, a_hi = -(1 << (addend_width - 1)), (1 << (addend_width - 1)) - 1
-    half = (1 << (width // 2)) - 1
-    rng = np.random.default_rng(width)
-    pairs = [(int(x), int(y)) for x, y in zip(rng.integers(lo, hi + 1, 3000),
-                                               rng.integers(a_lo, a_hi + 1, 3000))]
-    pairs += [(x, y) for x in (lo, hi, -1, 0, half, half + 1, -half - 1, -half - 2)
-              for y in (a_lo, a_hi, -1, 0, 1)]
-    seen = []
-
-    async def bench(ctx):
-        for x, y in pairs:
-            ctx.set(acc, x)
-            ctx.set(addend, y)
-            seen.append(ctx.get(total))
-
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
-    for (x, y), got in zip(pairs, seen):
-        want = (x + y - lo) % (1 << width) + lo
-        assert got == want, f"{x} + {y}: {got} != {want}"
-
-
 @pytest.mark.parametrize("out_width, far_dsps", [(8, False), (16, False), (RAW_WIDTH, False),
                                                  (8, True), (RAW_WIDTH, True)])
 def test_requantizer_matches_golden_with_stalls(out_width, far_dsps):

@@ -1,7 +1,7 @@
 """Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
 requantization to int8 or int16."""
 
-from amaranth import Array, Cat, Const, Elaboratable, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Array, Cat, Elaboratable, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -96,23 +96,6 @@ def _select(values, index):
     statement)."""
     values = list(values)
     return Array(values + values[-1:] * (2 ** len(index) - len(values)))[index]
-
-
-def _carry_select_sum(m: Module, name: str, acc, addend):
-    """``acc + addend`` modulo ``2 ** len(acc)`` as two carry chains of half its width: the
-    upper half summed both with and without the lower half's carry, one of them selected by
-    it. On iCE40 a 32-bit accumulator's own carry chain (31 levels) was the UP5K 2x2's
-    critical path (21.2 ns, seed 3); this one is 17 levels and a LUT, for two LUTs more per
-    upper bit."""
-    width = len(acc)
-    half = width // 2
-    wide = Signal(signed(width), name=name + "addend")
-    m.d.comb += wide.eq(addend)
-    low = acc[:half] + wide[:half]
-    high = acc[half:] + wide[half:]
-    # (The carry-in as a bit below both operands: one chain, not an adder and an increment.)
-    high_carried = (Cat(Const(1, 1), acc[half:]) + Cat(Const(1, 1), wide[half:]))[1:]
-    return Cat(low[:half], Mux(low[half], high_carried, high)[:width - half]).as_signed()
 
 
 # A k-slice's valid and last flags, as they travel with the operands through the array.
@@ -555,8 +538,7 @@ class GemmCore(wiring.Component):
         # gating the adder's input on the first one (a LUT per bit in front of the carry
         # chain): the clear is the flip-flops' synchronous reset.
         (dot,) = products
-        total = _carry_select_sum(m, name, acc, dot) if uses_ice40_primitives(platform) \
-            else acc + dot
+        total = acc + dot
         # (product_end implies product_valid: the clear overrides the enable, as the
         # flip-flops' reset does, and the enable is product_valid itself.)
         with m.If(product_valid):
