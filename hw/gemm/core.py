@@ -9,7 +9,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.fabric_mul import FabricMultiplier
 from ..common.params import params_or_keywords
-from ..common.mul import PipelinedMultiplier, uses_ecp5_primitives, uses_ice40_primitives
+from ..common.mul import (MULTIPLIER_LATENCY, PipelinedMultiplier, uses_ecp5_primitives,
+                          uses_ice40_primitives)
 from ..common.pipeline import delayed
 from ..common.requant import Requantizer
 from .bram import BlockRAM
@@ -500,15 +501,16 @@ class GemmCore(wiring.Component):
         # ECP5 both register stages live inside the DSP), and is registered once more in
         # the fabric, with its flags: the route out of the DSP and the accumulator's carry
         # chain are then in separate cycles.
-        # (On iCE40 too: as the SB_MAC16's pipeline register instead, with the product taken
-        # straight from the DSP into the carry chain, that route and the chain were one path,
-        # the UP5K 1x4's critical path at seed 2, 20.0 ns.)
+        # On iCE40 that fabric register is the SB_MAC16's own pipeline register instead (the
+        # fabric's flip-flops are what the UP5K runs out of first).
         muls, products = [], []
+        in_dsp = not fabric and uses_ice40_primitives(platform)
         for j in lanes:
             if fabric:
                 mul = FabricMultiplier(a_width=len(a_left[0]), b_width=B_WIDTH)
             else:
-                mul = PipelinedMultiplier(a_width=len(a_left[0]), b_width=B_WIDTH)
+                mul = PipelinedMultiplier(a_width=len(a_left[0]), b_width=B_WIDTH,
+                                          latency=MULTIPLIER_LATENCY + in_dsp)
             m.submodules[name + "mul" + j] = mul
             muls.append(mul)
             products.append(Signal.like(mul.p, name=name + "product" + j, reset_less=True))
@@ -516,7 +518,8 @@ class GemmCore(wiring.Component):
                      for port, value in ((mul.a, x), (mul.b, y))]
         m.d.sync += [reg.eq(value) for regs, values in ((a, a_left), (b, b_above))
                      for reg, value in zip(regs, values)]
-        m.d.sync += [product.eq(mul.p) for product, mul in zip(products, muls)]
+        domain = "comb" if in_dsp else "sync"
+        m.d[domain] += [product.eq(mul.p) for product, mul in zip(products, muls)]
         # With k_per_pe > 1 the products are summed in pairs, a register per level, before the
         # accumulator: each level one carry chain narrower than the accumulator's, and the
         # flags follow through as many registers.
