@@ -593,9 +593,11 @@ def test_block_ram_memories_are_dp16kd_read_through_their_output_register():
                                      "block_ram": True}], ids=["2x2", "2x3-raw-bram"])
 def test_ice40_block_ram_writes_are_not_delayed(kwargs, tmp_path):
     """On iCE40 the row and tile memories are SB_RAM40_4K written straight from the core's
-    write-data registers (the tile memory from the parameters' port): Yosys does not keep a read-first behaviour (which the core does not
+    write-data registers: Yosys does not keep a read-first behaviour (which the core does not
     need: it never reads a word in the cycle it is written) by delaying each write through
-    flip-flops of its own and bypassing it (two flip-flops per memory bit)."""
+    flip-flops of its own and bypassing it (two flip-flops per memory bit). The tile memory's
+    write enable is a flip-flop (the parameters' beat is registered before it): from the
+    handshake's logic it was the UP5K 1 x 4's critical path."""
     from fpga.tools import run_tool
     from gen.verilog import convert_rtlil
     # (As lutra build reads it: Amaranth's RTLIL.)
@@ -622,6 +624,14 @@ def test_ice40_block_ram_writes_are_not_delayed(kwargs, tmp_path):
             others = [(k, p) for _, k, p in readers[bit] if k != "SB_RAM40_4K"]
             assert not (any(k.startswith("SB_DFF") for k in kinds) and others), \
                 f"write data bit {bit} is a flip-flop that also feeds {others}"
+    enables = [bit for name, cell in cells.items() if cell["type"] == "SB_RAM40_4K"
+               and name.startswith("tile_mem") for port in ("WE", "WCLKE")
+               for bit in cell["connections"][port] if not isinstance(bit, str)]
+    assert enables, "the tile memory's write enable is a constant"
+    for bit in enables:
+        kinds = [kind for _, kind, _ in drivers.get(bit, [])]
+        assert kinds and all(k.startswith("SB_DFF") for k in kinds), \
+            f"tile memory write enable bit {bit} is driven by {kinds}"
 
 
 def test_ice40_build_synthesis_keeps_each_sb_mac16_as_written(tmp_path):
