@@ -32,9 +32,9 @@ LENGTH_BITS = 24
 #: Bits of the token count of a refused batch, whose ``x`` beats are taken and dropped.
 DROP_COUNT_BITS = 32
 #: Elements read ahead of the consumer by the element reader and the k-slice reader: the
-#: request, the block RAM's read, its data register and the FIFO's output register are in
-#: flight at one element per clock, plus one of slack.
-READ_AHEAD = 5
+#: request, the block RAM's read, its data register, the source select's register and the
+#: FIFO's output register are in flight at one element per clock, plus one of slack.
+READ_AHEAD = 6
 
 Descriptor = data.StructLayout({name: (signed(w) if s else unsigned(w))
                                 for name, w, s in DESCRIPTOR_FIELDS})
@@ -140,6 +140,13 @@ def _skid(m: Module, name: str, source) -> SimpleNamespace:
     return sink
 
 
+def _or_tree(values):
+    """The OR of ``values`` as a balanced tree (an AND-OR select's second half)."""
+    while len(values) > 1:
+        values = [a | b for a, b in zip(values[::2], values[1::2])] + values[len(values) & ~1:]
+    return values[0]
+
+
 class _Nets(SimpleNamespace):
     """The units, memories, signals and helpers that the parts of
     ``EncoderAccelerator.elaborate`` share, one attribute each (``p``: the parameters)."""
@@ -226,7 +233,7 @@ class EncoderAccelerator(wiring.Component):
         m.submodules.gelu = gelu = Gelu(method="lut", scale=p.gelu_scale, in_width=12,
                                         out_bits=8)
         m.submodules.gelu_requant = gelu_rq = Requantizer(lanes=1, out_width=16)
-        m.submodules.add = add = AddUnit(in_width=16, out_width=16, inputs=2)
+        m.submodules.add = add = AddUnit(**dataclasses.asdict(p.add))
         m.d.comb += [gelu_rq.i.valid.eq(gelu.o.valid), gelu.o.ready.eq(gelu_rq.i.ready),
                      gelu_rq.i.payload.acc[0].eq(gelu.o.payload.data[0])]
         s.update(gemm=gemm, att=att, ln=ln, gelu=gelu, gelu_rq=gelu_rq, add=add,
@@ -374,34 +381,46 @@ class EncoderAccelerator(wiring.Component):
         m.submodules.r_fifo = r_fifo = SyncFIFOBuffered(width=ElementBeat.size,
                                                         depth=READ_AHEAD)
         # An element is issued (its address), read (the block RAM), then in the read data
-        # registers (``s.rd_data``), where the multiplexers pick it into the FIFO.
+        # registers (``s.rd_data``); then the source memory's word is selected into a register
+        # (``a_word``, all lanes, shared with the k-slice reader; ``b_elem``, one lane), and the
+        # lane into the FIFO. The select stage splits the route from the read data registers,
+        # spread over the chip beside their block RAMs, to the FIFO's LUT RAM in two.
         r_issue = Signal()
         r_reading = Signal()
         r_loaded = Signal()
-        m.d.sync += [r_reading.eq(r_issue), r_loaded.eq(r_reading)]
-        r_lane = delayed(m, "r_lane", rpos.lane, 2)
-        r_row_last = delayed(m, "r_row_last", rpos.row_end(r_width), 2)
-        r_mem_a = delayed(m, "r_mem_a", r_src, 2)
+        r_selected = Signal()
+        m.d.sync += [r_reading.eq(r_issue), r_loaded.eq(r_reading), r_selected.eq(r_loaded)]
+        r_lane = delayed(m, "r_lane", rpos.lane, 3)
+        r_row_last = delayed(m, "r_row_last", rpos.row_end(r_width), 3)
+        r_mem_a = delayed(m, "r_mem_a", r_src, 1)
         r_mem_b = delayed(m, "r_mem_b", desc.src2, 2)
-        m.d.comb += r_issue.eq(r_running
-                               & (r_fifo.level + r_reading + r_loaded < READ_AHEAD))
+        m.d.comb += r_issue.eq(r_running & (r_fifo.level + r_reading + r_loaded + r_selected
+                                            < READ_AHEAD))
         with m.If(r_issue):
             rpos.step(r_width)
             with m.If(rpos.row_end(r_width) & (rpos.token == n_tokens - 1)):
                 m.d.sync += r_running.eq(0)
 
-        def element(mem_sel):
-            value = Signal(signed(16))
-            with m.Switch(mem_sel):             # one case per memory: a parallel mux
-                for n, port in enumerate(s.rd):
-                    with m.Case(n):
-                        m.d.comb += value.eq(s.rd_data[n][r_lane])
-                with m.Default():
-                    m.d.comb += value.eq(0)
-            return value
+        # Source a: one select flip-flop per memory (one-hot, decoded a cycle ahead), each
+        # driving only its own memory's lanes: an AND-OR select, no shared 3-bit select
+        # fanned out to every lane of every memory.
+        a_sel = [Signal(name=f"r_sel_{name}") for name in MEMORIES]
+        m.d.sync += [sel.eq(r_mem_a == n) for n, sel in enumerate(a_sel)]
+        a_word = Signal(data.ArrayLayout(signed(16), p.rows), name="a_word")
+        for lane in range(p.rows):
+            m.d.sync += a_word[lane].eq(
+                _or_tree([Mux(sel, reg[lane], 0) for sel, reg in zip(a_sel, s.rd_data)]))
+        b_elem = Signal(signed(16), name="b_elem")
+        r_lane_b = delayed(m, "r_lane_b", rpos.lane, 2)
+        with m.Switch(r_mem_b):                 # one case per memory: a parallel mux
+            for n, reg in enumerate(s.rd_data):
+                with m.Case(n):
+                    m.d.sync += b_elem.eq(reg[r_lane_b])
+            with m.Default():
+                m.d.sync += b_elem.eq(0)
 
-        m.d.comb += [r_fifo.w_en.eq(r_loaded),
-                     r_fifo.w_data.eq(Cat(element(r_mem_a), element(r_mem_b), r_row_last))]
+        m.d.comb += [r_fifo.w_en.eq(r_selected),
+                     r_fifo.w_data.eq(Cat(a_word[r_lane], b_elem, r_row_last))]
         # The passes take elements through a skid buffer: the FIFO's read enable (and so its
         # level, the issue decision and the read address) no longer follows a unit's ready.
         r_skid = _skid(m, "r_skid", SimpleNamespace(
@@ -412,9 +431,8 @@ class EncoderAccelerator(wiring.Component):
             return [r_running.eq(1), *rpos.reset()]
 
         s.update(rpos=rpos, r_src=r_src, r_width=r_width, r_running=r_running, r_fifo=r_fifo,
-                 r_in_flight=r_reading | r_loaded | r_skid.full, r_mem_a=r_mem_a, r_out=r_out,
-                 r_valid=r_valid,
-                 r_take=r_take, start_reader=start_reader)
+                 r_in_flight=r_reading | r_loaded | r_selected | r_skid.full, a_word=a_word,
+                 r_out=r_out, r_valid=r_valid, r_take=r_take, start_reader=start_reader)
 
     def _gemm_feed(self, m: Module, s: _Nets):
         """The GEMM's two weight tile buffers and tile parameter sets (the fetcher fills one
@@ -459,9 +477,11 @@ class EncoderAccelerator(wiring.Component):
         k_issue = Signal()
         k_reading = Signal()
         k_loaded = Signal()
-        m.d.sync += [k_reading.eq(k_issue), k_loaded.eq(k_reading)]
-        k_last = delayed(m, "k_last", g_k == desc.k - 1, 2)
-        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading + k_loaded < READ_AHEAD))
+        k_selected = Signal()
+        m.d.sync += [k_reading.eq(k_issue), k_loaded.eq(k_reading), k_selected.eq(k_loaded)]
+        k_last = delayed(m, "k_last", g_k == desc.k - 1, 3)
+        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading + k_loaded + k_selected
+                                            < READ_AHEAD))
         with m.If(k_issue):
             m.d.sync += g_addr.eq(g_addr + 1)
             m.d.sync += k_addr.eq(k_addr + 1)
@@ -473,17 +493,11 @@ class EncoderAccelerator(wiring.Component):
             with m.Else():
                 m.d.sync += g_k.eq(g_k + 1)
         m.d.comb += [wbuf_read.addr.eq(k_addr), wbuf_write.addr.eq(f_addr)]
-        # The weight row through a register too, beside the activation word's.
-        wbuf_data = delayed(m, "wbuf_data", wbuf_read.data, 1)
-        src_word = Signal(data.ArrayLayout(signed(16), rows))
-        with m.Switch(s.r_mem_a):
-            for n, reg in enumerate(s.rd_data):
-                with m.Case(n):
-                    m.d.comb += [src_word[lane].eq(reg[lane]) for lane in range(rows)]
-            with m.Default():
-                m.d.comb += src_word.eq(0)
-        m.d.comb += [k_fifo.w_en.eq(k_loaded),
-                     k_fifo.w_data.eq(Cat(wbuf_data, k_last, src_word))]
+        # The weight row through two registers, beside the activation word's read data and
+        # source select registers (``s.a_word``, the element reader's).
+        wbuf_data = delayed(m, "wbuf_data", wbuf_read.data, 2)
+        m.d.comb += [k_fifo.w_en.eq(k_selected),
+                     k_fifo.w_data.eq(Cat(wbuf_data, k_last, s.a_word))]
         k_head = data.View(KBeat, k_fifo.r_data[:KBeat.size])
         k_a = data.View(data.ArrayLayout(signed(16), rows), k_fifo.r_data[KBeat.size:])
         m.d.comb += [gemm.i.valid.eq(k_fifo.r_rdy), k_fifo.r_en.eq(gemm.i.ready),
