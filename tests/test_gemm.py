@@ -826,6 +826,15 @@ def test_ecp5_accumulator_sums_drive_the_accumulator_alone(tmp_path):
     for bit in used:
         kinds = [kind for _, kind, _ in net["readers"][bit]]
         assert len(kinds) == 1 and "dff" in kinds[0], f"sum bit {bit} read by {kinds}"
+    # Nothing in front of the chain: the accumulator and the product come straight from
+    # flip-flops (the upper halves' product bits repeat its sign bit; bits past 27 are 0).
+    for cell in chains:
+        for port in ("A0", "A1", "B0", "B1", "C0", "C1"):
+            for bit in cell["connections"][port]:
+                if isinstance(bit, str):
+                    continue
+                kinds = {kind for _, kind, _ in net["drivers"][bit]}
+                assert kinds and all("dff" in kind for kind in kinds), f"{port}: {kinds}"
 
 
 def test_dsps_have_registers_on_both_sides():

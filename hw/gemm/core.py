@@ -583,8 +583,9 @@ class GemmCore(wiring.Component):
             with m.If(tree_flags.valid):
                 m.d.sync += fresh.eq(tree_flags.last)
             m.d.sync += [product_first.eq(fresh), result_load.eq(product_end)]
+            total = _masked_sum(m, name + "acc_add", acc, product_first, dot)
             with m.If(product_valid):
-                m.d.sync += acc.eq(_masked_sum(m, name + "acc_add", acc, product_first, dot))
+                m.d.sync += acc.eq(total)
             with m.If(result_load):
                 m.d.sync += result.eq(acc)
             return a, b, flags, result
