@@ -710,11 +710,11 @@ class AttentionEngine(wiring.Component):
         score slice has. ``done`` then frees the engine for the scheduler's next row."""
         with m.If(r.back_busy & (r.pv_tiles == r.chunks)):
             m.d.sync += r.back_busy.eq(0)
-        # done from a register (it drives the scheduler's slot logic): a cycle behind the
-        # condition, which holds until the hand-over
+        # done straight from the condition, which holds until the hand-over: the unit
+        # registers it on its way to the scheduler's slot logic (hw/attention/unit.py), so the
+        # engine hands over in the cycle it is finished
         done = Signal()
-        m.d.sync += done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy
-                            & ~r.handover)
+        m.d.comb += done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy)
         m.d.comb += [self.done.eq(done), r.handover.eq(done & self.done_ready)]
         with m.If(r.handover):
             m.d.sync += [
