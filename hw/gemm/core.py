@@ -250,7 +250,7 @@ class GemmCore(wiring.Component):
     point, clamp).
     ``K >= 1`` is chosen per tile at run time by the ``last`` flag of the k-slices. One k-slice
     enters per clock; the next tile's k-slices enter while the previous tile's results drain,
-    so back-to-back tiles with ``K >= max(rows, cols)`` keep every PE busy. Shorter tiles are
+    so back-to-back tiles with ``K >= max(rows, cols, 2)`` keep every PE busy. Shorter tiles are
     accepted with idle cycles in between (``min_tile_cycles``).
 
     The array never stalls: results are moved into per-column row memories whose space is
