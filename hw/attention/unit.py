@@ -154,9 +154,7 @@ class AttentionUnit(wiring.Component):
         # runs from the scheduler's slot logic into an engine's state or back; the engines are
         # spread over the device and those routes are long.
         for e, engine in enumerate(engines):
-            cmd = _StreamRegister(m, f"cmd_{e}", engine.cmd)
-            m.d.comb += [cmd.valid.eq(sched.cmd[e].valid), cmd.payload.eq(sched.cmd[e].payload),
-                         sched.cmd[e].ready.eq(cmd.ready)]
+            _through_register(m, f"cmd_{e}", sched.cmd[e], engine.cmd)
             # (a 1-bit payload, constant: Verilator rejects zero-width signals)
             done = stream.Signature(1).create(path=(f"done_{e}",))
             done_reg = _StreamRegister(m, f"done_{e}", done)
@@ -434,15 +432,21 @@ class AttentionUnit(wiring.Component):
         return addr
 
 
-def _registered(m, name, source):
-    """``source`` through a register stage (:class:`~.engine._StreamRegister`); returns the
-    stream the arbiter sees. An arbiter's grant is a function of every engine's request, and
-    its ``ready`` went straight back into each engine's counters (O: into the GEMM core's
-    output handshake): with the stage, an engine's side of the handshake is registers only."""
-    sink = stream.Signature(source.payload.shape()).create(path=(name,))
+def _through_register(m, name, source, sink) -> None:
+    """The stream ``source`` into ``sink`` through a register stage
+    (:class:`~.engine._StreamRegister`)."""
     reg = _StreamRegister(m, name, sink)
     m.d.comb += [reg.valid.eq(source.valid), reg.payload.eq(source.payload),
                  source.ready.eq(reg.ready)]
+
+
+def _registered(m, name, source):
+    """``source`` through a register stage; returns the stream the arbiter sees. An
+    arbiter's grant is a function of every engine's request, and its ``ready`` went straight
+    back into each engine's counters (O: into the GEMM core's output handshake): with the
+    stage, an engine's side of the handshake is registers only."""
+    sink = stream.Signature(source.payload.shape()).create(path=(name,))
+    _through_register(m, name, source, sink)
     return sink
 
 
