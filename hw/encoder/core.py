@@ -32,8 +32,9 @@ LENGTH_BITS = 24
 #: Bits of the token count of a refused batch, whose ``x`` beats are taken and dropped.
 DROP_COUNT_BITS = 32
 #: Elements read ahead of the consumer by the element reader and the k-slice reader: the
-#: request, the block RAM's read, its data register, the source select's register and the
-#: FIFO's output register are in flight at one element per clock, plus one of slack.
+#: request, the block RAM's read, the selected memory's word register, the register of the
+#: OR over the memories and the FIFO's output register are in flight at one element per
+#: clock, plus one of slack.
 READ_AHEAD = 6
 
 Descriptor = data.StructLayout({name: (signed(w) if s else unsigned(w))
@@ -488,8 +489,8 @@ class EncoderAccelerator(wiring.Component):
             with m.Else():
                 m.d.sync += g_k.eq(g_k + 1)
         m.d.comb += [wbuf_read.addr.eq(k_addr), wbuf_write.addr.eq(f_addr)]
-        # The weight row through two registers, beside the activation word's read data and
-        # source select registers (``s.a_word``, the element reader's).
+        # The weight row through two registers, beside the activation word's two (the selected
+        # memory's word, then ``s.a_word``, shared with the element reader).
         wbuf_data = delayed(m, "wbuf_data", wbuf_read.data, 2)
         m.d.comb += [k_fifo.w_en.eq(k_selected),
                      k_fifo.w_data.eq(Cat(wbuf_data, k_last, s.a_word))]
