@@ -30,7 +30,8 @@ from pathlib import Path
 from gen.blocks import get_block
 from gen.config import BlockConfig, build_component, validate_params
 from gen.outputs import OutputDir, write_file
-from gen.verilog import PRIMITIVES, VERSION, convert, convert_rtlil, manifest, top_name
+from gen.verilog import (PRIMITIVES, VERSION, convert, convert_rtlil, manifest,
+                         rtlil_to_verilog, top_name)
 
 from . import report as rpt
 from .fit import check_fit, fitting_config
@@ -219,8 +220,10 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
         primitives = build_primitives(device, allow_lut_multipliers)
         info = manifest(config, component, primitives=primitives)
         block = top_name(config)
-        (tmp / f"{block}.v").write_text(convert(component, block, primitives=primitives))
-        (tmp / f"{block}.il").write_text(convert_rtlil(component, block, primitives=primitives))
+        # Converted once: Yosys reads the RTLIL; the Verilog beside it is made from that text.
+        il = convert_rtlil(component, block, primitives=primitives)
+        (tmp / f"{block}.il").write_text(il)
+        (tmp / f"{block}.v").write_text(rtlil_to_verilog(il))
         wrapper = OocWrapper(module=block, ports=info["ports"])
         (tmp / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
         steps["generate"] = time.monotonic() - start

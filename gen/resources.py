@@ -52,6 +52,19 @@ def _cells(text: str):
         yield kind, params, connects
 
 
+def _operand_bits(params: dict, connects: dict, port: str) -> int:
+    """Bits of a ``$mul`` operand as a DSP takes it. Amaranth multiplies an unsigned operand
+    by a signed one as a signed product of the unsigned operand zero-extended by one bit
+    (``{ 1'0 ... }``); a DSP with unsigned operands (SB_MAC16) takes it without that bit, one
+    DSP where counting it would cut the operand in two (a 16-bit unsigned operand on iCE40).
+    On ECP5, whose MULT18X18D is signed only, that undercounts an unsigned 18-bit operand
+    (none in Lutra: ``PipelinedMultiplier`` takes 17 unsigned bits at most)."""
+    bits = _int(params, f"{port}_WIDTH")
+    if params.get(f"{port}_SIGNED") == "1" and connects.get(port, "").startswith("{ 1'0 "):
+        return bits - 1
+    return bits
+
+
 def _int(params: dict, name: str, default: int = 0) -> int:
     value = params.get(name)
     return int(value) if value is not None and value.lstrip("-").isdigit() else default
@@ -70,7 +83,7 @@ def netlist_resources(component, *, lut_factor: float = 1.0) -> dict:
     for kind, params, connects in _cells(text):
         width = max(_int(params, "Y_WIDTH"), _int(params, "A_WIDTH"), _int(params, "WIDTH"))
         if kind == "$mul":
-            a, b = _int(params, "A_WIDTH"), _int(params, "B_WIDTH")
+            a, b = _operand_bits(params, connects, "A"), _operand_bits(params, connects, "B")
             if _CONSTANT.match(connects.get("A", "")) or _CONSTANT.match(connects.get("B", "")):
                 luts += 2 * width              # shifts and adds of the constant's bits
             else:

@@ -15,7 +15,7 @@ from .layout import describe_shape, flatten_shape
 from .outputs import OutputDir
 
 __all__ = ["PRIMITIVES", "BUSES", "PrimitiveTarget", "top_name", "wrap", "convert",
-           "convert_rtlil", "manifest", "write_outputs", "generate"]
+           "convert_rtlil", "rtlil_to_verilog", "manifest", "write_outputs", "generate"]
 
 #: Vendor primitive sets the Verilog may instantiate: ``generic`` (portable Verilog, what the
 #: simulators run) or a device family whose DSP primitives blocks use directly.
@@ -68,6 +68,18 @@ def convert_rtlil(component, name: str, *, primitives: str = "generic") -> str:
     """RTLIL text of ``component``, as :func:`convert` elaborates it (what ``lutra build``
     synthesises: Yosys reads it far faster than Verilog with large memory initialisers)."""
     return rtlil.convert(component, name=name, platform=_platform(primitives), emit_src=False)
+
+
+def rtlil_to_verilog(text: str) -> str:
+    """The Verilog that :func:`convert` writes, from the RTLIL text :func:`convert_rtlil` made.
+
+    ``amaranth.back.verilog.convert`` is ``rtlil.convert`` followed by this Yosys pass, so a
+    build that needs both texts elaborates and converts the design once (the attention unit
+    takes ~12 s per conversion). The pass is Amaranth's own (private in 0.5, pinned in
+    ``requirements.lock``); ``tests/test_fpga_flow.py`` checks the texts are byte-identical.
+    """
+    from amaranth.back.verilog import _convert_rtlil_text
+    return _convert_rtlil_text(text)
 
 
 def _platform(primitives: str) -> PrimitiveTarget | None:

@@ -34,10 +34,13 @@ import numpy as np
 __all__ = ["cycle_model", "gemm_pass", "layernorm_pass", "bounds", "throughput", "float_rate",
            "main", "batch_lengths", "parse_array", "minilm_params", "array_figures"]
 
-#: The readers' read-data register (``hw/encoder/core.py``): one cycle more per pass, before
-#: the first element (GEMM, LayerNorm, ADD, GELU, pooling) or k-slice reaches its unit; the
-#: attention pass restarts its reader per tensor (3 cycles, within its fit's residuals).
-READ_REGISTER = 1
+#: The readers' register stages after the block RAM (``hw/encoder/core.py``: the selected
+#: memory's word, then the OR over the memories): cycles more per pass, before the first
+#: element (GEMM, LayerNorm, ADD, GELU, pooling) or k-slice reaches its unit; the attention
+#: pass restarts its reader per tensor (6 cycles, within its fit's residuals).
+READ_REGISTER = 2
+#: The pooling pass's second stage (the running sums' block RAM read, then the add).
+POOL_STAGE = 1
 #: Cycles of a GEMM column tile's fetch beyond its parameter and weight words (two read
 #: requests' latency), of its compute beyond its k-slices (bank hand-over), and of a GEMM pass
 #: beyond its descriptor's words, the core's latency and the last tile's output beats (see
@@ -122,7 +125,8 @@ def cycle_model(p, lengths: list[int], attention: tuple[float, float]) -> dict:
     # Besides the layers: the embedding sums loaded (one per clock), the embedding LayerNorm
     # and the pooling pass.
     return {"stages": stages, "layer": layer,
-            "total": p.layers * layer + t * p.hidden + layernorm + t * p.hidden + READ_REGISTER}
+            "total": p.layers * layer + t * p.hidden + layernorm + t * p.hidden + READ_REGISTER
+            + POOL_STAGE}
 
 
 def bounds(p, lengths: list[int]) -> dict:

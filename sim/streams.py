@@ -8,10 +8,12 @@ with gaps on its inputs and backpressure on its outputs.
 from __future__ import annotations
 
 from amaranth.lib import data
+from amaranth.sim import Simulator
 
 from .stalls import Stalls
 
-__all__ = ["stream_put", "stream_get", "handshake_monitor", "Stalls", "to_python"]
+__all__ = ["stream_put", "stream_get", "handshake_monitor", "expect_no_beat", "run_testbenches",
+           "Stalls", "to_python"]
 
 
 def to_python(value):
@@ -59,3 +61,25 @@ def handshake_monitor(i, o, accepted: list, produced: list):
                 produced.append(cycle)
             cycle += 1
     return monitor
+
+
+async def expect_no_beat(ctx, stream, cycles: int) -> None:
+    """Fail if ``stream`` offers a beat in the next ``cycles`` clocks (after the last one due)."""
+    for _ in range(cycles):
+        assert not ctx.get(stream.valid), "extra output beat"
+        await ctx.tick()
+
+
+def run_testbenches(dut, *testbenches, monitor: tuple | None = None, period: float = 1e-8) -> None:
+    """Simulate ``dut`` under a clock of ``period`` seconds until every testbench returns.
+
+    ``monitor`` is ``(i, o, accepted, produced)``: a :func:`handshake_monitor` runs in the
+    background and fills the two lists.
+    """
+    sim = Simulator(dut)
+    sim.add_clock(period)
+    for testbench in testbenches:
+        sim.add_testbench(testbench)
+    if monitor is not None:
+        sim.add_testbench(handshake_monitor(*monitor), background=True)
+    sim.run()

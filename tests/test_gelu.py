@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from sim.testing import SIMULATORS, cocotb_run
 
 from gen.blocks import get_block
@@ -11,7 +10,7 @@ from hw.gelu.shift import Divider, RowBuffer
 from sim.gelu_driver import expected, from_beats, random_rows, to_beats
 from sim.golden.gelu import i_gelu_constants, shift_gelu_constants
 from sim.stalls import Stalls
-from sim.streams import handshake_monitor, stream_get, stream_put
+from sim.streams import expect_no_beat, run_testbenches, stream_get, stream_put
 
 DEFAULTS = get_block("gelu").defaults()
 
@@ -133,16 +132,9 @@ def simulate(params: dict, rows: list[np.ndarray], *, stall_prob: float, seed: i
         stalls = Stalls(stall_prob, seed=seed + 1)
         for _ in beats_in:
             beats.append(await stream_get(ctx, dut.o, stalls))
-        for _ in range(dut.latency + 8):                   # nothing more may come out
-            assert not ctx.get(dut.o.valid), "extra output beat"
-            await ctx.tick()
+        await expect_no_beat(ctx, dut.o, dut.latency + 8)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(handshake_monitor(dut.i, dut.o, accepted, produced), background=True)
-    sim.run()
+    run_testbenches(dut, producer, consumer, monitor=(dut.i, dut.o, accepted, produced))
     return from_beats(beats, [len(r) for r in rows], params["lanes"]), accepted, produced
 
 
@@ -181,11 +173,7 @@ def test_sink_held_off_for_long():
         for _ in beats_in:
             beats.append(await stream_get(ctx, dut.o, stalls))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    run_testbenches(dut, producer, consumer)
     check(params, rows, from_beats(beats, [len(r) for r in rows], 2))
 
 

@@ -285,6 +285,12 @@ def test_requantizer_matches_golden_with_stalls(out_width, far_dsps):
     # bounds in any order: TFLite's min(max(x, act_min), act_max) gives act_max when inverted
     lo[200:280], hi[200:280] = rng.integers(-top, top, (2, 80))
     lo[200:210], hi[200:210] = 10, -10
+    # The requantizer compares the bounds' halves apart: pairs equal in one half, or across
+    # the halves' boundary, each way round.
+    k = 1 << (out_width // 2)
+    pairs = [(k, k - 1), (k - 1, k), (-k, -k - 1), (-k - 1, -k), (k + 5, k + 3), (k + 3, k + 5),
+             (-1, 0), (0, -1), (-top, top - 1), (top - 1, -top), (7, 7), (-k, -k)]
+    lo[210:210 + len(pairs)], hi[210:210 + len(pairs)] = np.array(pairs).T
     assert (lo > hi).sum() >= 30
     beats = []
 
@@ -795,7 +801,10 @@ def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:
     driver or reader is ``(cell name, cell type, port)``."""
     from fpga.tools import run_tool
     (tmp_path / "top.v").write_text(verilog)
-    run_tool("yosys", ["-q", "-p", f"read_verilog -lib +/ecp5/cells_bb.v; read_verilog top.v; "
+    from sim.runner import PRIMITIVE_MODELS
+    (ccu2c,) = (path for path in PRIMITIVE_MODELS["ecp5"] if path.stem == "CCU2C")
+    run_tool("yosys", ["-q", "-p", f"read_verilog -lib +/ecp5/cells_bb.v; "
+                       f"read_verilog -lib {ccu2c}; read_verilog top.v; "
                        f"hierarchy -top {top}; proc; flatten; opt -fast; write_json net.json"],
              cwd=tmp_path, log=tmp_path / "yosys.log")
     module = json.loads((tmp_path / "net.json").read_text())["modules"][top]
@@ -807,6 +816,35 @@ def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:
                 table.setdefault(bit, []).append((name, cell["type"], port))
     return {"cells": module["cells"], "ports": module["ports"], "drivers": drivers,
             "readers": readers}
+
+
+def test_ecp5_accumulator_sums_drive_the_accumulator_alone(tmp_path):
+    """On ECP5 each PE's accumulator is one chain of CCU2C (its restart at a tile's first
+    product in their LUTs), and every sum bit drives one flip-flop, the accumulator's: nextpnr
+    then packs each beside its CCU2C half (a sum that also loads the result register is packed
+    with one of the two or neither, and the 12 x 12's accumulators were placed away from their
+    chains)."""
+    from gen.verilog import convert
+    core = GemmCore(rows=2, cols=3, acc_width=27)
+    net = coarse_netlist(convert(core, "gemm", primitives="ecp5"), "gemm", tmp_path)
+    chains = [cell for cell in net["cells"].values() if cell["type"] == "CCU2C"]
+    assert len(chains) == 6 * 14
+    sums = [bit for cell in chains for port in ("S0", "S1")
+            for bit in cell["connections"][port]]
+    used = [bit for bit in sums if bit in net["readers"]]
+    assert len(used) == 6 * 27
+    for bit in used:
+        kinds = [kind for _, kind, _ in net["readers"][bit]]
+        assert len(kinds) == 1 and "dff" in kinds[0], f"sum bit {bit} read by {kinds}"
+    # Nothing in front of the chain: the accumulator and the product come straight from
+    # flip-flops (the upper halves' product bits repeat its sign bit; bits past 27 are 0).
+    for cell in chains:
+        for port in ("A0", "A1", "B0", "B1", "C0", "C1"):
+            for bit in cell["connections"][port]:
+                if isinstance(bit, str):
+                    continue
+                kinds = {kind for _, kind, _ in net["drivers"][bit]}
+                assert kinds and all("dff" in kind for kind in kinds), f"{port}: {kinds}"
 
 
 def test_dsps_have_registers_on_both_sides():

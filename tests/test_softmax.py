@@ -234,3 +234,21 @@ COCOTB_RUNS.append(("recip-wide", "icarus"))
 @pytest.mark.parametrize(("name", "simulator"), COCOTB_RUNS)
 def test_cocotb(name, simulator, tmp_path):
     cocotb_run("softmax", COCOTB_CONFIGS[name], simulator, tmp_path, LUTRA_ROWS=20)
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_cocotb_dsp_primitives(family, tmp_path):
+    """``recip``'s product in the target's DSP with its operand and product registers
+    (MULT18X18D or SB_MAC16 and their behavioural models): bit-exact and on time, like the
+    generic form."""
+    cocotb_run("softmax", COCOTB_CONFIGS["recip"], "icarus", tmp_path, primitives=family,
+               LUTRA_ROWS=20)
+
+
+def test_recip_product_is_one_registered_dsp():
+    from gen.verilog import convert
+    ecp5 = convert(SoftmaxEngine(method="recip", max_len=16), "softmax", primitives="ecp5")
+    assert ecp5.count("MULT18X18D ") == 1 and '.REG_OUTPUT_CLK("CLK0")' in ecp5, ecp5[-2000:]
+    ice40 = convert(SoftmaxEngine(method="recip", max_len=16), "softmax", primitives="ice40")
+    assert ice40.count("SB_MAC16 ") == 1

@@ -270,14 +270,20 @@ class AttentionEngine(wiring.Component):
             m.d.sync += [started.eq(1), seq.eq(self.cmd.payload.seq),
                          query_block.eq(self.cmd.payload.query_block)]
         q_issuing = Signal()
-        m.d.sync += q_issuing.eq(q_issuing | (self.cmd.valid & ~started))
+        # The first request goes out in the cycle the row's first command is seen, from the
+        # command itself (the command and the request each pass a register in the unit, and
+        # every cycle here delays the row's scores)
+        q_first = self.cmd.valid & ~started
+        m.d.sync += q_issuing.eq(q_issuing | q_first)
         q_req_fire = self.q_req.valid & self.q_req.ready
         q_req_r, q_req_r_final = _counter(m, "q_req_row_pair", r.token_pairs, q_req_fire)
         q_req_c, q_req_c_final = _counter(m, "q_req_chunk", chunks, q_req_fire & q_req_r_final)
         m.d.comb += [
-            self.q_req.valid.eq(q_issuing),
-            self.q_req.payload.seq.eq(seq),
-            self.q_req.payload.token.eq(Cat(_even(q_req_r, r), query_block)),
+            self.q_req.valid.eq(q_issuing | q_first),
+            self.q_req.payload.seq.eq(Mux(started, seq, self.cmd.payload.seq)),
+            self.q_req.payload.token.eq(Cat(_even(q_req_r, r),
+                                            Mux(started, query_block,
+                                                self.cmd.payload.query_block))),
             self.q_req.payload.chunk.eq(q_req_c),
         ]
         with m.If(q_req_fire & q_req_c_final & q_req_r_final):
@@ -324,10 +330,14 @@ class AttentionEngine(wiring.Component):
         k_req_fire = self.k_req.valid & self.k_req.ready
         k_req_t, k_req_t_final = _counter(m, "k_req_token_pair", r.token_pairs, k_req_fire)
         k_req_c, k_req_c_final = _counter(m, "k_req_chunk", chunks, k_req_fire & k_req_t_final)
+        # A block's first request goes out with the command that names it (as Q's above): no
+        # cycle without a request between two blocks of K
         m.d.comb += [
-            self.k_req.valid.eq(k_issuing),
-            self.k_req.payload.seq.eq(r.seq),
-            self.k_req.payload.token.eq(Cat(_even(k_req_t, r), k_block)),
+            self.k_req.valid.eq(k_issuing | take),
+            self.k_req.payload.seq.eq(Mux(r.started, r.seq, self.cmd.payload.seq)),
+            self.k_req.payload.token.eq(Cat(_even(k_req_t, r),
+                                            Mux(k_issuing, k_block,
+                                                self.cmd.payload.key_block))),
             self.k_req.payload.chunk.eq(k_req_c),
         ]
         with m.If(k_req_fire & k_req_c_final & k_req_t_final):
@@ -710,11 +720,11 @@ class AttentionEngine(wiring.Component):
         score slice has. ``done`` then frees the engine for the scheduler's next row."""
         with m.If(r.back_busy & (r.pv_tiles == r.chunks)):
             m.d.sync += r.back_busy.eq(0)
-        # done from a register (it drives the scheduler's slot logic): a cycle behind the
-        # condition, which holds until the hand-over
+        # done straight from the condition, which holds until the hand-over: the unit
+        # registers it on its way to the scheduler's slot logic (hw/attention/unit.py), so the
+        # engine hands over in the cycle it is finished
         done = Signal()
-        m.d.sync += done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy
-                            & ~r.handover)
+        m.d.comb += done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy)
         m.d.comb += [self.done.eq(done), r.handover.eq(done & self.done_ready)]
         with m.If(r.handover):
             m.d.sync += [

@@ -16,9 +16,9 @@ __all__ = ["RowParams", "EngineParams", "UnitParams", "BLOCKS", "SOFTMAX_METHODS
 BLOCKS = (2, 4, 8, 16)
 SOFTMAX_METHODS = ("recip", "lut2d", "shiftmax")
 #: Words of V an engine may have requested and not yet given to its GEMM core (two a request):
-#: covers the unit's read round trip (grant, table, address, block RAM read, words register,
-#: answer register: 6 cycles, ``hw.attention.unit.READ_LATENCY``) and the arbiter's waits at
-#: one word a clock.
+#: covers the unit's read round trip (request register, grant, table, address, block RAM read,
+#: words register, answer register: 7 cycles, ``hw.attention.unit.READ_LATENCY``) and the
+#: arbiter's waits at one word a clock.
 V_FIFO_DEPTH = 16
 
 

@@ -13,6 +13,11 @@ from .scheduler_params import SchedulerParams
 
 __all__ = ["AttentionScheduler", "Command", "Descriptor"]
 
+#: Window slots per copy of the registered shift (``holes``). 8 in the scheduler alone; in the
+#: 4-engine attention unit the path from a copy through the shifted slots' ``ahead`` bits into
+#: the insertion was the worst (15.0 ns, 13.1 of it routing), so each copy drives fewer slots.
+HOLES_GROUP = 4
+
 
 def Descriptor(seq_width: int, length_width: int) -> data.StructLayout:
     """One sequence of the batch: its id and its length in tokens (0 = no work)."""
@@ -198,14 +203,15 @@ class AttentionScheduler(wiring.Component):
         holes_is = Signal(K + 1, init=1)        # one-hot holes
         waiting_gt = Signal(D)                  # waiting_gt[n]: waiting > n
         # moved[n]: slot n once the holes are gone (a shift selected by a register). The
-        # select drives every bit of the window: one copy of `holes` per group of 8 slots,
-        # each stored XOR its group number so that synthesis does not merge the copies again.
+        # select drives every bit of the window: one copy of `holes` per group of
+        # HOLES_GROUP slots, each stored XOR its group number so that synthesis does not merge
+        # the copies again.
         holes_width = Shape.cast(range(K + 1)).width
         holes_copy = [Signal(holes_width, name=f"holes_{g}", init=g % (1 << holes_width))
-                      for g in range(-(-D // 8))]
+                      for g in range(-(-D // HOLES_GROUP))]
         moved = []
         for n in range(D):
-            g = n // 8
+            g = n // HOLES_GROUP
             index = holes_copy[g] ^ (g % (1 << holes_width))
             candidate = Signal(row_layout, name=f"moved_{n}")
             m.d.comb += candidate.eq(

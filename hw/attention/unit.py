@@ -14,18 +14,19 @@ from amaranth.lib.wiring import In, Out
 from ..common.params import params_or_keywords
 from ..common.arith import times_constant
 from ..common.pipeline import delayed
-from .engine import AttentionEngine, Quant, Word, WordPair
+from .engine import AttentionEngine, Quant, Word, WordPair, _StreamRegister
 from .params import UnitParams
 from .scheduler import AttentionScheduler
 
 __all__ = ["SequenceIn", "ContextOut", "AttentionUnit", "READ_LATENCY"]
 
-#: Cycles from an engine's read request handshake to its answer: the registered grant; the
-#: sequence-table entry looked up (token position in the batch, head and chunk offset, past
-#: the length or not); the word address (a constant product by ``hidden / block``, shifted
-#: adds); the block RAM read; the two banks' words registered; the answer registered in a
-#: copy per engine. Each stage reads registers only.
-READ_LATENCY = 6
+#: Cycles from an engine's read request handshake to its answer: the request registered on
+#: its way to the arbiter; the registered grant; the sequence-table entry looked up (token
+#: position in the batch, head and chunk offset, past the length or not); the word address (a
+#: constant product by ``hidden / block``, shifted adds); the block RAM read; the two banks'
+#: words registered; the answer registered in a copy per engine. Each stage reads registers
+#: only.
+READ_LATENCY = 7
 
 
 def SequenceIn(max_len: int) -> data.StructLayout:
@@ -148,9 +149,18 @@ class AttentionUnit(wiring.Component):
             engines=E, block=B, window=p.window, n_global=p.n_global, causal=p.causal,
             max_len=p.max_len, seq_width=p.seq_bits + hb, lookahead=p.lookahead,
             longest_first=p.longest_first)
+        # Every stream between the scheduler and an engine goes through a register stage (a
+        # skid buffer: valid, payload and ready all from registers), so no combinational path
+        # runs from the scheduler's slot logic into an engine's state or back; the engines are
+        # spread over the device and those routes are long.
         for e, engine in enumerate(engines):
-            wiring.connect(m, sched.cmd[e], engine.cmd)
-            m.d.comb += [sched.done[e].eq(engine.done), engine.done_ready.eq(sched.done_ready[e])]
+            _through_register(m, f"cmd_{e}", sched.cmd[e], engine.cmd)
+            # (a 1-bit payload, constant: Verilator rejects zero-width signals)
+            done = stream.Signature(1).create(path=(f"done_{e}",))
+            done_reg = _StreamRegister(m, f"done_{e}", done)
+            m.d.comb += [done_reg.valid.eq(engine.done), done_reg.payload.eq(0),
+                         engine.done_ready.eq(done_reg.ready),
+                         sched.done[e].eq(done.valid), done.ready.eq(sched.done_ready[e])]
         return engines, sched
 
     def _load_descriptors(self, m, state, table_write) -> _Batch:
@@ -221,7 +231,7 @@ class AttentionUnit(wiring.Component):
         return memories, loaded
 
     def _read_ports(self, m, engines, memories, table):
-        """Reads: one round-robin arbiter and six-stage read pipeline per memory port.
+        """Reads: one round-robin arbiter and seven-stage read pipeline per memory port.
 
         Engine e reads through port e % read_ports of each memory (each port a copy of the
         memory's block RAM when there are several). A request names an even token; the
@@ -231,7 +241,8 @@ class AttentionUnit(wiring.Component):
             for port in range(p.read_ports):
                 group = engines[port::p.read_ports]
                 tag = f"{name}{port}"
-                reqs = [getattr(engine, f"{name}_req") for engine in group]
+                reqs = [_registered(m, f"{tag}_req_{e}", getattr(engine, f"{name}_req"))
+                        for e, engine in enumerate(group)]
                 resps = [getattr(engine, f"{name}_resp") for engine in group]
                 grant, granted = _round_robin(m, tag, [r.valid for r in reqs])
                 for e, req in enumerate(reqs):
@@ -300,7 +311,7 @@ class AttentionUnit(wiring.Component):
         B, depth = self._params.block, self._params.memory_words
         m.submodules.o_memory = o_memory = Memory(shape=Word(B), depth=max(depth, 2), init=[])
         o_write = o_memory.write_port()
-        outs = [engine.o for engine in engines]
+        outs = [_registered(m, f"o_{e}", engine.o) for e, engine in enumerate(engines)]
         grant, granted = _round_robin(m, "o", [o.valid for o in outs])
         for e, o in enumerate(outs):
             m.d.comb += o.ready.eq(granted & (grant == e))
@@ -419,6 +430,24 @@ class AttentionUnit(wiring.Component):
         addr = Signal(range(max(p.memory_words, 2)), name=f"{name}_addr")
         m.d.sync += addr.eq(times_constant(row, p.words_per_token) + column)
         return addr
+
+
+def _through_register(m, name, source, sink) -> None:
+    """The stream ``source`` into ``sink`` through a register stage
+    (:class:`~.engine._StreamRegister`)."""
+    reg = _StreamRegister(m, name, sink)
+    m.d.comb += [reg.valid.eq(source.valid), reg.payload.eq(source.payload),
+                 source.ready.eq(reg.ready)]
+
+
+def _registered(m, name, source):
+    """``source`` through a register stage; returns the stream the arbiter sees. An
+    arbiter's grant is a function of every engine's request, and its ``ready`` went straight
+    back into each engine's counters (O: into the GEMM core's output handshake): with the
+    stage, an engine's side of the handshake is registers only."""
+    sink = stream.Signature(source.payload.shape()).create(path=(name,))
+    _through_register(m, name, source, sink)
+    return sink
 
 
 def _round_robin(m, name, requests):

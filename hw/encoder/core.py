@@ -32,9 +32,10 @@ LENGTH_BITS = 24
 #: Bits of the token count of a refused batch, whose ``x`` beats are taken and dropped.
 DROP_COUNT_BITS = 32
 #: Elements read ahead of the consumer by the element reader and the k-slice reader: the
-#: request, the block RAM's read, its data register and the FIFO's output register are in
-#: flight at one element per clock, plus one of slack.
-READ_AHEAD = 5
+#: request, the block RAM's read, the selected memory's word register, the register of the
+#: OR over the memories and the FIFO's output register are in flight at one element per
+#: clock, plus one of slack.
+READ_AHEAD = 6
 
 Descriptor = data.StructLayout({name: (signed(w) if s else unsigned(w))
                                 for name, w, s in DESCRIPTOR_FIELDS})
@@ -140,6 +141,13 @@ def _skid(m: Module, name: str, source) -> SimpleNamespace:
     return sink
 
 
+def _or_tree(values):
+    """The OR of ``values`` as a balanced tree (an AND-OR select's second half)."""
+    while len(values) > 1:
+        values = [a | b for a, b in zip(values[::2], values[1::2])] + values[len(values) & ~1:]
+    return values[0]
+
+
 class _Nets(SimpleNamespace):
     """The units, memories, signals and helpers that the parts of
     ``EncoderAccelerator.elaborate`` share, one attribute each (``p``: the parameters)."""
@@ -226,7 +234,7 @@ class EncoderAccelerator(wiring.Component):
         m.submodules.gelu = gelu = Gelu(method="lut", scale=p.gelu_scale, in_width=12,
                                         out_bits=8)
         m.submodules.gelu_requant = gelu_rq = Requantizer(lanes=1, out_width=16)
-        m.submodules.add = add = AddUnit(in_width=16, out_width=16, inputs=2)
+        m.submodules.add = add = AddUnit(**dataclasses.asdict(p.add))
         m.d.comb += [gelu_rq.i.valid.eq(gelu.o.valid), gelu.o.ready.eq(gelu_rq.i.ready),
                      gelu_rq.i.payload.acc[0].eq(gelu.o.payload.data[0])]
         s.update(gemm=gemm, att=att, ln=ln, gelu=gelu, gelu_rq=gelu_rq, add=add,
@@ -244,11 +252,6 @@ class EncoderAccelerator(wiring.Component):
             mems.append(mem)
             rd.append(mem.read_port())
             wr.append(mem.write_port(granularity=1))
-        # Each memory's read word through a register: the block RAM's clock-to-output and the
-        # route from it are a path of their own, the readers' multiplexers come after it.
-        rd_data = [Signal(data.ArrayLayout(signed(bits), p.rows), name=f"rd_data_{name}")
-                   for name, (bits, _) in MEMORIES.items()]
-        m.d.sync += [reg.eq(port.data) for reg, port in zip(rd_data, rd)]
         lengths = Memory(shape=unsigned(p.max_len.bit_length()), depth=p.max_seqs, init=[])
         m.submodules.lengths = lengths
         len_write = lengths.write_port()
@@ -259,7 +262,7 @@ class EncoderAccelerator(wiring.Component):
         desc_addr = Signal(ADDR_BITS)
         n_seqs = Signal(range(p.max_seqs + 1))
         n_tokens = Signal(range(p.max_tokens + 1))
-        s.update(rd=rd, rd_data=rd_data, wr=wr, lengths=lengths, len_write=len_write,
+        s.update(rd=rd, wr=wr, lengths=lengths, len_write=len_write,
                  state=state, phase=phase, desc=desc, desc_addr=desc_addr, n_seqs=n_seqs,
                  n_tokens=n_tokens, op=desc.op)
 
@@ -373,35 +376,47 @@ class EncoderAccelerator(wiring.Component):
         ElementBeat = data.StructLayout({"a": signed(16), "b": signed(16), "row_last": 1})
         m.submodules.r_fifo = r_fifo = SyncFIFOBuffered(width=ElementBeat.size,
                                                         depth=READ_AHEAD)
-        # An element is issued (its address), read (the block RAM), then in the read data
-        # registers (``s.rd_data``), where the multiplexers pick it into the FIFO.
+        # An element is issued (its address) and read (the block RAM); the source memory is
+        # selected where its word leaves the block RAM, into a register per memory that holds
+        # zero unless that memory is selected (``rd_a``: the whole word, for source a and the
+        # k-slice reader; ``rd_b``: the element's lane, for source b); then the OR over the
+        # memories is registered (``a_word``, ``b_elem``), and the lane picked into the FIFO.
+        # So the block RAM's clock-to-output, the route across the chip from the memories and
+        # the route to the FIFO's LUT RAM are paths of their own, and each select flip-flop
+        # drives only its own memory's registers, beside its block RAMs (a 3-bit select
+        # decoded into the lanes of every memory was the worst path at MiniLM size).
         r_issue = Signal()
         r_reading = Signal()
         r_loaded = Signal()
-        m.d.sync += [r_reading.eq(r_issue), r_loaded.eq(r_reading)]
-        r_lane = delayed(m, "r_lane", rpos.lane, 2)
-        r_row_last = delayed(m, "r_row_last", rpos.row_end(r_width), 2)
-        r_mem_a = delayed(m, "r_mem_a", r_src, 2)
-        r_mem_b = delayed(m, "r_mem_b", desc.src2, 2)
-        m.d.comb += r_issue.eq(r_running
-                               & (r_fifo.level + r_reading + r_loaded < READ_AHEAD))
+        r_selected = Signal()
+        m.d.sync += [r_reading.eq(r_issue), r_loaded.eq(r_reading), r_selected.eq(r_loaded)]
+        r_lane = delayed(m, "r_lane", rpos.lane, 3)
+        r_row_last = delayed(m, "r_row_last", rpos.row_end(r_width), 3)
+        r_lane_b = delayed(m, "r_lane_b", rpos.lane, 1)
+        m.d.comb += r_issue.eq(r_running & (r_fifo.level + r_reading + r_loaded + r_selected
+                                            < READ_AHEAD))
         with m.If(r_issue):
             rpos.step(r_width)
             with m.If(rpos.row_end(r_width) & (rpos.token == n_tokens - 1)):
                 m.d.sync += r_running.eq(0)
 
-        def element(mem_sel):
-            value = Signal(signed(16))
-            with m.Switch(mem_sel):             # one case per memory: a parallel mux
-                for n, port in enumerate(s.rd):
-                    with m.Case(n):
-                        m.d.comb += value.eq(s.rd_data[n][r_lane])
-                with m.Default():
-                    m.d.comb += value.eq(0)
-            return value
+        rd_a, rd_b = [], []
+        for n, (name, (bits, _)) in enumerate(MEMORIES.items()):
+            sel_a, sel_b = Signal(name=f"sel_a_{name}"), Signal(name=f"sel_b_{name}")
+            m.d.sync += [sel_a.eq(r_src == n), sel_b.eq(desc.src2 == n)]
+            word = s.rd[n].data
+            rd_a.append(Signal.like(word, name=f"rd_a_{name}"))
+            rd_b.append(Signal(signed(bits), name=f"rd_b_{name}"))
+            m.d.sync += [rd_a[n].eq(Mux(sel_a, word, 0)),
+                         rd_b[n].eq(Mux(sel_b, word[r_lane_b], 0))]
+        a_word = Signal(data.ArrayLayout(signed(16), p.rows), name="a_word")
+        m.d.sync += [a_word[lane].eq(_or_tree([reg[lane] for reg in rd_a]))
+                     for lane in range(p.rows)]
+        b_elem = Signal(signed(16), name="b_elem")
+        m.d.sync += b_elem.eq(_or_tree(rd_b))
 
-        m.d.comb += [r_fifo.w_en.eq(r_loaded),
-                     r_fifo.w_data.eq(Cat(element(r_mem_a), element(r_mem_b), r_row_last))]
+        m.d.comb += [r_fifo.w_en.eq(r_selected),
+                     r_fifo.w_data.eq(Cat(a_word[r_lane], b_elem, r_row_last))]
         # The passes take elements through a skid buffer: the FIFO's read enable (and so its
         # level, the issue decision and the read address) no longer follows a unit's ready.
         r_skid = _skid(m, "r_skid", SimpleNamespace(
@@ -412,9 +427,8 @@ class EncoderAccelerator(wiring.Component):
             return [r_running.eq(1), *rpos.reset()]
 
         s.update(rpos=rpos, r_src=r_src, r_width=r_width, r_running=r_running, r_fifo=r_fifo,
-                 r_in_flight=r_reading | r_loaded | r_skid.full, r_mem_a=r_mem_a, r_out=r_out,
-                 r_valid=r_valid,
-                 r_take=r_take, start_reader=start_reader)
+                 r_in_flight=r_reading | r_loaded | r_selected | r_skid.full, a_word=a_word,
+                 r_out=r_out, r_valid=r_valid, r_take=r_take, start_reader=start_reader)
 
     def _gemm_feed(self, m: Module, s: _Nets):
         """The GEMM's two weight tile buffers and tile parameter sets (the fetcher fills one
@@ -459,9 +473,11 @@ class EncoderAccelerator(wiring.Component):
         k_issue = Signal()
         k_reading = Signal()
         k_loaded = Signal()
-        m.d.sync += [k_reading.eq(k_issue), k_loaded.eq(k_reading)]
-        k_last = delayed(m, "k_last", g_k == desc.k - 1, 2)
-        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading + k_loaded < READ_AHEAD))
+        k_selected = Signal()
+        m.d.sync += [k_reading.eq(k_issue), k_loaded.eq(k_reading), k_selected.eq(k_loaded)]
+        k_last = delayed(m, "k_last", g_k == desc.k - 1, 3)
+        m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading + k_loaded + k_selected
+                                            < READ_AHEAD))
         with m.If(k_issue):
             m.d.sync += g_addr.eq(g_addr + 1)
             m.d.sync += k_addr.eq(k_addr + 1)
@@ -473,17 +489,11 @@ class EncoderAccelerator(wiring.Component):
             with m.Else():
                 m.d.sync += g_k.eq(g_k + 1)
         m.d.comb += [wbuf_read.addr.eq(k_addr), wbuf_write.addr.eq(f_addr)]
-        # The weight row through a register too, beside the activation word's.
-        wbuf_data = delayed(m, "wbuf_data", wbuf_read.data, 1)
-        src_word = Signal(data.ArrayLayout(signed(16), rows))
-        with m.Switch(s.r_mem_a):
-            for n, reg in enumerate(s.rd_data):
-                with m.Case(n):
-                    m.d.comb += [src_word[lane].eq(reg[lane]) for lane in range(rows)]
-            with m.Default():
-                m.d.comb += src_word.eq(0)
-        m.d.comb += [k_fifo.w_en.eq(k_loaded),
-                     k_fifo.w_data.eq(Cat(wbuf_data, k_last, src_word))]
+        # The weight row through two registers, beside the activation word's two (the selected
+        # memory's word, then ``s.a_word``, shared with the element reader).
+        wbuf_data = delayed(m, "wbuf_data", wbuf_read.data, 2)
+        m.d.comb += [k_fifo.w_en.eq(k_selected),
+                     k_fifo.w_data.eq(Cat(wbuf_data, k_last, s.a_word))]
         k_head = data.View(KBeat, k_fifo.r_data[:KBeat.size])
         k_a = data.View(data.ArrayLayout(signed(16), rows), k_fifo.r_data[KBeat.size:])
         m.d.comb += [gemm.i.valid.eq(k_fifo.r_rdy), k_fifo.r_en.eq(gemm.i.ready),
@@ -857,40 +867,58 @@ class EncoderAccelerator(wiring.Component):
                     m.d.sync += unpack_valid.eq(0)
 
     def _pooling(self, m: Module, s: _Nets):
-        """The pooling pass: per-channel sums over each sequence's tokens, out on ``o``."""
+        """The pooling pass: per-channel sums over each sequence's tokens, out on ``o``.
+
+        Two stages: an element is taken and its channel's running sum read (block RAM, sync
+        read); a cycle later the sum is added, written back and, on a sequence's last token,
+        loaded into the output register. A channel is read again ``hidden >= 2`` elements
+        later, after its write. (An asynchronous read of the sums, a LUT RAM of ``hidden``
+        words, had its address, a wide multiplexer, the adder and the write data in one
+        cycle.)"""
         p, phase, r_valid, r_take = s.p, s.phase, s.r_valid, s.r_take
         H = p.hidden
         m.submodules.pool_memory = pool_mem = Memory(shape=signed(32), depth=H, init=[])
-        pool_read = pool_mem.read_port(domain="comb")
+        pool_read = pool_mem.read_port()
         pool_write = pool_mem.write_port()
         pool_seq = Signal(range(p.max_seqs + 1))
         pool_tok = Signal(range(p.max_len + 1))
         pool_channel = Signal(range(H))
         pool_len = s.lengths.read_port(domain="comb")
-        pooled = Signal(signed(32))
         final = pool_tok == pool_len.data - 1
+        # The element in the second stage: its value, channel, and whether it is its
+        # sequence's first or last token.
+        s1_valid, s1_first, s1_final = Signal(), Signal(), Signal()
+        s1_x = Signal(signed(16))
+        s1_channel = Signal(range(H))
+        pooled = Signal(signed(32))
         m.d.comb += [pool_len.addr.eq(pool_seq), pool_read.addr.eq(pool_channel),
-                     pool_write.addr.eq(pool_channel), pool_write.data.eq(pooled),
-                     pooled.eq(Mux(pool_tok == 0, 0, pool_read.data) + s.r_out.a)]
+                     pool_write.addr.eq(s1_channel), pool_write.data.eq(pooled),
+                     pooled.eq(Mux(s1_first, 0, pool_read.data) + s1_x)]
         # The pooled sums leave through a one-beat output register (loaded when it is empty or
         # taken): the memory reads and the state machine are off the output path.
         o_out = Signal(PooledOut)
         o_valid, o_ready, o_load = Signal(), Signal(), Signal()
+        pooling = s.running & (s.op == OPS["pool"])
+        s1_go = s1_valid & (~s1_final | o_ready)
+        advance = ~s1_valid | s1_go
         m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_out),
-                     o_ready.eq(~o_valid | self.o.ready)]
+                     o_ready.eq(~o_valid | self.o.ready), pool_read.en.eq(advance),
+                     o_load.eq(s1_go & s1_final), pool_write.en.eq(s1_go)]
         with m.If(o_ready):
             m.d.sync += [o_valid.eq(o_load), o_out.data.eq(pooled),
-                         o_out.last.eq(pool_channel == H - 1)]
-        with m.If(s.running & (s.op == OPS["pool"])):
-            m.d.comb += [o_load.eq(r_valid & final),
-                         r_take.eq(r_valid & (~final | o_ready)),
-                         pool_write.en.eq(r_take)]
+                         o_out.last.eq(s1_channel == H - 1)]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(pooling & r_take), s1_first.eq(pool_tok == 0),
+                         s1_final.eq(final),
+                         s1_x.eq(s.r_out.a), s1_channel.eq(pool_channel)]
+        with m.If(pooling):
+            m.d.comb += r_take.eq(r_valid & advance)
             with m.If(phase == Phase.PARAMS):
                 m.d.sync += [phase.eq(Phase.COMPUTE), pool_seq.eq(0), pool_tok.eq(0),
                              pool_channel.eq(0), *s.start_reader()]
             with m.Else():
-                # Done when the last sequence's last element has been taken.
-                m.d.comb += s.run_done.eq(pool_seq == s.n_seqs)
+                # Done when the last sequence's last element has left the second stage.
+                m.d.comb += s.run_done.eq((pool_seq == s.n_seqs) & ~s1_valid)
             with m.If(r_take):
                 m.d.sync += pool_channel.eq(Mux(pool_channel == H - 1, 0, pool_channel + 1))
                 with m.If(pool_channel == H - 1):

@@ -226,14 +226,22 @@ class EncoderParams:
                           causal=False, softmax=self.softmax, softmax_scale=self.softmax_scale)
 
     @property
+    def add(self):
+        """The residual ADD unit's parameters: two int16 inputs, int16 out, one lane."""
+        from ..add.params import AddUnitParams
+        return AddUnitParams(in_width=16, out_width=16, inputs=2, lanes=1)
+
+    @property
     def multipliers(self) -> int:
-        """DSP products: the GEMM core (a_width 16: one per PE outside the ``fabric_cols``
-        columns, one per column's offset cell, four per requantizer lane), the attention
-        engines, LayerNorm (two 17 x 17 normalisation products, the square, four for its
-        requantizer), the GELU output requantizer (four)."""
-        gemm = self.gemm.multipliers
-        unit = self.engines * (self.block * self.block + 4 + 4)
-        return gemm + unit + 7 + 4
+        """DSP products, unit by unit: the GEMM core (``GemmParams.multipliers``); per attention
+        engine its ``block x block`` PEs, four per requantizer lane (``out_lanes``) and the
+        softmax's reciprocal product (none with ``lut2d``); LayerNorm's seven (the square, two
+        17 x 17 normalisation products, four for its requantizer); the GELU output
+        requantizer's four (one lane); the ADD unit's (``AddUnitParams.multipliers``: four per
+        requantized value)."""
+        e = self.attention_unit
+        engine = e.block * e.block + 4 * e.out_lanes + (0 if e.softmax == "lut2d" else 1)
+        return self.gemm.multipliers + self.engines * engine + 7 + 4 + self.add.multipliers
 
     @property
     def ram_bits(self) -> int:

@@ -1,7 +1,8 @@
 """Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
 requantization to int8 or int16."""
 
-from amaranth import Array, Cat, Elaboratable, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Array, C, Cat, Elaboratable, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Instance
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -92,11 +93,56 @@ def _memory(m, name: str, shape, depth: int, block_ram: bool, platform):
     return memory
 
 
+def _at_least(value, n: int):
+    """``value >= n`` for an unsigned ``value`` and a constant ``n``, as logic of its bits from
+    the top down (no carry chain)."""
+    if n <= 0:
+        return C(1, 1)
+    if n >= 1 << len(value):
+        return C(0, 1)
+    top = len(value) - 1
+    rest = value[:top] if top else None
+    if n >> top & 1:
+        return value[top] & (_at_least(rest, n - (1 << top)) if top else C(1, 1))
+    return value[top] | (_at_least(rest, n) if top else C(0, 1))
+
+
 def _select(values, index):
     """``values[index]``, the choices padded to every value of ``index`` (a complete case
     statement)."""
     values = list(values)
     return Array(values + values[-1:] * (2 ** len(index) - len(values)))[index]
+
+
+#: INIT of each half of a CCU2C computing ``(0 if C else A) + B``: the LUT4 (D tied high) gives
+#: the carry propagate, ``A ^ B`` or, with C set, ``B``; its low quarter (the LUT2 of A and B
+#: that the carry logic takes as the generate when nothing propagates) gives ``B``, right in
+#: both cases (A == B, or B == 0 with A ignored).
+_MASKED_ADD_INIT = 0b1100_0110_0000_1100
+
+
+def _masked_sum(m: Module, name: str, a, first, b):
+    """``(0 if first else a) + b`` modulo ``2 ** len(a)`` (``b`` sign- or zero-extended, or
+    truncated, to ``len(a)`` bits), as one chain of CCU2C instances (ECP5) whose LUTs apply
+    the mask."""
+    width = len(a)
+    addend = Signal(width, name=f"{name}_addend")
+    m.d.comb += addend.eq(b)
+    total = Signal(width + (width & 1), name=name)    # (an odd width leaves one half spare)
+    init = C(_MASKED_ADD_INIT, 16)
+    carry = C(0, 1)
+    for n, i in enumerate(range(0, width, 2)):
+        ports = {}
+        for half, j in enumerate((i, i + 1)):
+            x, y = (a[j], addend[j]) if j < width else (C(0, 1), C(0, 1))
+            ports |= {f"i_A{half}": x, f"i_B{half}": y, f"i_C{half}": first,
+                      f"i_D{half}": C(1, 1), f"o_S{half}": total[j]}
+        cout = Signal(name=f"{name}_carry{n}")
+        m.submodules[f"{name}{n}"] = Instance(
+            "CCU2C", p_INIT0=init, p_INIT1=init, p_INJECT1_0="NO", p_INJECT1_1="NO",
+            i_CIN=carry, o_COUT=cout, **ports)
+        carry = cout
+    return total[:width]
 
 
 # A k-slice's valid and last flags, as they travel with the operands through the array.
@@ -204,7 +250,7 @@ class GemmCore(wiring.Component):
     point, clamp).
     ``K >= 1`` is chosen per tile at run time by the ``last`` flag of the k-slices. One k-slice
     enters per clock; the next tile's k-slices enter while the previous tile's results drain,
-    so back-to-back tiles with ``K >= max(rows, cols)`` keep every PE busy. Shorter tiles are
+    so back-to-back tiles with ``K >= max(rows, cols, 2)`` keep every PE busy. Shorter tiles are
     accepted with idle cycles in between (``min_tile_cycles``).
 
     The array never stalls: results are moved into per-column row memories whose space is
@@ -537,10 +583,32 @@ class GemmCore(wiring.Component):
             product_valid.eq(tree_flags.valid),
             product_end.eq(tree_flags.valid & tree_flags.last),
         ]
-        # The accumulator restarts by clearing at the tile's last product rather than by
-        # gating the adder's input on the first one (a LUT per bit in front of the carry
-        # chain): the clear is the flip-flops' synchronous reset.
         (dot,) = products
+        if uses_ecp5_primitives(platform):
+            # The adder's sums drive the accumulator alone, so that nextpnr packs each
+            # flip-flop beside its CCU2C half (a sum that drives two flip-flops packs with
+            # neither or one: with the result register loaded from it too, the 12 x 12's
+            # accumulators were placed away from their carry chains, 6.22 ns of routing on
+            # 8.27, seed 1). So the result is the accumulator a cycle after the tile's last
+            # product, and the accumulator restarts by ignoring its old value at the next
+            # tile's first product: in the CCU2C's own LUTs (``_masked_sum``), at no cost.
+            fresh = Signal(name=name + "fresh", init=1)     # the last valid product ended a tile
+            product_first = Signal(name=name + "product_first", init=1)
+            result_load = Signal(name=name + "result_load")
+            with m.If(tree_flags.valid):
+                m.d.sync += fresh.eq(tree_flags.last)
+            m.d.sync += [product_first.eq(fresh), result_load.eq(product_end)]
+            total = _masked_sum(m, name + "acc_add", acc, product_first, dot)
+            with m.If(product_valid):
+                m.d.sync += acc.eq(total)
+            with m.If(result_load):
+                m.d.sync += result.eq(acc)
+            return a, b, flags, result
+        # Elsewhere the accumulator restarts by clearing at the tile's last product rather
+        # than by gating the adder's input on the first one (a LUT per bit in front of the
+        # carry chain): the clear is the flip-flops' synchronous reset. The result is loaded
+        # with the last sum, a cycle before the ECP5 form has it; the read-out takes it a
+        # cycle later (when the next tile cannot have ended yet: ``min_tile_cycles`` >= 2).
         total = acc + dot
         # (product_end implies product_valid: the clear overrides the enable, as the
         # flip-flops' reset does, and the enable is product_valid itself.)
@@ -590,8 +658,8 @@ class GemmCore(wiring.Component):
         """Row read-out into the row memories, column by column; returns the memories and the
         last column's write enable (a row is whole when it is set).
 
-        Row r of a tile ending at cycle t is complete in column c at t + 4 + c + r, and read
-        out of the array at t + 5 + c + r into that column's own memory: every column's
+        Row r of a tile ending at cycle t is complete in column c at t + 5 + c + r, and read
+        out of the array at t + 6 + c + r into that column's own memory: every column's
         select, write enable and write address is its left neighbour's, a cycle later (a
         register chain, so no net fans out across the array). Rows are written whole
         (readable in every column) when the last column has written them.
@@ -604,7 +672,7 @@ class GemmCore(wiring.Component):
         which 6.40 ns routing, seed 1)."""
         p = self._params
         rows, cols, width, depth = p.rows, p.cols, p.acc_width, p.row_fifo_depth
-        before_first = delayed(m, "row_token", ends, 4, shape=1)
+        before_first = delayed(m, "row_token", ends, 5, shape=1)
         token = [delayed(m, "row_token0", before_first, 1, shape=1)]
         for r in range(1, rows):
             token.append(delayed(m, f"row_token{r}", token[-1], 1, shape=1))
@@ -705,7 +773,17 @@ class GemmCore(wiring.Component):
         def credits_at_least(n):
             return Mux(returned, 1 if n <= 1 else credits >= n - 1, credits >= n)
         has_credit = Mux(load, credits_at_least(2 * segments), credits_at_least(segments))
-        has_row = Mux(load, available >= 2, available >= 1)  # one not taken by this load
+        # A row not taken by this load: whether one and two rows are available are registers,
+        # set from the counter's next value (compared with a constant for each outcome of the
+        # write and the load, which only select): the counter's carry-chain compare in front
+        # of the decision was the requantized 8x8's worst path at 85ddf0a (6.67 ns, seed 2).
+        rows_at_least = {n: Signal(name=f"rows_at_least{n}") for n in (1, 2)}
+        for n, flag in rows_at_least.items():
+            m.d.sync += flag.eq(Mux(row_written,
+                                    Mux(load, _at_least(available, n), _at_least(available, n - 1)),
+                                    Mux(load, _at_least(available, n + 1),
+                                        _at_least(available, n))))
+        has_row = Mux(load, rows_at_least[2], rows_at_least[1])
         load_next = Signal()
         m.d.comb += load_next.eq(free & has_credit & has_row)
         m.d.sync += load.eq(load_next)

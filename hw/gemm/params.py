@@ -166,8 +166,10 @@ class GemmParams:
     @property
     def min_tile_cycles(self) -> int:
         """Minimum spacing in cycles (k-slice beats) between the last k-slices of
-        consecutive tiles."""
-        return max(self.rows, self.cols)
+        consecutive tiles: ``max(rows, cols)``, at least 2 (a PE's result register holds a
+        tile's sum from its last product until the next tile's, and the read-out takes it two
+        cycles after that product)."""
+        return max(self.rows, self.cols, 2)
 
     @property
     def beats_per_tile(self) -> int:
@@ -179,9 +181,9 @@ class GemmParams:
         """Cycles from a tile's last k-slice to the read of its first result row in the last
         column: the slice's edge register (1), its skew to column ``cols - 1`` (``cols - 1``),
         the PE's operand, DSP product and fabric product registers (3), its adder tree
-        (``tree_levels``) and its accumulator (1) make ``4 + tree_levels + cols``; the
-        read-out register follows."""
-        return 4 + self.tree_levels + self.cols
+        (``tree_levels``), its accumulator (1) and its result register (1) make
+        ``5 + tree_levels + cols``; the read-out register follows."""
+        return 5 + self.tree_levels + self.cols
 
     @property
     def row_fifo_depth(self) -> int:

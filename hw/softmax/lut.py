@@ -8,6 +8,7 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
+from ..common.mul import MULTIPLIER_LATENCY, PipelinedMultiplier
 from ..common.pipeline import delayed
 from .params import SoftmaxParams
 
@@ -15,8 +16,8 @@ __all__ = ["ExpTable", "k_span", "leading_one", "RecipMethod"]
 
 
 class ExpTable:
-    """``e = exp[d]`` from a block-RAM table, one read port per pass, ``e`` valid one cycle
-    after the registered ``d``."""
+    """``e = exp[d]`` from a block-RAM table, one read port per pass, ``e`` registered two
+    cycles after the registered ``d``."""
 
     def __init__(self, m: Module, params: SoftmaxParams):
         lut = params.tables
@@ -30,14 +31,17 @@ class ExpTable:
             init=list(lut.exp) + [0] * ((1 << self._addr_bits) - len(lut.exp)))
 
     def exponent(self, name: str, d):
-        """``e`` of the registered ``d``, valid ``exp_latency`` (1) cycles after ``d``."""
+        """``e`` of the registered ``d``, valid ``exp_latency`` (2) cycles after ``d``: the
+        table read, then a register. The block RAM's word is registered before anything uses
+        it because its clock-to-output (a DP16KD without its output register) takes most of
+        a 100 MHz cycle: read straight into the product or the sum it was the critical path."""
         m = self._m
         port = self._table.read_port()
         in_range = Signal(name=f"{name}_in_range")
         m.d.comb += port.addr.eq(d[:self._addr_bits])
         m.d.sync += in_range.eq(d[self._addr_bits:] == 0)
         e = Signal(unsigned(self._exp_bits), name=f"{name}_e")
-        m.d.comb += e.eq(Mux(in_range, port.data, 0))
+        m.d.sync += e.eq(Mux(in_range, port.data, 0))
         return e
 
 
@@ -101,17 +105,41 @@ class RecipMethod:
 
     def output(self, o1, o_d, result):
         """``e * recip`` rounded at the sum's leading one, saturated to ``out_bits``; returns
-        the element's tag aligned with ``result``."""
+        the element's tag aligned with ``result``. The product is pipelined on both sides
+        (:func:`_product`) and the shift to the leading one has a stage of its own, before the
+        rounding and saturation."""
         m, p, lut = self._m, self._p, self._p.tables
         o_e = self.exponent("out", o_d)
-        o2 = delayed(m, "out_tag", o1, 1 + p.exp_latency)     # e is valid
-        o3 = delayed(m, "out_tag", o2, 1)                     # product is valid
-        product = Signal(unsigned(lut.exp_bits + lut.recip_bits))
-        m.d.sync += product.eq(o_e * o2.info.norm.recip)
-        # round half up: (p + 2**(sh-1)) >> sh == ((p >> (sh-1)) + 1) >> 1
+        o2 = delayed(m, "out_tag", o1, 1 + p.exp_latency)          # e is valid
+        product = _product(m, o_e, o2.info.norm.recip)
+        o3 = delayed(m, "product_tag", o2, MULTIPLIER_LATENCY)      # product is valid
+        # round half up: (p + 2**(sh-1)) >> sh == ((p >> (sh-1)) + 1) >> 1; base >= 0 because
+        # softmax_tables asks recip_bits + exp_bits >= out_bits + 2
         base = lut.recip_bits + (lut.exp_bits - 1) - p.out_bits - 1
-        halves = (product >> (o3.info.norm.k_off + base)) + 1
-        rounded = halves >> 1
+        shifted = Signal(unsigned(len(product) - base), name="out_shifted")
+        m.d.sync += shifted.eq((product >> base) >> o3.info.norm.k_off)
+        o4 = delayed(m, "shifted_tag", o3, 1)                       # shifted is valid
+        rounded = (shifted + 1) >> 1
         q_max = (1 << p.out_bits) - 1
         m.d.comb += result.eq(Mux(rounded > q_max, q_max, rounded))
-        return o3
+        return o4
+
+
+#: Widest unsigned operand :class:`PipelinedMultiplier` takes.
+_DSP_UNSIGNED_BITS = 17
+
+
+def _product(m: Module, e, recip):
+    """``e * recip`` registered ``MULTIPLIER_LATENCY`` cycles later, operands and product
+    registered: in the DSP's own registers when both fit it (a MULT18X18D read combinationally
+    between fabric registers was a 66 MHz path), else flip-flops around a ``*``."""
+    if len(e) <= _DSP_UNSIGNED_BITS and len(recip) <= _DSP_UNSIGNED_BITS:
+        m.submodules.out_product = mul = PipelinedMultiplier(
+            a_width=len(e), b_width=len(recip), a_signed=False, b_signed=False)
+        m.d.comb += [mul.a.eq(e), mul.b.eq(recip)]
+        return mul.p
+    e_reg = Signal.like(e, name="out_product_a")
+    recip_reg = Signal.like(recip, name="out_product_b")
+    product = Signal(unsigned(len(e) + len(recip)), name="out_product")
+    m.d.sync += [e_reg.eq(e), recip_reg.eq(recip), product.eq(e_reg * recip_reg)]
+    return product

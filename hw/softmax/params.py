@@ -34,6 +34,7 @@ INGEST = 1           # the row descriptor is written one cycle after the row's l
 DESC_FIFO = 3        # SyncFIFOBuffered (written at t, readable at t + 2), head register
 SUM_PIPE = 3         # buffer read, d register, (exponent), accumulator
 OUT_PIPE = 4         # buffer read, d register, (exponent), product / quotient, output register
+RECIP_OUT_EXTRA = 2  # recip: the product's operand registers, the shift to the leading one
 OUT_FIFO = 1         # output FIFO write -> o.valid
 
 
@@ -139,11 +140,12 @@ class SoftmaxParams:
 
     @property
     def exp_latency(self) -> int:
-        """Cycles from a registered ``d`` to its ``e``: a table read, or three logic stages."""
+        """Cycles from a registered ``d`` to its ``e``: a table read and a register, or three
+        logic stages."""
         if self.method == "shiftmax":
             from ..common.ivit import SHIFT_EXP_COMPARE_LATENCY
             return SHIFT_EXP_COMPARE_LATENCY
-        return 1
+        return 2
 
     @property
     def normaliser_latency(self) -> int:
@@ -164,6 +166,8 @@ class SoftmaxParams:
             # buffer read, d, capped d, the constant product and its rounding, T, the exp2
             # table read, one stage per refinement step, output register
             return 7 + constant_product_levels(self.tables.num_const) + self.pow_steps
+        if self.method == "recip":
+            return OUT_PIPE + RECIP_OUT_EXTRA + self.exp_latency
         return OUT_PIPE + self.exp_latency
 
     def first_out_latency(self, length: int) -> int:
