@@ -640,6 +640,47 @@ def test_ice40_block_ram_writes_are_not_delayed(kwargs, tmp_path):
             f"tile memory write enable bit {bit} is driven by {kinds}"
 
 
+def test_ice40_accumulator_sums_drive_the_accumulator_alone(tmp_path):
+    """Through ``lutra build``'s synthesis for the UP5K, every bit of each PE's accumulator
+    sum drives one flip-flop, the accumulator's (the result register is loaded from the
+    accumulator): nextpnr-ice40 packs a LUT with a flip-flop only when that is its one load,
+    and with the result register loaded from the sum too both sat in LCs of their own, the
+    routes to them the UP5K's critical paths."""
+    from fpga.flow import _synth_script, build_primitives
+    from fpga.ooc import OOC_TOP, OocWrapper
+    from fpga.targets import DEVICES
+    from fpga.tools import run_tool
+    from gen.blocks import get_block
+    from gen.config import build_component, validate_params
+    from gen.verilog import convert, convert_rtlil, manifest
+    device = DEVICES["ice40-up5k"]
+    config = validate_params(get_block("gemm"), {"rows": 2, "cols": 2})
+    core = build_component(config)
+    primitives = build_primitives(device, False)
+    (tmp_path / "blk.il").write_text(convert_rtlil(core, "blk", primitives=primitives))
+    wrapper = OocWrapper(module="blk", ports=manifest(config, core, primitives=primitives)["ports"])
+    (tmp_path / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
+    (tmp_path / "synth.ys").write_text(_synth_script("blk", device, False))
+    run_tool("yosys", ["-q", "synth.ys"], cwd=tmp_path, log=tmp_path / "yosys.log")
+    # (The flow's netlist is flattened, the block's names under "block.".)
+    module = json.loads((tmp_path / "synth.json").read_text())["modules"][OOC_TOP]
+    drivers, readers = {}, {}
+    for name, cell in module["cells"].items():
+        for port, bits in cell["connections"].items():
+            table = drivers if cell["port_directions"][port] == "output" else readers
+            for bit in bits:
+                table.setdefault(bit, []).append((name, cell["type"], port))
+    accs = [bit for name, net in module["netnames"].items()
+            if re.fullmatch(r"block\.pe\d_\d_acc", name) for bit in net["bits"]]
+    assert len(accs) == 4 * 32
+    for bit in accs:
+        ((ff, kind, _),) = drivers[bit]
+        assert kind.startswith("SB_DFF"), kind
+        (d,) = module["cells"][ff]["connections"]["D"]
+        loads = [(k, port) for _, k, port in readers[d]]
+        assert loads == [(kind, "D")], f"accumulator bit {bit}'s sum also feeds {loads}"
+
+
 def test_ice40_build_synthesis_keeps_each_sb_mac16_as_written(tmp_path):
     """``lutra build``'s synthesis for the UP5K (``fpga.flow._synth_script``, ``synth_ice40
     -dsp``) leaves every SB_MAC16 of the core as the Verilog writes it: Yosys' ice40_dsp pass

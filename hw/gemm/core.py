@@ -584,7 +584,7 @@ class GemmCore(wiring.Component):
             product_end.eq(tree_flags.valid & tree_flags.last),
         ]
         (dot,) = products
-        if uses_ecp5_primitives(platform):
+        if uses_ecp5_primitives(platform) or uses_ice40_primitives(platform):
             # The adder's sums drive the accumulator alone, so that nextpnr packs each
             # flip-flop beside its CCU2C half (a sum that drives two flip-flops packs with
             # neither or one: with the result register loaded from it too, the 12 x 12's
@@ -598,7 +598,14 @@ class GemmCore(wiring.Component):
             with m.If(tree_flags.valid):
                 m.d.sync += fresh.eq(tree_flags.last)
             m.d.sync += [product_first.eq(fresh), result_load.eq(product_end)]
-            total = _masked_sum(m, name + "acc_add", acc, product_first, dot)
+            if uses_ecp5_primitives(platform):
+                total = _masked_sum(m, name + "acc_add", acc, product_first, dot)
+            else:
+                # (iCE40, the same for the same reason: with the result register loaded from
+                # the sum, its LUTs were packed with neither flip-flop, and the routes were
+                # the UP5K 1x4's critical paths. SB_CARRY takes the operands the LUT takes,
+                # so the mask is a LUT of its own in front of the chain.)
+                total = Mux(product_first, 0, acc) + dot
             with m.If(product_valid):
                 m.d.sync += acc.eq(total)
             with m.If(result_load):
