@@ -586,10 +586,10 @@ class GemmCore(wiring.Component):
         (dot,) = products
         if uses_ecp5_primitives(platform) or uses_ice40_primitives(platform):
             # The adder's sums drive the accumulator alone, so that nextpnr packs each
-            # flip-flop beside its CCU2C half (a sum that drives two flip-flops packs with
-            # neither or one: with the result register loaded from it too, the 12 x 12's
-            # accumulators were placed away from their carry chains, 6.22 ns of routing on
-            # 8.27, seed 1). So the result is the accumulator a cycle after the tile's last
+            # flip-flop beside its CCU2C half (a sum that drives two flip-flops is packed with
+            # whichever nextpnr meets first: with the result register loaded from it too, the
+            # 12 x 12's accumulators were placed away from their carry chains, 6.22 ns of
+            # routing on 8.27, seed 1). So the result is the accumulator a cycle after the tile's last
             # product, and the accumulator restarts by ignoring its old value at the next
             # tile's first product: in the CCU2C's own LUTs (``_masked_sum``), at no cost.
             fresh = Signal(name=name + "fresh", init=1)     # the last valid product ended a tile

@@ -1,9 +1,9 @@
 // Behavioural model of the Lattice ECP5 CCU2C (two bits of a carry chain), for simulation only.
 // Each half i has a 4-input LUT of A/B/C/D (INITi) whose output is the carry propagate; when it
 // is 0 the carry out is the "generate", a 2-input LUT of A and B given by INITi[3:0]; the sum is
-// the propagate exclusive-or the carry in. INJECT1_i = "YES" cuts the carry into half i (and its
-// generate). Written from the ECP5 FPGA Libraries Reference Guide's description of the cell;
-// the vendor's own model is not redistributable.
+// the propagate exclusive-or the carry in. Only INJECT1_0/1 = "NO" is modelled (what Lutra and
+// Yosys' own adder mapping use). Written from the ECP5 FPGA Libraries Reference Guide's
+// description of the cell; the vendor's own model is not redistributable.
 `default_nettype none
 module CCU2C(CIN, A0, B0, C0, D0, A1, B1, C1, D1, S0, S1, COUT);
     parameter [15:0] INIT0 = 16'h0000;
@@ -25,15 +25,11 @@ module CCU2C(CIN, A0, B0, C0, D0, A1, B1, C1, D1, S0, S1, COUT);
     endfunction
 
     wire propagate0 = lut4(INIT0, A0, B0, C0, D0);
-    wire generate0 = INJECT1_0 == "YES" ? 1'b0 : lut2(INIT0[3:0], A0, B0);
-    wire carry0 = INJECT1_0 == "YES" ? 1'b0 : CIN;
-    wire carry1_in = propagate0 ? carry0 : generate0;
-    assign S0 = propagate0 ^ carry0;
+    wire carry1 = propagate0 ? CIN : lut2(INIT0[3:0], A0, B0);
+    assign S0 = propagate0 ^ CIN;
 
     wire propagate1 = lut4(INIT1, A1, B1, C1, D1);
-    wire generate1 = INJECT1_1 == "YES" ? 1'b0 : lut2(INIT1[3:0], A1, B1);
-    wire carry1 = INJECT1_1 == "YES" ? 1'b0 : carry1_in;
     assign S1 = propagate1 ^ carry1;
-    assign COUT = propagate1 ? carry1 : generate1;
+    assign COUT = propagate1 ? carry1 : lut2(INIT1[3:0], A1, B1);
 endmodule
 `default_nettype wire
