@@ -844,8 +844,10 @@ def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:
     (tmp_path / "top.v").write_text(verilog)
     from sim.runner import PRIMITIVE_MODELS
     (ccu2c,) = (path for path in PRIMITIVE_MODELS["ecp5"] if path.stem == "CCU2C")
+    # Copied beside top.v: YoWASP's Yosys may not see absolute paths (a clone under /tmp).
+    (tmp_path / ccu2c.name).write_text(ccu2c.read_text())
     run_tool("yosys", ["-q", "-p", f"read_verilog -lib +/ecp5/cells_bb.v; "
-                       f"read_verilog -lib {ccu2c}; read_verilog top.v; "
+                       f"read_verilog -lib {ccu2c.name}; read_verilog top.v; "
                        f"hierarchy -top {top}; proc; flatten; opt -fast; write_json net.json"],
              cwd=tmp_path, log=tmp_path / "yosys.log")
     module = json.loads((tmp_path / "net.json").read_text())["modules"][top]
