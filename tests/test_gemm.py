@@ -664,12 +664,7 @@ def test_ice40_accumulator_sums_drive_the_accumulator_alone(tmp_path):
     run_tool("yosys", ["-q", "synth.ys"], cwd=tmp_path, log=tmp_path / "yosys.log")
     # (The flow's netlist is flattened, the block's names under "block.".)
     module = json.loads((tmp_path / "synth.json").read_text())["modules"][OOC_TOP]
-    drivers, readers = {}, {}
-    for name, cell in module["cells"].items():
-        for port, bits in cell["connections"].items():
-            table = drivers if cell["port_directions"][port] == "output" else readers
-            for bit in bits:
-                table.setdefault(bit, []).append((name, cell["type"], port))
+    drivers, readers = connectivity(module)
     accs = [bit for name, net in module["netnames"].items()
             if re.fullmatch(r"block\.pe\d_\d_acc", name) for bit in net["bits"]]
     assert len(accs) == 4 * 32
@@ -836,6 +831,18 @@ def test_no_register_fans_out_across_the_array(tmp_path):
     assert worst[0][1] <= MAX_REGISTER_FANOUT, f"registers reaching most flip-flop bits: {worst}"
 
 
+def connectivity(module: dict) -> tuple[dict, dict]:
+    """Every bit's drivers and readers in a Yosys JSON ``module``: two dicts from bit to a list
+    of ``(cell name, cell type, port)``."""
+    drivers, readers = {}, {}
+    for name, cell in module["cells"].items():
+        for port, bits in cell["connections"].items():
+            table = drivers if cell["port_directions"][port] == "output" else readers
+            for bit in bits:
+                table.setdefault(bit, []).append((name, cell["type"], port))
+    return drivers, readers
+
+
 def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:
     """``top`` of Yosys' coarse netlist of ``verilog`` (``proc; flatten; opt -fast``), with
     every bit's drivers and readers: ``{"cells", "ports", "drivers", "readers"}``, where a
@@ -851,12 +858,7 @@ def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:
                        f"hierarchy -top {top}; proc; flatten; opt -fast; write_json net.json"],
              cwd=tmp_path, log=tmp_path / "yosys.log")
     module = json.loads((tmp_path / "net.json").read_text())["modules"][top]
-    drivers, readers = {}, {}
-    for name, cell in module["cells"].items():
-        for port, bits in cell["connections"].items():
-            table = drivers if cell["port_directions"][port] == "output" else readers
-            for bit in bits:
-                table.setdefault(bit, []).append((name, cell["type"], port))
+    drivers, readers = connectivity(module)
     return {"cells": module["cells"], "ports": module["ports"], "drivers": drivers,
             "readers": readers}
 
