@@ -33,14 +33,18 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_bool, check_int
 
-__all__ = ["PipelinedMultiplier", "MULTIPLIER_LATENCY", "uses_ecp5_primitives",
-           "uses_ice40_primitives"]
+__all__ = ["PipelinedMultiplier", "MULTIPLIER_LATENCY", "MAX_UNSIGNED_WIDTH",
+           "uses_ecp5_primitives", "uses_ice40_primitives"]
 
 #: Cycles from an operand to its product.
 MULTIPLIER_LATENCY = 2
 
 _ECP5_WIDTH = 18        # MULT18X18D: signed 18 x 18 -> 36
 _ICE40_WIDTH = 16       # SB_MAC16: 16 x 16 -> 32, each operand signed or unsigned
+
+#: Widest unsigned operand :class:`PipelinedMultiplier` takes: it must fit the MULT18X18D's
+#: 18 signed bits once zero-extended.
+MAX_UNSIGNED_WIDTH = _ECP5_WIDTH - 1
 
 
 def uses_ecp5_primitives(platform) -> bool:
@@ -84,9 +88,10 @@ class PipelinedMultiplier(wiring.Component):
         check_bool("a_signed", a_signed)
         check_int("latency", latency, MULTIPLIER_LATENCY, MULTIPLIER_LATENCY + 1)
         check_bool("b_signed", b_signed)
-        # An unsigned operand must fit the MULT18X18D's 18 signed bits once zero-extended.
-        check_int("a_width", a_width, 2 if a_signed else 1, _ECP5_WIDTH - (not a_signed))
-        check_int("b_width", b_width, 2 if b_signed else 1, _ECP5_WIDTH - (not b_signed))
+        check_int("a_width", a_width, 2 if a_signed else 1,
+                  _ECP5_WIDTH if a_signed else MAX_UNSIGNED_WIDTH)
+        check_int("b_width", b_width, 2 if b_signed else 1,
+                  _ECP5_WIDTH if b_signed else MAX_UNSIGNED_WIDTH)
         self._a_width, self._b_width = a_width, b_width
         self._a_signed, self._b_signed = a_signed, b_signed
         self._latency = latency

@@ -8,7 +8,7 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
-from ..common.mul import MULTIPLIER_LATENCY, PipelinedMultiplier
+from ..common.mul import MAX_UNSIGNED_WIDTH, MULTIPLIER_LATENCY, PipelinedMultiplier
 from ..common.pipeline import delayed
 from .params import SoftmaxParams
 
@@ -125,15 +125,11 @@ class RecipMethod:
         return o4
 
 
-#: Widest unsigned operand :class:`PipelinedMultiplier` takes.
-_DSP_UNSIGNED_BITS = 17
-
-
 def _product(m: Module, e, recip):
     """``e * recip`` registered ``MULTIPLIER_LATENCY`` cycles later, operands and product
     registered: in the DSP's own registers when both fit it (a MULT18X18D read combinationally
     between fabric registers was a 66 MHz path), else flip-flops around a ``*``."""
-    if len(e) <= _DSP_UNSIGNED_BITS and len(recip) <= _DSP_UNSIGNED_BITS:
+    if len(e) <= MAX_UNSIGNED_WIDTH and len(recip) <= MAX_UNSIGNED_WIDTH:
         m.submodules.out_product = mul = PipelinedMultiplier(
             a_width=len(e), b_width=len(recip), a_signed=False, b_signed=False)
         m.d.comb += [mul.a.eq(e), mul.b.eq(recip)]
