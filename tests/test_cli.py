@@ -78,6 +78,10 @@ def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, capsys, text, m
     (["generate"], "name a block"),
     (["sim", "gemm", "--simulator", "xcelium"], "invalid choice: 'xcelium'"),
     (["bench", "nope"], "unknown block 'nope'"),
+    (["bench", "gemm", "--arrays", "4x"], "expected RxC sizes separated by commas (e.g. 4x4,8x8), "
+                                          "not '4x'"),
+    (["bench", "gemm", "--arrays", "4x4,0x2"], "not '4x4,0x2'"),
+    (["bench", "gemm", "--shape", "64x256"], "expected 3 positive integers joined by x"),
 ])
 def test_bad_flags(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
