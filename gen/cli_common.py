@@ -14,7 +14,7 @@ from .blocks import BlockSpec, blocks, get_block
 from .config import BlockConfig, load_config, validate_params
 
 __all__ = ["UsageError", "Parser", "add_block_flags", "parse_block_flags", "configs_from_args",
-           "add_force", "sizes", "size_list"]
+           "add_force", "sizes", "size_list", "int_list"]
 
 
 class UsageError(Exception):
@@ -44,6 +44,15 @@ def sizes(text: str, count: int = 2) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected {count} positive integers joined by x "
                                          f"(e.g. {example}), not {text!r}")
     return tuple(int(p) for p in parts)
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated positive integers (``1,2,4,8``), an argparse type."""
+    parts = text.split(",")
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas "
+                                         f"(e.g. 1,2,4), not {text!r}")
+    return [int(p) for p in parts]
 
 
 def size_list(text: str) -> list[tuple[int, int]]:

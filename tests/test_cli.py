@@ -82,6 +82,9 @@ def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, capsys, text, m
                                           "not '4x'"),
     (["bench", "gemm", "--arrays", "4x4,0x2"], "not '4x4,0x2'"),
     (["bench", "gemm", "--shape", "64x256"], "expected 3 positive integers joined by x"),
+    (["bench", "attention", "--engines", "1,x"], "expected positive integers separated by "
+                                                 "commas (e.g. 1,2,4), not '1,x'"),
+    (["bench", "attention_unit", "--engines", "0"], "not '0'"),
 ])
 def test_bad_flags(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
