@@ -3,12 +3,11 @@ simulation against the golden model at the clamp's edges, and which netlists it 
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hw.common.requant import RAW_WIDTH, Requantizer, requant_latency
 from sim.golden.gemm import INT32_MAX, INT32_MIN, requantize
 from sim.stalls import Stalls
-from sim.streams import stream_get, stream_put
+from sim.streams import stream_through
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -84,30 +83,11 @@ def test_early_clamp_matches_golden_at_the_edges(out_width):
     flat = np.array(want)
     assert (flat == lo[:, None]).sum() > 50 and (flat == hi[:, None]).sum() > 50
     assert ((flat > lo[:, None]) & (flat < hi[:, None])).sum() > 100
-    beats = []
-
-    async def producer(ctx):
-        stalls = Stalls(0.3, seed=3)
-        for n in range(count):
-            await stream_put(ctx, dut.i, {
-                "acc": acc[n].tolist(), "multiplier": mult[n].tolist(),
-                "shift": shift[n].tolist(), "last": n % 5 == 0,
-                "out_zero_point": int(zp[n]), "act_min": int(lo[n]), "act_max": int(hi[n])},
-                stalls)
-
-    async def consumer(ctx):
-        stalls = Stalls(0.3, seed=4)
-        for _ in range(count):
-            beats.append(await stream_get(ctx, dut.o, stalls))
-        for _ in range(dut.latency + 5):
-            assert not ctx.get(dut.o.valid), "extra output beat"
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    beats_in = [{"acc": acc[n].tolist(), "multiplier": mult[n].tolist(),
+                 "shift": shift[n].tolist(), "last": n % 5 == 0, "out_zero_point": int(zp[n]),
+                 "act_min": int(lo[n]), "act_max": int(hi[n])} for n in range(count)]
+    beats, _, _ = stream_through(dut, beats_in, count, stalls=Stalls(0.3, seed=3),
+                                 sink_stalls=Stalls(0.3, seed=4), drain=dut.latency + 5)
     assert len(beats) == count
     for n, beat in enumerate(beats):
         assert beat["data"] == want[n], f"beat {n}: {beat['data']} != {want[n]}"
