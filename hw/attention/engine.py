@@ -509,13 +509,20 @@ class AttentionEngine(wiring.Component):
             self.v_resp.ready.eq(v_fifo.w_rdy),
         ]
         pv_n = Signal(range(max(pairs, 2)))
-        pv_n_final = pv_n == r.b_cmds - 1
+        # pv_n == b_cmds - 1, a register set from pv_n's next value (the compare ran into the
+        # core's input handshake); b_cmds changes at the hand-over only, where pv_n is 0
+        pv_n_final = r.pv_n_final = Signal()
         pv_tiles = r.pv_tiles = Signal(range(chunks + 1))  # P.V tiles whose slices all entered
         with m.If(pv_fire & pv_t_final):
-            m.d.sync += pv_n.eq(Mux(pv_n_final, 0, pv_n + 1))
+            m.d.sync += [pv_n.eq(Mux(pv_n_final, 0, pv_n + 1)),
+                         pv_n_final.eq(Mux(pv_n_final, r.b_cmds == 1, pv_n + 2 == r.b_cmds))]
             with m.If(pv_n_final):
                 m.d.sync += pv_tiles.eq(pv_tiles + 1)
         pv_key = r.pv_key = Cat(pv_t, pv_n)
+        # the key the next k-slice takes (pv_key in the next cycle)
+        r.pv_key_next = Mux(pv_fire, Cat(Mux(pv_t_final, 0, pv_t + 1)[:len(pv_t)],
+                                         Mux(pv_t_final, Mux(pv_n_final, 0, pv_n + 1),
+                                             pv_n)[:len(pv_n)]), pv_key)
         m.d.comb += p_read.addr.eq(pv_key)
         vars(r).update(pv_fire=pv_fire, pv_last=pv_t_final & pv_n_final, p_read=p_read)
 
@@ -708,9 +715,19 @@ class AttentionEngine(wiring.Component):
                     with m.If(w_row == B - 1):
                         m.d.sync += [writing.eq(0), r.probs_done.eq(1)]
         # P.V may take key x once every row's probability of x is written: the slices of the
-        # first tile trail the last row's probabilities.
-        m.d.comb += r.probs_ready.eq(r.probs_done | (writing & (w_row == B - 1)
-                                                     & (r.pv_key < Cat(w_lane, w_n))))
+        # first tile trail the last row's probabilities. A register, set from the next
+        # cycle's key and write position (the compare's carry chain ran from the P.V count
+        # into the core's input handshake): in the cycle after the back row's final write,
+        # probs_done is set; before it, the key must be below the next write position (the
+        # position + 1 does not wrap there).
+        w_pos = Cat(w_lane, w_n)
+        final_write = w_step & (w_lane == B - 1) & w_n_final
+        w_pos_next = Mux(w_step, w_pos + 1, w_pos)[:len(w_pos)]
+        m.d.sync += r.probs_ready.eq(
+            r.probs_done
+            | (writing & (w_row == B - 1) & (final_write | (r.pv_key_next < w_pos_next))))
+        with m.If(r.handover):
+            m.d.sync += r.probs_ready.eq(0)
 
     def _handover(self, m, r):
         """The hand-over: the front row becomes the back row.
@@ -734,6 +751,7 @@ class AttentionEngine(wiring.Component):
                 r.b_last_valid.eq(r.last_valid), r.front_half.eq(~r.front_half),
                 r.streaming.eq(1), r.writing.eq(1),
                 r.v_issuing.eq(1), r.probs_done.eq(0), r.pv_params.eq(0), r.pv_tiles.eq(0),
+                r.pv_n_final.eq(r.n_cmds == 1),
                 # the front starts over in the other half
                 r.started.eq(0), r.n_cmds.eq(0), r.last_seen.eq(0), r.q_chunks.eq(0),
                 r.score_params.eq(0), r.tiles_sliced.eq(0), r.query_valid.eq(0),
@@ -762,7 +780,12 @@ class _StreamRegister:
             m.d.sync += [out_valid.eq(skid_full | self.valid),
                          out.eq(Mux(skid_full, skid, self.payload)), skid_full.eq(0)]
         with m.Elif(self.valid & ~skid_full):
-            m.d.sync += [skid_full.eq(1), skid.eq(self.payload)]
+            m.d.sync += skid_full.eq(1)
+        # the skid register takes the payload in every cycle it is empty, whether or not a beat
+        # is offered: its clock enable is then a register (``skid_full``), not ``valid``, whose
+        # logic (the source's counters and compares) would otherwise fan out to every bit
+        with m.If(~skid_full):
+            m.d.sync += skid.eq(self.payload)
 
 
 def _even(pair, r):
