@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from gen.blocks import get_block
+from gen.cli_common import int_list, size_list
 from gen.config import BlockConfig, ConfigError, validate_params
 from gen.outputs import OutputDir, OutputError
 
@@ -74,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                              "--arrays, targets separated by commas (ecp5-85f,ice40-up5k)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--arrays", type=_arrays, metavar="RxC,...",
+    parser.add_argument("--arrays", type=size_list, metavar="RxC,...",
                         help="build these array sizes on --reference instead (e.g. 4x4,8x8)")
-    parser.add_argument("--seeds", type=_ints, default=None, metavar="S,...",
+    parser.add_argument("--seeds", type=int_list, default=None, metavar="S,...",
                         help="nextpnr seeds for --arrays (default: --seed)")
     parser.add_argument("--set", action="append", default=[], metavar="PARAM=V,...",
                         help="with --arrays: a parameter and the values to build each array "
@@ -111,21 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(rpt.table(rpt.gather(args.out)))
     return 0
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, not {text!r}")
-
-
-def _arrays(text: str) -> list[tuple[int, int]]:
-    try:
-        return [tuple(int(n) for n in a.split("x", 1)) for a in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected RxC sizes separated by commas (4x4,8x8), "
-                                         f"not {text!r}")
 
 
 def _variants(settings: list[str]) -> list[dict]:
