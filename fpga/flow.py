@@ -234,8 +234,12 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
             steps["synth"] = run_tool("yosys", ["-q", "-l", "synth.log", "synth.ys"], cwd=tmp,
                                       log=tmp / "synth.out", tick=progress.tick if progress else None)
         except ToolError as error:
-            kept = _keep_log(tmp / "synth.out", out, "synth", force)
-            raise BuildError(f"synthesis failed: {first_error(tmp / 'synth.out')} "
+            # With -q, Yosys' own log (synth.log) holds the error; its console output may be empty.
+            logs = [tmp / name for name in ("synth.log", "synth.out") if (tmp / name).exists()]
+            (tmp / "synth.failed").write_text("".join(log.read_text(errors="replace")
+                                                      for log in logs))
+            kept = _keep_log(tmp / "synth.failed", out, "synth", force)
+            raise BuildError(f"synthesis failed: {first_error(tmp / 'synth.failed')} "
                              f"[log: {kept}]") from error
         pnr_args = [*device.nextpnr_args(), "--json", "synth.json", "--freq", str(freq),
                     "--seed", str(seed), "--router", router, "--report", "nextpnr.json",

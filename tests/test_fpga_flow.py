@@ -125,6 +125,24 @@ def test_unplaceable_design_names_the_resource(tmp_path):
     assert (tmp_path / "b-failed-pnr.log").exists()
 
 
+def test_failed_synthesis_names_yosys_own_error(tmp_path, monkeypatch):
+    """With ``-q`` Yosys may print nothing and write its error only to its log (an internal
+    assertion does): the message and the kept log come from that log."""
+    import fpga.flow as flow
+    from fpga.tools import ToolError
+
+    def failing_yosys(tool, args, *, cwd, log, tick=None):
+        Path(log).write_text("")
+        (Path(cwd) / "synth.log").write_text("4.46 ABC_OPS_REINTEGRATE\nERROR: Assert failed\n")
+        raise ToolError("yosys failed (exit 1): (no output)")
+
+    monkeypatch.setattr(flow, "run_tool", failing_yosys)
+    with pytest.raises(BuildError, match=r"synthesis failed: ERROR: Assert failed \[log: "):
+        build_ooc(gemm(rows=1, cols=1), DEVICES["ecp5-85f"], tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    assert "ABC_OPS_REINTEGRATE" in (tmp_path / "b-failed-synth.log").read_text()
+
+
 def test_selftest_bitstream_icebreaker(tmp_path, capsys):
     out = tmp_path / "st"
     assert main(["build", "gemm", "--rows", "1", "--cols", "1", "--target", "icebreaker",
