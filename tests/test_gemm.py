@@ -676,6 +676,59 @@ def test_ice40_accumulator_sums_drive_the_accumulator_alone(tmp_path):
         assert loads == [(kind, "D")], f"accumulator bit {bit}'s sum also feeds {loads}"
 
 
+def _build_netlist(kwargs: dict, device_name: str, tmp_path) -> dict:
+    """The block's netlist as ``lutra build`` synthesizes it for ``device_name`` (flattened,
+    the block's names under ``block.``): the Yosys JSON module."""
+    from fpga.flow import _synth_script, build_primitives
+    from fpga.ooc import OOC_TOP, OocWrapper
+    from fpga.targets import DEVICES
+    from fpga.tools import run_tool
+    from gen.blocks import get_block
+    from gen.config import build_component, validate_params
+    from gen.verilog import convert, convert_rtlil, manifest
+    device = DEVICES[device_name]
+    config = validate_params(get_block("gemm"), kwargs)
+    core = build_component(config)
+    primitives = build_primitives(device, False)
+    (tmp_path / "blk.il").write_text(convert_rtlil(core, "blk", primitives=primitives))
+    wrapper = OocWrapper(module="blk", ports=manifest(config, core, primitives=primitives)["ports"])
+    (tmp_path / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
+    (tmp_path / "synth.ys").write_text(_synth_script("blk", device, False))
+    run_tool("yosys", ["-q", "synth.ys"], cwd=tmp_path, log=tmp_path / "yosys.log")
+    return json.loads((tmp_path / "synth.json").read_text())["modules"][OOC_TOP]
+
+
+@pytest.mark.parametrize("kwargs", [{"rows": 3, "cols": 3, "dsp_input_reg": "on"},
+                                    {"rows": 2, "cols": 3, "k_per_pe": 2, "a_width": 16,
+                                     "requantize": False, "dsp_input_reg": "on"}],
+                         ids=["3x3", "2x3-k2-a16-raw"])
+def test_ecp5_pe_dsp_operands_come_from_registers_of_their_own(kwargs, tmp_path):
+    """With ``dsp_input_reg`` on (the 12 x 12's default), through ``lutra build``'s synthesis
+    for the 85F every operand bit of every PE's MULT18X18D (and offset cell's) is a flip-flop
+    whose only load is that DSP, so that nextpnr may place it near a DSP far from its PE: the
+    12 x 12 fills the 85F's DSP sites, and its worst path was a PE's operand register (which
+    also feeds the neighbouring PE) to its DSP, 6.61 ns of routing (seed 1). Yosys merges a
+    register into another that holds the same value, whatever its wires' names or ``keep``."""
+    params = GemmParams(**kwargs)
+    module = _build_netlist(kwargs, "ecp5-85f", tmp_path)
+    drivers, readers = connectivity(module)
+    dsps = {name: cell for name, cell in module["cells"].items()
+            if cell["type"] == "MULT18X18D"
+            and re.match(r"block\.(pe\d+_\d+|offset\d+)_mul", name)}
+    assert len(dsps) == params.dsp_macs + params.offset_multipliers
+    for name, cell in dsps.items():
+        for port, bits in cell["connections"].items():
+            if port[0] not in "AB" or not port[1:].isdigit():
+                continue
+            for bit in bits:
+                if isinstance(bit, str):            # constant (the upper bits of a 16-bit a)
+                    continue
+                ((ff, kind, _),) = drivers[bit]
+                assert kind == "TRELLIS_FF", f"{name}.{port} is driven by {kind}"
+                loads = {load for load, _, _ in readers[bit]}
+                assert loads == {name}, f"{name}.{port}'s flip-flop {ff} also feeds {loads}"
+
+
 def test_ice40_build_synthesis_keeps_each_sb_mac16_as_written(tmp_path):
     """``lutra build``'s synthesis for the UP5K (``fpga.flow._synth_script``, ``synth_ice40
     -dsp``) leaves every SB_MAC16 of the core as the Verilog writes it: Yosys' ice40_dsp pass
