@@ -23,7 +23,8 @@ PRIMITIVE_WAIVERS = {
 #: instantiate (see ``gen.verilog.PRIMITIVES``).
 PRIMITIVE_MODELS = {"ecp5": (Path(__file__).parent / "models" / "MULT18X18D.v",
                              Path(__file__).parent / "models" / "DP16KD.v",
-                             Path(__file__).parent / "models" / "CCU2C.v"),
+                             Path(__file__).parent / "models" / "CCU2C.v",
+                             Path(__file__).parent / "models" / "TRELLIS_FF.v"),
                     "ice40": (Path(__file__).parent / "models" / "SB_MAC16.v",)}
 
 #: Verilator lint warnings waived for Amaranth-generated Verilog, each with its reason.

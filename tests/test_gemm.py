@@ -16,7 +16,7 @@ from hw.common.fabric_mul import FabricMultiplier
 from hw.common.mul import PipelinedMultiplier
 from hw.common.requant import RAW_WIDTH, REQUANT_LATENCY, Requantizer
 from hw.gemm import GemmCore
-from hw.gemm.params import GemmParams, max_abs_product
+from hw.gemm.params import DSP_INPUT_REG_ABOVE, GemmParams, max_abs_product
 from sim.gemm_driver import GemmProblem, assemble, plan, random_problem
 from sim.golden.gemm import (INT32_MAX, INT32_MIN, gemm, multiply_by_quantized_multiplier,
                              requantize)
@@ -52,6 +52,8 @@ def test_init_defaults():
     ({"fabric_cols": -1}, ValueError, "fabric_cols must be in [0, 4], not -1"),
     ({"fabric_cols": 1.0}, TypeError, "fabric_cols must be an integer, not 1.0"),
     ({"block_ram": 1}, TypeError, "block_ram must be a bool, not 1"),
+    ({"dsp_input_reg": True}, ValueError,
+     "dsp_input_reg must be one of 'auto', 'on', 'off', not True"),
 ])
 def test_init_wrong(kwargs, error, message):
     with pytest.raises(error) as info:
@@ -180,6 +182,26 @@ def test_init_fabric_columns():
     # Each fabric product's multiplier in logic instead of a DSP.
     assert need["luts"] - base_need["luts"] == 6 * 129
     assert need["ffs"] - base_need["ffs"] == 6 * 48
+
+
+def test_init_dsp_input_reg():
+    """``dsp_input_reg="auto"`` gives the PEs' multipliers registers of their own above
+    ``DSP_INPUT_REG_ABOVE`` (64) DSP products: the 12 x 12, not the 8 x 8 (whose netlist stays
+    as measured); fabric products do not count. The register is one cycle more from a PE's
+    operands to its product, so to its results and output."""
+    assert DSP_INPUT_REG_ABOVE == 64
+    assert not GemmParams(rows=8, cols=8).dsp_input_stage
+    assert GemmParams(rows=12, cols=12).dsp_input_stage
+    assert GemmParams(rows=8, cols=8, k_per_pe=2).dsp_input_stage
+    assert not GemmParams(rows=8, cols=10, fabric_cols=2).dsp_input_stage
+    assert GemmParams(rows=8, cols=10, fabric_cols=1).dsp_input_stage
+    assert not GemmParams(rows=12, cols=12, dsp_input_reg="off").dsp_input_stage
+    assert GemmParams(rows=1, cols=1, dsp_input_reg="on").dsp_input_stage
+    for kwargs in ({"rows": 2, "cols": 3}, {"rows": 6, "cols": 2, "k_per_pe": 2}):
+        on = GemmParams(**kwargs, dsp_input_reg="on")
+        off = GemmParams(**kwargs, dsp_input_reg="off")
+        assert on.row_read_delay == off.row_read_delay + 1
+        assert on.latency == off.latency + 1
 
 
 def test_init_is_keyword_only():
@@ -412,6 +434,8 @@ def run_core(core: GemmCore, problems, *, stall_prob: float, seed: int):
     {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2, "acc_width": 28,
      "block_ram": True},
     {"rows": 3, "cols": 3, "requantize": False, "out_lanes": 3, "block_ram": True},
+    {"rows": 3, "cols": 4, "fabric_cols": 1, "dsp_input_reg": "on"},
+    {"rows": 6, "cols": 2, "k_per_pe": 2, "dsp_input_reg": "on"},
 ])))
 def test_core_matches_golden_with_stalls(seed, kwargs):
     core = GemmCore(**kwargs)
@@ -434,6 +458,7 @@ def test_core_matches_golden_with_stalls(seed, kwargs):
     {"rows": 3, "cols": 2, "a_width": 16, "requantize": False, "k_per_pe": 4},
     {"rows": 5, "cols": 2, "a_width": 16, "k_per_pe": 2},
     {"rows": 2, "cols": 3, "a_width": 16, "out_width": 16, "fabric_cols": 1},
+    {"rows": 5, "cols": 2, "a_width": 16, "k_per_pe": 2, "dsp_input_reg": "on"},
 ], start=10)))
 def test_core_widths_match_golden_with_stalls(seed, kwargs):
     """int16 activations and/or int16 results, random stalls on all three streams."""
@@ -520,6 +545,7 @@ COCOTB_CONFIGS = [
     {"rows": 2, "cols": 3, "a_width": 16, "requantize": False, "k_per_pe": 2, "fabric_cols": 3},
     {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2, "acc_width": 28,
      "block_ram": True},
+    {"rows": 3, "cols": 2, "a_width": 16, "out_width": 16, "dsp_input_reg": "on"},
 ]
 
 
@@ -541,9 +567,11 @@ def test_cocotb(params, simulator, tmp_path):
                                     {"rows": 2, "cols": 3, "fabric_cols": 1},
                                     {"rows": 2, "cols": 3, "block_ram": True},
                                     {"rows": 6, "cols": 2, "requantize": False, "k_per_pe": 2,
-                                     "acc_width": 28, "block_ram": True}],
+                                     "acc_width": 28, "block_ram": True},
+                                    {"rows": 2, "cols": 3, "a_width": 16, "k_per_pe": 2,
+                                     "fabric_cols": 1, "dsp_input_reg": "on"}],
                          ids=["2x3", "3x2-raw", "2x2-a16-out16", "2x2-a16-raw-k2", "2x3-fabric1",
-                              "2x3-bram", "6x2-raw-k2-acc28-bram"])
+                              "2x3-bram", "6x2-raw-k2-acc28-bram", "2x3-a16-k2-fabric1-dspreg"])
 def test_cocotb_ecp5_primitives(params, simulator, tmp_path):
     """The Verilog written for ECP5 (MULT18X18D instances with their pipeline registers, and
     with ``block_ram`` DP16KD instances read through their output register, run on the
@@ -674,6 +702,59 @@ def test_ice40_accumulator_sums_drive_the_accumulator_alone(tmp_path):
         (d,) = module["cells"][ff]["connections"]["D"]
         loads = [(k, port) for _, k, port in readers[d]]
         assert loads == [(kind, "D")], f"accumulator bit {bit}'s sum also feeds {loads}"
+
+
+def _build_netlist(kwargs: dict, device_name: str, tmp_path) -> dict:
+    """The block's netlist as ``lutra build`` synthesizes it for ``device_name`` (flattened,
+    the block's names under ``block.``): the Yosys JSON module."""
+    from fpga.flow import _synth_script, build_primitives
+    from fpga.ooc import OOC_TOP, OocWrapper
+    from fpga.targets import DEVICES
+    from fpga.tools import run_tool
+    from gen.blocks import get_block
+    from gen.config import build_component, validate_params
+    from gen.verilog import convert, convert_rtlil, manifest
+    device = DEVICES[device_name]
+    config = validate_params(get_block("gemm"), kwargs)
+    core = build_component(config)
+    primitives = build_primitives(device, False)
+    (tmp_path / "blk.il").write_text(convert_rtlil(core, "blk", primitives=primitives))
+    wrapper = OocWrapper(module="blk", ports=manifest(config, core, primitives=primitives)["ports"])
+    (tmp_path / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
+    (tmp_path / "synth.ys").write_text(_synth_script("blk", device, False))
+    run_tool("yosys", ["-q", "synth.ys"], cwd=tmp_path, log=tmp_path / "yosys.log")
+    return json.loads((tmp_path / "synth.json").read_text())["modules"][OOC_TOP]
+
+
+@pytest.mark.parametrize("kwargs", [{"rows": 3, "cols": 3, "dsp_input_reg": "on"},
+                                    {"rows": 2, "cols": 3, "k_per_pe": 2, "a_width": 16,
+                                     "requantize": False, "dsp_input_reg": "on"}],
+                         ids=["3x3", "2x3-k2-a16-raw"])
+def test_ecp5_pe_dsp_operands_come_from_registers_of_their_own(kwargs, tmp_path):
+    """With ``dsp_input_reg`` on (the 12 x 12's default), through ``lutra build``'s synthesis
+    for the 85F every operand bit of every PE's MULT18X18D (and offset cell's) is a flip-flop
+    whose only load is that DSP, so that nextpnr may place it near a DSP far from its PE: the
+    12 x 12 fills the 85F's DSP sites, and its worst path was a PE's operand register (which
+    also feeds the neighbouring PE) to its DSP, 6.61 ns of routing (seed 1). Yosys merges a
+    register into another that holds the same value, whatever its wires' names or ``keep``."""
+    params = GemmParams(**kwargs)
+    module = _build_netlist(kwargs, "ecp5-85f", tmp_path)
+    drivers, readers = connectivity(module)
+    dsps = {name: cell for name, cell in module["cells"].items()
+            if cell["type"] == "MULT18X18D"
+            and re.match(r"block\.(pe\d+_\d+|offset\d+)_mul", name)}
+    assert len(dsps) == params.dsp_macs + params.offset_multipliers
+    for name, cell in dsps.items():
+        for port, bits in cell["connections"].items():
+            if port[0] not in "AB" or not port[1:].isdigit():
+                continue
+            for bit in bits:
+                if isinstance(bit, str):            # constant (the upper bits of a 16-bit a)
+                    continue
+                ((ff, kind, _),) = drivers[bit]
+                assert kind == "TRELLIS_FF", f"{name}.{port} is driven by {kind}"
+                loads = {load for load, _, _ in readers[bit]}
+                assert loads == {name}, f"{name}.{port}'s flip-flop {ff} also feeds {loads}"
 
 
 def test_ice40_build_synthesis_keeps_each_sb_mac16_as_written(tmp_path):

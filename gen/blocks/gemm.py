@@ -104,6 +104,9 @@ def _resources(p: dict) -> dict:
         luts += cells * tree + (0 if cfg.a_width == 16 else rows * extra * operand)
         skew = operand * rows * (rows + 1) // 2 + 8 * cols * (cols + 1) // 2
         ffs += cells * (extra * (operand + 8 + product) + tree) + extra * skew
+    if cfg.dsp_input_stage:
+        # Each product's own operand registers, counted from the widths.
+        ffs += (rows * cols + (cols if cfg.a_width == 16 else 0)) * k * (operand + 8)
     fabric_comb, fabric_ffs = _FABRIC_MUL_COST[operand]
     luts += fabric_comb * cfg.fabric_macs
     ffs += fabric_ffs * cfg.fabric_macs

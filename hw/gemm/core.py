@@ -1,7 +1,8 @@
 """Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
 requantization to int8 or int16."""
 
-from amaranth import Array, C, Cat, Elaboratable, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import (Array, C, Cat, ClockSignal, Elaboratable, Module, Mux, Shape, Signal, signed,
+                      unsigned)
 from amaranth.hdl import Instance
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -143,6 +144,23 @@ def _masked_sum(m: Module, name: str, a, first, b):
             i_CIN=carry, o_COUT=cout, **ports)
         carry = cout
     return total[:width]
+
+
+def _own_register(m: Module, name: str, value, platform):
+    """``value`` through a register of its own (named ``name``, no reset). On ECP5 its bits are
+    TRELLIS_FF instances: a register that holds what another one holds (a PE's DSP operand is
+    its operand register's copy) is merged with it by Yosys' opt_merge, whatever the names or
+    ``keep`` attributes of their wires; instances of a vendor cell are not merged."""
+    reg = Signal.like(value, name=name, reset_less=True)
+    if not uses_ecp5_primitives(platform):
+        m.d.sync += reg.eq(value)
+        return reg
+    for n in range(len(reg)):
+        m.submodules[f"{name}_ff{n}"] = Instance(
+            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+            p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
+            i_CLK=ClockSignal(), i_LSR=C(0, 1), i_CE=C(1, 1), i_DI=value[n], o_Q=reg[n])
+    return reg
 
 
 # A k-slice's valid and last flags, as they travel with the operands through the array.
@@ -346,8 +364,10 @@ class GemmCore(wiring.Component):
         a_offset, fire, ends, tile_mems, out_layout, row_pop = self._input_side(m, platform)
         row_in, flags_in, col_in = self._edge_and_skew(m, a_offset, fire)
         res, offset_sum = self._pe_array(m, platform, a_offset, row_in, flags_in, col_in)
-        # A dot-product PE's adder tree delays its sums: the read-out follows that much later.
+        # A dot-product PE's adder tree and the multipliers' own input registers
+        # (``dsp_input_stage``) delay its sums: the read-out follows that much later.
         ends = delayed(m, "tree_end", ends, self._params.tree_levels, shape=1)
+        ends = delayed(m, "dsp_input_end", ends, int(self._params.dsp_input_stage), shape=1)
         row_mems, row_written = self._row_readout(m, platform, ends, res, offset_sum)
         self._output_side(m, row_mems, row_written, tile_mems, out_layout, row_pop)
         return m
@@ -560,16 +580,26 @@ class GemmCore(wiring.Component):
             m.submodules[name + "mul" + j] = mul
             muls.append(mul)
             products.append(Signal.like(mul.p, name=name + "product" + j, reset_less=True))
-        m.d.comb += [port.eq(value) for mul, x, y in zip(muls, a_left, b_above)
-                     for port, value in ((mul.a, x), (mul.b, y))]
         m.d.sync += [reg.eq(value) for regs, values in ((a, a_left), (b, b_above))
                      for reg, value in zip(regs, values)]
+        product_flags = flags
+        if self._params.dsp_input_stage:
+            # The multiplier's operands from registers of its own, each loading only the DSP,
+            # so that nextpnr may place them between the PE and a DSP far from it (the 12 x 12
+            # fills the 85F's DSP sites): the operand registers above feed the neighbouring PEs.
+            a_left = [_own_register(m, f"{name}mul_a{j}", x, platform)
+                      for j, x in zip(lanes, a_left)]
+            b_above = [_own_register(m, f"{name}mul_b{j}", y, platform)
+                       for j, y in zip(lanes, b_above)]
+            product_flags = flags.next(m, name + "mul_flags")
+        m.d.comb += [port.eq(value) for mul, x, y in zip(muls, a_left, b_above)
+                     for port, value in ((mul.a, x), (mul.b, y))]
         domain = "comb" if in_dsp else "sync"
         m.d[domain] += [product.eq(mul.p) for product, mul in zip(products, muls)]
         # With k_per_pe > 1 the products are summed in pairs, a register per level, before the
         # accumulator: each level one carry chain narrower than the accumulator's, and the
         # flags follow through as many registers.
-        tree_flags = flags.next(m, name + "product_flags")
+        tree_flags = product_flags.next(m, name + "product_flags")
         for level in range(self._params.tree_levels):
             sums = []
             for n in range(0, len(products), 2):

@@ -8,7 +8,7 @@ from ..common.checks import check_int
 from ..common.params import param, validate_fields
 
 __all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "K_PER_PE", "READOUT_GROUP", "REQUANT_FAR_DSPS",
-           "GemmParams", "a_offset_width", "a_offset_range", "max_abs_product", "max_k",
+           "DSP_INPUT_REG_ABOVE", "GemmParams", "a_offset_width", "a_offset_range", "max_abs_product", "max_k",
            "pe_product_width"]
 
 #: Bits of the activation operand ``a``: int8 (default) or int16.
@@ -27,6 +27,12 @@ REQUANT_FAR_DSPS = True
 #: Rows whose results one read-out multiplexer gathers in one cycle (a power of two); taller
 #: arrays select in two register stages (``GemmParams.readout_stages``).
 READOUT_GROUP = 4
+#: DSP products (``dsp_macs``) above which ``dsp_input_reg="auto"`` gives every PE's multiplier
+#: a register of its own in front of it: the requantized 8 x 8 (64 MULT18X18D of the 85F's 156)
+#: meets 150 MHz without it; the 12 x 12 (144, and 4 for its requantizer) fills the device's DSP
+#: sites, so many DSPs sit far from their PEs, and its worst path was a PE's operand register
+#: to its DSP's input (6.61 ns of routing, seed 1).
+DSP_INPUT_REG_ABOVE = 64
 
 
 def a_offset_width(a_width: int) -> int:
@@ -91,6 +97,11 @@ class GemmParams:
                              "built from logic instead of DSPs", lo=0, hi=32)
     block_ram: bool = param(False, "row and tile memories in block RAM, read through its output "
                             "register (latency +1): fewer logic cells than LUT RAM")
+    dsp_input_reg: str = param("auto", "a register in front of each PE's multiplier, its only "
+                               "load, so that the placer may put it near a distant DSP "
+                               "(latency +1): on, off, or auto (on above "
+                               f"{DSP_INPUT_REG_ABOVE} DSP products)",
+                               choices=("auto", "on", "off"))
 
     def __post_init__(self):
         # out_lanes is bounded by cols, checked below with that bound in the message.
@@ -125,6 +136,15 @@ class GemmParams:
     def dsp_macs(self) -> int:
         """Products per clock of the PEs on DSPs (one DSP each)."""
         return self.macs - self.fabric_macs
+
+    @property
+    def dsp_input_stage(self) -> bool:
+        """Whether each PE's multiplier takes its operands from a register of its own
+        (``dsp_input_reg``; with ``"auto"``, when ``dsp_macs`` exceeds
+        ``DSP_INPUT_REG_ABOVE``): one cycle more from a PE's operands to its product."""
+        if self.dsp_input_reg == "auto":
+            return self.dsp_macs > DSP_INPUT_REG_ABOVE
+        return self.dsp_input_reg == "on"
 
     @property
     def tree_levels(self) -> int:
@@ -180,10 +200,11 @@ class GemmParams:
     def row_read_delay(self) -> int:
         """Cycles from a tile's last k-slice to the read of its first result row in the last
         column: the slice's edge register (1), its skew to column ``cols - 1`` (``cols - 1``),
-        the PE's operand, DSP product and fabric product registers (3), its adder tree
-        (``tree_levels``), its accumulator (1) and its result register (1) make
-        ``5 + tree_levels + cols``; the read-out register follows."""
-        return 5 + self.tree_levels + self.cols
+        the PE's operand, DSP product and fabric product registers (3; 4 with
+        ``dsp_input_stage``), its adder tree (``tree_levels``), its accumulator (1) and its
+        result register (1) make ``5 + dsp_input_stage + tree_levels + cols``; the read-out
+        register follows."""
+        return 5 + int(self.dsp_input_stage) + self.tree_levels + self.cols
 
     @property
     def row_fifo_depth(self) -> int:
