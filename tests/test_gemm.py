@@ -190,11 +190,13 @@ def test_init_dsp_input_reg():
     as measured); fabric products do not count. The register is one cycle more from a PE's
     operands to its product, so to its results and output."""
     assert DSP_INPUT_REG_ABOVE == 64
-    assert not GemmParams(rows=8, cols=8).dsp_input_stage
-    assert GemmParams(rows=12, cols=12).dsp_input_stage
-    assert GemmParams(rows=8, cols=8, k_per_pe=2).dsp_input_stage
-    assert not GemmParams(rows=8, cols=10, fabric_cols=2).dsp_input_stage
-    assert GemmParams(rows=8, cols=10, fabric_cols=1).dsp_input_stage
+    assert not GemmParams(rows=12, cols=12).dsp_input_stage     # off unless asked for
+    auto = {"dsp_input_reg": "auto"}
+    assert not GemmParams(rows=8, cols=8, **auto).dsp_input_stage
+    assert GemmParams(rows=12, cols=12, **auto).dsp_input_stage
+    assert GemmParams(rows=8, cols=8, k_per_pe=2, **auto).dsp_input_stage
+    assert not GemmParams(rows=8, cols=10, fabric_cols=2, **auto).dsp_input_stage
+    assert GemmParams(rows=8, cols=10, fabric_cols=1, **auto).dsp_input_stage
     assert not GemmParams(rows=12, cols=12, dsp_input_reg="off").dsp_input_stage
     assert GemmParams(rows=1, cols=1, dsp_input_reg="on").dsp_input_stage
     for kwargs in ({"rows": 2, "cols": 3}, {"rows": 6, "cols": 2, "k_per_pe": 2}):
@@ -731,7 +733,7 @@ def _build_netlist(kwargs: dict, device_name: str, tmp_path) -> dict:
                                      "requantize": False, "dsp_input_reg": "on"}],
                          ids=["3x3", "2x3-k2-a16-raw"])
 def test_ecp5_pe_dsp_operands_come_from_registers_of_their_own(kwargs, tmp_path):
-    """With ``dsp_input_reg`` on (the 12 x 12's default), through ``lutra build``'s synthesis
+    """With ``dsp_input_reg`` on, through ``lutra build``'s synthesis
     for the 85F every operand bit of every PE's MULT18X18D (and offset cell's) is a flip-flop
     whose only load is that DSP, so that nextpnr may place it near a DSP far from its PE: the
     12 x 12 fills the 85F's DSP sites, and its worst path was a PE's operand register (which

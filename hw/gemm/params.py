@@ -31,7 +31,8 @@ READOUT_GROUP = 4
 #: a register of its own in front of it: the requantized 8 x 8 (64 MULT18X18D of the 85F's 156)
 #: meets 150 MHz without it; the 12 x 12 (144, and 4 for its requantizer) fills the device's DSP
 #: sites, so many DSPs sit far from their PEs, and its worst path was a PE's operand register
-#: to its DSP's input (6.61 ns of routing, seed 1).
+#: to its DSP's input (6.61 ns of routing, seed 1). The default is ``"off"``: the 12 x 12 with
+#: the registers (44089c9, seed 1) did not finish routing in 82 minutes (docs/blocks/gemm.md).
 DSP_INPUT_REG_ABOVE = 64
 
 
@@ -97,7 +98,7 @@ class GemmParams:
                              "built from logic instead of DSPs", lo=0, hi=32)
     block_ram: bool = param(False, "row and tile memories in block RAM, read through its output "
                             "register (latency +1): fewer logic cells than LUT RAM")
-    dsp_input_reg: str = param("auto", "a register in front of each PE's multiplier, its only "
+    dsp_input_reg: str = param("off", "a register in front of each PE's multiplier, its only "
                                "load, so that the placer may put it near a distant DSP "
                                "(latency +1): on, off, or auto (on above "
                                f"{DSP_INPUT_REG_ABOVE} DSP products)",
