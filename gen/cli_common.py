@@ -14,7 +14,7 @@ from .blocks import BlockSpec, blocks, get_block
 from .config import BlockConfig, load_config, validate_params
 
 __all__ = ["UsageError", "Parser", "add_block_flags", "parse_block_flags", "configs_from_args",
-           "add_force"]
+           "add_force", "sizes", "size_list", "int_list"]
 
 
 class UsageError(Exception):
@@ -34,6 +34,34 @@ def _bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def sizes(text: str, count: int = 2) -> tuple[int, ...]:
+    """``count`` positive integers joined by ``x`` (``8x8``, ``64x256x64``), an argparse type."""
+    parts = text.split("x")
+    if len(parts) != count or not all(p.isdigit() and int(p) > 0 for p in parts):
+        example = "x".join(["4", "4", "4"][:count])
+        raise argparse.ArgumentTypeError(f"expected {count} positive integers joined by x "
+                                         f"(e.g. {example}), not {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated positive integers (``1,2,4,8``), an argparse type."""
+    parts = text.split(",")
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas "
+                                         f"(e.g. 1,2,4), not {text!r}")
+    return [int(p) for p in parts]
+
+
+def size_list(text: str) -> list[tuple[int, int]]:
+    """Comma-separated ``RxC`` array sizes (``4x4,8x8``), an argparse type."""
+    try:
+        return [sizes(a) for a in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected RxC sizes separated by commas (e.g. 4x4,8x8), "
+                                         f"not {text!r}") from None
 
 
 def add_block_flags(parser: argparse.ArgumentParser, block: BlockSpec) -> None:

@@ -32,8 +32,10 @@ TARGET = 1.05       # issue 6: (d) within 5 % of the lower bound for P <= 8
 
 
 def _parser() -> argparse.ArgumentParser:
+    from gen.cli_common import int_list
     p = argparse.ArgumentParser(prog="lutra bench attention", description=__doc__.split("\n")[0])
-    p.add_argument("--engines", default="1,2,4,8", help="comma-separated P values")
+    p.add_argument("--engines", default=[1, 2, 4, 8], type=int_list,
+                   help="comma-separated P values (default 1,2,4,8)")
     p.add_argument("--batch", type=int, default=64, help="sequences per batch")
     p.add_argument("--batches", type=int, default=10, help="batches per distribution")
     p.add_argument("--max-len", type=int, default=256, help="longest sequence (tokens)")
@@ -53,7 +55,7 @@ def measure(args) -> dict:
     pattern = {"block": args.block, "window": args.window, "n_global": args.n_global}
     n_blocks = -(-args.max_len // args.block)
     dense = {"block": args.block, "window": n_blocks, "n_global": 0}
-    engines = [int(p) for p in args.engines.split(",")]
+    engines = args.engines
     common = {"cost_per_pair": args.cost, "lookahead": args.lookahead}
     padded = [args.max_len] * args.batch
     results = {"engines": engines, "pattern": pattern, "dist": {}}

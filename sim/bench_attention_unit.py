@@ -36,9 +36,11 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from gen.cli_common import int_list
     p = argparse.ArgumentParser(prog="lutra bench attention_unit",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--engines", default="1,2,4,8", help="comma-separated P values")
+    p.add_argument("--engines", default=[1, 2, 4, 8], type=int_list,
+                   help="comma-separated P values (default 1,2,4,8)")
     p.add_argument("--batch", type=int, default=8, help="sequences per batch")
     p.add_argument("--batches", type=int, default=2)
     p.add_argument("--max-len", type=int, default=128)
@@ -106,7 +108,7 @@ def measure(args) -> dict:
     dense_pattern = {"block": args.block, "window": n_blocks, "n_global": 0, "causal": False}
     work = args.out / "attention_unit_bench"
     rows = []
-    for p in [int(x) for x in args.engines.split(",")]:
+    for p in args.engines:
         start = time.time()
         ports = {"engines": p, "read_ports": min(args.read_ports, p)}
         runs = _run({**sparse, **ports},

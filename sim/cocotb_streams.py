@@ -90,10 +90,10 @@ async def start_clock_reset(dut, cycles: int = 2) -> None:
     dut.rst.value = 0
 
 
-class StreamSource:
-    """Drives an input stream: ``await send(payload)`` returns once the beat is taken."""
+class _StreamEnd:
+    """One end of the manifest's stream ``name``: its clock, handshake and payload handles."""
 
-    def __init__(self, dut, manifest: dict, name: str, stalls: Stalls | None = None):
+    def __init__(self, dut, manifest: dict, name: str, stalls: Stalls | None):
         info = manifest["streams"][name]
         self.clk = dut.clk
         self.valid = getattr(dut, info["valid"])
@@ -101,6 +101,13 @@ class StreamSource:
         self.payload = getattr(dut, info["payload"])
         self.layout = info["layout"]
         self.stalls = stalls or Stalls()
+
+
+class StreamSource(_StreamEnd):
+    """Drives an input stream: ``await send(payload)`` returns once the beat is taken."""
+
+    def __init__(self, dut, manifest: dict, name: str, stalls: Stalls | None = None):
+        super().__init__(dut, manifest, name, stalls)
         self.sent = 0
         self.valid.value = 0
 
@@ -124,17 +131,11 @@ class StreamSource:
             await self.send(value)
 
 
-class StreamSink:
+class StreamSink(_StreamEnd):
     """Consumes an output stream: ``await recv()`` returns the next beat's payload."""
 
     def __init__(self, dut, manifest: dict, name: str, stalls: Stalls | None = None):
-        info = manifest["streams"][name]
-        self.clk = dut.clk
-        self.valid = getattr(dut, info["valid"])
-        self.ready = getattr(dut, info["ready"])
-        self.payload = getattr(dut, info["payload"])
-        self.layout = info["layout"]
-        self.stalls = stalls or Stalls()
+        super().__init__(dut, manifest, name, stalls)
         self.received = 0
         self.ready.value = 0
 

@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from .stalls import Stalls
 
 __all__ = ["stream_put", "stream_get", "handshake_monitor", "expect_no_beat", "run_testbenches",
-           "Stalls", "to_python"]
+           "stream_through", "Stalls", "to_python"]
 
 
 def to_python(value):
@@ -83,3 +83,31 @@ def run_testbenches(dut, *testbenches, monitor: tuple | None = None, period: flo
     if monitor is not None:
         sim.add_testbench(handshake_monitor(*monitor), background=True)
     sim.run()
+
+
+def stream_through(dut, beats_in, count: int, *, stalls, sink_stalls: Stalls,
+                   drain: int | None = None) -> tuple[list, list, list]:
+    """Send ``beats_in`` into ``dut`` and take ``count`` beats from ``dut.o``, stalling both
+    sides; return ``(beats out, accepted, produced)`` (the handshake cycles of ``dut.i`` and
+    ``dut.o``).
+
+    ``stalls`` is the source's :class:`Stalls` for payloads into ``dut.i``, or a dict of them
+    by stream name when ``beats_in`` holds ``(stream name, payload)`` pairs. ``drain``: that
+    many cycles after the last expected beat must pass without another (:func:`expect_no_beat`).
+    """
+    beats, accepted, produced = [], [], []
+    named = isinstance(stalls, dict)
+
+    async def producer(ctx):
+        for beat in beats_in:
+            name, payload = beat if named else ("i", beat)
+            await stream_put(ctx, getattr(dut, name), payload, stalls[name] if named else stalls)
+
+    async def consumer(ctx):
+        for _ in range(count):
+            beats.append(await stream_get(ctx, dut.o, sink_stalls))
+        if drain is not None:
+            await expect_no_beat(ctx, dut.o, drain)
+
+    run_testbenches(dut, producer, consumer, monitor=(dut.i, dut.o, accepted, produced))
+    return beats, accepted, produced

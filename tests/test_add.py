@@ -12,7 +12,7 @@ from sim.add_driver import (expected, from_beats, param_beat, plan_inputs, rando
                             random_tensor, zero_params)
 from sim.golden.add import add_int
 from sim.stalls import Stalls
-from sim.streams import expect_no_beat, run_testbenches, stream_get, stream_put
+from sim.streams import run_testbenches, stream_through
 from sim.testing import SIMULATORS, cocotb_run
 
 # ---- parameters --------------------------------------------------------------------------------
@@ -88,20 +88,11 @@ def simulate(params: dict, plan, *, stall_prob: float, seed: int, sink_max_stall
     dut = get_block("add").build(params)
     w = params["in_width"]
     beats_in, count = plan_inputs(plan, w)
-    beats, accepted, produced = [], [], []
-
-    async def producer(ctx):
-        stalls = {"i": Stalls(stall_prob, seed=seed), "params": Stalls(stall_prob, seed=seed + 2)}
-        for name, beat in beats_in:
-            await stream_put(ctx, getattr(dut, name), beat, stalls[name])
-
-    async def consumer(ctx):
-        stalls = Stalls(stall_prob, max_cycles=sink_max_stall, seed=seed + 1)
-        for _ in range(count):
-            beats.append(await stream_get(ctx, dut.o, stalls))
-        await expect_no_beat(ctx, dut.o, dut.latency + 4)
-
-    run_testbenches(dut, producer, consumer, monitor=(dut.i, dut.o, accepted, produced))
+    beats, accepted, produced = stream_through(
+        dut, beats_in, count,
+        stalls={"i": Stalls(stall_prob, seed=seed), "params": Stalls(stall_prob, seed=seed + 2)},
+        sink_stalls=Stalls(stall_prob, max_cycles=sink_max_stall, seed=seed + 1),
+        drain=dut.latency + 4)
     want = expected(plan, params["inputs"], w, params["out_width"])
     for t, (got, ref) in enumerate(zip(from_beats(beats, plan), want)):
         bad = np.argwhere(got != ref)

@@ -78,6 +78,13 @@ def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, capsys, text, m
     (["generate"], "name a block"),
     (["sim", "gemm", "--simulator", "xcelium"], "invalid choice: 'xcelium'"),
     (["bench", "nope"], "unknown block 'nope'"),
+    (["bench", "gemm", "--arrays", "4x"], "expected RxC sizes separated by commas (e.g. 4x4,8x8), "
+                                          "not '4x'"),
+    (["bench", "gemm", "--arrays", "4x4,0x2"], "not '4x4,0x2'"),
+    (["bench", "gemm", "--shape", "64x256"], "expected 3 positive integers joined by x"),
+    (["bench", "attention", "--engines", "1,x"], "expected positive integers separated by "
+                                                 "commas (e.g. 1,2,4), not '1,x'"),
+    (["bench", "attention_unit", "--engines", "0"], "not '0'"),
 ])
 def test_bad_flags(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -141,3 +148,21 @@ def test_verilog_lints_clean_with_named_waivers(tmp_path, params):
                              str(tmp_path / "lutra_gemm.v")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "%Warning" not in result.stderr, result.stderr
+
+
+def test_encoder_longest_sequence_follows_the_batch_memory(tmp_path, capsys):
+    """Without ``--model-max-len`` the model's longest sequence is lowered to ``max_tokens``
+    (MiniLM's 512 would not fit a batch of 32 tokens), so ``--model X`` alone generates; an
+    explicit longer one is still a one-line error."""
+    assert main(["generate", "encoder", "--model-layers", "1", "--max-tokens", "8",
+                 "--out", str(tmp_path / "a")]) == 0
+    manifest = json.loads((tmp_path / "a" / "lutra_encoder.json").read_text())
+    assert manifest["figures"]["model"]["max_len"] == 8          # the tiny model's own is 16
+    assert main(["generate", "encoder", "--model-layers", "1", "--out", str(tmp_path / "b")]) == 0
+    manifest = json.loads((tmp_path / "b" / "lutra_encoder.json").read_text())
+    assert manifest["figures"]["model"]["max_len"] == 16
+    capsys.readouterr()
+    assert main(["generate", "encoder", "--model-layers", "1", "--model-max-len", "16",
+                 "--max-tokens", "8", "--out", str(tmp_path / "c")]) == 2
+    assert "max_tokens must be >= max_len (16), not 8" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from hw.common.credit import CreditQueue
 from hw.common.pipeline import delayed
 from sim.stalls import Stalls
-from sim.streams import run_testbenches, stream_get, stream_put
+from sim.streams import stream_through
 
 
 class DelayLine(wiring.Component):
@@ -50,18 +50,9 @@ def test_depth():
 
 def run(latency: int, stall_prob: float, count: int, seed: int):
     dut = DelayLine(latency)
-    got, accepted, produced = [], [], []
-
-    async def producer(ctx):
-        for n in range(count):
-            await stream_put(ctx, dut.i, n % 256, Stalls(stall_prob, seed=seed))
-
-    async def consumer(ctx):
-        stalls = Stalls(stall_prob, max_cycles=2 * latency, seed=seed + 1)
-        for _ in range(count):
-            got.append(await stream_get(ctx, dut.o, stalls))
-
-    run_testbenches(dut, producer, consumer, monitor=(dut.i, dut.o, accepted, produced))
+    got, accepted, produced = stream_through(
+        dut, [n % 256 for n in range(count)], count, stalls=Stalls(stall_prob, seed=seed),
+        sink_stalls=Stalls(stall_prob, max_cycles=2 * latency, seed=seed + 1))
     want = [n % 256 for n in range(count)]
     assert got == want, f"got {got} want {want}"
     return accepted, produced

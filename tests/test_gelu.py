@@ -10,7 +10,7 @@ from hw.gelu.shift import Divider, RowBuffer
 from sim.gelu_driver import expected, from_beats, random_rows, to_beats
 from sim.golden.gelu import i_gelu_constants, shift_gelu_constants
 from sim.stalls import Stalls
-from sim.streams import expect_no_beat, run_testbenches, stream_get, stream_put
+from sim.streams import run_testbenches, stream_get, stream_put, stream_through
 
 DEFAULTS = get_block("gelu").defaults()
 
@@ -121,20 +121,9 @@ def simulate(params: dict, rows: list[np.ndarray], *, stall_prob: float, seed: i
     """Stream ``rows`` through a ``Gelu(**params)``; return output rows and handshake cycles."""
     dut = get_block("gelu").build(params)
     beats_in = to_beats(rows, params["lanes"])
-    beats, accepted, produced = [], [], []
-
-    async def producer(ctx):
-        stalls = Stalls(stall_prob, seed=seed)
-        for beat in beats_in:
-            await stream_put(ctx, dut.i, beat, stalls)
-
-    async def consumer(ctx):
-        stalls = Stalls(stall_prob, seed=seed + 1)
-        for _ in beats_in:
-            beats.append(await stream_get(ctx, dut.o, stalls))
-        await expect_no_beat(ctx, dut.o, dut.latency + 8)
-
-    run_testbenches(dut, producer, consumer, monitor=(dut.i, dut.o, accepted, produced))
+    beats, accepted, produced = stream_through(
+        dut, beats_in, len(beats_in), stalls=Stalls(stall_prob, seed=seed),
+        sink_stalls=Stalls(stall_prob, seed=seed + 1), drain=dut.latency + 8)
     return from_beats(beats, [len(r) for r in rows], params["lanes"]), accepted, produced
 
 

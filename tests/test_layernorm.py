@@ -11,7 +11,7 @@ from hw.layernorm import LayerNorm, LayerNormParams
 from sim.layernorm_driver import (ChannelParams, expected, folded_params, from_beats,
                                   minilm_embedding_rows, plan_inputs, random_params, random_rows)
 from sim.stalls import Stalls
-from sim.streams import expect_no_beat, run_testbenches, stream_get, stream_put
+from sim.streams import stream_through
 from sim.testing import SIMULATORS, cocotb_run
 
 # ---- parameters --------------------------------------------------------------------------------
@@ -99,20 +99,11 @@ def simulate(params: dict, plan, *, stall_prob: float, seed: int, sink_max_stall
     dut = get_block("layernorm").build(params)
     n = params["hidden"]
     beats_in, rows = plan_inputs(plan)
-    beats, accepted, produced = [], [], []
-
-    async def producer(ctx):
-        stalls = {"i": Stalls(stall_prob, seed=seed), "params": Stalls(stall_prob, seed=seed + 2)}
-        for name, beat in beats_in:
-            await stream_put(ctx, getattr(dut, name), beat, stalls[name])
-
-    async def consumer(ctx):
-        stalls = Stalls(stall_prob, max_cycles=sink_max_stall, seed=seed + 1)
-        for _ in range(rows * n):
-            beats.append(await stream_get(ctx, dut.o, stalls))
-        await expect_no_beat(ctx, dut.o, dut.latency + 8)
-
-    run_testbenches(dut, producer, consumer, monitor=(dut.i, dut.o, accepted, produced))
+    beats, accepted, produced = stream_through(
+        dut, beats_in, rows * n,
+        stalls={"i": Stalls(stall_prob, seed=seed), "params": Stalls(stall_prob, seed=seed + 2)},
+        sink_stalls=Stalls(stall_prob, max_cycles=sink_max_stall, seed=seed + 1),
+        drain=dut.latency + 8)
     got = from_beats(beats, rows, n)
     for r, (out, want) in enumerate(zip(got, expected(plan, n, params["out_width"]))):
         bad = np.flatnonzero(out != want)

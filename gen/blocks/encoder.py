@@ -29,7 +29,8 @@ class ModelChoice:
                        "minilm (all-MiniLM-L6-v2)", choices=MODELS)
     model_layers: int = param(0, "keep only the model's first N layers (0: all)", lo=0, hi=255)
     model_max_len: int = param(0, "lower the model's longest sequence to N tokens (0: the "
-                               "model's own; MiniLM's 512 do not fit on chip)", lo=0, hi=512)
+                               "model's own, or max_tokens where that is fewer: MiniLM's 512 "
+                               "do not fit on chip)", lo=0, hi=512)
 
     def __post_init__(self):
         validate_fields(self)
@@ -44,14 +45,24 @@ def encoder_params(p: dict) -> EncoderParams:
     return EncoderParams.for_model(encoder_model(p), **config)
 
 
+#: ``EncoderParams.max_tokens``'s default: the longest sequence when neither it nor
+#: ``model_max_len`` is given.
+_MAX_TOKENS_DEFAULT = next(f.default for f in fields(EncoderParams) if f.name == "max_tokens")
+
 #: The block parameters that choose the model rather than the array.
 _CONFIG_MODEL = tuple(f.name for f in fields(ModelChoice))
 
 
 def encoder_model(p: dict):
-    """The ``QuantizedEncoder`` that the block parameters ``p`` name."""
+    """The ``QuantizedEncoder`` that the block parameters ``p`` name. Without
+    ``model_max_len``, its longest sequence is the model's own or the batch's ``max_tokens``,
+    whichever is fewer, so that ``--model minilm`` alone generates."""
     choice = ModelChoice(**{k: p[k] for k in _CONFIG_MODEL if k in p})
-    return load_model(choice.model, choice.model_layers, choice.model_max_len)
+    model = load_model(choice.model, choice.model_layers, choice.model_max_len)
+    max_tokens = p.get("max_tokens", _MAX_TOKENS_DEFAULT)
+    if not choice.model_max_len and model.max_len > max_tokens:
+        model = load_model(choice.model, choice.model_layers, max_tokens)
+    return model
 
 
 def _build(p: dict) -> EncoderAccelerator:
