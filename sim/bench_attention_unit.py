@@ -106,7 +106,7 @@ def measure(args) -> dict:
     pattern = {"block": args.block, "window": args.window, "n_global": args.n_global,
                "causal": False}
     dense_pattern = {"block": args.block, "window": n_blocks, "n_global": 0, "causal": False}
-    work = args.out / "attention_unit_bench"
+    work = args.out.resolve() / "attention_unit_bench"     # the simulator runs elsewhere
     rows = []
     for p in args.engines:
         start = time.time()

@@ -206,6 +206,20 @@ def test_engine_one_token_one_block(length):
     check_rows(got, want)
 
 
+@pytest.mark.parametrize("overrides, lengths", [
+    ({}, [16, 5, 9]),                           # global rows, banded rows, short rows
+    ({"head_dim": 4}, [16, 3]),                 # one chunk: a row's P.V is a single tile
+    ({"n_global": 0, "window": 0}, [13, 2]),    # one key block a row
+])
+def test_engine_back_to_back_without_stalls(overrides, lengths):
+    """Rows back to back with no stalls: the hand-over comes while the front row's last score
+    tiles and the back row's last P.V tile are still to be sliced, and the next row's Q and K
+    words arrive meanwhile."""
+    params = EngineParams(**{**SMALL, **overrides})
+    got, want, _ = run_engine(params, lengths, heads=2, seed=sum(lengths), stall=0.0)
+    check_rows(got, want)
+
+
 # ---- the unit in the Amaranth simulator ----------------------------------------------------------
 
 UNIT_SMALL = {"block": 4, "head_dim": 8, "heads": 2, "max_len": 16, "max_tokens": 48,

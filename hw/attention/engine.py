@@ -79,9 +79,11 @@ class AttentionEngine(wiring.Component):
     row (the *back* row) goes through the softmax and P.V; the key list and the row buffer
     have a half per row. The GEMM core takes whole tiles of either row (P.V first when its
     probabilities are coming), and a queue of the tiles it was given routes its results to the
-    row buffer or to ``o``. ``done`` rises when the front row's last score k-slice and the back
-    row's last P.V k-slice have entered the core: the front row then becomes the back row and
-    the engine takes the next row's commands while the last context words drain.
+    row buffer or to ``o``. ``done`` rises when the front row's last score tile has been
+    announced to the core (its Q and K in or requested) and the back row's last P.V k-slice
+    has entered it: the front row then becomes the back row (its last one or two score tiles
+    are still sliced) and the engine takes the next row's commands while they are sliced and
+    the last context words drain.
 
     Reads go out as requests (``q_req``, ``k_req``, ``v_req``) and come back in request order
     on the matching ``*_resp`` streams; the engine requests a word only when it has room for
@@ -97,8 +99,9 @@ class AttentionEngine(wiring.Component):
     cmd : In(stream.Signature(Command(seq_width, block_width, block)))
         The row's commands (``hw.attention.scheduler.Command``).
     done : Out(1)
-        The engine can take the next row (its current rows' k-slices have all entered the
-        GEMM core; their context words may still be leaving); held until ``done_ready``.
+        The engine can take the next row (the back row's k-slices have all entered the GEMM
+        core, the front row's last score tile is announced to it; their last score slices and
+        context words may still be going); held until ``done_ready``.
     done_ready : In(1)
         ``done`` is taken in a cycle where both are high.
     q_req, k_req, v_req : Out(stream.Signature(ReadRequest(...)))
@@ -261,8 +264,11 @@ class AttentionEngine(wiring.Component):
         B, chunks = r.B, r.chunks
         started, seq, query_block = r.started, r.seq, r.query_block
         Lanes = r.Lanes = data.ArrayLayout(signed(8), B * B)
-        # (at least 2 words: a 1-word memory has a zero-width address, which Verilator rejects)
-        m.submodules.q_store = q_store = Memory(shape=Lanes, depth=max(chunks, 2), init=[])
+        # A half per row (the front row's is front_half): the hand-over comes before the
+        # front row's last score tiles are sliced (see _handover), and the next row's Q then
+        # arrives while they still read theirs.
+        r.chunk_bits = max(1, (chunks - 1).bit_length())
+        m.submodules.q_store = q_store = Memory(shape=Lanes, depth=2 << r.chunk_bits, init=[])
         q_write = q_store.write_port(granularity=B)
         r.q_read = q_store.read_port(domain="comb")
         q_chunks = r.q_chunks = Signal(range(chunks + 1))   # chunks of every query row received
@@ -293,7 +299,7 @@ class AttentionEngine(wiring.Component):
         q_resp_c, _ = _counter(m, "q_resp_chunk", chunks, q_resp_fire & q_resp_r_final)
         m.d.comb += [
             self.q_resp.ready.eq(1),
-            q_write.addr.eq(q_resp_c),
+            q_write.addr.eq(Cat(q_resp_c[:r.chunk_bits], r.front_half)),
             q_write.data.eq(Cat(*[self.q_resp.payload[0], self.q_resp.payload[1]] * r.token_pairs)),
             q_write.en.eq(Mux(q_resp_fire, 0b11 << _even(q_resp_r, r), 0)),
         ]
@@ -309,7 +315,7 @@ class AttentionEngine(wiring.Component):
         busy = r.busy = [Signal(name=f"k_busy{h}") for h in range(2)]   # being filled, or full
         r.full = [Signal(name=f"k_full{h}") for h in range(2)]   # ready for the GEMM core
         k_req_half = r.k_req_half = Signal()
-        k_issuing = Signal()
+        k_issuing = r.k_issuing = Signal()
         k_block = Signal.like(r.query_block)
         k_chunks = r.k_chunks = Signal(range(chunks + 1))  # chunks of the filling half received
         take = r.take = Signal()
@@ -453,14 +459,29 @@ class AttentionEngine(wiring.Component):
         slice_c, slice_c_final = _counter(m, "slice_chunk", chunks, score_fire & slice_e_final)
         filling = Mux(slice_half, busy[1], busy[0]) & (r.k_resp_half == slice_half) \
             & (r.k_chunks > slice_c)
-        slice_ready = (r.q_chunks > slice_c) & (Mux(slice_half, full[1], full[0]) | filling)
-        tile_sliced = score_fire & slice_e_final & slice_c_final
-        m.d.comb += [r.q_read.addr.eq(slice_c),
+        # the back row's score tiles still to slice after the hand-over (its Q is all in)
+        back_tiles = r.back_tiles = Signal(range(3))
+        slicing_back = back_tiles != 0
+        q_in = Mux(slicing_back, 1, r.q_chunks > slice_c)
+        slice_ready = q_in & (Mux(slice_half, full[1], full[0]) | filling)
+        tile_sliced = r.tile_sliced = score_fire & slice_e_final & slice_c_final
+        # the query store's half of the slice being read, front_half ^ slicing_back, in a
+        # register of its own: front_half has a large fan-out (its select was build j's worst
+        # path, 97b6731, 11.2 of 13.0 ns routing); set at the hand-over (_handover) and when
+        # the back row's last tile is sliced
+        q_half = r.q_half = Signal()
+        with m.If(tile_sliced & (back_tiles == 1)):
+            m.d.sync += q_half.eq(r.front_half)
+        m.d.comb += [r.q_read.addr.eq(Cat(slice_c[:r.chunk_bits], q_half)),
                      r.k_read.addr.eq(Mux(slice_half, chunks, 0) + slice_c)]
         score_a = [r.q_read.data[row * B:(row + 1) * B][slice_e] for row in range(B)]
         score_b = [r.k_read.data[t * B:(t + 1) * B][slice_e] for t in range(B)]
         with m.If(tile_sliced):
-            m.d.sync += [slice_half.eq(~slice_half), r.tiles_sliced.eq(r.tiles_sliced + 1)]
+            m.d.sync += slice_half.eq(~slice_half)
+            with m.If(slicing_back):
+                m.d.sync += back_tiles.eq(back_tiles - 1)
+            with m.Else():
+                m.d.sync += r.tiles_sliced.eq(r.tiles_sliced + 1)
         for h in range(2):
             with m.If(r.take & (r.k_req_half == h)):
                 m.d.sync += busy[h].eq(1)
@@ -509,13 +530,31 @@ class AttentionEngine(wiring.Component):
             self.v_resp.ready.eq(v_fifo.w_rdy),
         ]
         pv_n = Signal(range(max(pairs, 2)))
-        pv_n_final = pv_n == r.b_cmds - 1
+        # The previous back row's last P.V tile is still to slice (the hand-over may come
+        # before it, see _handover); pv_cmds is the key block count of the row being sliced
+        # (b_cmds, or the previous row's until that tile ends)
+        pv_back = r.pv_back = Signal()
+        pv_cmds = r.pv_cmds = Signal.like(r.b_cmds)
+        # pv_n == pv_cmds - 1, a register set from pv_n's next value (the compare ran into the
+        # core's input handshake); after a tile's last key block comes the first one of the
+        # next tile, of the back row of that time (b_cmds)
+        pv_n_final = r.pv_n_final = Signal()
         pv_tiles = r.pv_tiles = Signal(range(chunks + 1))  # P.V tiles whose slices all entered
+        r.pv_tile_end = pv_fire & pv_t_final & pv_n_final
         with m.If(pv_fire & pv_t_final):
-            m.d.sync += pv_n.eq(Mux(pv_n_final, 0, pv_n + 1))
+            m.d.sync += [pv_n.eq(Mux(pv_n_final, 0, pv_n + 1)),
+                         pv_n_final.eq(Mux(pv_n_final, r.b_cmds == 1, pv_n + 2 == pv_cmds))]
             with m.If(pv_n_final):
-                m.d.sync += pv_tiles.eq(pv_tiles + 1)
+                m.d.sync += pv_cmds.eq(r.b_cmds)
+                with m.If(pv_back):
+                    m.d.sync += pv_back.eq(0)
+                with m.Else():
+                    m.d.sync += pv_tiles.eq(pv_tiles + 1)
         pv_key = r.pv_key = Cat(pv_t, pv_n)
+        # the key the next k-slice takes (pv_key in the next cycle)
+        r.pv_key_next = Mux(pv_fire, Cat(Mux(pv_t_final, 0, pv_t + 1)[:len(pv_t)],
+                                         Mux(pv_t_final, Mux(pv_n_final, 0, pv_n + 1),
+                                             pv_n)[:len(pv_n)]), pv_key)
         m.d.comb += p_read.addr.eq(pv_key)
         vars(r).update(pv_fire=pv_fire, pv_last=pv_t_final & pv_n_final, p_read=p_read)
 
@@ -529,7 +568,8 @@ class AttentionEngine(wiring.Component):
         m.d.comb += [v_fifo.r_en.eq(r.pair_used),
                      r.last_slice.eq(r.i_fire & to_gemm.payload.last)]
         with m.If(r.tile_pv):
-            m.d.comb += [to_gemm.valid.eq(r.tile_open & v_fifo.r_rdy & r.probs_ready),
+            m.d.comb += [to_gemm.valid.eq(r.tile_open & v_fifo.r_rdy
+                                          & (r.probs_ready | r.pv_back)),
                          to_gemm.payload.last.eq(r.pv_last)]
             for row in range(r.B):
                 # p - 128 as int8 is p with its top bit flipped
@@ -689,12 +729,13 @@ class AttentionEngine(wiring.Component):
         w_lane = Signal(range(B))
         w_key = self._back_key_registered(m, r)
         w_entry_valid = self._key_valid(r, w_key.data, w_lane, w_row)
-        w_step = writing & (~w_entry_valid | softmax.o.valid)
+        # (no write while the previous back row's last P.V tile reads its probabilities)
+        w_step = writing & ~r.pv_back & (~w_entry_valid | softmax.o.valid)
         w_n_final = w_n == r.b_cmds - 1
         w_n_next = Mux(w_n_final, 0, w_n + 1)
         self._next_back_key(m, r, w_key, Mux(w_step & (w_lane == B - 1), w_n_next, w_n))
         m.d.comb += [
-            softmax.o.ready.eq(writing & w_entry_valid),
+            softmax.o.ready.eq(writing & ~r.pv_back & w_entry_valid),
             p_write.addr.eq(Cat(w_lane, w_n) if r.log_b else w_n),
             p_write.data.eq(Cat(*[Mux(w_entry_valid, softmax.o.payload.data[:8], 0)] * B)),
             p_write.en.eq(Mux(w_step, 1 << w_row, 0)),
@@ -708,23 +749,51 @@ class AttentionEngine(wiring.Component):
                     with m.If(w_row == B - 1):
                         m.d.sync += [writing.eq(0), r.probs_done.eq(1)]
         # P.V may take key x once every row's probability of x is written: the slices of the
-        # first tile trail the last row's probabilities.
-        m.d.comb += r.probs_ready.eq(r.probs_done | (writing & (w_row == B - 1)
-                                                     & (r.pv_key < Cat(w_lane, w_n))))
+        # first tile trail the last row's probabilities. A register, set from the next
+        # cycle's key and write position (the compare's carry chain ran from the P.V count
+        # into the core's input handshake): in the cycle after the back row's final write,
+        # probs_done is set; before it, the key must be below the next write position (the
+        # position + 1 does not wrap there).
+        w_pos = Cat(w_lane, w_n)
+        final_write = w_step & (w_lane == B - 1) & w_n_final
+        w_pos_next = Mux(w_step, w_pos + 1, w_pos)[:len(w_pos)]
+        m.d.sync += r.probs_ready.eq(
+            r.probs_done
+            | (writing & (w_row == B - 1) & (final_write | (r.pv_key_next < w_pos_next))))
+        with m.If(r.handover):
+            m.d.sync += r.probs_ready.eq(0)
 
     def _handover(self, m, r):
         """The hand-over: the front row becomes the back row.
 
         The back row is finished with once its last P.V slice has entered the core (its
-        context words then leave through the tile queue); the front row once its last
-        score slice has. ``done`` then frees the engine for the scheduler's next row."""
+        context words then leave through the tile queue). The front row may hand over once
+        all its commands are taken, its K requested, its Q in and its last score tile
+        announced to the core: its tiles not yet sliced (at most two: the open one and the
+        next) are then sliced as the back row's (``back_tiles``: their K is in the key store's
+        halves, their Q in the back row's half of the query store, their results go to the
+        back row's half of the row buffer, which its softmax stream reads as they are
+        written). ``done`` then frees the engine for the scheduler's next row, whose first
+        command, Q and K words arrive while those tiles are sliced: the core does not wait for
+        the next row's first words (the command's way from ``done`` through the scheduler and
+        the read round trip, about 15 cycles a row when the hand-over waited for the last
+        slice)."""
         with m.If(r.back_busy & (r.pv_tiles == r.chunks)):
             m.d.sync += r.back_busy.eq(0)
         # done straight from the condition, which holds until the hand-over: the unit
         # registers it on its way to the scheduler's slot logic (hw/attention/unit.py), so the
         # engine hands over in the cycle it is finished
         done = Signal()
-        m.d.comb += done.eq(r.last_seen & (r.tiles_sliced == r.n_cmds) & ~r.back_busy)
+        # the back row's last P.V tile may still be to slice: its probabilities are written,
+        # its V words requested (they are in or on their way to the V FIFO, ahead of the next
+        # row's), it is announced with its output's place (the tile queue)
+        back_ending = (r.probs_done & (r.pv_params == r.chunks) & ~r.v_issuing
+                       & (r.pv_tiles + 1 >= r.chunks))
+        m.d.comb += done.eq(r.last_seen & ~r.k_issuing & (r.score_params == r.n_cmds)
+                            & (r.q_chunks == r.chunks) & (~r.back_busy | back_ending)
+                            & ~r.pv_back & (r.back_tiles == 0))
+        pv_pending = r.back_busy & (r.pv_tiles != r.chunks) & ~r.pv_tile_end
+        back_next = r.n_cmds - r.tiles_sliced - r.tile_sliced   # score tiles left to slice
         m.d.comb += [self.done.eq(done), r.handover.eq(done & self.done_ready)]
         with m.If(r.handover):
             m.d.sync += [
@@ -734,10 +803,15 @@ class AttentionEngine(wiring.Component):
                 r.b_last_valid.eq(r.last_valid), r.front_half.eq(~r.front_half),
                 r.streaming.eq(1), r.writing.eq(1),
                 r.v_issuing.eq(1), r.probs_done.eq(0), r.pv_params.eq(0), r.pv_tiles.eq(0),
+                r.pv_back.eq(pv_pending),
+                r.back_tiles.eq(back_next),
+                r.q_half.eq(Mux(back_next != 0, r.front_half, ~r.front_half)),
                 # the front starts over in the other half
                 r.started.eq(0), r.n_cmds.eq(0), r.last_seen.eq(0), r.q_chunks.eq(0),
                 r.score_params.eq(0), r.tiles_sliced.eq(0), r.query_valid.eq(0),
             ]
+            with m.If(~pv_pending):
+                m.d.sync += [r.pv_n_final.eq(r.n_cmds == 1), r.pv_cmds.eq(r.n_cmds)]
             for h in range(2):
                 with m.If(r.front_half != h):
                     m.d.sync += r.scores_complete[h].eq(0)
@@ -762,7 +836,12 @@ class _StreamRegister:
             m.d.sync += [out_valid.eq(skid_full | self.valid),
                          out.eq(Mux(skid_full, skid, self.payload)), skid_full.eq(0)]
         with m.Elif(self.valid & ~skid_full):
-            m.d.sync += [skid_full.eq(1), skid.eq(self.payload)]
+            m.d.sync += skid_full.eq(1)
+        # the skid register takes the payload in every cycle it is empty, whether or not a beat
+        # is offered: its clock enable is then a register (``skid_full``), not ``valid``, whose
+        # logic (the source's counters and compares) would otherwise fan out to every bit
+        with m.If(~skid_full):
+            m.d.sync += skid.eq(self.payload)
 
 
 def _even(pair, r):
