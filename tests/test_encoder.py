@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sim.testing import SIMULATORS, cocotb_run
 
-from hw.encoder.params import DESCRIPTOR_BITS, OPS, EncoderParams
+from hw.encoder.params import (DESCRIPTOR_BITS, MEMORIES, OPS, SECOND_SOURCE,
+                               EncoderParams)
 from sim import encoder_driver as drv
 from sim.encoder_image import (ExternalMemory, Image, build_image, pack_descriptor,
                                unpack_descriptor)
@@ -147,6 +148,19 @@ def test_image_layout(tiny, port_width):
     assert image.layout["words"] == len(image.words)
 
 
+def test_image_reads_the_second_source_only_as_add_input(tiny):
+    """The readers take an ADD's second input from ``SECOND_SOURCE`` whatever ``src2`` says,
+    and select ``src`` among the other memories: every program the image writer makes has
+    each ADD's ``src2`` that memory, and no pass with it as ``src``."""
+    second = list(MEMORIES).index(SECOND_SOURCE)
+    program = build_image(tiny, EncoderParams.for_model(tiny)).descriptors()
+    adds = [d for d in program if d["op"] == OPS["add"]]
+    assert len(adds) == 2 * len(tiny.layers)
+    assert all(d["src2"] == second for d in adds), [d["src2"] for d in adds]
+    reads = [d["src"] for d in program if d["op"] not in (OPS["end"], OPS["attention"])]
+    assert second not in reads, reads
+
+
 def test_external_memory(tiny):
     image = build_image(tiny, EncoderParams.for_model(tiny))
     memory = ExternalMemory(image, latency=(2, 2))
@@ -189,6 +203,45 @@ def test_amaranth_refuses_oversize_batches():
                        refused=[lengths for lengths, _ in REFUSED], max_cycles=200_000)
     assert got["err"] == [flags for _, flags in REFUSED], got["err"]
     drv.compare(drv.expected(model, batch), got["debug"], got["pooled"])
+
+
+# ---- structure: the activation memories' pins --------------------------------------------------
+
+def test_each_memory_has_its_own_write_registers(tmp_path):
+    """Every address, data and enable pin of each activation memory's write port comes straight
+    from a flip-flop, and no flip-flop drives the pins of two memories, in Yosys's coarse
+    netlist of the RTLIL that ``lutra build`` synthesises (``opt`` merges flip-flops of equal
+    inputs, as synthesis does). A register shared by all memories runs across the chip to every
+    block RAM: at MiniLM size (154 block RAMs) each write data bit reached ~169 pins. (The read
+    address is still one register for all memories: see ``hw/encoder/core.py``.)"""
+    import json
+
+    from fpga.tools import run_tool
+    from gen.verilog import convert_rtlil
+    from hw.encoder import EncoderAccelerator
+    (tmp_path / "enc.il").write_text(convert_rtlil(
+        EncoderAccelerator(EncoderParams(debug=False)), "enc"))
+    run_tool("yosys", ["-q", "-p", "read_rtlil enc.il; hierarchy -top enc; proc; flatten; "
+                       "opt -fast; write_json net.json"], cwd=tmp_path, log=tmp_path / "yosys.log")
+    module = json.loads((tmp_path / "net.json").read_text())["modules"]["enc"]
+    drivers = {bit: (name, cell["type"]) for name, cell in module["cells"].items()
+               for port, bits in cell["connections"].items()
+               if cell["port_directions"][port] == "output" for bit in bits}
+    owner = {}                          # flip-flop -> the memory whose pins it drives
+    pins = dict.fromkeys(MEMORIES, 0)
+    for cell in module["cells"].values():
+        memory = cell["parameters"].get("MEMID", "").lstrip("\\")
+        if cell["type"] != "$memwr_v2" or memory[4:] not in MEMORIES \
+                or not memory.startswith("mem_"):
+            continue
+        for port in ("ADDR", "DATA", "EN"):
+            for bit in cell["connections"][port]:
+                ff, kind = drivers.get(bit, (bit, "constant"))
+                assert "dff" in kind, f"{memory} {port} bit driven by {kind} {ff}"
+                assert owner.setdefault(ff, memory) == memory, \
+                    f"{ff} drives the {port} pins of {owner[ff]} and {memory}"
+                pins[memory[4:]] += 1
+    assert all(pins.values()), pins
 
 
 # ---- cocotb on the generated Verilog -----------------------------------------------------------

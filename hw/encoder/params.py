@@ -11,8 +11,8 @@ from ..common.checks import check_int
 from ..common.params import param, validate_fields
 
 
-__all__ = ["EncoderParams", "OPS", "MEMORIES", "DESCRIPTOR_FIELDS", "DESCRIPTOR_BITS",
-           "LN_RECORD_BITS", "PORT_WIDTHS", "TAG_BITS", "INPUT_TAG", "EMBEDDING_LN_TAG",
+__all__ = ["EncoderParams", "OPS", "MEMORIES", "SECOND_SOURCE", "DESCRIPTOR_FIELDS",
+           "DESCRIPTOR_BITS", "LN_RECORD_BITS", "PORT_WIDTHS", "TAG_BITS", "INPUT_TAG", "EMBEDDING_LN_TAG",
            "stage_tag"]
 
 #: Pass opcodes of a descriptor: the sequencer executes one pass per descriptor.
@@ -22,6 +22,11 @@ OPS = {"end": 0, "layernorm": 1, "gemm": 2, "attention": 3, "add": 4, "gelu": 5,
 #: ``c`` receives the host's embedding sums; ``a`` holds a layer's input and output.
 MEMORIES = {"a": (16, "hidden"), "b": (16, "hidden"), "c": (16, "hidden"),
             "q": (8, "hidden"), "k": (8, "hidden"), "v": (8, "hidden"), "e": (16, "ffn")}
+#: The memory that is every ADD's second input (``src2``), and read by nothing else: the
+#: residual branch (the attention output's and FFN2's projections). The readers select a
+#: pass's ``src`` among the other memories and take source b from this one alone, so no select
+#: or lane index runs to every memory (``sim.encoder_image`` writes no other program).
+SECOND_SOURCE = "b"
 
 #: Bits of a debug tag: ``layer * 16 + stage`` (``sim.golden.encoder.STAGES`` index).
 TAG_BITS = 12
