@@ -607,15 +607,13 @@ async def _soak_encoder(dut, manifest: dict) -> dict:
     """
     from cocotb.triggers import RisingEdge
 
-    from hw.encoder.params import EncoderParams
+    from gen.blocks.encoder import encoder_model, encoder_params
 
     from .cocotb_streams import StreamSink, StreamSource, seed, start_clock_reset
-    from .encoder_driver import compare, expected, load_model
+    from .encoder_driver import compare, expected
     from .encoder_image import ExternalMemory, build_image, embedding_sums
 
-    cfg = dict(manifest["config"])
-    model = load_model(cfg.pop("model"), cfg.pop("model_layers"), cfg.pop("model_max_len", 0))
-    params = EncoderParams.for_model(model, **cfg)
+    model, params = encoder_model(manifest["config"]), encoder_params(manifest["config"])
     limits = {"max_len": params.max_len, "max_seqs": params.max_seqs,
               "max_tokens": params.max_tokens}
     target = int(os.environ.get(BEATS_ENV, "1000"))

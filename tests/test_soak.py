@@ -190,7 +190,7 @@ def test_scoreboard_tells_lost_from_repeated():
 @pytest.mark.parametrize("argv, message", [
     (["soak", "nosuch"], "nosuch"),
     (["soak", "encoder", "--model", "banana"], "encoder.model"),
-    (["soak", "encoder", "--max-tokens", "4"], "max_tokens"),
+    (["soak", "encoder", "--max-tokens", "4", "--model-max-len", "16"], "max_tokens"),
     (["soak", "gelu", "--beats", "0"], "--beats"),
     (["soak", "gelu", "--lanes", "banana"], "--lanes"),
 ])

@@ -19,7 +19,7 @@ def test_ruff_clean():
 # The layout rule of docs/testing.md: per block <b>, test_<b>_golden.py (the golden model),
 # test_<b>.py (the gateware) and test_<b>_<tool>.py; cross-cutting tests by their own names.
 CROSS_CUTTING = {"cli", "fuzz", "soak", "prove", "outputs", "imports", "style", "axis", "credit",
-                 "explore", "progress", "demo", "fpga", "fpga_flow", "minilm"}
+                 "requant", "explore", "progress", "demo", "fpga", "fpga_flow", "minilm"}
 TOOLS = ("golden", "bench", "run", "selftest")
 
 

@@ -447,13 +447,10 @@ async def attention_unit(tb: AxisTB, rng) -> None:
 async def encoder(tb: AxisTB, rng) -> None:
     """The encoder with its weight memory served on ``m_axis_req``/``s_axis_rdata``; every
     stage boundary from ``m_axis_dbg`` and the pooled sums bit-exact."""
-    from hw.encoder.params import EncoderParams
-    from sim.encoder_driver import compare, expected, load_model, random_batch
+    from gen.blocks.encoder import encoder_model, encoder_params
+    from sim.encoder_driver import compare, expected, random_batch
     from sim.encoder_image import ExternalMemory, build_image, embedding_sums
-    config = dict(tb.config)
-    model = load_model(config.pop("model"), config.pop("model_layers"),
-                       config.pop("model_max_len", 0))
-    params = EncoderParams.for_model(model, **config)
+    model, params = encoder_model(tb.config), encoder_params(tb.config)
     memory = ExternalMemory(build_image(model, params), latency=(1, 6), seed=seed())
     lengths = [int(n) for n in os.environ.get("LUTRA_ENCODER_LENGTHS", "3,5").split(",")]
     batch = random_batch(rng, model, lengths)

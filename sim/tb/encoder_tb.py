@@ -1,8 +1,8 @@
 """cocotb regression of the generated encoder accelerator against the integer encoder
 specification (``sim.golden.encoder.forward``), every stage boundary through the debug stream.
 
-The configuration comes from the manifest (``LUTRA_MANIFEST``): the model is rebuilt by name
-(``sim.encoder_driver.load_model``), its weight image laid out for the array
+The configuration comes from the manifest (``LUTRA_MANIFEST``): the model is rebuilt from it
+as ``lutra generate`` built it (``gen.blocks.encoder.encoder_model``), its weight image laid out for the array
 (``sim.encoder_image.build_image``) and served behind the read port with random latency and
 gaps. ``LUTRA_ENCODER_LENGTHS`` (comma-separated) sets the batch's sequence lengths.
 ``refused_batches`` sends the batch check's refusals (``refused_lengths``) before that batch.
@@ -18,7 +18,8 @@ from cocotb.triggers import RisingEdge, with_timeout
 
 from hw.encoder.params import EncoderParams
 from sim.cocotb_streams import StreamSink, StreamSource, load_manifest, seed, start_clock_reset
-from sim.encoder_driver import compare, expected, load_model, random_batch
+from gen.blocks.encoder import encoder_model, encoder_params
+from sim.encoder_driver import compare, expected, random_batch
 from sim.encoder_image import ExternalMemory, build_image, embedding_sums
 from sim.stalls import Stalls
 
@@ -29,10 +30,8 @@ class TB:
     def __init__(self, dut, *, stall_prob: float, seed: int):
         self.dut = dut
         self.manifest = load_manifest()
-        config = dict(self.manifest["config"])
-        self.model = load_model(config.pop("model"), config.pop("model_layers"),
-                                config.pop("model_max_len", 0))
-        self.params = EncoderParams.for_model(self.model, **config)
+        config = self.manifest["config"]
+        self.model, self.params = encoder_model(config), encoder_params(config)
         self.memory = ExternalMemory(build_image(self.model, self.params), latency=(1, 6),
                                      gap_prob=stall_prob, seed=seed)
         m = self.manifest
