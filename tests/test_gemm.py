@@ -676,24 +676,7 @@ def test_ice40_accumulator_sums_drive_the_accumulator_alone(tmp_path):
     accumulator): nextpnr-ice40 packs a LUT with a flip-flop only when that is its one load,
     and with the result register loaded from the sum too both sat in LCs of their own, the
     routes to them the UP5K's critical paths."""
-    from fpga.flow import _synth_script, build_primitives
-    from fpga.ooc import OOC_TOP, OocWrapper
-    from fpga.targets import DEVICES
-    from fpga.tools import run_tool
-    from gen.blocks import get_block
-    from gen.config import build_component, validate_params
-    from gen.verilog import convert, convert_rtlil, manifest
-    device = DEVICES["ice40-up5k"]
-    config = validate_params(get_block("gemm"), {"rows": 2, "cols": 2})
-    core = build_component(config)
-    primitives = build_primitives(device, False)
-    (tmp_path / "blk.il").write_text(convert_rtlil(core, "blk", primitives=primitives))
-    wrapper = OocWrapper(module="blk", ports=manifest(config, core, primitives=primitives)["ports"])
-    (tmp_path / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
-    (tmp_path / "synth.ys").write_text(_synth_script("blk", device, False))
-    run_tool("yosys", ["-q", "synth.ys"], cwd=tmp_path, log=tmp_path / "yosys.log")
-    # (The flow's netlist is flattened, the block's names under "block.".)
-    module = json.loads((tmp_path / "synth.json").read_text())["modules"][OOC_TOP]
+    module = _build_netlist({"rows": 2, "cols": 2}, "ice40-up5k", tmp_path)
     drivers, readers = connectivity(module)
     accs = [bit for name, net in module["netnames"].items()
             if re.fullmatch(r"block\.pe\d_\d_acc", name) for bit in net["bits"]]
