@@ -348,15 +348,14 @@ class Requantizer(wiring.Component):
                 # The bounds fit w + 1 bits: a rounded value outside that range is decided by
                 # its sign, one inside by a (w + 1)-bit comparison, not a 33-bit carry chain.
                 if early:
-                    small = top_zero | top_ones
-                    below = stage(p + "below", 1, Mux(small, below_low, rounded[-1]))
-                    above = stage(p + "above", 1, Mux(small, above_low, ~rounded[-1]))
+                    small, low_below, low_above = top_zero | top_ones, below_low, above_low
                 else:
                     top = rounded[w:]
                     small = (top == 0) | (top == (1 << len(top)) - 1)
                     low = rounded[:w + 1].as_signed()
-                    below = stage(p + "below", 1, Mux(small, low < lo_rel, rounded[-1]))
-                    above = stage(p + "above", 1, Mux(small, low > hi_rel, ~rounded[-1]))
+                    low_below, low_above = low < lo_rel, low > hi_rel
+                below = stage(p + "below", 1, Mux(small, low_below, rounded[-1]))
+                above = stage(p + "above", 1, Mux(small, low_above, ~rounded[-1]))
                 result = stage(p + "result", signed(w), Mux(below, lo, Mux(above, hi, with_zp)))
             m.d.comb += self.o.payload.data[lane].eq(result)
         return m

@@ -610,8 +610,8 @@ class EncoderAccelerator(wiring.Component):
                 m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), s.phase.eq(Phase.PARAMS),
                              s.g_col.eq(0), s.g_row.eq(0), s.f_step.eq(0), s.f_bank.eq(0),
                              s.f_paddr.eq(desc_row.paddr), s.f_waddr.eq(desc_row.addr),
-                             *[bank.eq(0) for bank in s.c_banks], s.c_col.eq(0), s.bank_full[0].eq(0),
-                             s.bank_full[1].eq(0),
+                             *[bank.eq(0) for bank in s.c_banks], s.c_col.eq(0),
+                             s.bank_full[0].eq(0), s.bank_full[1].eq(0),
                              *wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
                              s.o_tile.eq(0), s.o_col.eq(0), s.o_addr.eq(0),
                              s.o_row_addr.eq(0), s.o_row_token.eq(0)]

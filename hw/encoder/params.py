@@ -12,8 +12,8 @@ from ..common.params import param, validate_fields
 
 
 __all__ = ["EncoderParams", "OPS", "MEMORIES", "SECOND_SOURCE", "DESCRIPTOR_FIELDS",
-           "DESCRIPTOR_BITS", "LN_RECORD_BITS", "PORT_WIDTHS", "TAG_BITS", "INPUT_TAG", "EMBEDDING_LN_TAG",
-           "stage_tag"]
+           "DESCRIPTOR_BITS", "LN_RECORD_BITS", "PORT_WIDTHS", "TAG_BITS", "INPUT_TAG",
+           "EMBEDDING_LN_TAG", "stage_tag"]
 
 #: Pass opcodes of a descriptor: the sequencer executes one pass per descriptor.
 OPS = {"end": 0, "layernorm": 1, "gemm": 2, "attention": 3, "add": 4, "gelu": 5, "pool": 6}

@@ -366,8 +366,8 @@ class GemmCore(wiring.Component):
         res, offset_sum = self._pe_array(m, platform, a_offset, row_in, flags_in, col_in)
         # A dot-product PE's adder tree and the multipliers' own input registers
         # (``dsp_input_stage``) delay its sums: the read-out follows that much later.
-        ends = delayed(m, "tree_end", ends, self._params.tree_levels, shape=1)
-        ends = delayed(m, "dsp_input_end", ends, int(self._params.dsp_input_stage), shape=1)
+        ends = delayed(m, "tree_end", ends,
+                       self._params.tree_levels + int(self._params.dsp_input_stage), shape=1)
         row_mems, row_written = self._row_readout(m, platform, ends, res, offset_sum)
         self._output_side(m, row_mems, row_written, tile_mems, out_layout, row_pop)
         return m

@@ -8,8 +8,8 @@ from ..common.checks import check_int
 from ..common.params import param, validate_fields
 
 __all__ = ["A_WIDTHS", "OUT_WIDTHS", "B_WIDTH", "K_PER_PE", "READOUT_GROUP", "REQUANT_FAR_DSPS",
-           "DSP_INPUT_REG_ABOVE", "GemmParams", "a_offset_width", "a_offset_range", "max_abs_product", "max_k",
-           "pe_product_width"]
+           "DSP_INPUT_REG_ABOVE", "GemmParams", "a_offset_width", "a_offset_range",
+           "max_abs_product", "max_k", "pe_product_width"]
 
 #: Bits of the activation operand ``a``: int8 (default) or int16.
 A_WIDTHS = (8, 16)

@@ -2,9 +2,9 @@
 specification (``sim.golden.encoder.forward``), every stage boundary through the debug stream.
 
 The configuration comes from the manifest (``LUTRA_MANIFEST``): the model is rebuilt from it
-as ``lutra generate`` built it (``gen.blocks.encoder.encoder_model``), its weight image laid out for the array
-(``sim.encoder_image.build_image``) and served behind the read port with random latency and
-gaps. ``LUTRA_ENCODER_LENGTHS`` (comma-separated) sets the batch's sequence lengths.
+as ``lutra generate`` built it (``gen.blocks.encoder.encoder_model``), its weight image laid
+out for the array (``sim.encoder_image.build_image``) and served behind the read port with
+random latency and gaps. ``LUTRA_ENCODER_LENGTHS`` (comma-separated) sets the batch's sequence lengths.
 ``refused_batches`` sends the batch check's refusals (``refused_lengths``) before that batch.
 """
 
