@@ -803,7 +803,12 @@ class AttentionEngine(wiring.Component):
                             & (r.q_chunks == r.chunks) & (~r.back_busy | back_ending)
                             & ~r.pv_back & (r.back_tiles == 0))
         pv_pending = r.back_busy & (r.pv_tiles != r.chunks) & ~r.pv_tile_end
-        back_next = r.n_cmds - r.tiles_sliced - r.tile_sliced   # score tiles left to slice
+        # the score tiles left to slice: n_cmds - tiles_sliced, less the one whose last slice
+        # goes now (tile_sliced, from the core's input handshake, selects between the two
+        # differences, both from registers, instead of entering the subtraction)
+        left = (r.n_cmds - r.tiles_sliced)[:2]          # (at most 2 at the hand-over)
+        back_next = Mux(r.tile_sliced, left - 1, left)[:2]
+        back_some = Mux(r.tile_sliced, left != 1, left != 0)
         m.d.comb += [self.done.eq(done), r.handover.eq(done & self.done_ready)]
         with m.If(r.handover):
             m.d.sync += [
@@ -815,7 +820,7 @@ class AttentionEngine(wiring.Component):
                 r.v_issuing.eq(1), r.probs_done.eq(0), r.pv_params.eq(0), r.pv_tiles.eq(0),
                 r.pv_back.eq(pv_pending),
                 r.back_tiles.eq(back_next),
-                r.q_half.eq(Mux(back_next != 0, r.front_half, ~r.front_half)),
+                r.q_half.eq(Mux(back_some, r.front_half, ~r.front_half)),
                 # the front starts over in the other half
                 r.started.eq(0), r.n_cmds.eq(0), r.last_seen.eq(0), r.q_chunks.eq(0),
                 r.score_params.eq(0), r.tiles_sliced.eq(0), r.query_valid.eq(0),
