@@ -366,7 +366,7 @@ def demo(model_name: str, out, *, progress) -> int:
                   f"{len(sentences) / latency:.1f} sentences/s")
         print(f"   ({mhz} MHz: {what}; {TARGET_MHZ:g} MHz: the issue's target clock)")
         build = {"model": model_name, **DEMO_CONFIGS[model_name]}
-        print(f"== FPGA build of this configuration (not run here: about 26 minutes on 2 "
+        print(f"== FPGA build of this configuration (not run here: about 40 minutes on 2 "
               f"cores):\n   lutra build encoder {_flags(build)} --target ecp5-85f --freq 100 "
               f"--seed 1 --router router2")
     else:
