@@ -292,7 +292,7 @@ DEMO_CONFIGS = {
 #: The last clock measured for a demo configuration on an FPGA: (MHz, what it is and where it
 #: comes from). Update it with the next routed build of the same configuration.
 LAST_FMAX = {
-    "minilm": (61.2, "routed on the LFE5U-85F, seed 1, router2, commit b8bfafa, 2026-11-30 "
+    "minilm": (55.1, "routed on the LFE5U-85F, seed 1, router2, commit df7b046, 2026-12-01 "
                      "(docs/blocks/encoder.md)"),
 }
 
@@ -366,7 +366,7 @@ def demo(model_name: str, out, *, progress) -> int:
                   f"{len(sentences) / latency:.1f} sentences/s")
         print(f"   ({mhz} MHz: {what}; {TARGET_MHZ:g} MHz: the issue's target clock)")
         build = {"model": model_name, **DEMO_CONFIGS[model_name]}
-        print(f"== FPGA build of this configuration (not run here: about 26 minutes on 2 "
+        print(f"== FPGA build of this configuration (not run here: about 40 minutes on 2 "
               f"cores):\n   lutra build encoder {_flags(build)} --target ecp5-85f --freq 100 "
               f"--seed 1 --router router2")
     else:

@@ -89,9 +89,10 @@ def test_fit_check_counts_the_up5k_dsps_synthesis_makes(overrides):
 # ---- engine in the Amaranth simulator ------------------------------------------------------------
 
 def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,
-               stall: float = 0.3, rows=None):
+               stall: float = 0.3, rows=None, v_latency: int = 0):
     """Every row of ``lengths`` x ``heads`` through one engine; returns (got, want, cycles)
-    with ``got[seq][token, hidden]`` assembled from the output words."""
+    with ``got[seq][token, hidden]`` assembled from the output words. ``v_latency``: each V
+    answer comes at least that many cycles after its request was taken (a slow V memory)."""
     rng = np.random.default_rng(seed)
     d, B = params.head_dim, params.block
     hidden = heads * d
@@ -110,7 +111,7 @@ def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,
     dut = AttentionEngine(params)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    state = {"rows_done": 0, "cycles": 0}
+    state = {"rows_done": 0, "cycles": 0, "now": 0}
 
     async def commands(ctx):
         ctx.set(dut.quant, quant_payload(layer))
@@ -132,21 +133,23 @@ def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,
 
     def memory(tensor, req, resp, salt):
         queue = collections.deque()
+        latency = v_latency if tensor == 2 else 0
 
         async def take(ctx):
             stalls = Stalls(stall, 3, seed * 7 + salt)
             for _ in range(reads[tensor]):
-                queue.append(server.read(tensor, await stream_get(ctx, req, stalls)))
+                word = server.read(tensor, await stream_get(ctx, req, stalls))
+                queue.append((state["now"] + latency, word))
 
         async def answer(ctx):
             stalls = Stalls(stall, 3, seed * 11 + salt)
             for _ in range(reads[tensor]):
-                while not queue:
+                while not queue or queue[0][0] > state["now"]:
                     await ctx.tick()
                 for _ in range(stalls.cycles()):
                     await ctx.tick()
                 assert ctx.get(resp.ready), "engine not ready for a response it asked for"
-                await stream_put(ctx, resp, queue.popleft())
+                await stream_put(ctx, resp, queue.popleft()[1])
         return take, answer
 
     async def output(ctx):
@@ -165,6 +168,11 @@ def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,
             state["cycles"] += 1
             assert state["cycles"] < 200_000, "engine hung"
 
+    async def now(ctx):
+        while True:
+            await ctx.tick()
+            state["now"] += 1
+
     for n, (tensor, req, resp) in enumerate(((0, dut.q_req, dut.q_resp),
                                              (1, dut.k_req, dut.k_resp),
                                              (2, dut.v_req, dut.v_resp))):
@@ -173,6 +181,7 @@ def run_engine(params: EngineParams, lengths, *, heads: int = 1, seed: int = 0,
     sim.add_testbench(commands)
     sim.add_testbench(output)
     sim.add_testbench(clock)
+    sim.add_testbench(now, background=True)
     sim.run()
     assert all(count == 1 for count in seen.values()), \
         f"words seen more than once: {[k for k, c in seen.items() if c != 1]}"
@@ -217,6 +226,25 @@ def test_engine_back_to_back_without_stalls(overrides, lengths):
     words arrive meanwhile."""
     params = EngineParams(**{**SMALL, **overrides})
     got, want, _ = run_engine(params, lengths, heads=2, seed=sum(lengths), stall=0.0)
+    check_rows(got, want)
+
+
+@pytest.mark.parametrize("overrides, lengths, v_latency", [
+    ({}, [16, 5, 9], 60),
+    ({}, [16, 5, 9], 90),
+    ({"head_dim": 4}, [16, 3], 90),
+])
+def test_engine_next_row_probabilities_wait_for_the_last_pv_tile(overrides, lengths,
+                                                                 v_latency):
+    """A slow V memory (each answer ``v_latency`` cycles after its request): the back row hands
+    over with its last P.V tile announced and its V words requested but not in, so that tile
+    still reads the probability buffer while the next back row's scores and softmax go on, and
+    the next row's probabilities arrive before it is sliced. Their writes must wait for it
+    (``pv_back`` in ``_write_probs``); without that wait these runs give wrong context words
+    (4, 48 and 12 mismatches at df7b046)."""
+    params = EngineParams(**{**SMALL, **overrides})
+    got, want, _ = run_engine(params, lengths, heads=2, seed=sum(lengths), stall=0.0,
+                              v_latency=v_latency)
     check_rows(got, want)
 
 

@@ -1,11 +1,13 @@
 """The encoder accelerator (hw/encoder): parameters, the weight image, and whole layers against
 the integer encoder specification (sim/golden/encoder.py) at every stage boundary."""
 
+import re
+
 import numpy as np
 import pytest
 from sim.testing import SIMULATORS, cocotb_run
 
-from hw.encoder.params import (DESCRIPTOR_BITS, MEMORIES, OPS, SECOND_SOURCE,
+from hw.encoder.params import (DESCRIPTOR_BITS, INPUT_TAG, MEMORIES, OPS, SECOND_SOURCE,
                                EncoderParams)
 from sim import encoder_driver as drv
 from sim.encoder_image import (ExternalMemory, Image, build_image, pack_descriptor,
@@ -181,13 +183,29 @@ def test_amaranth_one_layer(lengths, stall_prob, seed):
     drv.compare(drv.expected(model, batch), result["debug"], result["pooled"])
 
 
+def test_amaranth_banked_memories():
+    """Activation memories of several banks (``BANK_WORDS`` words each: a 1 x 4 array keeps
+    one token per word, so 20 tokens reach bank 1 of the hidden-wide memories and bank 2 of
+    the FFN's): every stage boundary and the pooled sums bit-exact, random stalls."""
+    from hw.encoder.core import BANK_WORDS
+    model = drv.tiny_model(layers=1)
+    params = EncoderParams.for_model(model, rows=1, max_tokens=32, max_seqs=2)
+    assert params.memory_depth("a") > BANK_WORDS and params.memory_depth("e") > 2 * BANK_WORDS
+    lengths = [12, 8]
+    assert sum(lengths) * params.hidden > BANK_WORDS
+    assert sum(lengths) * params.ffn > 2 * BANK_WORDS
+    batch = drv.random_batch(np.random.default_rng(7), model, lengths)
+    result = drv.simulate(params, model, batch, stall_prob=0.1, seed=7)
+    drv.compare(drv.expected(model, batch), result["debug"], result["pooled"])
+
+
 #: Refused batches (sequence lengths) on max_len 16, max_tokens 16, max_seqs 2, and the
 #: BatchError flags each must raise.
-REFUSED = [([1, 1, 1], {"seqs": 1, "tokens": 0, "length": 0}),
-           ([10, 9], {"seqs": 0, "tokens": 1, "length": 0}),
-           ([0], {"seqs": 0, "tokens": 0, "length": 1}),
-           ([17], {"seqs": 0, "tokens": 1, "length": 1}),
-           ([16, 16, 3], {"seqs": 1, "tokens": 1, "length": 0})]
+REFUSED = [([1, 1, 1], {"seqs": 1, "tokens": 0, "length": 0, "program": 0}),
+           ([10, 9], {"seqs": 0, "tokens": 1, "length": 0, "program": 0}),
+           ([0], {"seqs": 0, "tokens": 0, "length": 1, "program": 0}),
+           ([17], {"seqs": 0, "tokens": 1, "length": 1, "program": 0}),
+           ([16, 16, 3], {"seqs": 1, "tokens": 1, "length": 0, "program": 0})]
 
 
 def test_amaranth_refuses_oversize_batches():
@@ -205,43 +223,258 @@ def test_amaranth_refuses_oversize_batches():
     drv.compare(drv.expected(model, batch), got["debug"], got["pooled"])
 
 
+def _rewrite_descriptor(image: Image, index: int, **changes) -> Image:
+    """A copy of ``image`` whose ``index``-th descriptor has the fields ``changes``."""
+    import dataclasses
+    desc = {**image.descriptors()[index], **changes}
+    n, width = image.params.descriptor_words, image.params.port_width
+    bits = pack_descriptor(**desc)
+    words = list(image.words)
+    words[index * n:(index + 1) * n] = [(bits >> (w * width)) & ((1 << width) - 1)
+                                        for w in range(n)]
+    return dataclasses.replace(image, words=words)
+
+
+def _run_bad_program(params, model, image, batches, cycles_after: int, max_cycles: int) -> dict:
+    """``batches`` through the accelerator (Amaranth simulator, random stalls) behind ``image``;
+    runs until one ``err`` beat per batch has left, then ``cycles_after`` more cycles (at most
+    ``max_cycles`` in all). Returns the ``err``, ``o`` and debug beats and the cycles."""
+    from amaranth.sim import Simulator
+
+    from hw.encoder import EncoderAccelerator
+    from sim.encoder_image import embedding_sums
+    from sim.stalls import Stalls
+    from sim.streams import stream_put, to_python
+    dut = EncoderAccelerator(params)
+    memory = ExternalMemory(image, gap_prob=0.2, seed=5, latency=(1, 4))
+    stalls = [Stalls(0.2, 3, 10 + k) for k in range(5)]
+    got = {"err": [], "o": [], "dbg": [], "cycles": 0}
+    pending, state = [], {"done": False, "after": cycles_after}
+
+    async def feed(ctx):
+        for batch in batches:
+            for n, ids in enumerate(batch):
+                await stream_put(ctx, dut.seq, {"length": len(ids),
+                                                "last": int(n == len(batch) - 1)}, stalls[0])
+            for ids in batch:
+                for value in embedding_sums(model, ids).ravel():
+                    await stream_put(ctx, dut.x, int(value), stalls[0])
+
+    def sink(port, stall, take):
+        async def process(ctx):
+            while not state["done"]:
+                ready = stall.cycles() == 0
+                ctx.set(port.ready, ready)
+                *_, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+                if ready and valid:
+                    take(to_python(payload))
+        return process
+
+    async def answers(ctx):
+        words, wait = [], 0
+        while not state["done"]:
+            if not words and pending:
+                addr, length = pending.pop(0)
+                words, wait = list(memory.read(addr, length)), memory.delay()
+            offer = bool(words) and wait == 0
+            ctx.set(dut.rdata.valid, offer)
+            if offer:
+                ctx.set(dut.rdata.payload, words[0])
+            *_, ready = await ctx.tick().sample(dut.rdata.ready)
+            if offer and ready:
+                words.pop(0)
+                wait = memory.gap()
+            elif wait:
+                wait -= 1
+
+    async def clock(ctx):
+        while state["after"] and got["cycles"] < max_cycles:
+            await ctx.tick()
+            got["cycles"] += 1
+            if len(got["err"]) == len(batches):
+                state["after"] -= 1
+        state["done"] = True
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(feed, background=True)
+    for process in (sink(dut.req, stalls[1], lambda r: pending.append((r["addr"], r["length"]))),
+                    sink(dut.o, stalls[2], got["o"].append),
+                    sink(dut.err, stalls[3], got["err"].append),
+                    sink(dut.dbg, stalls[4], got["dbg"].append), answers, clock):
+        sim.add_testbench(process)
+    sim.run()
+    return got
+
+
+#: Descriptors the readers cannot run as written, (index in the one-layer program, changes):
+#: the first ADD with ``src2`` another memory; the embedding LayerNorm reading
+#: ``SECOND_SOURCE``; the first GEMM reading no memory (src 7).
+BAD_PROGRAMS = {"add_src2": (6, {"src2": list(MEMORIES).index("c")}),
+                "src_is_second": (0, {"src": list(MEMORIES).index(SECOND_SOURCE)}),
+                "src_no_memory": (1, {"src": 7})}
+
+
+@pytest.mark.parametrize("case", BAD_PROGRAMS)
+def test_amaranth_refuses_a_program_that_breaks_the_source_rule(case):
+    """Source b is always ``SECOND_SOURCE`` and source a one of the other memories: a
+    descriptor asking otherwise stops its batch with one ``err`` beat (``program``), after the
+    passes before it and before its own (no debug beat of its tag or later, no ``o`` beat);
+    the next batch is taken (and stopped the same way). Random stalls on every stream."""
+    model = drv.tiny_model(layers=1)
+    params = EncoderParams.for_model(model, max_tokens=16, max_seqs=2)
+    image = build_image(model, params)
+    index, changes = BAD_PROGRAMS[case]
+    program = image.descriptors()
+    assert case != "add_src2" or program[index]["op"] == OPS["add"], program[index]
+    bad = _rewrite_descriptor(image, index, **changes)
+    assert bad.descriptors()[index] == {**program[index], **changes}
+    rng = np.random.default_rng(4)
+    batches = [drv.random_batch(rng, model, [2, 1]), drv.random_batch(rng, model, [1])]
+    got = _run_bad_program(params, model, bad, batches, cycles_after=300, max_cycles=20_000)
+    flags = {"seqs": 0, "tokens": 0, "length": 0, "program": 1}
+    assert got["err"] == [flags, flags], got["err"]
+    assert got["o"] == [], f"{len(got['o'])} pooled beats of a stopped batch"
+    ran = {d["tag"] for d in program[:index] if d["op"] != OPS["end"]}
+    tags = {beat["tag"] for beat in got["dbg"]}
+    assert tags - {INPUT_TAG} == ran, (sorted(tags), sorted(ran))
+
+
 # ---- structure: the activation memories' pins --------------------------------------------------
 
-def test_each_memory_has_its_own_write_registers(tmp_path):
-    """Every address, data and enable pin of each activation memory's write port comes straight
-    from a flip-flop, and no flip-flop drives the pins of two memories, in Yosys's coarse
-    netlist of the RTLIL that ``lutra build`` synthesises (``opt`` merges flip-flops of equal
-    inputs, as synthesis does). A register shared by all memories runs across the chip to every
-    block RAM: at MiniLM size (154 block RAMs) each write data bit reached ~169 pins. (The read
-    address is still one register for all memories: see ``hw/encoder/core.py``.)"""
+@pytest.fixture(scope="module")
+def coarse_netlist(tmp_path_factory):
+    """The encoder (``debug`` off; 2 x 4 array, 64 tokens: memories of two and four banks) in
+    Yosys's coarse netlist of the RTLIL that ``lutra build`` synthesises (``opt`` merges
+    flip-flops of equal inputs, as synthesis does): the flattened module and, per bit, the
+    cell driving it and its type."""
     import json
 
     from fpga.tools import run_tool
     from gen.verilog import convert_rtlil
     from hw.encoder import EncoderAccelerator
+    tmp_path = tmp_path_factory.mktemp("netlist")
     (tmp_path / "enc.il").write_text(convert_rtlil(
-        EncoderAccelerator(EncoderParams(debug=False)), "enc"))
+        EncoderAccelerator(EncoderParams(rows=2, max_tokens=64, debug=False)), "enc"))
     run_tool("yosys", ["-q", "-p", "read_rtlil enc.il; hierarchy -top enc; proc; flatten; "
                        "opt -fast; write_json net.json"], cwd=tmp_path, log=tmp_path / "yosys.log")
     module = json.loads((tmp_path / "net.json").read_text())["modules"]["enc"]
     drivers = {bit: (name, cell["type"]) for name, cell in module["cells"].items()
                for port, bits in cell["connections"].items()
                if cell["port_directions"][port] == "output" for bit in bits}
+    return module, drivers
+
+
+def test_each_memory_has_its_own_write_registers(coarse_netlist):
+    """Every address, data and enable pin of each activation memory's write port comes straight
+    from a flip-flop, and no flip-flop drives the pins of two memories. A register shared by
+    all memories runs across the chip to every block RAM: at MiniLM size (154 block RAMs) each
+    write data bit reached ~169 pins. (The read address is still one register for all
+    memories: see ``hw/encoder/core.py``.)"""
+    module, drivers = coarse_netlist
     owner = {}                          # flip-flop -> the memory whose pins it drives
     pins = dict.fromkeys(MEMORIES, 0)
     for cell in module["cells"].values():
-        memory = cell["parameters"].get("MEMID", "").lstrip("\\")
-        if cell["type"] != "$memwr_v2" or memory[4:] not in MEMORIES \
-                or not memory.startswith("mem_"):
+        bank = re.fullmatch(r"mem_(\w+)_(\d+)", cell["parameters"].get("MEMID", "").lstrip("\\"))
+        if cell["type"] != "$memwr_v2" or not bank or bank[1] not in MEMORIES:
             continue
+        memory = bank[1]
         for port in ("ADDR", "DATA", "EN"):
             for bit in cell["connections"][port]:
                 ff, kind = drivers.get(bit, (bit, "constant"))
-                assert "dff" in kind, f"{memory} {port} bit driven by {kind} {ff}"
+                assert "dff" in kind, f"{bank[0]} {port} bit driven by {kind} {ff}"
                 assert owner.setdefault(ff, memory) == memory, \
                     f"{ff} drives the {port} pins of {owner[ff]} and {memory}"
-                pins[memory[4:]] += 1
+                pins[memory] += 1
     assert all(pins.values()), pins
+
+
+def test_each_bank_has_read_selects_of_its_own(coarse_netlist):
+    """Every activation memory is banks of at most ``BANK_WORDS`` words (one block-RAM row:
+    synthesis builds no select of its own), and every bit a bank reads goes only into
+    multiplexers selected by flip-flops that select no other bank's words. Synthesis's select
+    of a deep memory's block RAMs, registered from the one read address of all memories, was
+    two flip-flops into ~1,100 LUT inputs each (the MiniLM netlist at df7b046)."""
+    from collections import defaultdict
+
+    from hw.encoder.core import BANK_WORDS
+    module, drivers = coarse_netlist
+    banks = defaultdict(list)
+    for memory, info in module["memories"].items():
+        bank = re.fullmatch(r"mem_(\w+)_(\d+)", memory)
+        if bank and bank[1] in MEMORIES:
+            assert info["size"] <= BANK_WORDS, (memory, info["size"])
+            banks[bank[1]].append(memory)
+    assert set(banks) == set(MEMORIES) and len(banks["a"]) == 2 and len(banks["e"]) == 4, banks
+    readers = defaultdict(list)
+    for name, cell in module["cells"].items():
+        for port, bits in cell["connections"].items():
+            if cell["port_directions"][port] == "input":
+                for bit in bits:
+                    readers[bit].append(cell)
+    owner = {}                          # select flip-flop -> the bank it selects
+    for cell in module["cells"].values():
+        bank = cell["parameters"].get("MEMID", "").lstrip("\\")
+        if cell["type"] != "$memrd_v2" or not any(bank in b for b in banks.values()):
+            continue
+        for bit in cell["connections"]["DATA"]:
+            assert readers[bit], f"{bank}: a data bit is read by nothing"
+            for reader in readers[bit]:
+                assert reader["type"] == "$mux" and bit in reader["connections"]["B"], \
+                    f"{bank} read data into {reader['type']}"
+                (select,) = reader["connections"]["S"]
+                ff, kind = drivers.get(select, (select, "constant"))
+                assert "dff" in kind, f"{bank}'s select driven by {kind} {ff}"
+                assert owner.setdefault(ff, bank) == bank, f"{ff} selects {owner[ff]} and {bank}"
+
+
+def test_descriptor_loads_are_enabled_by_flip_flops_of_their_own(coarse_netlist):
+    """The descriptor register loads in groups of at most ``DESC_LOAD_BITS`` bits, each group's
+    clock enable straight from a flip-flop that enables nothing else of it: one enable decoded
+    from the state and ``row_valid`` had ~490 loads in the MiniLM netlist (df7b046)."""
+    from hw.encoder.core import DESC_LOAD_BITS
+    module, drivers = coarse_netlist
+    desc = set(module["netnames"]["desc"]["bits"])
+    enabled = {}                        # enable flip-flop -> desc bits it enables
+    for name, cell in module["cells"].items():
+        bits = desc & set(cell["connections"].get("Q", []))
+        if not bits:
+            continue
+        assert "EN" in cell["connections"], f"desc bits in {cell['type']} {name}: no enable"
+        for bit in cell["connections"]["EN"]:
+            ff, kind = drivers.get(bit, (bit, "constant"))
+            assert "dff" in kind, f"desc bits enabled by {kind} {ff}"
+            enabled.setdefault(ff, set()).update(bits)
+    assert set().union(*enabled.values()) == desc
+    assert max(len(bits) for bits in enabled.values()) <= DESC_LOAD_BITS, \
+        {ff: len(bits) for ff, bits in enabled.items()}
+
+
+def test_gemm_parameter_sets_load_column_by_column(coarse_netlist):
+    """Each column of each GEMM tile parameter set (bias, multiplier, shift; banks 0 and 1)
+    loads under a clock enable straight from a flip-flop that enables nothing else: the decode
+    of the fetcher's step, bank and row into a whole set's 256 enables was the worst path of
+    the MiniLM build at df7b046 (g_row to g_bias1, 18.1 ns, 10.5 ns of it the enable's
+    route)."""
+    module, drivers = coarse_netlist
+    names = [f"g_{kind}{b}" for kind in ("bias", "mult", "shift") for b in (0, 1)]
+    cols = EncoderParams().cols
+    enabled = {}                        # enable flip-flop -> the (set, column) it enables
+    for name in names:
+        bits = module["netnames"][name]["bits"]
+        width = len(bits) // cols
+        for c in range(cols):
+            column = set(bits[c * width:(c + 1) * width])
+            for cell_name, cell in module["cells"].items():
+                if not column & set(cell["connections"].get("Q", [])):
+                    continue
+                assert "EN" in cell["connections"], f"{name} column {c}: no enable"
+                for bit in cell["connections"]["EN"]:
+                    ff, kind = drivers.get(bit, (bit, "constant"))
+                    assert "dff" in kind, f"{name} column {c} enabled by {kind} {ff}"
+                    assert enabled.setdefault(ff, (name, c)) == (name, c), \
+                        f"{ff} enables {enabled[ff]} and {(name, c)}"
+    assert len(enabled) == len(names) * cols, len(enabled)
 
 
 # ---- cocotb on the generated Verilog -----------------------------------------------------------

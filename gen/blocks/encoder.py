@@ -177,7 +177,9 @@ BLOCK = BlockSpec(
                "(more than max_tokens tokens), length (a sequence of length 0 or over "
                "max_len): its x beats are taken and dropped, nothing is computed, no o beat "
                "leaves for it; the next batch is taken at once (a second refused batch waits "
-               "until this beat is taken)",
+               "until this beat is taken); flag program: a descriptor reads source b from a "
+               "memory other than b (an ADD's src2) or source a from b or from "
+               "no memory (a src): the batch stops at that descriptor, no o beat leaves for it",
         "dbg": "every element written to an activation memory: stage tag (layer * 16 + stage), "
                "token, channel, value (with debug)",
     },

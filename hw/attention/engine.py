@@ -379,7 +379,32 @@ class AttentionEngine(wiring.Component):
         current one is being sliced (``next_full``, ``next_pv``: one tile ahead), so the beat
         does not wait for the last k-slice's handshake."""
         B, chunks, gemm = r.B, r.chunks, r.gemm
-        to_params = _StreamRegister(m, "to_gemm_params", gemm.params)
+        quant = self.quant
+
+        def tile_params(pv):
+            """The core's parameter beat of a tile of kind ``pv`` (P.V, else scores)."""
+            beat = Signal.like(gemm.params.payload, name="tile_params")
+            m.d.comb += [
+                beat.a_offset.eq(Mux(pv, 128, 0)),
+                beat.out_zero_point.eq(
+                    Mux(pv, quant.context_zero_point, quant.scores_zero_point)),
+                beat.act_min.eq(-128),
+                beat.act_max.eq(127),
+            ]
+            for c in range(B):
+                m.d.comb += [
+                    beat.bias[c].eq(0),
+                    beat.multiplier[c].eq(
+                        Mux(pv, quant.context_multiplier, quant.scores_multiplier)),
+                    beat.shift[c].eq(Mux(pv, quant.context_shift, quant.scores_shift)),
+                ]
+            return beat
+
+        # the register stage holds the tile's kind only; the beat is made after it (quant is
+        # held during a batch), so its constant and per-column fields stay out of the skid
+        # register (with them, the 4-engine default had +3,295 FF at 97b6731)
+        to_params = _StreamRegister(m, "to_gemm_params", gemm.params, shape=1,
+                                    expand=tile_params)
         r.to_gemm = _StreamRegister(m, "to_gemm", gemm.i)
         tile_open = r.tile_open = Signal()      # a beat was given, its last slice not yet
         r.last_slice = Signal()                 # the open tile's last k-slice goes now
@@ -411,6 +436,7 @@ class AttentionEngine(wiring.Component):
             entry_in.chunk.eq(pv_params),
             tiles.w_en.eq(params_fire),
             tiles.w_data.eq(entry_in),
+            to_params.payload.eq(pv_want),
         ]
         # (no beat is given while next_full)
         with m.If(r.last_slice):
@@ -430,22 +456,6 @@ class AttentionEngine(wiring.Component):
                 m.d.sync += pv_params.eq(pv_params + 1)
             with m.Else():
                 m.d.sync += score_params.eq(score_params + 1)
-        quant = self.quant
-        m.d.comb += [
-            to_params.payload.a_offset.eq(Mux(pv_want, 128, 0)),
-            to_params.payload.out_zero_point.eq(
-                Mux(pv_want, quant.context_zero_point, quant.scores_zero_point)),
-            to_params.payload.act_min.eq(-128),
-            to_params.payload.act_max.eq(127),
-        ]
-        for c in range(B):
-            m.d.comb += [
-                to_params.payload.bias[c].eq(0),
-                to_params.payload.multiplier[c].eq(
-                    Mux(pv_want, quant.context_multiplier, quant.scores_multiplier)),
-                to_params.payload.shift[c].eq(
-                    Mux(pv_want, quant.context_shift, quant.scores_shift)),
-            ]
 
     def _score_slices(self, m, r):
         """Score k-slices: a k-slice of chunk c may go as soon as chunk c of Q and of its K
@@ -793,7 +803,12 @@ class AttentionEngine(wiring.Component):
                             & (r.q_chunks == r.chunks) & (~r.back_busy | back_ending)
                             & ~r.pv_back & (r.back_tiles == 0))
         pv_pending = r.back_busy & (r.pv_tiles != r.chunks) & ~r.pv_tile_end
-        back_next = r.n_cmds - r.tiles_sliced - r.tile_sliced   # score tiles left to slice
+        # the score tiles left to slice: n_cmds - tiles_sliced, less the one whose last slice
+        # goes now (tile_sliced, from the core's input handshake, selects between the two
+        # differences, both from registers, instead of entering the subtraction)
+        left = (r.n_cmds - r.tiles_sliced)[:2]          # (at most 2 at the hand-over)
+        back_next = Mux(r.tile_sliced, left - 1, left)[:2]
+        back_some = Mux(r.tile_sliced, left != 1, left != 0)
         m.d.comb += [self.done.eq(done), r.handover.eq(done & self.done_ready)]
         with m.If(r.handover):
             m.d.sync += [
@@ -805,7 +820,7 @@ class AttentionEngine(wiring.Component):
                 r.v_issuing.eq(1), r.probs_done.eq(0), r.pv_params.eq(0), r.pv_tiles.eq(0),
                 r.pv_back.eq(pv_pending),
                 r.back_tiles.eq(back_next),
-                r.q_half.eq(Mux(back_next != 0, r.front_half, ~r.front_half)),
+                r.q_half.eq(Mux(back_some, r.front_half, ~r.front_half)),
                 # the front starts over in the other half
                 r.started.eq(0), r.n_cmds.eq(0), r.last_seen.eq(0), r.q_chunks.eq(0),
                 r.score_params.eq(0), r.tiles_sliced.eq(0), r.query_valid.eq(0),
@@ -823,15 +838,21 @@ class _StreamRegister:
     register takes the beat offered while the sink stalls). Drive ``valid`` and ``payload``;
     a beat is taken when ``valid & ready``."""
 
-    def __init__(self, m, name, sink):
+    def __init__(self, m, name, sink, *, shape=None, expand=None):
+        # ``shape`` and ``expand``: the registers hold ``shape`` and the sink's payload is
+        # ``expand(register)``, so that what is constant or repeated in the payload is made
+        # after them. Yosys does not prune such bits from the skid register: loaded whenever
+        # it is empty, a constant bit's next value is ``skid_full & skid``, not a constant.
+        shape = sink.payload.shape() if shape is None else shape
         self.valid = Signal(name=f"{name}_valid")
-        self.payload = Signal.like(sink.payload, name=f"{name}_payload")
+        self.payload = Signal(shape, name=f"{name}_payload")
         skid_full = Signal(name=f"{name}_skid_full")
-        skid = Signal.like(sink.payload, name=f"{name}_skid")
+        skid = Signal(shape, name=f"{name}_skid")
         self.ready = ~skid_full
         out_valid = Signal(name=f"{name}_out_valid")
-        out = Signal.like(sink.payload, name=f"{name}_out")
-        m.d.comb += [sink.valid.eq(out_valid), sink.payload.eq(out)]
+        out = Signal(shape, name=f"{name}_out")
+        m.d.comb += [sink.valid.eq(out_valid),
+                     sink.payload.eq(out if expand is None else expand(out))]
         with m.If(~out_valid | sink.ready):
             m.d.sync += [out_valid.eq(skid_full | self.valid),
                          out.eq(Mux(skid_full, skid, self.payload)), skid_full.eq(0)]

