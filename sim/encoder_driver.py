@@ -149,6 +149,32 @@ def compare(want: dict, debug: list[tuple], pooled: list[list[int]], *,
         assert list(g) == [int(v) for v in w], f"sequence {n}: pooled {g} != {list(w)}"
 
 
+def read_port_answers(dut, memory: ExternalMemory, pending: list[tuple[int, int]],
+                      done: Callable[[], bool]):
+    """The external memory's side of ``dut``'s read port, as an Amaranth testbench process:
+    answers the requests queued in ``pending`` (``(addr, length)``, appended by whoever takes
+    ``dut.req``) in order on ``dut.rdata``, with ``memory``'s latency and gaps, until
+    ``done()``."""
+    async def answers(ctx):
+        words: list[int] = []
+        wait = 0
+        while not done():
+            if not words and pending:
+                addr, length = pending.pop(0)
+                words, wait = list(memory.read(addr, length)), memory.delay()
+            offer = bool(words) and wait == 0
+            ctx.set(dut.rdata.valid, offer)
+            if offer:
+                ctx.set(dut.rdata.payload, words[0])
+            *_, ready = await ctx.tick().sample(dut.rdata.ready)
+            if offer and ready:
+                words.pop(0)
+                wait = memory.gap()
+            elif wait:
+                wait -= 1
+    return answers
+
+
 def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, seed: int = 0,
              memory: ExternalMemory | None = None, max_cycles: int = 2_000_000,
              refused: list[list[int]] = ()) -> dict:
@@ -207,23 +233,7 @@ def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, se
     async def errors(ctx):
         await take(ctx, dut.err, stalls[4], result["err"].append)
 
-    async def answers(ctx):
-        words: list[int] = []
-        wait = 0
-        while not result["done"]:
-            if not words and pending:
-                addr, length = pending.pop(0)
-                words, wait = list(memory.read(addr, length)), memory.delay()
-            offer = bool(words) and wait == 0
-            ctx.set(dut.rdata.valid, offer)
-            if offer:
-                ctx.set(dut.rdata.payload, words[0])
-            *_, ready = await ctx.tick().sample(dut.rdata.ready)
-            if offer and ready:
-                words.pop(0)
-                wait = memory.gap()
-            elif wait:
-                wait -= 1
+    answers = read_port_answers(dut, memory, pending, lambda: result["done"])
 
     async def outputs(ctx):
         vector = []

@@ -270,22 +270,7 @@ def _run_bad_program(params, model, image, batches, cycles_after: int, max_cycle
                     take(to_python(payload))
         return process
 
-    async def answers(ctx):
-        words, wait = [], 0
-        while not state["done"]:
-            if not words and pending:
-                addr, length = pending.pop(0)
-                words, wait = list(memory.read(addr, length)), memory.delay()
-            offer = bool(words) and wait == 0
-            ctx.set(dut.rdata.valid, offer)
-            if offer:
-                ctx.set(dut.rdata.payload, words[0])
-            *_, ready = await ctx.tick().sample(dut.rdata.ready)
-            if offer and ready:
-                words.pop(0)
-                wait = memory.gap()
-            elif wait:
-                wait -= 1
+    answers = drv.read_port_answers(dut, memory, pending, lambda: state["done"])
 
     async def clock(ctx):
         while state["after"] and got["cycles"] < max_cycles:
