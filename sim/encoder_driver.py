@@ -149,6 +149,21 @@ def compare(want: dict, debug: list[tuple], pooled: list[list[int]], *,
         assert list(g) == [int(v) for v in w], f"sequence {n}: pooled {g} != {list(w)}"
 
 
+def stream_taker(port, stalls: Stalls, sink: Callable, done: Callable[[], bool]):
+    """An Amaranth testbench process taking every beat of the stream ``port`` (ready held low
+    for ``stalls``' cycles) into ``sink`` (as Python values) until ``done()``."""
+    from .streams import to_python
+
+    async def take(ctx):
+        while not done():
+            ready = stalls.cycles() == 0
+            ctx.set(port.ready, ready)
+            *_, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+            if ready and valid:
+                sink(to_python(payload))
+    return take
+
+
 def read_port_answers(dut, memory: ExternalMemory, pending: list[tuple[int, int]],
                       done: Callable[[], bool]):
     """The external memory's side of ``dut``'s read port, as an Amaranth testbench process:
@@ -187,7 +202,7 @@ def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, se
 
     from hw.encoder import EncoderAccelerator
 
-    from .streams import stream_get, stream_put, to_python
+    from .streams import stream_get, stream_put
 
     dut = EncoderAccelerator(params)
     image = build_image(model, params)
@@ -214,26 +229,15 @@ def simulate(params: EncoderParams, model, batch, *, stall_prob: float = 0.0, se
                 await stream_put(ctx, dut.x, int(value), stalls[0])
 
     # The read port's and debug stream's processes run until the last pooled sum has left.
-    async def take(ctx, port, stalls, sink):
-        while not result["done"]:
-            ready = stalls.cycles() == 0
-            ctx.set(port.ready, ready)
-            *_, valid, payload = await ctx.tick().sample(port.valid, port.payload)
-            if ready and valid:
-                sink(to_python(payload))
+    def done():
+        return result["done"]
 
-    async def requests(ctx):
-        await take(ctx, dut.req, stalls[1],
-                   lambda beat: pending.append((beat["addr"], beat["length"])))
-
-    async def debug(ctx):
-        await take(ctx, dut.dbg, stalls[2], lambda beat: result["debug"].append(
-            (beat["tag"], beat["token"], beat["channel"], beat["data"])))
-
-    async def errors(ctx):
-        await take(ctx, dut.err, stalls[4], result["err"].append)
-
-    answers = read_port_answers(dut, memory, pending, lambda: result["done"])
+    requests = stream_taker(dut.req, stalls[1],
+                            lambda beat: pending.append((beat["addr"], beat["length"])), done)
+    debug = stream_taker(dut.dbg, stalls[2], lambda beat: result["debug"].append(
+        (beat["tag"], beat["token"], beat["channel"], beat["data"])), done)
+    errors = stream_taker(dut.err, stalls[4], result["err"].append, done)
+    answers = read_port_answers(dut, memory, pending, done)
 
     async def outputs(ctx):
         vector = []

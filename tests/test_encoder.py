@@ -244,7 +244,7 @@ def _run_bad_program(params, model, image, batches, cycles_after: int, max_cycle
     from hw.encoder import EncoderAccelerator
     from sim.encoder_image import embedding_sums
     from sim.stalls import Stalls
-    from sim.streams import stream_put, to_python
+    from sim.streams import stream_put
     dut = EncoderAccelerator(params)
     memory = ExternalMemory(image, gap_prob=0.2, seed=5, latency=(1, 4))
     stalls = [Stalls(0.2, 3, 10 + k) for k in range(5)]
@@ -261,14 +261,7 @@ def _run_bad_program(params, model, image, batches, cycles_after: int, max_cycle
                     await stream_put(ctx, dut.x, int(value), stalls[0])
 
     def sink(port, stall, take):
-        async def process(ctx):
-            while not state["done"]:
-                ready = stall.cycles() == 0
-                ctx.set(port.ready, ready)
-                *_, valid, payload = await ctx.tick().sample(port.valid, port.payload)
-                if ready and valid:
-                    take(to_python(payload))
-        return process
+        return drv.stream_taker(port, stall, take, lambda: state["done"])
 
     answers = drv.read_port_answers(dut, memory, pending, lambda: state["done"])
 
