@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..add import AddUnit
 from ..attention.unit import AttentionUnit
+from ..common.credit import CreditQueue
 from ..common.pipeline import delayed
 from ..common.requant import Requantizer
 from ..gelu import Gelu
@@ -248,11 +249,20 @@ class EncoderAccelerator(wiring.Component):
                                         out_bits=8)
         m.submodules.gelu_requant = gelu_rq = Requantizer(lanes=1, out_width=16)
         m.submodules.add = add = AddUnit(**dataclasses.asdict(p.add))
+        # GELU and its requantizer run free into a credit queue (as the ADD and LayerNorm
+        # units do inside): an element enters only when the queue has a place for it, so
+        # neither pipeline stalls and no enable spans them (the requantizer's stall enable was
+        # the largest net of f373fea's MiniLM netlist, 785 loads).
+        m.submodules.gelu_queue = gelu_q = CreditQueue(
+            gelu_rq.o.payload.shape(), latency=gelu.latency + gelu_rq.latency)
         m.d.comb += [gelu_rq.i.valid.eq(gelu.o.valid), gelu.o.ready.eq(gelu_rq.i.ready),
-                     gelu_rq.i.payload.acc[0].eq(gelu.o.payload.data[0])]
+                     gelu_rq.i.payload.acc[0].eq(gelu.o.payload.data[0]),
+                     gelu_q.take.eq(gelu.i.valid & gelu.i.ready)]
+        wiring.connect(m, gelu_rq.o, gelu_q.i)
         s.update(gemm=gemm, att=att, ln=ln, gelu=gelu, gelu_rq=gelu_rq, add=add,
+                 gelu_room=gelu_q.room,
                  gemm_o=_skid(m, "gemm_o", gemm.o), ln_o=_skid(m, "ln_o", ln.o),
-                 add_o=_skid(m, "add_o", add.o), gelu_o=_skid(m, "gelu_o", gelu_rq.o))
+                 add_o=_skid(m, "add_o", add.o), gelu_o=_skid(m, "gelu_o", gelu_q.o))
 
     def _memories(self, m: Module, s: _Nets):
         """The activation memories, the sequence lengths and the sequencer's registers."""
@@ -914,7 +924,8 @@ class EncoderAccelerator(wiring.Component):
                      add.params.payload.out.out_shift.eq(desc.sh2[:6]),
                      add.params.payload.out.out_offset.eq(desc.zp0)]
         with m.If(running & (op == OPS["gelu"])):
-            m.d.comb += [gelu.i.valid.eq(r_valid), r_take.eq(gelu.i.ready & r_valid),
+            m.d.comb += [gelu.i.valid.eq(r_valid & s.gelu_room),
+                         r_take.eq(gelu.i.ready & r_valid & s.gelu_room),
                          gelu.i.payload.data[0].eq(r_out.a[:12]),
                          gelu.i.payload.last.eq(r_out.row_last)]
             to_writer(s.gelu_o.valid, s.gelu_o.payload.data[0], s.gelu_o.ready)
