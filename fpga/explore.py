@@ -21,6 +21,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -142,9 +143,14 @@ class Study:
         if self.search != "grid" and (not isinstance(self.samples, int) or self.samples < 1):
             raise ExploreError(f"--samples: {self.search} search needs a positive number of "
                                f"samples, not {self.samples!r}")
-        if self.freq_mhz is not None and not self.freq_mhz > 0:
-            raise ExploreError(f"--freq: must be a positive number of MHz, not "
-                               f"{self.freq_mhz!r}")
+        freq = self.freq_mhz
+        if freq is not None and (isinstance(freq, bool) or not isinstance(freq, (int, float))
+                                 or not (math.isfinite(freq) and freq > 0)):
+            raise ExploreError(f"--freq: must be a positive number of MHz, not {freq!r}")
+        if isinstance(self.sample_seed, bool) or not isinstance(self.sample_seed, int) \
+                or self.sample_seed < 0:
+            raise ExploreError(f"--sample-seed: must be a non-negative integer, not "
+                               f"{self.sample_seed!r}")
 
     @property
     def columns(self) -> list[str]:

@@ -166,3 +166,49 @@ def test_encoder_longest_sequence_follows_the_batch_memory(tmp_path, capsys):
                  "--max-tokens", "8", "--out", str(tmp_path / "c")]) == 2
     assert "max_tokens must be >= max_len (16), not 8" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.fixture
+def no_runs(monkeypatch):
+    """Builds, studies and soaks that fail the test if reached (the checks come first)."""
+    def reached(*args, **kwargs):
+        raise AssertionError("bad input reached a build, study or soak")
+
+    for target in ("fpga.flow.build_ooc", "fpga.bench.build_ooc", "fpga.explore.run_study",
+                   "gen.cli_soak.soak_block"):
+        monkeypatch.setattr(target, reached)
+
+
+BUILD = ["build", "gemm", "--target", "ecp5-25f"]
+EXPLORE = ["explore", "gemm", "--target", "ecp5-25f"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    *[(BUILD + ["--freq", f], f"argument --freq: expected a positive number of MHz (e.g. 50), "
+                              f"not '{f}'") for f in ("0", "-5", "nan", "inf", "1e400", "x")],
+    (BUILD + ["--seed", "-1"], "argument --seed: expected a non-negative integer, not '-1'"),
+    *[(EXPLORE + ["--freq", f], "argument --freq: expected a positive number of MHz")
+      for f in ("0", "-1", "nan", "inf")],
+    (EXPLORE + ["--search", "random", "--samples", "2", "--sample-seed", "-1"],
+     "argument --sample-seed: expected a non-negative integer, not '-1'"),
+    (["soak", "gemm", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
+    (["bench", "fpga", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
+    (["bench", "fpga", "--arrays", "2x2", "--seeds", "1,-2"], "not '1,-2'"),
+])
+def test_bad_clock_and_seed_values_are_refused(tmp_path, capsys, no_runs, argv, message):
+    out = tmp_path / "out"
+    assert main(argv + (["--out", str(out)] if argv[0] != "soak" else [])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lutra: error: ") and err.count("\n") == 1, err
+    assert message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "0", "-3", "true", '"fast"'])
+def test_bad_clock_in_an_explore_study_is_refused(tmp_path, capsys, no_runs, value):
+    study = tmp_path / "study.toml"
+    study.write_text(f'[explore]\nblock = "gemm"\ntargets = ["ecp5-25f"]\nfreq = {value}\n')
+    assert main(["explore", "--config", str(study), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{study}: --freq: must be a positive number of MHz" in err, err
+    assert err.count("\n") == 1
