@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gen.blocks import BlockSpec, Param, get_block
-from gen.config import ConfigError, validate_params
+from gen.config import ConfigError, not_utf8, validate_params
 from gen.outputs import OutputDir, write_file
 
 from .fit import FitError, check_fit
@@ -250,9 +250,11 @@ def load_study(path: str | Path) -> tuple[Study, dict]:
     """
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text())
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ExploreError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ExploreError(f"{path}: {not_utf8(error)}") from None
     except tomllib.TOMLDecodeError as error:
         raise ExploreError(f"{path}: invalid TOML ({error})") from None
     table = document.get("explore")

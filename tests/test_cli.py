@@ -70,6 +70,29 @@ def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, capsys, text, m
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
+@pytest.mark.parametrize("command", [["generate", "--out", "o"], ["sim"], ["build", "--target",
+                                     "ecp5-25f"], ["explore", "--out", "o"], ["prove"],
+                                     ["demo", "--block", "gemm"]])
+def test_config_that_is_not_utf8_is_one_line_exit_2(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.toml"
+    config.write_bytes(b"\xff\xfe[\x00g\x00e\x00m\x00m\x00]\x00")     # UTF-16, say
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(command + ["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"lutra: error: {config}: not UTF-8 text (byte 0xff at offset 0); "
+                   f"a TOML file must be UTF-8\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_report_skips_a_report_json_that_is_not_utf8(tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "report.json").write_bytes(b'{"lutra_report": 1, "block": "\xff"}')
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"lutra: error: {tmp_path}: no build reports (report.json) found\n", err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["generate", "gemm", "--rows", "0"], "gemm.rows: must be in [1, 32], not 0"),
     (["generate", "gemm", "--rowz", "3"], "unrecognized arguments: --rowz 3"),
