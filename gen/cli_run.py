@@ -41,7 +41,8 @@ def add_run_parser(sub):
         usage="lutra run encoder [--text TEXT ...] [--token-ids FILE.npy] [--model minilm|tiny] "
               "[--layers N] [--simulator verilator|icarus] [--batch] [--json] "
               "[--PARAM VALUE ...]")
-    p.add_argument("block", choices=("encoder",), help="the design to run (encoder)")
+    # Checked in run_run, not by choices: a flag before it is then reported as such.
+    p.add_argument("block", help="the design to run (encoder)")
     p.add_argument("--text", action="append", default=[], help="a sentence (repeatable)")
     p.add_argument("--token-ids", type=Path,
                    help="token ids instead of text: a .npy of one sequence (1-D) or of equal-"
@@ -240,6 +241,9 @@ def run_run(args) -> int:
 
     from .blocks import get_block
     from .blocks.encoder import encoder_model, encoder_params
+    if args.block != "encoder":
+        raise UsageError(f"argument block: invalid choice: {args.block!r} (choose from "
+                         f"'encoder')")
     if args.layers < 0:
         raise UsageError(f"--layers must be >= 0, not {args.layers}")
     flags = parse_block_flags(get_block("encoder"), args.params, "lutra run")

@@ -117,6 +117,32 @@ def test_bad_flags(tmp_path, capsys, argv, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--rows", "4", "gemm", "--out", "my dir"],
+     "lutra generate gemm --rows 4 --out 'my dir'"),
+    (["generate", "--out", "o", "--requantize", "false", "gemm"],
+     "lutra generate gemm --out o --requantize false"),
+    (["sim", "--rows", "2", "gemm"], "lutra sim gemm --rows 2"),
+    (["build", "--rows", "2", "gemm", "--target", "ice40-up5k"],
+     "lutra build gemm --rows 2 --target ice40-up5k"),
+    (["prove", "--rows", "2", "gemm"], "lutra prove gemm --rows 2"),
+    (["explore", "--rows", "2..4", "gemm", "--target", "ecp5-25f", "--out", "o"],
+     "lutra explore gemm --rows 2..4 --target ecp5-25f --out o"),
+    (["soak", "--rows", "2", "gemm"], "lutra soak gemm --rows 2"),
+    (["run", "--max-tokens", "8", "encoder", "--model", "tiny"],
+     "lutra run encoder --max-tokens 8 --model tiny"),
+    (["generate", "--rows", "4", "--out", "o"], "lutra generate BLOCK --rows 4 --out o (BLOCK: "
+                                                f"one of {', '.join(blocks())})"),
+])
+def test_flags_before_the_block_name(tmp_path, monkeypatch, capsys, no_runs, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"lutra: error: the block name comes first, then its parameter flags: " \
+                  f"{message}\n", err
+    assert not list(tmp_path.iterdir())
+
+
 def test_failed_generation_keeps_previous_output(tmp_path, monkeypatch):
     out = tmp_path / "gemm"
     assert main(["generate", "gemm", "--out", str(out)]) == 0
