@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from gen.blocks import get_block
-from gen.cli_common import int_list, size_list
+from gen.cli_common import int_list, seed_number, size_list
 from gen.config import BlockConfig, ConfigError, validate_params
 from gen.outputs import OutputDir, OutputError
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="target for the default configuration (default ecp5-85f); with "
                              "--arrays, targets separated by commas (ecp5-85f,ice40-up5k)")
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=seed_number, default=1)
     parser.add_argument("--arrays", type=size_list, metavar="RxC,...",
                         help="build these array sizes on --reference instead (e.g. 4x4,8x8)")
     parser.add_argument("--seeds", type=int_list, default=None, metavar="S,...",

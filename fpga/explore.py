@@ -21,6 +21,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gen.blocks import BlockSpec, Param, get_block
-from gen.config import ConfigError, validate_params
+from gen.config import ConfigError, not_utf8, validate_params
 from gen.outputs import OutputDir, write_file
 
 from .fit import FitError, check_fit
@@ -142,9 +143,14 @@ class Study:
         if self.search != "grid" and (not isinstance(self.samples, int) or self.samples < 1):
             raise ExploreError(f"--samples: {self.search} search needs a positive number of "
                                f"samples, not {self.samples!r}")
-        if self.freq_mhz is not None and not self.freq_mhz > 0:
-            raise ExploreError(f"--freq: must be a positive number of MHz, not "
-                               f"{self.freq_mhz!r}")
+        freq = self.freq_mhz
+        if freq is not None and (isinstance(freq, bool) or not isinstance(freq, (int, float))
+                                 or not (math.isfinite(freq) and freq > 0)):
+            raise ExploreError(f"--freq: must be a positive number of MHz, not {freq!r}")
+        if isinstance(self.sample_seed, bool) or not isinstance(self.sample_seed, int) \
+                or self.sample_seed < 0:
+            raise ExploreError(f"--sample-seed: must be a non-negative integer, not "
+                               f"{self.sample_seed!r}")
 
     @property
     def columns(self) -> list[str]:
@@ -244,9 +250,11 @@ def load_study(path: str | Path) -> tuple[Study, dict]:
     """
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text())
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ExploreError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ExploreError(f"{path}: {not_utf8(error)}") from None
     except tomllib.TOMLDecodeError as error:
         raise ExploreError(f"{path}: invalid TOML ({error})") from None
     table = document.get("explore")

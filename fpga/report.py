@@ -188,8 +188,8 @@ def gather(directory: Path) -> list[dict]:
         if any(part.startswith(".lutra-tmp-") for part in path.parts):
             continue                # a build in progress (see gen.outputs)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):       # not JSON, not UTF-8: not one of Lutra's reports
             continue
         if isinstance(data, dict) and data.get("lutra_report") == 1:
             data["_path"] = str(path.parent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -312,6 +313,26 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _check_block_first(args, argv: list[str], rest: list[str]) -> None:
+    """Refuse parameter flags given before the block name (``lutra generate --rows 4 gemm``:
+    argparse takes the flag's value, ``4``, for the block), saying the command meant."""
+    known = blocks()
+    block = getattr(args, "block", None)
+    if block is None or block in known:
+        return
+    tokens = argv[argv.index(args.command) + 1:]
+    late = [token for token in rest if token in known]
+    if late:
+        tokens.remove(late[0])
+        raise UsageError(f"the block name comes first, then its parameter flags: "
+                         f"lutra {args.command} {shlex.join([late[0], *tokens])}")
+    where = tokens.index(block) if block in tokens else 0
+    if where and tokens[where - 1].startswith("-") and tokens[where - 1] in rest:
+        raise UsageError(f"the block name comes first, then its parameter flags: "
+                         f"lutra {args.command} BLOCK {shlex.join(tokens)} (BLOCK: one of "
+                         f"{', '.join(known)})")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     parser = Parser(prog="lutra", description=__doc__.splitlines()[0])
@@ -326,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if rest and not getattr(args, "takes_params", False):
             raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
+        _check_block_first(args, sys.argv[1:] if argv is None else list(argv), rest)
         args.params = rest
         return COMMANDS[args.command][1](args)
     except (UsageError, ConfigError, OutputError) as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fpga.flow import ROUTERS
 
-from .cli_common import UsageError, add_force, configs_from_args
+from .cli_common import UsageError, add_force, configs_from_args, mhz, seed_number
 from .outputs import OutputDir
 from .progress import Progress
 
@@ -32,10 +32,10 @@ def add_build_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--list-targets", action="store_true",
                    help="list devices and boards with their resources, then exit")
     p.add_argument("--speed", type=int, help="ECP5 speed grade (6, 7 or 8; default 6)")
-    p.add_argument("--freq", type=float,
+    p.add_argument("--freq", type=mhz,
                    help="requested clock in MHz (default 50 iCE40, 150 ECP5; board self-test: "
                         "the board's clock)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--seed", type=seed_number, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
                    help="nextpnr's router (default router1; router2 is often faster on large "
                         "designs)")

@@ -9,12 +9,13 @@ no module imports the command line it belongs to.
 from __future__ import annotations
 
 import argparse
+import math
 
 from .blocks import BlockSpec, blocks, get_block
 from .config import BlockConfig, load_config, validate_params
 
 __all__ = ["UsageError", "Parser", "add_block_flags", "parse_block_flags", "configs_from_args",
-           "add_force", "sizes", "size_list", "int_list"]
+           "add_force", "sizes", "size_list", "int_list", "mhz", "seed_number"]
 
 
 class UsageError(Exception):
@@ -53,6 +54,25 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected positive integers separated by commas "
                                          f"(e.g. 1,2,4), not {text!r}")
     return [int(p) for p in parts]
+
+
+def mhz(text: str) -> float:
+    """A clock frequency: a positive finite number of MHz, an argparse type."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of MHz (e.g. 50), "
+                                         f"not {text!r}")
+    return value
+
+
+def seed_number(text: str) -> int:
+    """A random or placement seed: a non-negative integer, an argparse type."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}")
+    return int(text)
 
 
 def size_list(text: str) -> list[tuple[int, int]]:

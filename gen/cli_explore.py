@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_common import Parser, UsageError, add_force
+from .cli_common import Parser, UsageError, add_force, mhz, seed_number
 from .progress import Progress
 
 __all__ = ["add_explore_parser", "default_jobs", "run_explore"]
@@ -50,8 +50,8 @@ def add_explore_parser(sub) -> argparse.ArgumentParser:
                    help="grid (default): every combination; random: --samples of them; "
                         "bayes: --samples chosen by Optuna's multi-objective TPE")
     p.add_argument("--samples", type=int, help="configurations tried by random and bayes")
-    p.add_argument("--sample-seed", type=int, help="seed of the random / bayes sampler")
-    p.add_argument("--freq", type=float, help="requested clock in MHz (default: as lutra build)")
+    p.add_argument("--sample-seed", type=seed_number, help="seed of the random / bayes sampler")
+    p.add_argument("--freq", type=mhz, help="requested clock in MHz (default: as lutra build)")
     p.add_argument("--allow-lut-multipliers", action="store_true",
                    help="build every multiplier from LUTs")
     p.add_argument("--jobs", type=int,

@@ -41,7 +41,8 @@ def add_run_parser(sub):
         usage="lutra run encoder [--text TEXT ...] [--token-ids FILE.npy] [--model minilm|tiny] "
               "[--layers N] [--simulator verilator|icarus] [--batch] [--json] "
               "[--PARAM VALUE ...]")
-    p.add_argument("block", choices=("encoder",), help="the design to run (encoder)")
+    # Checked in run_run, not by choices: a flag before it is then reported as such.
+    p.add_argument("block", help="the design to run (encoder)")
     p.add_argument("--text", action="append", default=[], help="a sentence (repeatable)")
     p.add_argument("--token-ids", type=Path,
                    help="token ids instead of text: a .npy of one sequence (1-D) or of equal-"
@@ -86,10 +87,7 @@ def _sequences(args, model) -> list[tuple[str | None, np.ndarray]]:
         from sim.minilm import token_ids
         out.append((text, token_ids(text) % vocab))
     if args.token_ids is not None:
-        try:
-            ids = np.load(args.token_ids, allow_pickle=False)
-        except (ValueError, EOFError) as error:
-            raise UsageError(f"{args.token_ids}: not a NumPy .npy file ({error})") from None
+        ids = _load_token_ids(args.token_ids)
         if ids.dtype.kind not in "iu" or ids.ndim not in (1, 2) or ids.size == 0:
             raise UsageError(f"{args.token_ids}: expected a non-empty 1-D or 2-D integer array, "
                              f"not {ids.dtype} of shape {ids.shape}")
@@ -103,6 +101,27 @@ def _sequences(args, model) -> list[tuple[str | None, np.ndarray]]:
             raise UsageError(f"sentence {n} is {len(ids)} tokens long; this configuration takes "
                              f"at most {model.max_len} (max_len)")
     return out
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_EXPECTED = "expected a .npy file of integer token ids (numpy.save), 1-D or 2-D"
+
+
+def _load_token_ids(path: Path) -> np.ndarray:
+    """The array in the .npy file ``path``; anything else (text, a .npz archive, a damaged or
+    pickled .npy) is a one-line error saying what is expected."""
+    with open(path, "rb") as file:
+        head = file.read(len(_NPY_MAGIC))
+        if head != _NPY_MAGIC:
+            what = "a .npz archive, not a .npy file" if head.startswith(b"PK") else \
+                "not a NumPy .npy file"
+            raise UsageError(f"{path}: {what}; {_NPY_EXPECTED}")
+        file.seek(0)
+        try:
+            return np.load(file, allow_pickle=False)
+        except (ValueError, EOFError) as error:
+            raise UsageError(f"{path}: not a readable .npy file ({error}); "
+                             f"{_NPY_EXPECTED}") from None
 
 
 def _float_embedding(name: str, layers: int, text: str | None, ids: np.ndarray) -> np.ndarray:
@@ -222,6 +241,9 @@ def run_run(args) -> int:
 
     from .blocks import get_block
     from .blocks.encoder import encoder_model, encoder_params
+    if args.block != "encoder":
+        raise UsageError(f"argument block: invalid choice: {args.block!r} (choose from "
+                         f"'encoder')")
     if args.layers < 0:
         raise UsageError(f"--layers must be >= 0, not {args.layers}")
     flags = parse_block_flags(get_block("encoder"), args.params, "lutra run")

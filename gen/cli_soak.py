@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli_common import UsageError, add_force, configs_from_args
+from .cli_common import UsageError, add_force, configs_from_args, seed_number
 from .config import BlockConfig
 from .outputs import OutputDir
 from .progress import Progress
@@ -90,7 +90,8 @@ def add_soak_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--beats", type=int, default=DEFAULT_BEATS,
                    help=f"input beats to stream at least (default {DEFAULT_BEATS})")
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=seed_number, default=1,
+                   help="seed of the random data and stalls (default 1)")
     p.add_argument("--build-dir", type=Path, help=f"default {DEFAULT_SOAK_DIR}")
     add_force(p)
     p.set_defaults(takes_params=True, config=None)

@@ -14,7 +14,8 @@ else:  # pragma: no cover
 
 from .blocks import BlockSpec, Param, blocks
 
-__all__ = ["ConfigError", "BlockConfig", "validate_params", "load_config", "build_component"]
+__all__ = ["ConfigError", "BlockConfig", "validate_params", "load_config", "build_component",
+           "not_utf8"]
 
 
 class ConfigError(Exception):
@@ -101,13 +102,21 @@ def build_component(config: BlockConfig, *, source: str = ""):
         raise ConfigError(f"{prefix}{config.block.name}: {error}") from None
 
 
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """The reason a TOML file could not be decoded, for a one-line message."""
+    return (f"not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            f"a TOML file must be UTF-8")
+
+
 def load_config(path: str | Path) -> list[BlockConfig]:
     """Read a TOML file with one table per block; every key is validated."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: {not_utf8(error)}") from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

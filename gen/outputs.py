@@ -59,7 +59,29 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _plain_name(name: str) -> bool:
+    """Whether ``name`` can be an output's name: one entry of the directory itself."""
+    return bool(name) and "/" not in name and "\0" not in name and name not in (".", "..") \
+        and name != MARKER and not name.startswith(_TMP)
+
+
+def _leads_out(directory: Path, name: str) -> bool:
+    """Whether ``directory / name`` is a symbolic link to somewhere outside ``directory``
+    (Lutra writes no links: one there was put by someone else)."""
+    entry = directory / name
+    if not entry.is_symlink():
+        return False
+    try:
+        return not entry.resolve().is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):         # a loop of links
+        return True
+
+
 def _read_marker(directory: Path, force: bool) -> dict[str, list[str]] | None:
+    """The marker's owners, ``None`` without a marker; a marker that cannot be read, or that
+    names anything but plain entries of ``directory`` (``../x``, ``/x``, a link leading out),
+    is refused (an :class:`OutputError`), or ignored (``{}``) with ``force``: nothing outside
+    the directory is ever removed or written because a marker says so."""
     marker = directory / MARKER
     if not marker.exists():
         return None
@@ -71,11 +93,17 @@ def _read_marker(directory: Path, force: bool) -> dict[str, list[str]] | None:
                 for v in owners.values())):
             raise ValueError
     except (OSError, ValueError, KeyError, TypeError):
-        if force:
-            return {}
-        raise OutputError(f"{marker}: unreadable marker of Lutra's outputs; delete it or use "
-                          f"--force") from None
-    return {k: list(v) for k, v in owners.items()}
+        problem = "unreadable marker of Lutra's outputs"
+    else:
+        outside = [n for names in owners.values() for n in names
+                   if not _plain_name(n) or _leads_out(directory, n)]
+        if not outside:
+            return {k: list(v) for k, v in owners.items()}
+        problem = (f"marker of Lutra's outputs names {outside[0]!r}, which is not a file of "
+                   f"this directory")
+    if force:
+        return {}
+    raise OutputError(f"{marker}: {problem}; delete it or use --force")
 
 
 def _write_marker(directory: Path, owners: dict[str, list[str]]) -> None:
@@ -197,6 +225,9 @@ class OutputDir:
         """Own the subdirectory ``name`` (created), written in place; recorded in the marker
         at once."""
         self._check_name(name)
+        if _leads_out(self.path, name):            # even with force: never written through
+            raise OutputError(f"{self.path / name}: is a link to outside {self.path}; Lutra "
+                              f"does not write through it")
         if name not in self._claims:
             self._refuse_foreign([name])
             self._claims.append(name)
@@ -210,8 +241,7 @@ class OutputDir:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not name or "/" in name or name in (".", "..") or name == MARKER \
-                or name.startswith(_TMP):
+        if not _plain_name(name):
             raise ValueError(f"output name must be a plain file name, not {name!r}")
 
     def _refuse_foreign(self, names) -> None:

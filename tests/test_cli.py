@@ -70,6 +70,29 @@ def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, capsys, text, m
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
+@pytest.mark.parametrize("command", [["generate", "--out", "o"], ["sim"], ["build", "--target",
+                                     "ecp5-25f"], ["explore", "--out", "o"], ["prove"],
+                                     ["demo", "--block", "gemm"]])
+def test_config_that_is_not_utf8_is_one_line_exit_2(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.toml"
+    config.write_bytes(b"\xff\xfe[\x00g\x00e\x00m\x00m\x00]\x00")     # UTF-16, say
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(command + ["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"lutra: error: {config}: not UTF-8 text (byte 0xff at offset 0); "
+                   f"a TOML file must be UTF-8\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_report_skips_a_report_json_that_is_not_utf8(tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "report.json").write_bytes(b'{"lutra_report": 1, "block": "\xff"}')
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"lutra: error: {tmp_path}: no build reports (report.json) found\n", err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["generate", "gemm", "--rows", "0"], "gemm.rows: must be in [1, 32], not 0"),
     (["generate", "gemm", "--rowz", "3"], "unrecognized arguments: --rowz 3"),
@@ -92,6 +115,32 @@ def test_bad_flags(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--rows", "4", "gemm", "--out", "my dir"],
+     "lutra generate gemm --rows 4 --out 'my dir'"),
+    (["generate", "--out", "o", "--requantize", "false", "gemm"],
+     "lutra generate gemm --out o --requantize false"),
+    (["sim", "--rows", "2", "gemm"], "lutra sim gemm --rows 2"),
+    (["build", "--rows", "2", "gemm", "--target", "ice40-up5k"],
+     "lutra build gemm --rows 2 --target ice40-up5k"),
+    (["prove", "--rows", "2", "gemm"], "lutra prove gemm --rows 2"),
+    (["explore", "--rows", "2..4", "gemm", "--target", "ecp5-25f", "--out", "o"],
+     "lutra explore gemm --rows 2..4 --target ecp5-25f --out o"),
+    (["soak", "--rows", "2", "gemm"], "lutra soak gemm --rows 2"),
+    (["run", "--max-tokens", "8", "encoder", "--model", "tiny"],
+     "lutra run encoder --max-tokens 8 --model tiny"),
+    (["generate", "--rows", "4", "--out", "o"], "lutra generate BLOCK --rows 4 --out o (BLOCK: "
+                                                f"one of {', '.join(blocks())})"),
+])
+def test_flags_before_the_block_name(tmp_path, monkeypatch, capsys, no_runs, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"lutra: error: the block name comes first, then its parameter flags: " \
+                  f"{message}\n", err
+    assert not list(tmp_path.iterdir())
 
 
 def test_failed_generation_keeps_previous_output(tmp_path, monkeypatch):
@@ -166,3 +215,49 @@ def test_encoder_longest_sequence_follows_the_batch_memory(tmp_path, capsys):
                  "--max-tokens", "8", "--out", str(tmp_path / "c")]) == 2
     assert "max_tokens must be >= max_len (16), not 8" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.fixture
+def no_runs(monkeypatch):
+    """Builds, studies and soaks that fail the test if reached (the checks come first)."""
+    def reached(*args, **kwargs):
+        raise AssertionError("bad input reached a build, study or soak")
+
+    for target in ("fpga.flow.build_ooc", "fpga.bench.build_ooc", "fpga.explore.run_study",
+                   "gen.cli_soak.soak_block"):
+        monkeypatch.setattr(target, reached)
+
+
+BUILD = ["build", "gemm", "--target", "ecp5-25f"]
+EXPLORE = ["explore", "gemm", "--target", "ecp5-25f"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    *[(BUILD + ["--freq", f], f"argument --freq: expected a positive number of MHz (e.g. 50), "
+                              f"not '{f}'") for f in ("0", "-5", "nan", "inf", "1e400", "x")],
+    (BUILD + ["--seed", "-1"], "argument --seed: expected a non-negative integer, not '-1'"),
+    *[(EXPLORE + ["--freq", f], "argument --freq: expected a positive number of MHz")
+      for f in ("0", "-1", "nan", "inf")],
+    (EXPLORE + ["--search", "random", "--samples", "2", "--sample-seed", "-1"],
+     "argument --sample-seed: expected a non-negative integer, not '-1'"),
+    (["soak", "gemm", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
+    (["bench", "fpga", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
+    (["bench", "fpga", "--arrays", "2x2", "--seeds", "1,-2"], "not '1,-2'"),
+])
+def test_bad_clock_and_seed_values_are_refused(tmp_path, capsys, no_runs, argv, message):
+    out = tmp_path / "out"
+    assert main(argv + (["--out", str(out)] if argv[0] != "soak" else [])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lutra: error: ") and err.count("\n") == 1, err
+    assert message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "0", "-3", "true", '"fast"'])
+def test_bad_clock_in_an_explore_study_is_refused(tmp_path, capsys, no_runs, value):
+    study = tmp_path / "study.toml"
+    study.write_text(f'[explore]\nblock = "gemm"\ntargets = ["ecp5-25f"]\nfreq = {value}\n')
+    assert main(["explore", "--config", str(study), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{study}: --freq: must be a positive number of MHz" in err, err
+    assert err.count("\n") == 1

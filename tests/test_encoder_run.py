@@ -36,7 +36,15 @@ def test_run_tiny_verilator(tmp_path, capsys):
     (["--text", "A.", "--layers", "3"], "--layers must be at most 2 for tiny, not 3"),
     (["--text", "A.", "--model-layers", "1"], "use --model and --layers to choose the model"),
     (["--token-ids", "{missing}"], "No such file or directory"),
-    (["--token-ids", "{bad}"], "not a NumPy .npy file"),
+    (["--token-ids", "{bad}"], "bad.npy: not a NumPy .npy file; expected a .npy file of "
+                               "integer token ids (numpy.save), 1-D or 2-D"),
+    (["--token-ids", "{text}"], "ids.txt: not a NumPy .npy file; expected a .npy file of "
+                                "integer token ids"),
+    (["--token-ids", "{npz}"], "ids.npz: a .npz archive, not a .npy file; expected a .npy file "
+                               "of integer token ids"),
+    (["--token-ids", "{cut}"], "cut.npy: not a readable .npy file ("),
+    (["--token-ids", "{objects}"], "objects.npy: not a readable .npy file (Object arrays"),
+    (["--token-ids", "{directory}"], "Is a directory"),
     (["--token-ids", "{floats}"], "expected a non-empty 1-D or 2-D integer array, not float64"),
     (["--token-ids", "{range}"], "token ids must be in [0, 99]"),
     (["--text", "A.", "--text", "B.", "--text", "C.", "--batch"],
@@ -47,7 +55,14 @@ def test_run_tiny_verilator(tmp_path, capsys):
 def test_run_errors(argv, message, tmp_path, capsys):
     files = {"missing": tmp_path / "none.npy", "bad": tmp_path / "bad.npy",
              "floats": tmp_path / "floats.npy", "range": tmp_path / "range.npy"}
+    files.update(text=tmp_path / "ids.txt", npz=tmp_path / "ids.npz", cut=tmp_path / "cut.npy",
+                 objects=tmp_path / "objects.npy", directory=tmp_path)
     files["bad"].write_text("not numpy")
+    files["text"].write_text("101 2023 102\n")
+    np.savez(files["npz"], ids=np.array([1, 2, 3]))
+    np.save(files["cut"], np.arange(100))
+    files["cut"].write_bytes(files["cut"].read_bytes()[:-40])
+    np.save(files["objects"], np.array([{}, 1], dtype=object), allow_pickle=True)
     np.save(files["floats"], np.zeros(3))
     np.save(files["range"], np.array([1, 100]))
     argv = [a.format(**files) for a in argv]
@@ -56,6 +71,7 @@ def test_run_errors(argv, message, tmp_path, capsys):
     assert not out.exists(), "a refused run wrote files"
     err = capsys.readouterr().err
     assert err.startswith("lutra: error: ") and message in err and err.count("\n") == 1, err
+    assert "pickle" not in err.split("Object arrays")[0], err       # a text file is not pickled
 
 
 def test_cycle_model_minilm_layer():

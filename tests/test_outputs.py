@@ -125,6 +125,46 @@ def test_unreadable_marker_is_refused(tmp_path, capsys):
     assert json.loads((out / MARKER).read_text())["owners"]["generate"]
 
 
+@pytest.mark.parametrize("escape", ["relative", "absolute", "link"])
+def test_marker_naming_paths_outside_is_refused(tmp_path, capsys, escape):
+    """A marker (forged or corrupted) that names a path outside its directory does not make
+    Lutra remove or write there: it is refused like an unreadable one, ignored with --force."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("a user's file\n")
+    out = tmp_path / "o"
+    assert lutra("generate", "gemm", "--out", out) == 0
+    name = {"relative": "../mine/thesis.tex", "absolute": str(mine / "thesis.tex"),
+            "link": "old"}[escape]
+    if escape == "link":
+        (out / "old").symlink_to(mine)
+    (out / MARKER).write_text(json.dumps({"lutra_outputs": 1, "owners": {
+        "generate": ["lutra_gemm.json", "lutra_gemm.v", name]}}))
+    assert lutra("generate", "gemm", "--rows", "2", "--out", out) == 2
+    one_line_error(capsys, f"{out / MARKER}: marker of Lutra's outputs names {name!r}",
+                   "--force")
+    assert (mine / "thesis.tex").read_text() == "a user's file\n"
+    assert json.loads((out / "lutra_gemm.json").read_text())["config"]["rows"] == 4
+    assert lutra("generate", "gemm", "--rows", "2", "--out", out, "--force") == 0
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    assert (mine / "thesis.tex").read_text() == "a user's file\n"
+    assert json.loads((out / "lutra_gemm.json").read_text())["config"]["rows"] == 2
+    assert name not in json.loads((out / MARKER).read_text())["owners"]["generate"]
+
+
+def test_claim_does_not_write_through_a_link_leading_out(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "sim").symlink_to(mine)
+    for force in (False, True):
+        with pytest.raises(OutputError, match="is a link to outside"), \
+                OutputDir(out, owner="sim", force=force, shared=True) as directory:
+            directory.claim("sim")
+    assert not list(mine.iterdir())
+
+
 def test_disk_full_keeps_previous_outputs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "o"
     assert lutra("generate", "gemm", "--out", out) == 0
