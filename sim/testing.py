@@ -6,6 +6,7 @@ pytest, so nothing outside ``tests/`` should import this module.
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -14,7 +15,7 @@ from gen.blocks import get_block
 from gen.config import validate_params
 from sim.runner import SIMULATORS, missing_reason, run_cocotb
 
-__all__ = ["SIMULATORS", "cocotb_run", "run_selftest"]
+__all__ = ["SIMULATORS", "build_netlist", "cocotb_run", "connectivity", "run_selftest"]
 
 
 def cocotb_run(block: str, params: dict, simulator: str, tmp_path, *, seed: int = 1,
@@ -60,3 +61,36 @@ def run_selftest(dut, *, max_cycles: int, period: float = 1e-6) -> dict:
     sim.add_testbench(bench)
     sim.run()
     return result
+
+
+def build_netlist(block: str, params: dict, device_name: str, tmp_path) -> dict:
+    """``block``'s netlist for ``params`` as ``lutra build`` synthesizes it for ``device_name``
+    (flattened, the block's names under ``block.``): the Yosys JSON module."""
+    from fpga.flow import _synth_script, build_primitives
+    from fpga.ooc import OOC_TOP, OocWrapper
+    from fpga.targets import DEVICES
+    from fpga.tools import run_tool
+    from gen.config import build_component
+    from gen.verilog import convert, convert_rtlil, manifest
+    device = DEVICES[device_name]
+    config = validate_params(get_block(block), params)
+    component = build_component(config)
+    primitives = build_primitives(device, False)
+    (tmp_path / "blk.il").write_text(convert_rtlil(component, "blk", primitives=primitives))
+    ports = manifest(config, component, primitives=primitives)["ports"]
+    (tmp_path / f"{OOC_TOP}.v").write_text(convert(OocWrapper(module="blk", ports=ports), OOC_TOP))
+    (tmp_path / "synth.ys").write_text(_synth_script("blk", device, False))
+    run_tool("yosys", ["-q", "synth.ys"], cwd=tmp_path, log=tmp_path / "yosys.log")
+    return json.loads((tmp_path / "synth.json").read_text())["modules"][OOC_TOP]
+
+
+def connectivity(module: dict) -> tuple[dict, dict]:
+    """Every bit's drivers and readers in a Yosys JSON ``module``: two dicts from bit to a list
+    of ``(cell name, cell type, port)``."""
+    drivers, readers = {}, {}
+    for name, cell in module["cells"].items():
+        for port, bits in cell["connections"].items():
+            table = drivers if cell["port_directions"][port] == "output" else readers
+            for bit in bits:
+                table.setdefault(bit, []).append((name, cell["type"], port))
+    return drivers, readers

@@ -6,9 +6,10 @@ import re
 
 import pytest
 from amaranth.sim import Simulator
-from sim.testing import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, build_netlist, cocotb_run, connectivity
 
 from hw.attention import AttentionScheduler, SchedulerParams
+from hw.attention.params import UnitParams
 from sim.attention_driver import EngineModel, Harness, check_invariants
 from sim.golden.attention import schedule
 from sim.stalls import Stalls
@@ -241,6 +242,15 @@ def test_cocotb(params, simulator, tmp_path):
     cocotb_run("attention", params, simulator, tmp_path)
 
 
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_cocotb_ecp5_primitives(simulator, tmp_path):
+    """The Verilog written for ECP5 (the window's select copies as TRELLIS_FF instances with a
+    synchronous reset, run on the behavioural model in sim/models) passes the same
+    regression."""
+    cocotb_run("attention", {"lookahead": 8}, simulator, tmp_path, primitives="ecp5")
+
+
 # ---- structure: the pipelining -------------------------------------------------------------
 
 def logic_levels(dut: AttentionScheduler, tmp_path) -> int:
@@ -266,3 +276,47 @@ def test_logic_depth_does_not_grow_with_the_window(lookahead, tmp_path):
     (6 levels for both; the scheduler before pipelining had 11 and 12)."""
     levels = logic_levels(AttentionScheduler(lookahead=lookahead, max_len=64), tmp_path)
     assert levels <= 7, f"lookahead {lookahead}: {levels} LUT4 levels > 7"
+
+
+#: Most LUT inputs one flip-flop of the 4-engine unit's scheduler may drive once synthesized for
+#: ECP5: a slot's copy of the window's shift select (``holes_<n>``, 60-90 a bit) or of
+#: ``staged_valid`` (4-93). (At ac1b951 the copies per 4 slots were merged by Yosys: one
+#: ``holes`` bit drove 613 inputs and ``staged_valid`` 514; the worst routed path of build l
+#: in docs/blocks/attention_unit.md started at such a bit.)
+MAX_WINDOW_LOADS = 100
+
+
+@pytest.mark.fpga
+def test_window_select_copies_are_flip_flops_of_their_own(tmp_path):
+    """Synthesized as ``lutra build`` does for the 85F, with the parameters the 4-engine
+    attention unit gives its scheduler, every window slot that selects among several rows has
+    its own ``holes`` flip-flops and every slot its own ``staged_valid`` flip-flop (TRELLIS_FF
+    instances, which Yosys does not merge), and no flip-flop drives more than
+    ``MAX_WINDOW_LOADS`` inputs."""
+    unit = UnitParams()
+    kwargs = {"engines": unit.engines, "block": unit.block, "window": unit.window,
+              "n_global": unit.n_global, "causal": unit.causal, "max_len": unit.max_len,
+              "seq_width": unit.seq_bits + unit.head_bits, "lookahead": unit.lookahead,
+              "longest_first": unit.longest_first}                  # as hw/attention/unit.py
+    params = SchedulerParams(**kwargs)
+    module = build_netlist("attention", kwargs, "ecp5-85f", tmp_path)
+    drivers, readers = connectivity(module)
+    copies = [f"holes_{n}" for n in range(params.lookahead - 1)]    # the last slot: no shift
+    copies += [f"staged_valid_{n}" for n in range(params.lookahead)]
+    flip_flops = set()
+    for name in copies:
+        net = module["netnames"].get(f"block.{name}")
+        assert net is not None, f"no register {name} in the netlist"
+        for bit in net["bits"]:
+            kinds = [(cell, kind) for cell, kind, _ in drivers.get(bit, [])]
+            assert len(kinds) == 1 and kinds[0][1] == "TRELLIS_FF", f"{name} driven by {kinds}"
+            flip_flops.add(kinds[0][0])
+    width = params.dispatch_width.bit_length()              # holes: 0..dispatch_width
+    assert len(flip_flops) == (params.lookahead - 1) * width + params.lookahead
+    loads = {}
+    for cell_name, cell in module["cells"].items():
+        if cell["type"] == "TRELLIS_FF" and cell_name.startswith("block."):
+            (q,) = cell["connections"]["Q"]
+            loads[cell_name] = len(readers.get(q, []))
+    worst = sorted(loads.items(), key=lambda item: -item[1])[:5]
+    assert worst[0][1] <= MAX_WINDOW_LOADS, f"flip-flops driving most inputs: {worst}"

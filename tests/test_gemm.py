@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from sim.testing import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, build_netlist, cocotb_run, connectivity
 
 from amaranth import Module, signed
 from amaranth.lib import data, wiring
@@ -676,7 +676,7 @@ def test_ice40_accumulator_sums_drive_the_accumulator_alone(tmp_path):
     accumulator): nextpnr-ice40 packs a LUT with a flip-flop only when that is its one load,
     and with the result register loaded from the sum too both sat in LCs of their own, the
     routes to them the UP5K's critical paths."""
-    module = _build_netlist({"rows": 2, "cols": 2}, "ice40-up5k", tmp_path)
+    module = build_netlist("gemm", {"rows": 2, "cols": 2}, "ice40-up5k", tmp_path)
     drivers, readers = connectivity(module)
     accs = [bit for name, net in module["netnames"].items()
             if re.fullmatch(r"block\.pe\d_\d_acc", name) for bit in net["bits"]]
@@ -687,28 +687,6 @@ def test_ice40_accumulator_sums_drive_the_accumulator_alone(tmp_path):
         (d,) = module["cells"][ff]["connections"]["D"]
         loads = [(k, port) for _, k, port in readers[d]]
         assert loads == [(kind, "D")], f"accumulator bit {bit}'s sum also feeds {loads}"
-
-
-def _build_netlist(kwargs: dict, device_name: str, tmp_path) -> dict:
-    """The block's netlist as ``lutra build`` synthesizes it for ``device_name`` (flattened,
-    the block's names under ``block.``): the Yosys JSON module."""
-    from fpga.flow import _synth_script, build_primitives
-    from fpga.ooc import OOC_TOP, OocWrapper
-    from fpga.targets import DEVICES
-    from fpga.tools import run_tool
-    from gen.blocks import get_block
-    from gen.config import build_component, validate_params
-    from gen.verilog import convert, convert_rtlil, manifest
-    device = DEVICES[device_name]
-    config = validate_params(get_block("gemm"), kwargs)
-    core = build_component(config)
-    primitives = build_primitives(device, False)
-    (tmp_path / "blk.il").write_text(convert_rtlil(core, "blk", primitives=primitives))
-    wrapper = OocWrapper(module="blk", ports=manifest(config, core, primitives=primitives)["ports"])
-    (tmp_path / f"{OOC_TOP}.v").write_text(convert(wrapper, OOC_TOP))
-    (tmp_path / "synth.ys").write_text(_synth_script("blk", device, False))
-    run_tool("yosys", ["-q", "synth.ys"], cwd=tmp_path, log=tmp_path / "yosys.log")
-    return json.loads((tmp_path / "synth.json").read_text())["modules"][OOC_TOP]
 
 
 @pytest.mark.parametrize("kwargs", [{"rows": 3, "cols": 3, "dsp_input_reg": "on"},
@@ -723,7 +701,7 @@ def test_ecp5_pe_dsp_operands_come_from_registers_of_their_own(kwargs, tmp_path)
     also feeds the neighbouring PE) to its DSP, 6.61 ns of routing (seed 1). Yosys merges a
     register into another that holds the same value, whatever its wires' names or ``keep``."""
     params = GemmParams(**kwargs)
-    module = _build_netlist(kwargs, "ecp5-85f", tmp_path)
+    module = build_netlist("gemm", kwargs, "ecp5-85f", tmp_path)
     drivers, readers = connectivity(module)
     dsps = {name: cell for name, cell in module["cells"].items()
             if cell["type"] == "MULT18X18D"
@@ -895,18 +873,6 @@ def test_no_register_fans_out_across_the_array(tmp_path):
                          registers=True)
     worst = sorted(fanout.items(), key=lambda item: -item[1])[:5]
     assert worst[0][1] <= MAX_REGISTER_FANOUT, f"registers reaching most flip-flop bits: {worst}"
-
-
-def connectivity(module: dict) -> tuple[dict, dict]:
-    """Every bit's drivers and readers in a Yosys JSON ``module``: two dicts from bit to a list
-    of ``(cell name, cell type, port)``."""
-    drivers, readers = {}, {}
-    for name, cell in module["cells"].items():
-        for port, bits in cell["connections"].items():
-            table = drivers if cell["port_directions"][port] == "output" else readers
-            for bit in bits:
-                table.setdefault(bit, []).append((name, cell["type"], port))
-    return drivers, readers
 
 
 def coarse_netlist(verilog: str, top: str, tmp_path) -> dict:

@@ -4,20 +4,15 @@ The policy is specified, cycle by cycle, by ``sim/golden/attention.py`` (``sched
 component reproduces it exactly when every engine takes a fixed number of cycles per command.
 """
 
-from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.params import params_or_keywords
+from ..common.pipeline import own_register
 from .scheduler_params import SchedulerParams
 
 __all__ = ["AttentionScheduler", "Command", "Descriptor"]
-
-#: Window slots per copy of the registered shift (``holes``). 8 in the scheduler alone; in the
-#: 4-engine attention unit the path from a copy through the shifted slots' ``ahead`` bits into
-#: the insertion was the worst (15.0 ns, 13.1 of it routing), so each copy drives fewer slots.
-HOLES_GROUP = 4
-
 
 def Descriptor(seq_width: int, length_width: int) -> data.StructLayout:
     """One sequence of the batch: its id and its length in tokens (0 = no work)."""
@@ -184,14 +179,14 @@ class AttentionScheduler(wiring.Component):
         m = Module()
         row_layout = _Row(self._params.seq_width, self._params.block_width, self._params.block,
                           first=self._params.n_global == 0)
-        window = self._window(m, row_layout)
+        window = self._window(m, row_layout, platform)
         engines = self._engine_slots(m, row_layout)
         taken, n_taken = self._dispatch(m, row_layout, window, engines)
         generator = self._generator(m, row_layout)
-        self._window_update(m, row_layout, window, taken, n_taken, generator)
+        self._window_update(m, row_layout, window, taken, n_taken, generator, platform)
         return m
 
-    def _window(self, m: Module, row_layout) -> dict:
+    def _window(self, m: Module, row_layout, platform) -> dict:
         """The window's slots and its registered counts; ``moved[n]``: slot ``n`` once the
         previous cycle's dispatches (the holes) are gone."""
         D = self._params.lookahead
@@ -203,23 +198,20 @@ class AttentionScheduler(wiring.Component):
         holes_is = Signal(K + 1, init=1)        # one-hot holes
         waiting_gt = Signal(D)                  # waiting_gt[n]: waiting > n
         # moved[n]: slot n once the holes are gone (a shift selected by a register). The
-        # select drives every bit of the window: one copy of `holes` per group of
-        # HOLES_GROUP slots, each stored XOR its group number so that synthesis does not merge
-        # the copies again.
-        holes_width = Shape.cast(range(K + 1)).width
-        holes_copy = [Signal(holes_width, name=f"holes_{g}", init=g % (1 << holes_width))
-                      for g in range(-(-D // HOLES_GROUP))]
+        # select drives every bit of the window, so each slot has its own copy of the
+        # register (`holes_<n>`, loaded with `holes_next`), one that synthesis cannot merge
+        # with the others (copies per group of slots were merged: 300-600 loads a bit).
+        holes_next = Signal(range(K + 1))       # the dispatches of this cycle: n_taken
         moved = []
         for n in range(D):
-            g = n // HOLES_GROUP
-            index = holes_copy[g] ^ (g % (1 << holes_width))
+            holes = own_register(m, f"holes_{n}", holes_next, platform, reset=True)
             candidate = Signal(row_layout, name=f"moved_{n}")
             m.d.comb += candidate.eq(
-                _select([slots[min(n + t, D - 1)] for t in range(K + 1)], index))
+                _select([slots[min(n + t, D - 1)] for t in range(K + 1)], holes))
             moved.append(candidate)
 
         return {"slots": slots, "holes_is": holes_is, "waiting_gt": waiting_gt,
-                "holes_width": holes_width, "holes_copy": holes_copy, "moved": moved}
+                "holes_next": holes_next, "moved": moved}
 
     def _engine_slots(self, m: Module, row_layout) -> dict:
         """Per engine, the row it works on, its next key block and its commands left; drives
@@ -315,7 +307,6 @@ class AttentionScheduler(wiring.Component):
         at_last = Signal()                       # qb is the sequence's final block
         gen_pairs = Signal(bw + 1)               # key blocks of row qb, registered
         staged = Signal(row_layout)              # the row generated in the previous cycle
-        staged_valid = Signal()
         generate = Signal()
         room = Signal(init=1)                   # waiting + staged_valid < lookahead
         m.d.comb += [
@@ -385,7 +376,6 @@ class AttentionScheduler(wiring.Component):
             with m.If(at_last):
                 m.d.sync += cur_valid.eq(0)
 
-        m.d.sync += staged_valid.eq(generate)
         with m.If(generate):
             m.d.sync += [
                 staged.seq.eq(cur_seq),
@@ -397,18 +387,20 @@ class AttentionScheduler(wiring.Component):
             if store_first:
                 m.d.sync += staged.first.eq(self._minus_window(qb))
 
-        return {"staged": staged, "staged_valid": staged_valid, "generate": generate,
-                "room": room, "gen_pairs": gen_pairs}
+        return {"staged": staged, "generate": generate, "room": room, "gen_pairs": gen_pairs}
 
     def _window_update(self, m: Module, row_layout, window: dict, taken, n_taken,
-                       generator: dict) -> None:
+                       generator: dict, platform) -> None:
         """Drops the holes, inserts the staged row by priority and updates the counts."""
         D, K = self._params.lookahead, self._params.dispatch_width
         slots, moved, waiting_gt = window["slots"], window["moved"], window["waiting_gt"]
-        holes_is, holes_copy = window["holes_is"], window["holes_copy"]
-        holes_width = window["holes_width"]
-        staged, staged_valid = generator["staged"], generator["staged_valid"]
+        holes_is = window["holes_is"]
+        staged = generator["staged"]
         generate, room, gen_pairs = generator["generate"], generator["room"], generator["gen_pairs"]
+        # staged_valid (the staged row is valid: generated in the previous cycle) reaches every
+        # bit of every slot: each slot has its own copy, one that synthesis cannot merge.
+        slot_staged = [own_register(m, f"staged_valid_{n}", generate, platform, reset=True)
+                       for n in range(D)]
         # ---- window update: drop the holes, insert the staged row by priority -------------
         # Each row carries `ahead`: it has at least as many key blocks as the staged row, so
         # it stays ahead of it (ties in generation order). The bit is computed against the
@@ -423,11 +415,11 @@ class AttentionScheduler(wiring.Component):
             behind.append(bit)
         # Where each slot's row comes from: the staged row, the previous moved slot, or its
         # own moved slot.
-        from_staged = [staged_valid & (behind[n - 1] if n else 1) & ~behind[n]
+        from_staged = [slot_staged[n] & (behind[n - 1] if n else 1) & ~behind[n]
                        for n in range(D)]
-        from_prev = [staged_valid & ~behind[n - 1] if n else Const(0, 1) for n in range(D)]
+        from_prev = [slot_staged[n] & ~behind[n - 1] if n else Const(0, 1) for n in range(D)]
         # Slot n holds a row after this cycle when n < waiting + staged_valid.
-        occupied = [Mux(staged_valid, waiting_gt[n - 1] if n else 1, waiting_gt[n])
+        occupied = [Mux(slot_staged[n], waiting_gt[n - 1] if n else 1, waiting_gt[n])
                     for n in range(D)]
         for n in range(D):
             update = Signal(row_layout, name=f"update_{n}")
@@ -448,11 +440,12 @@ class AttentionScheduler(wiring.Component):
             ge = Signal(D)                       # ge[j]: slot j against the generator's row
             for j in range(D):
                 m.d.comb += ge[j].eq(slots[j].pairs >= gen_pairs)
-            shifted = Signal()                   # the staged row goes in, ahead
-            m.d.comb += shifted.eq(staged_valid & (staged.pairs >= gen_pairs))
+            staged_ge = Signal()                 # the staged row is ahead of the generator's
+            m.d.comb += staged_ge.eq(staged.pairs >= gen_pairs)
         else:
-            ge, shifted = Const((1 << D) - 1, D), staged_valid
+            ge, staged_ge = Const((1 << D) - 1, D), Const(1, 1)
         for n in range(D):
+            shifted = slot_staged[n] & staged_ge     # the staged row goes in, ahead
             terms = [shifted & taken[n - 1] if 1 <= n <= K else Const(0, 1),
                      ~shifted & taken[n] if n < K else Const(0, 1),
                      shifted if n == 0 else Const(0, 1)]
@@ -476,11 +469,11 @@ class AttentionScheduler(wiring.Component):
         waiting_gt_next = Signal(D)
         for n in range(D):
             m.d.comb += waiting_gt_next[n].eq(
-                Mux(staged_valid, after_takes(n - 1) if n else 1, after_takes(n)))
+                Mux(slot_staged[n], after_takes(n - 1) if n else 1, after_takes(n)))
         # Room for the next row: waiting + staged_valid < lookahead after this cycle.
         full_with_new = waiting_gt_next[D - 2] if D >= 2 else Const(1, 1)
+        m.d.comb += window["holes_next"].eq(n_taken)
         m.d.sync += [
-            *(copy.eq(n_taken ^ (g % (1 << holes_width))) for g, copy in enumerate(holes_copy)),
             holes_is.eq(Cat(*taken_is)),
             waiting_gt.eq(waiting_gt_next),
             room.eq(Mux(generate, ~full_with_new, ~waiting_gt_next[D - 1])),

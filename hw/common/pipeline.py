@@ -1,8 +1,12 @@
-"""Pipeline helpers shared by every block: registers that stall together, and delay lines."""
+"""Pipeline helpers shared by every block: registers that stall together, delay lines, and
+registers that synthesis keeps apart from their equals."""
 
-from amaranth import Cat, Module, Signal
+from amaranth import C, Cat, ClockSignal, Module, ResetSignal, Signal
+from amaranth.hdl import Instance
 
-__all__ = ["StallPipeline", "delayed"]
+from .mul import uses_ecp5_primitives
+
+__all__ = ["StallPipeline", "delayed", "own_register"]
 
 
 class StallPipeline:
@@ -50,3 +54,23 @@ def delayed(m: Module, name: str, value, cycles: int, *, shape=None, reset_less:
         m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+def own_register(m: Module, name: str, value, platform, *, reset: bool = False):
+    """``value`` through a register of its own (named ``name``; with ``reset``, cleared to 0 by
+    the ``sync`` domain's reset like an ordinary register, otherwise without reset). On ECP5
+    its bits are TRELLIS_FF instances: a register that holds what another one holds (a copy
+    made to split a fan-out) is merged with it by Yosys' opt_merge, whatever the names or
+    ``keep`` attributes of their wires; instances of a vendor cell are not merged."""
+    reg = Signal.like(value, name=name, reset_less=not reset)
+    if not uses_ecp5_primitives(platform):
+        m.d.sync += reg.eq(value)
+        return reg
+    # SRMODE LSR_OVER_CE: a synchronous reset, as Amaranth's; REGSET RESET: to 0.
+    clear = ResetSignal() if reset else C(0, 1)
+    for n in range(len(reg)):
+        m.submodules[f"{name}_ff{n}"] = Instance(
+            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+            p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
+            i_CLK=ClockSignal(), i_LSR=clear, i_CE=C(1, 1), i_DI=value[n], o_Q=reg[n])
+    return reg

@@ -1,8 +1,7 @@
 """Output-stationary systolic GEMM core (int8 or int16 activations, int8 weights) with TFLite
 requantization to int8 or int16."""
 
-from amaranth import (Array, C, Cat, ClockSignal, Elaboratable, Module, Mux, Shape, Signal, signed,
-                      unsigned)
+from amaranth import Array, C, Cat, Elaboratable, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.hdl import Instance
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -13,7 +12,7 @@ from ..common.fabric_mul import FabricMultiplier
 from ..common.params import params_or_keywords
 from ..common.mul import (MULTIPLIER_LATENCY, PipelinedMultiplier, uses_ecp5_primitives,
                           uses_ice40_primitives)
-from ..common.pipeline import delayed
+from ..common.pipeline import delayed, own_register
 from ..common.requant import Requantizer
 from .bram import BlockRAM
 from .params import B_WIDTH, READOUT_GROUP, REQUANT_FAR_DSPS, GemmParams, a_offset_width
@@ -144,23 +143,6 @@ def _masked_sum(m: Module, name: str, a, first, b):
             i_CIN=carry, o_COUT=cout, **ports)
         carry = cout
     return total[:width]
-
-
-def _own_register(m: Module, name: str, value, platform):
-    """``value`` through a register of its own (named ``name``, no reset). On ECP5 its bits are
-    TRELLIS_FF instances: a register that holds what another one holds (a PE's DSP operand is
-    its operand register's copy) is merged with it by Yosys' opt_merge, whatever the names or
-    ``keep`` attributes of their wires; instances of a vendor cell are not merged."""
-    reg = Signal.like(value, name=name, reset_less=True)
-    if not uses_ecp5_primitives(platform):
-        m.d.sync += reg.eq(value)
-        return reg
-    for n in range(len(reg)):
-        m.submodules[f"{name}_ff{n}"] = Instance(
-            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
-            p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
-            i_CLK=ClockSignal(), i_LSR=C(0, 1), i_CE=C(1, 1), i_DI=value[n], o_Q=reg[n])
-    return reg
 
 
 # A k-slice's valid and last flags, as they travel with the operands through the array.
@@ -587,9 +569,9 @@ class GemmCore(wiring.Component):
             # The multiplier's operands from registers of its own, each loading only the DSP,
             # so that nextpnr may place them between the PE and a DSP far from it (the 12 x 12
             # fills the 85F's DSP sites): the operand registers above feed the neighbouring PEs.
-            a_left = [_own_register(m, f"{name}mul_a{j}", x, platform)
+            a_left = [own_register(m, f"{name}mul_a{j}", x, platform)
                       for j, x in zip(lanes, a_left)]
-            b_above = [_own_register(m, f"{name}mul_b{j}", y, platform)
+            b_above = [own_register(m, f"{name}mul_b{j}", y, platform)
                        for j, y in zip(lanes, b_above)]
             product_flags = flags.next(m, name + "mul_flags")
         m.d.comb += [port.eq(value) for mul, x, y in zip(muls, a_left, b_above)
