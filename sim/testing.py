@@ -1,4 +1,5 @@
-"""Pytest-aware helpers for Lutra's test suite: run a block's cocotb regression under one simulator.
+"""Pytest-aware helpers for Lutra's test suite: run a block's cocotb regression under one simulator,
+synthesize a block's netlist as ``lutra build`` does and trace its connectivity.
 
 Tests import these as a module (``from sim.testing import SIMULATORS, cocotb_run``); they need
 pytest, so nothing outside ``tests/`` should import this module.
