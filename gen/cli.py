@@ -328,7 +328,9 @@ def _check_block_first(args, argv: list[str], rest: list[str]) -> None:
         tokens.remove(late[0])
         raise UsageError(f"the block name comes first, then its parameter flags: "
                          f"lutra {args.command} {shlex.join([late[0], *tokens])}")
-    where = tokens.index(block) if block in tokens else 0
+    # With --config the flags may have nothing to do with a block name (explore's study).
+    where = tokens.index(block) if block in tokens and getattr(args, "config", None) is None \
+        else 0
     if where and tokens[where - 1].startswith("-") and tokens[where - 1] in rest:
         raise UsageError(f"the block name comes first, then its parameter flags: "
                          f"lutra {args.command} BLOCK {shlex.join(tokens)} (BLOCK: one of "
