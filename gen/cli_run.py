@@ -41,7 +41,7 @@ def add_run_parser(sub):
         "run", help="run sentences through the simulated RTL of the encoder accelerator",
         usage="lutra run encoder [--text TEXT ...] [--token-ids FILE.npy] [--model minilm|tiny] "
               "[--layers N] [--simulator verilator|icarus] [--batch] [--json] "
-              "[--PARAM VALUE ...]")
+              "[--build-dir DIR [--force]] [--PARAM VALUE ...]")
     # Checked in run_run, not by choices: a flag before it is then reported as such.
     p.add_argument("block", help="the design to run (encoder)")
     p.add_argument("--text", action="append", default=[], help="a sentence (repeatable)")
