@@ -239,14 +239,19 @@ def _fake_report(target, achieved, requested=150.0, rows=4):
             "synth": {"block": {"comb": 100, "ff": 50}}, "figures": {"macs": 16}}
 
 
-def test_gather_and_table(tmp_path):
+def test_gather_and_table(tmp_path, capsys):
     for n, (target, fmax) in enumerate((("ecp5-85f", 160.0), ("ecp5-25f", 93.4))):
         d = tmp_path / f"b{n}"
         d.mkdir()
         (d / rpt.REPORT_NAME).write_text(json.dumps(_fake_report(target, fmax, rows=2 + n)))
     (tmp_path / "other.json").write_text("{}")
+    # A report cut short or edited by hand is skipped, with a note naming it.
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / rpt.REPORT_NAME).write_text('{"lutra_report": 1, "block": "gemm"}')
     reports = rpt.gather(tmp_path)
     assert [r["target"] for r in reports] == ["ecp5-85f", "ecp5-25f"]
+    assert capsys.readouterr().err == (f"lutra: note: skipped {tmp_path / 'cut' / 'report.json'}"
+                                       f": not a complete build report\n")
     md = rpt.table(reports)
     assert md.count("\n") == 4
     assert "| gemm | rows=2 | ecp5-85f | ooc | 150.0 | 160.0 | met |" in md
