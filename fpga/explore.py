@@ -270,8 +270,12 @@ def load_study(path: str | Path) -> tuple[Study, dict]:
         spec = get_block(table.get("block", ""))
     except KeyError as error:
         raise ExploreError(f"{path}: explore.block: {error.args[0]}") from None
+    params = table.get("params") or {}
+    if not isinstance(params, dict):
+        raise ExploreError(f"{path}: explore.params: must be a table ([explore.params]), not "
+                           f"{params!r}")
     space = {}
-    for name, values in (table.get("params") or {}).items():
+    for name, values in params.items():
         param = _param(spec, name)
         if isinstance(values, str) and param.kind is not str:
             space[name] = parse_values(param, values)
@@ -280,14 +284,14 @@ def load_study(path: str | Path) -> tuple[Study, dict]:
     seeds = table.get("seeds", 1)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ExploreError(f"{path}: explore.seeds: must be a positive integer, not {seeds!r}")
-    targets = table.get("targets", [])
-    objectives = table.get("objectives", ["gops", "luts"])
+    targets = _names(path, "targets", table.get("targets", []))
+    objectives = _names(path, "objectives", table.get("objectives", ["gops", "luts"]))
+    for key in ("out", "address"):
+        if key in table and not isinstance(table[key], str):
+            raise ExploreError(f"{path}: explore.{key}: must be a string, not {table[key]!r}")
     try:
-        study = Study(block=spec.name, space=space,
-                      targets=tuple([targets] if isinstance(targets, str) else targets),
-                      seeds=tuple(range(1, seeds + 1)),
-                      objectives=tuple([objectives] if isinstance(objectives, str)
-                                       else objectives),
+        study = Study(block=spec.name, space=space, targets=targets,
+                      seeds=tuple(range(1, seeds + 1)), objectives=objectives,
                       search=table.get("search", "grid"), samples=table.get("samples"),
                       sample_seed=table.get("sample_seed", 0), freq_mhz=table.get("freq"),
                       allow_lut_multipliers=bool(table.get("allow_lut_multipliers", False)))
@@ -295,6 +299,16 @@ def load_study(path: str | Path) -> tuple[Study, dict]:
         raise ExploreError(f"{path}: {error}") from None
     options = {k: table[k] for k in ("out", "jobs", "address") if k in table}
     return study, options
+
+
+def _names(path: Path, key: str, value) -> tuple[str, ...]:
+    """A study's ``targets`` or ``objectives``: a name or a list of names."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ExploreError(f"{path}: explore.{key}: must be a name or a list of names, not "
+                       f"{value!r}")
 
 
 # ---- planning ---------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 
 from gen.config import BlockConfig, ConfigError, validate_params
 
@@ -106,6 +108,40 @@ def _flag(config: BlockConfig, name: str, value) -> str:
     return f"{flag} {value}"
 
 
+#: Bounds of the search for smaller configurations that fit (:func:`fitting_config`, the advice
+#: of :func:`check_fit`): an estimate may elaborate the whole design (the encoder's takes
+#: 6-13 s), so the search stops after this many estimates or seconds with what it has found.
+SEARCH_ESTIMATES = 40
+SEARCH_SECONDS = 15.0
+
+
+class _Search:
+    """Whether configurations fit ``device``, each estimated at most once, within the bounds
+    of the search; ``estimates`` counts the estimates made."""
+
+    def __init__(self, device: Device, *, limit: int | None = None,
+                 seconds: float | None = None) -> None:
+        self.device = device
+        self.limit = SEARCH_ESTIMATES if limit is None else limit
+        self.deadline = time.monotonic() + (SEARCH_SECONDS if seconds is None else seconds)
+        self.estimates = 0
+        self._known: dict[tuple, bool] = {}
+
+    @property
+    def exhausted(self) -> bool:
+        return self.estimates >= self.limit or time.monotonic() > self.deadline
+
+    def fits(self, config: BlockConfig) -> bool | None:
+        """Whether ``config`` fits; ``None`` when the search may estimate no more."""
+        key = tuple(sorted(config.params.items()))
+        if key not in self._known:
+            if self.exhausted:
+                return None
+            self.estimates += 1
+            self._known[key] = _fits(config, self.device, False)
+        return self._known[key]
+
+
 def _fits(config: BlockConfig, device: Device, lut_multipliers: bool) -> bool:
     need = estimate(config, device, lut_multipliers=lut_multipliers)
     return (need["dsps"] <= device.dsps and need["lcs"] <= device.lcs
@@ -116,36 +152,92 @@ def fitting_config(config: BlockConfig, device: Device) -> BlockConfig | None:
     """``config`` if it fits ``device``, else the first single-parameter reduction that does."""
     if config.block.resources is None or _fits(config, device, False):
         return config
-    smaller = _reductions(config, device)
-    return smaller[0][1] if smaller else None
+    return next((smaller for _, smaller in _reductions(config, _Search(device))), None)
 
 
-def _suggestions(config: BlockConfig, device: Device) -> list[str]:
+def _suggestions(config: BlockConfig, search: _Search) -> list[str]:
     """Single-parameter changes that fit, each at its largest fitting value."""
     return [_flag(config, name, smaller.params[name])
-            for name, smaller in _reductions(config, device)]
+            for name, smaller in _reductions(config, search)]
 
 
-def _reductions(config: BlockConfig, device: Device) -> list[tuple[str, BlockConfig]]:
-    found = []
+def _with(config: BlockConfig, name: str, value) -> BlockConfig | None:
+    try:
+        return validate_params(config.block, {**config.params, name: value})
+    except ConfigError:
+        return None
+
+
+def _valid_in(config: BlockConfig, name: str, values) -> tuple[int, BlockConfig] | None:
+    """The first of ``values`` that makes a valid configuration (validation only: cheap)."""
+    for value in values:
+        smaller = _with(config, name, value)
+        if smaller is not None:
+            return value, smaller
+    return None
+
+
+def _reductions(config: BlockConfig, search: _Search) -> Iterator[tuple[str, BlockConfig]]:
+    """Each parameter changed alone to its largest value below the present one that fits
+    (a boolean: flipped), assuming that a block's needs do not fall as an integer parameter
+    grows: the next smaller value is tried first, then the smallest (when even that does not
+    fit, the parameter is given up), then the range between is bisected. When every integer
+    parameter at its smallest does not fit (one estimate), none is tried alone."""
+    ints = [p for p in config.block.params if p.kind is int
+            and config.params[p.name] > (int(p.lo) if p.lo is not None else 1)]
+    lowest = {p.name: _valid_in(config, p.name, range(int(p.lo) if p.lo is not None else 1,
+                                                       config.params[p.name]))
+              for p in ints}
+    lowest = {name: found for name, found in lowest.items() if found is not None}
+    if len(lowest) > 1:
+        try:
+            smallest = validate_params(config.block, {**config.params, **{
+                name: value for name, (value, _) in lowest.items()}})
+        except ConfigError:
+            smallest = None
+        if smallest is not None and search.fits(smallest) is False:
+            lowest = {}
     for p in config.block.params:
-        value = config.params[p.name]
         if p.kind is bool:
-            candidates = [not value]
-        elif p.kind is int:
-            lo = int(p.lo) if p.lo is not None else 1
-            candidates = list(range(value - 1, lo - 1, -1))
-        else:
+            flipped = _with(config, p.name, not config.params[p.name])
+            if flipped is not None and search.fits(flipped):
+                yield p.name, flipped
+        elif p.name in lowest:
+            best = _largest_fitting(config, p.name, *lowest[p.name], search)
+            if best is not None:
+                yield p.name, best
+
+
+def _largest_fitting(config: BlockConfig, name: str, low: int, smallest: BlockConfig,
+                     search: _Search) -> BlockConfig | None:
+    """``config`` with ``name`` at its largest value in [``low``, present) that fits: the next
+    smaller valid value, else ``smallest`` (``name`` at ``low``, its smallest valid value),
+    then bisection between the two."""
+    high = config.params[name] - 1
+    below = _valid_in(config, name, range(high, low, -1))
+    if below is not None:
+        fits = search.fits(below[1])
+        if fits or fits is None:
+            return below[1] if fits else None
+        high = below[0] - 1
+    if not search.fits(smallest):
+        return None
+    best = smallest
+    while low < high:
+        middle = (low + high + 1) // 2
+        below = _valid_in(config, name, range(middle, low, -1))
+        if below is None:                   # nothing valid in (low, middle]
+            low = middle
             continue
-        for candidate in candidates:
-            try:
-                smaller = validate_params(config.block, {**config.params, p.name: candidate})
-            except ConfigError:
-                continue
-            if _fits(smaller, device, False):
-                found.append((p.name, smaller))
-                break
-    return found
+        value, candidate = below
+        fits = search.fits(candidate)
+        if fits is None:
+            break
+        if fits:
+            best, low = candidate, middle
+        else:
+            high = value - 1
+    return best
 
 
 def check_fit(config: BlockConfig, device: Device, *, allow_lut_multipliers: bool = False,
@@ -156,7 +248,7 @@ def check_fit(config: BlockConfig, device: Device, *, allow_lut_multipliers: boo
         return None
     what = label or config.key()
     if need["dsps"] > device.dsps:
-        tips = _suggestions(config, device)
+        tips = _suggestions(config, _Search(device))
         others = [d for d in DEVICES.values() if d.family != device.family
                   and d.dsps >= need["dsps"]]
         alternatives = " or ".join(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 __all__ = [
@@ -192,6 +193,12 @@ def gather(directory: Path) -> list[dict]:
         except (OSError, ValueError):       # not JSON, not UTF-8: not one of Lutra's reports
             continue
         if isinstance(data, dict) and data.get("lutra_report") == 1:
+            try:
+                _row(data)
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+                print(f"lutra: note: skipped {path}: not a complete build report",
+                      file=sys.stderr)
+                continue
             data["_path"] = str(path.parent)
             reports.append(data)
     return reports

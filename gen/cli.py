@@ -19,7 +19,8 @@ from .config import BlockConfig, ConfigError, load_config, validate_params
 from .outputs import OutputDir, OutputError
 from .progress import Progress
 from . import cli_build, cli_explore, cli_prove, cli_run, cli_soak
-from .cli_common import (Parser, UsageError, add_block_flags, add_force, configs_from_args)
+from .cli_common import (Parser, UsageError, add_block_flags, add_force, configs_from_args,
+                         seed_number)
 
 __all__ = ["main", "UsageError", "add_block_flags", "add_force", "configs_from_args"]
 
@@ -92,7 +93,8 @@ def _add_sim(sub):
     p.add_argument("--simulator", choices=("icarus", "verilator", "all"), default="all",
                    help="default: every simulator installed here")
     p.add_argument("--waves", action="store_true", help="dump waveforms (FST/VCD) and say where")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=seed_number, default=1,
+                   help="seed of the testbench's random data and stalls (default 1)")
     p.add_argument("--all-configs", action="store_true",
                    help="run the block's whole regression set of configurations")
     p.add_argument("--build-dir", type=Path, help=f"default {DEFAULT_SIM_DIR}")
@@ -326,7 +328,9 @@ def _check_block_first(args, argv: list[str], rest: list[str]) -> None:
         tokens.remove(late[0])
         raise UsageError(f"the block name comes first, then its parameter flags: "
                          f"lutra {args.command} {shlex.join([late[0], *tokens])}")
-    where = tokens.index(block) if block in tokens else 0
+    # With --config the flags may have nothing to do with a block name (explore's study).
+    where = tokens.index(block) if block in tokens and getattr(args, "config", None) is None \
+        else 0
     if where and tokens[where - 1].startswith("-") and tokens[where - 1] in rest:
         raise UsageError(f"the block name comes first, then its parameter flags: "
                          f"lutra {args.command} BLOCK {shlex.join(tokens)} (BLOCK: one of "

@@ -17,6 +17,7 @@ Exit status 0 when nothing failed, 1 on a failed property, 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -269,8 +270,8 @@ def run_prove(args) -> int:
 
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be a positive integer, not {args.depth}")
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, not {args.timeout}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):     # nan, inf: refused too
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     configs = _configs(args)
     for config in configs:
         _plan(config.block)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_common import UsageError, parse_block_flags
+from .cli_common import UsageError, add_force, parse_block_flags
+from .outputs import OutputDir
 
 __all__ = ["add_run_parser", "run_run", "run_config", "simulate", "evaluate", "demo",
            "DEMO_TEXTS", "DEMO_CONFIGS", "LAST_FMAX", "TARGET_MHZ"]
@@ -40,7 +41,7 @@ def add_run_parser(sub):
         "run", help="run sentences through the simulated RTL of the encoder accelerator",
         usage="lutra run encoder [--text TEXT ...] [--token-ids FILE.npy] [--model minilm|tiny] "
               "[--layers N] [--simulator verilator|icarus] [--batch] [--json] "
-              "[--PARAM VALUE ...]")
+              "[--build-dir DIR [--force]] [--PARAM VALUE ...]")
     # Checked in run_run, not by choices: a flag before it is then reported as such.
     p.add_argument("block", help="the design to run (encoder)")
     p.add_argument("--text", action="append", default=[], help="a sentence (repeatable)")
@@ -59,6 +60,7 @@ def add_run_parser(sub):
                         "max_seqs sentences and max_tokens tokens)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--build-dir", type=Path, help=f"default {DEFAULT_RUN_DIR}")
+    add_force(p)
     p.set_defaults(takes_params=True)
     return p
 
@@ -259,12 +261,16 @@ def run_run(args) -> int:
     if args.batch:
         _check_batch(params, [ids for _, ids in seqs])     # before anything is written
     start = time.perf_counter()
-    # make cannot take a '=' in the path of its sources (config keys have them).
-    work = (args.build_dir or DEFAULT_RUN_DIR) / \
-        f"{config.key()}-{args.simulator}".replace("=", "_")
-    work.mkdir(parents=True, exist_ok=True)
-    results, _ = simulate(config, model, params, [ids for _, ids in seqs],
-                          simulator=args.simulator, work=work, batch=args.batch)
+    name = f"{config.key()}-{args.simulator}"
+    # Lutra's default directory is its own; one the user names must pass the checks.
+    with OutputDir(args.build_dir or DEFAULT_RUN_DIR, owner="run", prune=False,
+                   force=args.force or args.build_dir is None) as out:
+        # make cannot take a '=' in the path of its sources (config keys have them).
+        work = out.claim(name.replace("=", "_"))
+        if args.simulator == "icarus":
+            out.claim(name)             # the cocotb runner's own directory, beside it
+        results, _ = simulate(config, model, params, [ids for _, ids in seqs],
+                              simulator=args.simulator, work=work, batch=args.batch)
     total = time.perf_counter() - start
     sentences = [{k: v for k, v in s.items() if k not in ("rtl", "float")}
                  for s in evaluate(args.model, args.layers, model, seqs, results)]

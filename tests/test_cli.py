@@ -224,7 +224,7 @@ def no_runs(monkeypatch):
         raise AssertionError("bad input reached a build, study or soak")
 
     for target in ("fpga.flow.build_ooc", "fpga.bench.build_ooc", "fpga.explore.run_study",
-                   "gen.cli_soak.soak_block"):
+                   "gen.cli_soak.soak_block", "gen.cli_prove.prove_block", "gen.cli.run_sims"):
         monkeypatch.setattr(target, reached)
 
 
@@ -243,10 +243,13 @@ EXPLORE = ["explore", "gemm", "--target", "ecp5-25f"]
     (["soak", "gemm", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
     (["bench", "fpga", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
     (["bench", "fpga", "--arrays", "2x2", "--seeds", "1,-2"], "not '1,-2'"),
+    (["sim", "gemm", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
+    *[(["prove", "gemm", "--timeout", t], f"--timeout must be a positive number of seconds, "
+                                          f"not {t}") for t in ("nan", "inf", "0", "-1")],
 ])
 def test_bad_clock_and_seed_values_are_refused(tmp_path, capsys, no_runs, argv, message):
     out = tmp_path / "out"
-    assert main(argv + (["--out", str(out)] if argv[0] != "soak" else [])) == 2
+    assert main(argv + (["--out", str(out)] if argv[0] not in ("soak", "sim") else [])) == 2
     err = capsys.readouterr().err
     assert err.startswith("lutra: error: ") and err.count("\n") == 1, err
     assert message in err, err

@@ -74,6 +74,25 @@ def test_run_errors(argv, message, tmp_path, capsys):
     assert "pickle" not in err.split("Object arrays")[0], err       # a text file is not pickled
 
 
+def test_run_refuses_a_build_dir_of_the_users(tmp_path, capsys, monkeypatch):
+    """--build-dir follows gen.outputs: a non-empty directory Lutra has not written is refused
+    (before any work) unless --force, and a user's file there is never touched."""
+    def reached(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr("gen.cli_run.simulate", reached)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file\n")
+    assert main(["run", "encoder", "--model", "tiny", "--text", "A.",
+                 "--build-dir", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"lutra: error: {mine}: directory is not empty and holds no Lutra outputs; " \
+                  f"choose another directory or use --force\n", err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert (mine / "notes.txt").read_text() == "a user's file\n"
+
+
 def test_cycle_model_minilm_layer():
     """The cycle model against the RTL count of MiniLM layer 0 on a 9-token sentence (528,709
     cycles at 23a51a2, after the attention engines' earlier row hand-over; 528,832 before it,

@@ -151,6 +151,23 @@ def test_load_study(tmp_path):
         explore.load_study(toml)
 
 
+@pytest.mark.parametrize("body, message", [
+    ('targets = 5', "explore.targets: must be a name or a list of names, not 5"),
+    ('targets = [["ecp5-25f"]]', "explore.targets: must be a name or a list of names"),
+    ('targets = ["ecp5-25f"]\nobjectives = 3', "explore.objectives: must be a name or a list"),
+    ('targets = ["ecp5-25f"]\nparams = 3', "explore.params: must be a table"),
+    ('targets = ["ecp5-25f"]\nout = 5', "explore.out: must be a string, not 5"),
+    ('targets = ["ecp5-25f"]\naddress = 5', "explore.address: must be a string, not 5"),
+])
+def test_load_study_wrong_types(tmp_path, body, message):
+    toml = tmp_path / "study.toml"
+    toml.write_text(f'[explore]\nblock = "gemm"\n{body}\n')
+    with pytest.raises(ExploreError) as info:
+        explore.load_study(toml)
+    assert str(info.value) == f"{toml}: {message}" or str(info.value).startswith(
+        f"{toml}: {message}"), info.value
+
+
 # ---- the command line: bad input is one line and exit status 2 --------------------------------
 
 @pytest.mark.parametrize("argv, message", [

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fpga import fit
 from fpga import report as rpt
 from fpga.fit import FitError, check_fit, dsps_needed, estimate
 from fpga.lfsr import LFSR_WIDTH, fold, lfsr_step, misr, misr_update
@@ -103,6 +104,53 @@ def test_fit_refuses_4x4_on_up5k_with_advice():
     assert estimate(gemm(rows=1, cols=4), DEVICES["ice40-up5k"])["lcs"] <= 5280
 
 
+@pytest.fixture
+def estimates(monkeypatch) -> list[dict]:
+    """The configurations ``fpga.fit`` estimates, in order (an encoder's estimate elaborates
+    it, 6-13 s each)."""
+    calls = []
+    real = fit.estimate
+
+    def counted(config, device, **kwargs):
+        calls.append(dict(config.params))
+        return real(config, device, **kwargs)
+
+    monkeypatch.setattr(fit, "estimate", counted)
+    return calls
+
+
+def test_fit_advice_estimates_few_configurations(estimates):
+    with pytest.raises(FitError, match=r"Try --rows 1 or --cols 1 or an ECP5"):
+        check_fit(gemm(rows=4, cols=4), DEVICES["ice40-up5k"])
+    assert len(estimates) <= 12, estimates           # stepping each parameter down: 23
+    # The HX8K has no DSP: every integer parameter at its smallest does not fit (one estimate),
+    # so only the booleans are tried alone (stepping each parameter down took 79 estimates).
+    estimates.clear()
+    with pytest.raises(FitError, match=r"has 0\. Try --allow-lut-multipliers\.$"):
+        check_fit(gemm(rows=32, cols=32), DEVICES["ice40-hx8k"])
+    booleans = sum(p.kind is bool for p in get_block("gemm").params)
+    assert len(estimates) == 2 + booleans, estimates
+    # The largest value that fits is found by bisection: 12 x 13 needs 160 of the 85F's 156.
+    estimates.clear()
+    assert fit.fitting_config(gemm(rows=32, cols=13), DEVICES["ecp5-85f"]).params["rows"] == 11
+    assert len(estimates) <= 9, estimates            # stepping: 47
+
+
+def test_fit_advice_search_is_bounded(estimates, monkeypatch):
+    up5k = DEVICES["ice40-up5k"]
+    monkeypatch.setattr(fit, "SEARCH_ESTIMATES", 2)
+    with pytest.raises(FitError, match="needs 20 SB_MAC16"):
+        check_fit(gemm(rows=4, cols=4), up5k)
+    assert len(estimates) == 1 + 2
+    estimates.clear()
+    monkeypatch.setattr(fit, "SEARCH_SECONDS", 0.0)
+    with pytest.raises(FitError) as info:
+        check_fit(gemm(rows=4, cols=4), up5k)
+    assert str(info.value).endswith("has 8. Try an ECP5 target (ecp5-25f), or "
+                                    "--allow-lut-multipliers."), info.value
+    assert len(estimates) == 1
+
+
 def test_fit_accepts_what_fits():
     assert check_fit(gemm(rows=2, cols=2), DEVICES["ice40-up5k"])["dsps"] == 8
     assert check_fit(gemm(rows=4, cols=4), DEVICES["ecp5-25f"])["dsps"] == 20
@@ -191,14 +239,19 @@ def _fake_report(target, achieved, requested=150.0, rows=4):
             "synth": {"block": {"comb": 100, "ff": 50}}, "figures": {"macs": 16}}
 
 
-def test_gather_and_table(tmp_path):
+def test_gather_and_table(tmp_path, capsys):
     for n, (target, fmax) in enumerate((("ecp5-85f", 160.0), ("ecp5-25f", 93.4))):
         d = tmp_path / f"b{n}"
         d.mkdir()
         (d / rpt.REPORT_NAME).write_text(json.dumps(_fake_report(target, fmax, rows=2 + n)))
     (tmp_path / "other.json").write_text("{}")
+    # A report cut short or edited by hand is skipped, with a note naming it.
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / rpt.REPORT_NAME).write_text('{"lutra_report": 1, "block": "gemm"}')
     reports = rpt.gather(tmp_path)
     assert [r["target"] for r in reports] == ["ecp5-85f", "ecp5-25f"]
+    assert capsys.readouterr().err == (f"lutra: note: skipped {tmp_path / 'cut' / 'report.json'}"
+                                       f": not a complete build report\n")
     md = rpt.table(reports)
     assert md.count("\n") == 4
     assert "| gemm | rows=2 | ecp5-85f | ooc | 150.0 | 160.0 | met |" in md

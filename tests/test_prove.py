@@ -193,7 +193,8 @@ def test_prove_falls_back_to_full_depth(tmp_path, env):
 @pytest.mark.parametrize("argv, message", [
     (["prove", "nosuch"], "unknown block 'nosuch'"),
     (["prove", "gelu", "--depth", "0"], "--depth must be a positive integer, not 0"),
-    (["prove", "gelu", "--timeout", "-1"], "--timeout must be positive, not -1.0"),
+    (["prove", "gelu", "--timeout", "-1"], "--timeout must be a positive number of seconds, "
+                                           "not -1.0"),
     (["prove", "--all", "gelu"], "--all takes no block, --config or parameter flags"),
     (["prove", "gelu", "--lanes", "0"], "lanes"),
 ])
