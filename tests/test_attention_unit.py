@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import collections
+import re
 from functools import partial
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from sim.testing import SIMULATORS, cocotb_run
+from sim.testing import SIMULATORS, build_netlist, cocotb_run, connectivity
 
 from hw.attention.engine import AttentionEngine
 from hw.attention.params import EngineParams, UnitParams
@@ -366,6 +367,72 @@ def test_unit_head_dim_equal_to_block(overrides):
     verilog = convert(AttentionUnit(params), "attention_unit")
     zero_width = [line.strip() for line in verilog.splitlines() if "[-1:0]" in line]
     assert zero_width == [], f"zero-width signals: {zero_width[:4]}"
+
+
+# ---- netlist ------------------------------------------------------------------------------------
+
+def combinational_sources(module, drivers, bits):
+    """The cells ``bits`` depend on combinationally in a Yosys JSON ``module``: the flip-flops
+    and LUT RAMs (TRELLIS_FF, TRELLIS_DPR16X4) found by walking back through every other cell
+    from its inputs; a dict from cell name to type."""
+    found, seen, todo = {}, set(), list(bits)
+    while todo:
+        bit = todo.pop()
+        if bit in seen or isinstance(bit, str):             # a constant
+            continue
+        seen.add(bit)
+        for name, kind, _ in drivers.get(bit, []):
+            if kind in ("TRELLIS_FF", "TRELLIS_DPR16X4"):
+                found[name] = kind
+                continue
+            cell = module["cells"][name]
+            for port, port_bits in cell["connections"].items():
+                if cell["port_directions"][port] == "input":
+                    todo.extend(port_bits)
+    return found
+
+
+@pytest.mark.fpga
+def test_gemm_input_skid_registers_do_not_read_the_stores(tmp_path):
+    """Synthesized as ``lutra build`` does for the 85F, the D inputs of an engine's GEMM input
+    skid buffer (its output register, which drives the core's ``i.payload``, and its skid
+    register) depend combinationally on flip-flops only: on no LUT RAM read (the
+    probability, V, query and key stores are LUT RAMs read at counters' addresses) and on no
+    flip-flop that addresses the probability store (the P.V counts ``pv_n`` and ``pv_token``).
+    At a7c9619 they did: build m's worst path ran from pv_n through the probabilities' and the
+    query store's words into the output register."""
+    params = {**UNIT_SMALL, "engines": 1}
+    module = build_netlist("attention_unit", params, "ecp5-85f", tmp_path)
+    drivers, _ = connectivity(module)
+    prefix = "block.engine_0."
+
+    def net_bits(name):
+        """The bits of the payload signal ``name`` (its fields are nets of their own)."""
+        pattern = re.escape(prefix + name) + r"(\.(a|b)(\[\d+\])?|\.last)?"
+        return {bit for net, info in module["netnames"].items() if re.fullmatch(pattern, net)
+                for bit in info["bits"] if not isinstance(bit, str)}
+
+    skid = set()
+    for name in ("gemm.i__payload", "to_gemm_out", "to_gemm_skid"):
+        for bit in net_bits(name):
+            ((cell, kind, _),) = drivers[bit]
+            assert kind == "TRELLIS_FF", f"{name} bit {bit} driven by {kind}"
+            skid.add(cell)
+    width = 2 * params["block"] * 8 + 1                     # a, b, last
+    assert len(skid) == 2 * width, f"{len(skid)} skid buffer flip-flops, not {2 * width}"
+    probs = [name for name, cell in module["cells"].items()
+             if name.startswith(prefix + "probs.") and cell["type"] == "TRELLIS_DPR16X4"]
+    assert probs, "no LUT RAM of the probability store in the netlist"
+    p_address = {name for ram in probs for name, kind in combinational_sources(
+        module, drivers, module["cells"][ram]["connections"]["RAD"]).items()
+        if kind == "TRELLIS_FF"}
+    assert p_address, "no flip-flop addresses the probability store"
+    for cell in sorted(skid):
+        sources = combinational_sources(module, drivers, module["cells"][cell]["connections"]["DI"])
+        rams = sorted(name for name, kind in sources.items() if kind == "TRELLIS_DPR16X4")
+        assert rams == [], f"{cell} reads LUT RAM: {rams[:4]}"
+        counts = sorted(p_address & set(sources))
+        assert counts == [], f"{cell} depends on the probability store's address: {counts[:4]}"
 
 
 # ---- cocotb on the generated Verilog -----------------------------------------------------------

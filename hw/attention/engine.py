@@ -373,8 +373,9 @@ class AttentionEngine(wiring.Component):
         the core's output.
 
         The core's parameter and k-slice streams both go through a register stage (a skid
-        buffer each), so that the engine's tile choice and operand reads do not run into the
-        core's handshake logic; the engine keeps the core's order itself: a tile's beat, then
+        buffer each; the k-slices through an input register before it), so that the engine's
+        tile choice and operand reads do not run into the core's handshake logic or into the
+        registers next to the core; the engine keeps the core's order itself: a tile's beat, then
         its k-slices (``tile_open``, ``tile_pv``). The next tile's beat may be given while the
         current one is being sliced (``next_full``, ``next_pv``: one tile ahead), so the beat
         does not wait for the last k-slice's handshake."""
@@ -405,7 +406,11 @@ class AttentionEngine(wiring.Component):
         # register (with them, the 4-engine default had +3,295 FF at 97b6731)
         to_params = _StreamRegister(m, "to_gemm_params", gemm.params, shape=1,
                                     expand=tile_params)
-        r.to_gemm = _StreamRegister(m, "to_gemm", gemm.i)
+        # the k-slices' operands (LUT RAM reads of the P, V, Q and K stores, addressed by
+        # counters, then the operand select) end in an input register of their own: they ran
+        # into the skid buffer's registers, next to the core (build m, a7c9619: pv_n -> the
+        # probabilities' and the query store's words -> to_gemm_out, 13.3 of 15.0 ns routing)
+        r.to_gemm = _StreamRegister(m, "to_gemm", gemm.i, staged=True)
         tile_open = r.tile_open = Signal()      # a beat was given, its last slice not yet
         r.last_slice = Signal()                 # the open tile's last k-slice goes now
         next_full = Signal()                    # the beat of the tile after the open one
@@ -836,9 +841,14 @@ class _StreamRegister:
     """A full-rate register stage in front of the stream ``sink`` (a skid buffer): the sink's
     valid and payload come from registers, and so does ``ready`` towards the source (a second
     register takes the beat offered while the sink stalls). Drive ``valid`` and ``payload``;
-    a beat is taken when ``valid & ready``."""
+    a beat is taken when ``valid & ready``.
 
-    def __init__(self, m, name, sink, *, shape=None, expand=None):
+    With ``staged``, the beat first enters an input register (``{name}_in``, one more cycle
+    of latency, still one beat a cycle), so that the logic that makes the payload ends there
+    and not at the skid buffer's registers: ``ready`` is then ``~in_valid | ~skid_full``, from
+    registers too."""
+
+    def __init__(self, m, name, sink, *, shape=None, expand=None, staged=False):
         # ``shape`` and ``expand``: the registers hold ``shape`` and the sink's payload is
         # ``expand(register)``, so that what is constant or repeated in the payload is made
         # after them. Yosys does not prune such bits from the skid register: loaded whenever
@@ -848,21 +858,30 @@ class _StreamRegister:
         self.payload = Signal(shape, name=f"{name}_payload")
         skid_full = Signal(name=f"{name}_skid_full")
         skid = Signal(shape, name=f"{name}_skid")
+        valid, payload = self.valid, self.payload
         self.ready = ~skid_full
+        if staged:
+            # (the input register, like the skid register below, is loaded in every cycle it
+            # may take a beat, whether or not one is offered: its clock enable is registers)
+            valid = Signal(name=f"{name}_in_valid")
+            payload = Signal(shape, name=f"{name}_in")
+            self.ready = ~valid | ~skid_full
+            with m.If(self.ready):
+                m.d.sync += [valid.eq(self.valid), payload.eq(self.payload)]
         out_valid = Signal(name=f"{name}_out_valid")
         out = Signal(shape, name=f"{name}_out")
         m.d.comb += [sink.valid.eq(out_valid),
                      sink.payload.eq(out if expand is None else expand(out))]
         with m.If(~out_valid | sink.ready):
-            m.d.sync += [out_valid.eq(skid_full | self.valid),
-                         out.eq(Mux(skid_full, skid, self.payload)), skid_full.eq(0)]
-        with m.Elif(self.valid & ~skid_full):
+            m.d.sync += [out_valid.eq(skid_full | valid),
+                         out.eq(Mux(skid_full, skid, payload)), skid_full.eq(0)]
+        with m.Elif(valid & ~skid_full):
             m.d.sync += skid_full.eq(1)
         # the skid register takes the payload in every cycle it is empty, whether or not a beat
         # is offered: its clock enable is then a register (``skid_full``), not ``valid``, whose
         # logic (the source's counters and compares) would otherwise fan out to every bit
         with m.If(~skid_full):
-            m.d.sync += skid.eq(self.payload)
+            m.d.sync += skid.eq(payload)
 
 
 def _even(pair, r):
