@@ -91,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.force = args.force or args.out is None     # the default directory is Lutra's own
     args.out = args.out or DEFAULT_OUT
+    name = f"{args.block}-scaling"
     try:
-        with OutputDir(args.out, owner="fpga-bench", force=args.force, prune=False) as out:
+        out = OutputDir(args.out, owner="fpga-bench", force=args.force, prune=False)
+        out.check([f"{name}.md", f"{name}.png"] if args.arrays else [])   # before the builds
+        with out:
             if args.arrays:
                 rows = _sweep(args, out)
                 table = array_table(rows)
-                name = f"{args.block}-scaling"
                 (out.stage / f"{name}.md").write_text(table)
                 plot_arrays(rows, out.stage / f"{name}.png",
                             title=f"{args.block}: Fmax and peak GOPS against MACs "

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from .blocks import BlockSpec, blocks, get_block
 from .config import BlockConfig, load_config, validate_params
+from .outputs import DEFAULT_REPORTS_DIR
 
 __all__ = ["UsageError", "Parser", "add_block_flags", "parse_block_flags", "configs_from_args",
-           "add_force", "sizes", "size_list", "int_list", "mhz", "seed_number"]
+           "add_force", "add_report_out", "sizes", "size_list", "int_list", "mhz", "seed_number"]
 
 
 class UsageError(Exception):
@@ -133,3 +135,13 @@ def add_force(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty directory Lutra has not written before "
                              "(files of other names there are left alone)")
+
+
+def add_report_out(parser: argparse.ArgumentParser, files: str) -> None:
+    """A benchmark's ``--out DIR`` for its report ``files`` and ``--force`` (see
+    :func:`gen.outputs.report_files`); ``args.out`` is ``None`` for the default directory."""
+    parser.add_argument("--out", type=Path,
+                        help=f"directory for {files} (default {DEFAULT_REPORTS_DIR}, Lutra's own; "
+                             f"elsewhere a file of those names Lutra did not write is refused)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace files of those names in --out that Lutra did not write")

@@ -26,13 +26,17 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["MARKER", "OutputDir", "OutputError", "write_file"]
+__all__ = ["MARKER", "DEFAULT_REPORTS_DIR", "OutputDir", "OutputError", "report_file",
+           "report_files", "write_file"]
 
 #: The marker file: which names in the directory each Lutra writer owns.
 MARKER = ".lutra-outputs.json"
 _TMP = ".lutra-tmp-"
+#: Where the benchmarks write their report files unless told otherwise: Lutra's own directory.
+DEFAULT_REPORTS_DIR = Path("build/reports")
 _active: set[Path] = set()          # staging directories of this process still in use
 
 
@@ -162,10 +166,16 @@ class OutputDir:
 
     # ---- checks and set-up ----------------------------------------------------------------
 
-    def check(self) -> None:
+    def check(self, names: Iterable[str] = ()) -> None:
         """Raise :class:`OutputError` now if this directory would be refused on entry (a file in
-        the way, or a foreign non-empty directory without ``force``), before any work starts."""
-        self._check()
+        the way, or a foreign non-empty directory without ``force``), or an output of one of
+        ``names`` would replace a file Lutra did not write, before any work starts."""
+        owners = self._check()
+        names = list(names)
+        for name in names:
+            self._check_name(name)
+        self._owners = owners
+        self._refuse_foreign(names)
 
     def _check(self) -> dict[str, list[str]]:
         path = self.path
@@ -337,3 +347,32 @@ def write_file(path: str | os.PathLike, data: str | bytes, *, owner: str,
         else:
             target.write_text(data)
     return path
+
+
+def report_files(directory: str | os.PathLike | None, names: Iterable[str], *, owner: str,
+                 force: bool = False) -> OutputDir:
+    """The :class:`OutputDir` of a benchmark's report files, checked before its work starts.
+
+    ``directory`` (``None``: :data:`DEFAULT_REPORTS_DIR`, Lutra's own, so no ``force`` is
+    needed there) may hold anything else; a file of one of ``names`` that Lutra did not write
+    is refused now (an :class:`OutputError` naming it) unless ``force``. Write the files under
+    the result's :attr:`~OutputDir.stage` inside its ``with`` block (and :meth:`~OutputDir.claim`
+    a work subdirectory there); they replace the previous ones only when the block completes.
+    Other files a benchmark wrote there earlier are kept (no pruning).
+    """
+    out = OutputDir(DEFAULT_REPORTS_DIR if directory is None else directory, owner=owner,
+                    force=force or directory is None, prune=False, shared=True)
+    out.check(names)
+    return out
+
+
+def report_file(path: str | os.PathLike, *, owner: str, force: bool = False) -> OutputDir:
+    """:func:`report_files` for one file a user names (``--json FILE``): write it as
+    ``stage / path.name``. A directory, or a file Lutra did not write (unless ``force``),
+    at ``path`` is refused now."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if not path.name or path.name in (".", ".."):
+        raise OutputError(f"{path}: not a file name")
+    return report_files(path.parent, [path.name], owner=owner, force=force)

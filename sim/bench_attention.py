@@ -28,11 +28,13 @@ from .golden.attention import schedule, total_pairs
 
 __all__ = ["main", "measure"]
 
+#: The benchmark's one file in ``--out``.
+PLOT = "attention_schedule.png"
 TARGET = 1.05       # issue 6: (d) within 5 % of the lower bound for P <= 8
 
 
 def _parser() -> argparse.ArgumentParser:
-    from gen.cli_common import int_list
+    from gen.cli_common import add_report_out, int_list
     p = argparse.ArgumentParser(prog="lutra bench attention", description=__doc__.split("\n")[0])
     p.add_argument("--engines", default=[1, 2, 4, 8], type=int_list,
                    help="comma-separated P values (default 1,2,4,8)")
@@ -46,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-global", type=int, default=1)
     p.add_argument("--lookahead", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("build/reports"))
+    add_report_out(p, PLOT)
     return p
 
 
@@ -183,13 +185,15 @@ def _plot(args, results, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gen.outputs import report_files
     args = _parser().parse_args(argv)
+    out = report_files(args.out, [PLOT], owner="bench-attention", force=args.force)
     results = measure(args)
     for line in _report(args, results):
         print(line)
-    path = Path(args.out) / "attention_schedule.png"
-    _plot(args, results, path)
-    print(f"wrote {path}")
+    with out:
+        _plot(args, results, out.stage / PLOT)
+    print(f"wrote {out.path / PLOT}")
     return 0
 
 

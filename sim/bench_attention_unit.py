@@ -34,9 +34,13 @@ import numpy as np
 
 __all__ = ["main"]
 
+#: The benchmark's report in ``--out``, and its directory of simulations there.
+REPORT = "attention_unit_bench.json"
+WORK = "attention_unit_bench"
+
 
 def _parser() -> argparse.ArgumentParser:
-    from gen.cli_common import int_list
+    from gen.cli_common import add_report_out, int_list
     p = argparse.ArgumentParser(prog="lutra bench attention_unit",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--engines", default=[1, 2, 4, 8], type=int_list,
@@ -59,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minilm", type=int, default=0, metavar="N",
                    help="also check MiniLM layer 0 on N sentences, every head")
     p.add_argument("--simulator", default="verilator")
-    p.add_argument("--out", type=Path, default=Path("build/reports"))
+    add_report_out(p, f"{REPORT} and the simulations' directory {WORK}/")
     return p
 
 
@@ -90,7 +94,8 @@ def _pairs(lengths, pattern: dict) -> int:
     return total_pairs(lengths, **pattern)
 
 
-def measure(args) -> dict:
+def measure(args, work: Path) -> dict:
+    """Run the batches (and ``--minilm``) through the unit's RTL, simulating in ``work``."""
     from .attention_driver import draw_lengths
 
     rng = np.random.default_rng(args.seed)
@@ -106,7 +111,7 @@ def measure(args) -> dict:
     pattern = {"block": args.block, "window": args.window, "n_global": args.n_global,
                "causal": False}
     dense_pattern = {"block": args.block, "window": n_blocks, "n_global": 0, "causal": False}
-    work = args.out.resolve() / "attention_unit_bench"     # the simulator runs elsewhere
+    work = work.resolve()               # the simulator runs elsewhere
     rows = []
     for p in args.engines:
         start = time.time()
@@ -214,12 +219,13 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gen.outputs import report_files
     args = _parser().parse_args(argv)
-    result = measure(args)
-    text = report(result)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "attention_unit_bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    out = report_files(args.out, [REPORT, WORK], owner="bench-attention_unit", force=args.force)
+    with out:
+        result = measure(args, out.claim(WORK))
+        print(report(result))
+        (out.stage / REPORT).write_text(json.dumps(result, indent=1) + "\n")
     bad = [r for r in result["rows"] if r["mismatches"]]
     if "minilm" in result:
         bad += [result["minilm"]] if result["minilm"]["mismatches_vs_encoder"] else []

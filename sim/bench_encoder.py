@@ -59,6 +59,8 @@ def _row(label: str, r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gen.outputs import report_file
+
     from .golden import encoder as enc
     from .minilm import CALIBRATION, SENTENCES, forward, load_weights, token_ids
 
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defaults-only", action="store_true",
                         help="only the default configuration (seconds instead of minutes)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a --json file (or, with --rtl, files in --build-dir) "
+                             "that Lutra did not write")
     parser.add_argument("--rtl", action="store_true",
                         help="instead: cycles of the accelerator's RTL and its cycle model "
                              "against the MAC and weight-bandwidth bounds (sim.bench_encoder_rtl; "
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if not 3 <= args.sentences <= len(SENTENCES):
         parser.error(f"--sentences must be in [3, {len(SENTENCES)}], not {args.sentences}")
+    out = None if args.json is None else report_file(args.json, owner="bench-encoder",
+                                                        force=args.force)
 
     weights = load_weights()
     sentences = SENTENCES[:args.sentences]
@@ -162,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
               f"quantize(): {quantize_time:.1f} s")
         results["float_seconds_per_sentence"] = float_time
         results["quantize_seconds"] = quantize_time
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if out is not None:
+        with out:
+            (out.stage / args.json.name).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gen.outputs import OutputDir, report_file
+
 __all__ = ["cycle_model", "gemm_pass", "layernorm_pass", "bounds", "throughput", "float_rate",
            "main", "batch_lengths", "parse_array", "minilm_params", "array_figures"]
 
@@ -261,8 +263,10 @@ def _rtl_stages(result: dict, descriptors: list[dict]) -> dict:
     return out
 
 
-def _run(model_name: str, layers: int, flags: dict, batches: list[list[int]], build: Path):
-    """RTL runs of ``batches`` (lists of lengths) on a configuration: (params, results)."""
+def _run(model_name: str, layers: int, flags: dict, batches: list[list[int]],
+         build: OutputDir):
+    """RTL runs of ``batches`` (lists of lengths) on a configuration: (params, results); the
+    Verilator build is a subdirectory ``build`` claims (the one 'lutra run' uses)."""
     from gen.blocks.encoder import encoder_model, encoder_params
     from gen.cli_run import run_config
     from gen.verilog import top_name, write_outputs
@@ -270,8 +274,7 @@ def _run(model_name: str, layers: int, flags: dict, batches: list[list[int]], bu
     from .encoder_driver import build_harness, random_batch, run_harness
     config = run_config(model_name, layers, flags)
     model, params = encoder_model(config.params), encoder_params(config.params)
-    work = build / f"{config.key()}-verilator".replace("=", "_")
-    work.mkdir(parents=True, exist_ok=True)
+    work = build.claim(f"{config.key()}-verilator".replace("=", "_"))
     info = write_outputs(config, work)
     exe = build_harness(work / info["verilog"], top_name(config), work)
     from .golden.encoder import forward
@@ -318,6 +321,8 @@ HEADER = ("| run | sentences | tokens | cycles | model err | MAC bound | weight 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gen.cli_run import DEFAULT_RUN_DIR
+
     from .minilm import SENTENCES, token_ids
 
     parser = argparse.ArgumentParser(prog="lutra bench encoder --rtl",
@@ -325,10 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minilm-layers", type=int, default=1,
                         help="MiniLM layers run through the RTL for batch 1 (0: none; a "
                              "layer is ~1 M cycles, ~30 s, after a ~8 minute Verilator build)")
-    parser.add_argument("--build-dir", type=Path, default=Path("build/run"),
+    parser.add_argument("--build-dir", type=Path,
                         help="Verilator builds, shared with 'lutra run encoder' (default "
-                             "build/run)")
+                             "build/run, Lutra's own)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a --json file, or write into a --build-dir, that Lutra "
+                             "did not write")
     parser.add_argument("--arrays", default="",
                         help="comma-separated GEMM arrays for MiniLM's per-array table "
                              "(model): ROWSxCOLS[+FABRIC_COLS][eENGINES], e.g. "
@@ -356,13 +364,22 @@ def main(argv: list[str] | None = None) -> int:
         if (p.heads, p.head_dim, p.block, p.engines) not in ATTENTION_FIT:
             parser.error(f"--arrays: no attention fit for {p.engines} engine(s) (measured: "
                          f"{', '.join(str(k[3]) for k in ATTENTION_FIT)})")
+    # Claimed before the long work: the JSON file, and the builds' directory (Lutra's own by
+    # default, like 'lutra run's).
+    json_out = None if args.json is None else report_file(args.json, owner="bench-encoder",
+                                                          force=args.force)
+    builds = None if args.model_only else OutputDir(
+        args.build_dir or DEFAULT_RUN_DIR, owner="run", prune=False,
+        force=args.force or args.build_dir is None)
+    if builds is not None:
+        builds.check()
     lengths = [len(token_ids(s)) for s in SENTENCES]
     if args.model_only:
         float_per_s = float_rate(SENTENCES)
         print(f"float NumPy forward (sim.minilm.forward, one BLAS thread), measured in this "
               f"run: {float_per_s:.1f} sentences/s")
         figures = [row for p in arrays for row in array_figures(p, lengths, float_per_s)]
-        _write_json(args.json, {"arrays": figures})
+        _write_json(json_out, args.json, {"arrays": figures})
         return 0
     rows = []
     print("Cycles per batch against the lower bounds (sentence lengths of sim.minilm.SENTENCES; "
@@ -373,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     # clipped to its max_len of 16; the attention fit is made on these runs.
     tiny_batches = [[min(n, 16) for n in batch_lengths(lengths, b)] for b in BATCHES]
     tiny_flags = {"max_tokens": 16 * 32, "max_seqs": 32}
-    model, p, results = _run("tiny", 0, tiny_flags, tiny_batches, args.build_dir)
+    with builds:
+        model, p, results = _run("tiny", 0, tiny_flags, tiny_batches, builds)
     from .encoder_image import build_image
     descriptors = build_image(model, p).descriptors()
     att = [(sum(s * s for s in b), sum(b), _rtl_stages(r, descriptors)["attention"] / p.layers)
@@ -391,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     attention = ATTENTION_FIT[(mini.heads, mini.head_dim, mini.block, mini.engines)]
     if args.minilm_layers:
         batch = batch_lengths(lengths, 1)
-        model1, p1, (r,) = _run("minilm", args.minilm_layers, {}, [batch], args.build_dir)
+        with builds:
+            model1, p1, (r,) = _run("minilm", args.minilm_layers, {}, [batch], builds)
         rows.append(_report(f"MiniLM, {args.minilm_layers} layer(s), batch 1", p1, batch,
                             attention, r, build_image(model1, p1).descriptors()))
     for size in BATCHES:
@@ -410,15 +429,16 @@ def main(argv: list[str] | None = None) -> int:
     float_per_s = float_rate(SENTENCES)
     rates = throughput(mini, lengths, attention, float_per_s)
     figures = [row for p in arrays for row in array_figures(p, lengths, float_per_s)]
-    _write_json(args.json, {"runs": rows, "throughput": rates, "arrays": figures})
+    _write_json(json_out, args.json, {"runs": rows, "throughput": rates, "arrays": figures})
     return 0
 
 
-def _write_json(path: Path | None, figures: dict) -> None:
-    if path is not None:
+def _write_json(out: OutputDir | None, path: Path | None, figures: dict) -> None:
+    if out is not None:
         import json
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(figures, indent=2, default=float) + "\n")
+        with out:
+            (out.stage / path.name).write_text(json.dumps(figures, indent=2, default=float)
+                                               + "\n")
 
 
 if __name__ == "__main__":

@@ -153,23 +153,26 @@ def plot(path: Path, scale: float, row_max: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gen.cli_common import add_report_out
+    from gen.outputs import report_files
     parser = argparse.ArgumentParser(prog="lutra bench gelu", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("build/reports"),
-                        help="directory for gelu_accuracy.md and gelu_curves.png")
+    add_report_out(parser, "gelu_accuracy.md and gelu_curves.png")
     parser.add_argument("--sentences", type=int, default=None,
                         help="use only the first N sentences (default: all)")
     args = parser.parse_args(argv)
     if args.sentences is not None and args.sentences < 1:
         parser.error(f"--sentences must be >= 1, not {args.sentences}")
+    out = report_files(args.out, ["gelu_accuracy.md", "gelu_curves.png"], owner="bench-gelu",
+                       force=args.force)
     layers = collect_activations(args.sentences)
     scales = [float(np.abs(x).max()) / 127 for x in layers]
     text = table(evaluate(layers), sum(x.size for x in layers), scales)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gelu_accuracy.md").write_text(text + "\n")
     # The curve plot uses the median layer scale and the median row maximum in its codes.
     median = int(np.argsort(scales)[len(scales) // 2])
     q8 = np.clip(np.rint(layers[median] / scales[median]), -128, 127)
-    plot(args.out / "gelu_curves.png", scales[median], int(np.median(q8.max(axis=1))))
-    print(f"\nwrote {args.out / 'gelu_accuracy.md'} and {args.out / 'gelu_curves.png'}")
+    with out:
+        (out.stage / "gelu_accuracy.md").write_text(text + "\n")
+        plot(out.stage / "gelu_curves.png", scales[median], int(np.median(q8.max(axis=1))))
+    print(f"\nwrote {out.path / 'gelu_accuracy.md'} and {out.path / 'gelu_curves.png'}")
     return 0

@@ -12,8 +12,9 @@ __all__ = ["main"]
 def main(argv: list[str]) -> int:
     """Print cycles and utilization (useful MACs / (PEs x cycles)) per array size."""
     from gen.blocks import get_block
-    from gen.cli_common import Parser, sizes, size_list
+    from gen.cli_common import Parser, add_report_out, sizes, size_list
     from gen.config import validate_params
+    from gen.outputs import report_files
 
     from .runner import available, run_cocotb
 
@@ -27,9 +28,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out-width", type=int, default=8, choices=(8, 16),
                         help="requantized result bits (default 8)")
     parser.add_argument("--simulator", default=None, help="default: verilator if available")
-    parser.add_argument("--out", type=Path, default=Path("build/reports"),
-                        help="directory for gemm_bench.json")
+    add_report_out(parser, "gemm_bench.json")
     args = parser.parse_args(argv)
+    out = report_files(args.out, ["gemm_bench.json"], owner="bench-gemm", force=args.force)
     simulators = available()
     simulator = args.simulator or ("verilator" if "verilator" in simulators else simulators[0])
     shape = "x".join(map(str, args.shape))
@@ -55,6 +56,6 @@ def main(argv: list[str]) -> int:
     for r in rows_out:
         print(f"{r['array']:>6} {r['cycles']:>8} {r['useful_macs']:>12} {r['pe_cycles']:>10} "
               f"{100 * r['utilization']:>10.2f}% {r['input_stall_cycles']:>12}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gemm_bench.json").write_text(json.dumps(rows_out, indent=2) + "\n")
+    with out:
+        (out.stage / "gemm_bench.json").write_text(json.dumps(rows_out, indent=2) + "\n")
     return 0

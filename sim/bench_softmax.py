@@ -27,6 +27,9 @@ from sim.golden.softmax import LUT_DEFAULTS, lut_softmax, shiftmax, table_bytes
 
 __all__ = ["main", "minilm_scores", "quantised_scores", "measure", "SWEEP", "METHOD_PARAMS"]
 
+#: The benchmark's one file in ``--out``.
+PLOT = "softmax_error_vs_table_bytes.png"
+
 #: Configurations plotted against table bytes (the defaults are among them).
 SWEEP = (
     [("recip", {"exp_bits": e, "recip_index_bits": r, "recip_bits": r + 3})
@@ -195,9 +198,10 @@ def _plot(sweep: list[Result], shift: Result, path: Path, scale: float) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from gen.cli_common import add_report_out
+    from gen.outputs import report_files
     parser = argparse.ArgumentParser(prog="lutra bench softmax", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("build/reports"),
-                        help="directory for the PNG (default build/reports)")
+    add_report_out(parser, PLOT)
     parser.add_argument("--scale", type=float, default=0.125,
                         help="int8 scale of the scores, for every layer and head (default 1/8)")
     parser.add_argument("--sentences", type=int, default=None,
@@ -205,6 +209,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.scale > 0:
         parser.error(f"--scale must be positive, not {args.scale!r}")
+    out = report_files(args.out, [PLOT], owner="bench-softmax", force=args.force)
     started = time.monotonic()
     layers = minilm_scores(args.sentences)
     fixed = quantised_scores(layers, args.scale)
@@ -242,7 +247,7 @@ def main(argv: list[str]) -> int:
         print(_row(f"{r.method}: {_describe(r.method, r.params)}"
                    f"{' (default)' if default else ''}", r))
     shift = measure("shiftmax", {}, fixed)
-    path = args.out / "softmax_error_vs_table_bytes.png"
-    _plot(sweep, shift, path, args.scale)
-    print(f"\nwrote {path} ({time.monotonic() - started:.0f} s)")
+    with out:
+        _plot(sweep, shift, out.stage / PLOT, args.scale)
+    print(f"\nwrote {out.path / PLOT} ({time.monotonic() - started:.0f} s)")
     return 0

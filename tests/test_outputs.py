@@ -455,3 +455,100 @@ def test_fpga_bench_out(tmp_path, fake_tools, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "directory is not empty" in err, err
     assert fpga_bench.main([*argv[:-1], str(out)]) == 0 and (out / "mine.txt").exists()
+
+
+# ---- block and model benchmarks: report files in --out ------------------------------------------
+
+#: Each benchmark in a cheap configuration, and the report files it writes into --out.
+BENCHES = {
+    "gemm": (["--arrays", "1x1", "--shape", "2x2x2"], ["gemm_bench.json"]),
+    "gelu": (["--sentences", "1"], ["gelu_accuracy.md", "gelu_curves.png"]),
+    "softmax": (["--sentences", "1"], ["softmax_error_vs_table_bytes.png"]),
+    "attention": (["--batches", "1", "--batch", "6", "--engines", "1,2", "--cost", "8"],
+                  ["attention_schedule.png"]),
+    "attention_unit": (["--engines", "1", "--batches", "1", "--batch", "1", "--max-len", "8",
+                        "--no-dense"], ["attention_unit_bench.json", "attention_unit_bench"]),
+}
+
+
+def _simulator() -> str:
+    from sim.runner import available
+    return "icarus" if "icarus" in available() else "verilator"
+
+
+@pytest.mark.parametrize("bench", BENCHES)
+def test_bench_keeps_a_users_file_of_an_output_name(tmp_path, capsys, bench):
+    """A user's file with the name of one of the benchmark's outputs is refused before the
+    benchmark's work starts (exit 2, one line naming it), and with --force only that name is
+    replaced."""
+    flags, names = BENCHES[bench]
+    out = tmp_path / "reports"
+    out.mkdir()
+    for name in names:
+        (out / "notes.md").write_text("mine")
+        (out / name).write_text("a user's file")
+        assert lutra("bench", bench, *flags, "--out", out) == 2
+        one_line_error(capsys, str(out / name), "not written by Lutra", "--force")
+        assert (out / name).read_text() == "a user's file"
+        assert sorted(p.name for p in out.iterdir()) == sorted(["notes.md", name])
+        (out / name).unlink()
+    if bench == "attention":                    # the quickest one: --force replaces the file
+        (out / names[0]).write_text("a user's file")
+        assert lutra("bench", bench, *flags, "--out", out, "--force") == 0
+        assert (out / names[0]).read_bytes().startswith(b"\x89PNG")
+        assert (out / "notes.md").read_text() == "mine"
+
+
+def test_encoder_bench_keeps_a_users_json(tmp_path, capsys):
+    """``--json FILE`` of ``lutra bench encoder`` (and ``--rtl``): a user's file is refused
+    before the work, and so is a directory."""
+    mine = tmp_path / "figures.json"
+    mine.write_text("a user's file")
+    for flags in (["--defaults-only", "--sentences", 3], ["--rtl", "--model-only"]):
+        assert lutra("bench", "encoder", *flags, "--json", mine) == 2
+        one_line_error(capsys, str(mine), "not written by Lutra")
+        assert mine.read_text() == "a user's file"
+        assert lutra("bench", "encoder", *flags, "--json", tmp_path) == 2
+        one_line_error(capsys, str(tmp_path), "is a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.json"]
+
+
+@pytest.mark.parametrize("bench", ["attention", "gemm"])
+def test_bench_reruns_into_its_own_directory(tmp_path, monkeypatch, capsys, bench):
+    """The default directory (build/reports) is Lutra's own: a user's file of an output's
+    name there needs no --force, and a second run replaces the first run's files."""
+    flags, names = BENCHES[bench]
+    if bench == "gemm":
+        flags = [*flags, "--simulator", _simulator()]
+    monkeypatch.chdir(tmp_path)
+    reports = tmp_path / "build" / "reports"
+    assert lutra("bench", bench, *flags) == 0
+    first = {name: (reports / name).read_bytes() for name in names}
+    assert json.loads((reports / MARKER).read_text())["owners"][f"bench-{bench}"] == names
+    (reports / "notes.md").write_text("mine")
+    assert lutra("bench", bench, *flags) == 0
+    assert {name: (reports / name).read_bytes() for name in names} == first
+    assert (reports / "notes.md").read_text() == "mine" and not debris(reports)
+    out = tmp_path / "mine"                     # a directory of the user's: other files stay
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    assert lutra("bench", bench, *flags, "--out", out) == 0
+    assert lutra("bench", bench, *flags, "--out", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "notes.md", *names])
+
+
+def test_fpga_bench_checks_its_table_before_building(tmp_path, monkeypatch, capsys):
+    """``lutra bench fpga --arrays``: a user's file named like its table is refused before any
+    build (it was found only when the sweep had finished)."""
+    def build_ooc(*args, **kwargs):
+        raise AssertionError("built although the table cannot be written")
+    monkeypatch.setattr(fpga_bench, "build_ooc", build_ooc)
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"lutra_outputs": 1, "owners": {}}))
+    (out / "gemm-scaling.md").write_text("a user's table")
+    assert fpga_bench.main(["gemm", "--arrays", "1x1", "--reference", "ice40-up5k", "--out",
+                            str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out / "gemm-scaling.md") in err, err
+    assert (out / "gemm-scaling.md").read_text() == "a user's table"
