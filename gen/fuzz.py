@@ -32,7 +32,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from .blocks import BlockSpec, Param, blocks
-from .outputs import MARKER, OutputDir, write_file
+from .cli_common import add_report_out
+from .outputs import MARKER, OutputDir, report_files
 
 __all__ = ["argv_strategy", "check_argv", "stand_ins", "toml_strategy", "main"]
 
@@ -253,11 +254,13 @@ def _fake_soak_block(config, simulator, *, beats, build_root, **kwargs):
 
 
 def _fake_bench(argv: list[str]) -> int:
+    """Writes its report as the real benchmarks do (:func:`gen.outputs.report_files`)."""
     parser = argparse.ArgumentParser(prog="bench stand-in")
-    parser.add_argument("--out", type=Path, default=Path("build/reports"))
+    add_report_out(parser, "bench.json")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    write_file(args.out / "bench.json", json.dumps({"seed": args.seed}) + "\n", owner="bench")
+    with report_files(args.out, ["bench.json"], owner="bench", force=args.force) as out:
+        (out.stage / "bench.json").write_text(json.dumps({"seed": args.seed}) + "\n")
     return 0
 
 

@@ -197,5 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":      # as `lutra bench`: errors are one line, exit status 2
+    import sys
+
+    from gen.cli import main as lutra
+    sys.exit(lutra(["bench", "attention", *sys.argv[1:]]))

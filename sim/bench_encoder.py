@@ -175,5 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":      # as `lutra bench`: errors are one line, exit status 2
+    from gen.cli import main as lutra
+    sys.exit(lutra(["bench", "encoder", *sys.argv[1:]]))

@@ -552,3 +552,14 @@ def test_fpga_bench_checks_its_table_before_building(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(out / "gemm-scaling.md") in err, err
     assert (out / "gemm-scaling.md").read_text() == "a user's table"
+
+
+def test_bench_module_run_directly_keeps_a_users_file(tmp_path):
+    """``python -m sim.bench_attention`` is ``lutra bench attention``: the same refusal, as one
+    line and exit status 2 (not a traceback)."""
+    (tmp_path / "attention_schedule.png").write_text("a user's file")
+    run = subprocess.run([sys.executable, "-m", "sim.bench_attention", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "attention_schedule.png" in run.stderr, run.stderr
+    assert (tmp_path / "attention_schedule.png").read_text() == "a user's file"
