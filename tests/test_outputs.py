@@ -513,7 +513,7 @@ def test_encoder_bench_keeps_a_users_json(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.json"]
 
 
-@pytest.mark.parametrize("bench", ["attention", "gemm"])
+@pytest.mark.parametrize("bench", ["attention", "gemm", "gelu", "softmax"])
 def test_bench_reruns_into_its_own_directory(tmp_path, monkeypatch, capsys, bench):
     """The default directory (build/reports) is Lutra's own: a user's file of an output's
     name there needs no --force, and a second run replaces the first run's files."""
