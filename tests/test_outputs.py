@@ -511,6 +511,12 @@ def test_encoder_bench_keeps_a_users_json(tmp_path, capsys):
         assert lutra("bench", "encoder", *flags, "--json", tmp_path) == 2
         one_line_error(capsys, str(tmp_path), "is a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.json"]
+    builds = tmp_path / "builds"                # --rtl's Verilator builds: as 'lutra run's
+    builds.mkdir()
+    (builds / "notes.md").write_text("mine")
+    assert lutra("bench", "encoder", "--rtl", "--minilm-layers", 0, "--build-dir", builds) == 2
+    one_line_error(capsys, str(builds), "directory is not empty")
+    assert sorted(p.name for p in builds.iterdir()) == ["notes.md"]
 
 
 @pytest.mark.parametrize("bench", ["attention", "gemm", "gelu", "softmax"])
