@@ -9,7 +9,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.params import params_or_keywords
-from ..common.pipeline import own_register
+from ..common.pipeline import register_copies
 from .scheduler_params import SchedulerParams
 
 __all__ = ["AttentionScheduler", "Command", "Descriptor"]
@@ -203,8 +203,9 @@ class AttentionScheduler(wiring.Component):
         # with the others (copies per group of slots were merged: 300-600 loads a bit).
         holes_next = Signal(range(K + 1))       # the dispatches of this cycle: n_taken
         moved = []
+        holes_copies = register_copies(m, "holes", holes_next, platform, D, reset=True)
         for n in range(D):
-            holes = own_register(m, f"holes_{n}", holes_next, platform, reset=True)
+            holes = holes_copies[n]
             candidate = Signal(row_layout, name=f"moved_{n}")
             m.d.comb += candidate.eq(
                 _select([slots[min(n + t, D - 1)] for t in range(K + 1)], holes))
@@ -399,8 +400,7 @@ class AttentionScheduler(wiring.Component):
         generate, room, gen_pairs = generator["generate"], generator["room"], generator["gen_pairs"]
         # staged_valid (the staged row is valid: generated in the previous cycle) reaches every
         # bit of every slot: each slot has its own copy, one that synthesis cannot merge.
-        slot_staged = [own_register(m, f"staged_valid_{n}", generate, platform, reset=True)
-                       for n in range(D)]
+        slot_staged = register_copies(m, "staged_valid", generate, platform, D, reset=True)
         # ---- window update: drop the holes, insert the staged row by priority -------------
         # Each row carries `ahead`: it has at least as many key blocks as the staged row, so
         # it stays ahead of it (ties in generation order). The bit is computed against the

@@ -6,7 +6,7 @@ from amaranth.hdl import Instance
 
 from .mul import uses_ecp5_primitives
 
-__all__ = ["StallPipeline", "delayed", "own_register"]
+__all__ = ["StallPipeline", "delayed", "own_register", "register_copies"]
 
 
 class StallPipeline:
@@ -74,3 +74,17 @@ def own_register(m: Module, name: str, value, platform, *, reset: bool = False):
             p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
             i_CLK=ClockSignal(), i_LSR=clear, i_CE=C(1, 1), i_DI=value[n], o_Q=reg[n])
     return reg
+
+
+def register_copies(m: Module, name: str, value, platform, count: int, *,
+                    reset: bool = False) -> list:
+    """``count`` copies of ``value`` through a register (``name_0`` ...), each driving a share of
+    a wide fan-out. On ECP5 each is an :func:`own_register`; elsewhere synthesis merges equal
+    registers whatever is done, so one register serves all ``count`` (and the fit check's
+    netlist count, ``gen/resources.py``, sees what synthesis keeps)."""
+    if uses_ecp5_primitives(platform):
+        return [own_register(m, f"{name}_{n}", value, platform, reset=reset)
+                for n in range(count)]
+    reg = Signal.like(value, name=f"{name}_0", reset_less=not reset)
+    m.d.sync += reg.eq(value)
+    return [reg] * count
