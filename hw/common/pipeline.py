@@ -82,9 +82,6 @@ def register_copies(m: Module, name: str, value, platform, count: int, *,
     a wide fan-out. On ECP5 each is an :func:`own_register`; elsewhere synthesis merges equal
     registers whatever is done, so one register serves all ``count`` (and the fit check's
     netlist count, ``gen/resources.py``, sees what synthesis keeps)."""
-    if uses_ecp5_primitives(platform):
-        return [own_register(m, f"{name}_{n}", value, platform, reset=reset)
-                for n in range(count)]
-    reg = Signal.like(value, name=f"{name}_0", reset_less=not reset)
-    m.d.sync += reg.eq(value)
-    return [reg] * count
+    copies = count if uses_ecp5_primitives(platform) else 1
+    regs = [own_register(m, f"{name}_{n}", value, platform, reset=reset) for n in range(copies)]
+    return regs * (count // copies)
